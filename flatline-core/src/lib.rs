@@ -1,0 +1,16 @@
+//! Flatline's storage-agnostic core: the account, key, username and invite rules, behind storage traits.
+//!
+//! No HTTP, no SQL, no wall clock, no global state: time comes from a [`time::Clock`], randomness from a
+//! [`random::SecureRandom`], persistence from the traits in [`store`].
+#![warn(missing_docs)]
+
+pub mod account;
+pub mod auth;
+pub mod credentials;
+pub mod crypto;
+pub mod ids;
+pub mod keys;
+pub mod random;
+pub mod ratelimit;
+pub mod store;
+pub mod time;

@@ -1,0 +1,332 @@
+//! Leaky-bucket rate limiting. The arithmetic is here, pure and shared by every backend; the bucket state lives
+//! behind [`RateLimitStore`] so that several server processes draw from the same buckets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{RateLimitStore, StoreError};
+use crate::time::{Clock, Timestamp};
+
+/// A bucket of `bucket_size` permits; one permit comes back every `permit_regeneration`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketConfig {
+    /// Permits available to a burst.
+    pub bucket_size: u32,
+    /// Time for one permit to regenerate.
+    #[serde(with = "crate::ratelimit::duration_secs")]
+    pub permit_regeneration: Duration,
+}
+
+impl BucketConfig {
+    /// A bucket of `size` permits, one back every `every`.
+    pub const fn new(bucket_size: u32, permit_regeneration: Duration) -> Self {
+        BucketConfig { bucket_size, permit_regeneration }
+    }
+
+    /// Milliseconds of regeneration one permit costs (at least 1).
+    fn permit_ms(&self) -> i64 {
+        i64::try_from(self.permit_regeneration.as_millis()).unwrap_or(i64::MAX).max(1)
+    }
+
+    /// Milliseconds of regeneration a full bucket holds.
+    fn capacity_ms(&self) -> i64 {
+        self.permit_ms().saturating_mul(i64::from(self.bucket_size))
+    }
+}
+
+/// Serde helper: durations as (possibly fractional) seconds in config files.
+pub mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+    /// Reads non-negative, finite seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The persisted state of one bucket.
+///
+/// Permits are counted in milliseconds of regeneration (one permit = `permit_regeneration`), so refill and
+/// `Retry-After` are exact integer arithmetic and every backend computes identical results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketState {
+    /// Credit left at `updated_at`, in milliseconds of regeneration.
+    pub credit_ms: i64,
+    /// When `credit_ms` was computed.
+    pub updated_at: Timestamp,
+}
+
+/// The verdict on one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Permits taken.
+    Allowed,
+    /// Not enough permits; nothing was taken. Retry after this long.
+    Denied {
+        /// Time until enough permits have regenerated.
+        retry_after: Duration,
+    },
+}
+
+/// Applies a request for `amount` permits at `now` to a bucket (absent = full) and returns the new state and verdict.
+///
+/// A denied request leaves the permits untouched (only the refill is recorded), as Signal's limiter does.
+pub fn apply(config: &BucketConfig, state: Option<BucketState>, amount: u32, now: Timestamp) -> (BucketState, Admission) {
+    let capacity = config.capacity_ms();
+    let credit = match state {
+        None => capacity,
+        Some(s) => {
+            let elapsed = now.as_millis().saturating_sub(s.updated_at.as_millis()).max(0);
+            s.credit_ms.saturating_add(elapsed).min(capacity)
+        }
+    };
+    let cost = config.permit_ms().saturating_mul(i64::from(amount));
+    if credit >= cost {
+        (BucketState { credit_ms: credit - cost, updated_at: now }, Admission::Allowed)
+    } else {
+        let retry_after = Duration::from_millis(u64::try_from(cost - credit).unwrap_or(0));
+        (BucketState { credit_ms: credit, updated_at: now }, Admission::Denied { retry_after })
+    }
+}
+
+/// The time after which a bucket in `state` is full again and can be forgotten.
+pub fn full_at(config: &BucketConfig, state: &BucketState) -> Timestamp {
+    let missing = config.capacity_ms().saturating_sub(state.credit_ms).max(0);
+    Timestamp(state.updated_at.as_millis().saturating_add(missing))
+}
+
+/// A request was rate limited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited; retry after {retry_after:?}")]
+pub struct RateLimited {
+    /// Time until the request would be admitted.
+    pub retry_after: Duration,
+}
+
+impl RateLimited {
+    /// `Retry-After` in whole seconds, rounded up (at least 1).
+    pub fn retry_after_secs(&self) -> u64 {
+        let ms = u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX);
+        ms.div_ceil(1000).max(1)
+    }
+}
+
+/// Failure of a limiter check: over the limit, or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Over the limit.
+    #[error(transparent)]
+    Limited(#[from] RateLimited),
+    /// The bucket store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Every limiter the server knows, with its name (used in config and bucket keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Limiter {
+    /// `POST /v1/registration`, per principal.
+    Registration,
+    /// `POST /v1/verification/session`, per IP.
+    VerificationAuthorization,
+    /// `PATCH /v1/verification/session/{id}`, per session.
+    VerificationTokenExchange,
+    /// Authenticated prekey fetches.
+    PreKeys,
+    /// Username reservation, per ACI.
+    UsernameReserve,
+    /// Username confirmation, per ACI.
+    UsernameSet,
+    /// Username hash lookup, per IP.
+    UsernameLookup,
+    /// Username link writes, per ACI.
+    UsernameLinkOperation,
+    /// Username link lookups, per IP.
+    UsernameLinkLookupPerIp,
+    /// Principal discovery, per ACI.
+    PrincipalLookup,
+    /// Invite validity checks, per IP.
+    InviteValidity,
+    /// Failed invite attempts, per IP (guessing).
+    InviteFailure,
+    /// Contact invite redemption, per ACI.
+    ContactRedeem,
+    /// Failed Basic authentication, per IP.
+    AuthFailure,
+}
+
+impl Limiter {
+    /// Every limiter, for config documentation and validation.
+    pub const ALL: [Limiter; 14] = [
+        Limiter::Registration,
+        Limiter::VerificationAuthorization,
+        Limiter::VerificationTokenExchange,
+        Limiter::PreKeys,
+        Limiter::UsernameReserve,
+        Limiter::UsernameSet,
+        Limiter::UsernameLookup,
+        Limiter::UsernameLinkOperation,
+        Limiter::UsernameLinkLookupPerIp,
+        Limiter::PrincipalLookup,
+        Limiter::InviteValidity,
+        Limiter::InviteFailure,
+        Limiter::ContactRedeem,
+        Limiter::AuthFailure,
+    ];
+
+    /// The config and bucket-key name (Signal's names where Signal has the limiter).
+    pub fn name(self) -> &'static str {
+        match self {
+            Limiter::Registration => "registration",
+            Limiter::VerificationAuthorization => "verificationAuthorization",
+            Limiter::VerificationTokenExchange => "verificationTokenExchange",
+            Limiter::PreKeys => "prekeys",
+            Limiter::UsernameReserve => "usernameReserve",
+            Limiter::UsernameSet => "usernameSet",
+            Limiter::UsernameLookup => "usernameLookup",
+            Limiter::UsernameLinkOperation => "usernameLinkOperation",
+            Limiter::UsernameLinkLookupPerIp => "usernameLinkLookupPerIp",
+            Limiter::PrincipalLookup => "principalLookup",
+            Limiter::InviteValidity => "inviteValidity",
+            Limiter::InviteFailure => "inviteFailure",
+            Limiter::ContactRedeem => "contactRedeem",
+            Limiter::AuthFailure => "authFailure",
+        }
+    }
+
+    /// Signal-Server's default where it has one; ours otherwise.
+    pub fn default_config(self) -> BucketConfig {
+        const MIN: u64 = 60;
+        let b = |size, secs| BucketConfig::new(size, Duration::from_secs(secs));
+        match self {
+            Limiter::Registration => b(6, 30),
+            Limiter::VerificationAuthorization => b(100, 15),
+            Limiter::VerificationTokenExchange => b(5, 30),
+            Limiter::PreKeys => b(6, 10 * MIN),
+            Limiter::UsernameReserve | Limiter::UsernameSet | Limiter::UsernameLookup => b(100, 15 * MIN),
+            Limiter::UsernameLinkOperation => b(10, MIN),
+            Limiter::UsernameLinkLookupPerIp => b(100, 15),
+            Limiter::PrincipalLookup => b(100, 15 * MIN),
+            // Synapse's registration-token validity default: burst 5, 0.1/s.
+            Limiter::InviteValidity => b(5, 10),
+            Limiter::InviteFailure => b(10, 5 * MIN),
+            Limiter::ContactRedeem => b(20, 3 * MIN),
+            Limiter::AuthFailure => b(100, 6),
+        }
+    }
+
+    /// Parses a config name.
+    pub fn from_name(name: &str) -> Option<Limiter> {
+        Limiter::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+/// Configured limits for every [`Limiter`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits(std::collections::BTreeMap<Limiter, BucketConfig>);
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits(Limiter::ALL.into_iter().map(|l| (l, l.default_config())).collect())
+    }
+}
+
+impl Limits {
+    /// Overrides one limiter.
+    pub fn set(&mut self, limiter: Limiter, config: BucketConfig) {
+        self.0.insert(limiter, config);
+    }
+    /// The configuration of `limiter`.
+    pub fn get(&self, limiter: Limiter) -> BucketConfig {
+        self.0.get(&limiter).copied().unwrap_or_else(|| limiter.default_config())
+    }
+}
+
+/// Checks named limiters against shared bucket state.
+#[derive(Clone)]
+pub struct RateLimiters {
+    store: Arc<dyn RateLimitStore>,
+    clock: Arc<dyn Clock>,
+    limits: Arc<Limits>,
+}
+
+impl RateLimiters {
+    /// Limiters over `store` with `limits`.
+    pub fn new(store: Arc<dyn RateLimitStore>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
+        RateLimiters { store, clock, limits: Arc::new(limits) }
+    }
+
+    /// Takes one permit from `limiter`'s bucket for `key`.
+    pub async fn check(&self, limiter: Limiter, key: &str) -> Result<(), LimitError> {
+        let config = self.limits.get(limiter);
+        let bucket = format!("{}::{key}", limiter.name());
+        match self.store.acquire(&bucket, &config, 1, self.clock.now()).await? {
+            Admission::Allowed => Ok(()),
+            Admission::Denied { retry_after } => Err(RateLimited { retry_after }.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A bucket of size N admits exactly N immediate requests; the next one is told to wait one
+        /// regeneration period; after that period exactly one more is admitted.
+        #[test]
+        fn bucket_admits_size_then_refills(size in 1u32..200, regen_ms in 1u64..100_000, start in 0i64..1_000_000_000) {
+            let cfg = BucketConfig::new(size, Duration::from_millis(regen_ms));
+            let now = Timestamp(start);
+            let mut state = None;
+            for _ in 0..size {
+                let (s, a) = apply(&cfg, state, 1, now);
+                prop_assert_eq!(a, Admission::Allowed);
+                state = Some(s);
+            }
+            let (s, a) = apply(&cfg, state, 1, now);
+            prop_assert_eq!(a, Admission::Denied { retry_after: Duration::from_millis(regen_ms) });
+            state = Some(s);
+            let later = now.plus(Duration::from_millis(regen_ms));
+            let (s, a) = apply(&cfg, state, 1, later);
+            prop_assert_eq!(a, Admission::Allowed);
+            let (_, a) = apply(&cfg, Some(s), 1, later);
+            prop_assert!(a != Admission::Allowed);
+        }
+
+        /// Retry-After is exactly the time the deficit takes to regenerate, whatever the partial refill.
+        #[test]
+        fn retry_after_is_deficit_over_rate(size in 1u32..20, regen_ms in 1_000u64..60_000, waited in 0u64..1_000) {
+            let cfg = BucketConfig::new(size, Duration::from_millis(regen_ms));
+            let empty = BucketState { credit_ms: 0, updated_at: Timestamp(0) };
+            let (_, a) = apply(&cfg, Some(empty), 1, Timestamp(waited as i64));
+            prop_assert_eq!(a, Admission::Denied { retry_after: Duration::from_millis(regen_ms - waited) });
+        }
+    }
+
+    #[test]
+    fn refill_caps_at_bucket_size() {
+        let cfg = BucketConfig::new(3, Duration::from_secs(1));
+        let (s, _) = apply(&cfg, None, 3, Timestamp(0));
+        let (s, a) = apply(&cfg, Some(s), 1, Timestamp(1_000_000));
+        assert_eq!(a, Admission::Allowed);
+        assert_eq!(s.credit_ms, 2_000);
+        assert_eq!(full_at(&cfg, &s), Timestamp(1_001_000));
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_seconds() {
+        let secs = |ms| RateLimited { retry_after: Duration::from_millis(ms) }.retry_after_secs();
+        assert_eq!((secs(1), secs(999), secs(1000), secs(1001), secs(0)), (1, 1, 1, 2, 1));
+    }
+}

@@ -1,0 +1,157 @@
+//! Storage traits, one per aggregate.
+//!
+//! Contracts every backend honours (the conformance suite in `flatline-testkit` checks them):
+//! - lookups return `Ok(None)` for "not found"; errors are for failures;
+//! - every method is atomic: a rule that must hold under concurrency (a one-time key handed out once, an invite's
+//!   last use, a username's single owner) is enforced inside one method, never by read-modify-write in a caller;
+//! - time is passed in; no backend reads the clock.
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+use crate::account::{Account, AccountAttributes};
+use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
+use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+use crate::ratelimit::{Admission, BucketConfig};
+use crate::time::Timestamp;
+
+/// A storage failure. Rule violations are not errors: they come back as typed outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule would be broken (which one is named).
+    #[error("conflict: {0}")]
+    Conflict(Conflict),
+    /// The backend failed (I/O, pool exhausted, corrupt row …).
+    #[error("storage backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+    /// A backend error from a message (corrupt data and the like).
+    pub fn corrupt(msg: impl Into<String>) -> Self {
+        StoreError::Backend(msg.into().into())
+    }
+}
+
+/// Which uniqueness rule a write would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    /// The ACI is taken.
+    Aci,
+    /// The PNI is taken.
+    Pni,
+    /// The principal belongs to another account.
+    Principal,
+}
+
+impl fmt::Display for Conflict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Conflict::Aci => "aci",
+            Conflict::Pni => "pni",
+            Conflict::Principal => "principal",
+        })
+    }
+}
+
+/// Shorthand for store results.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Signed keys written together with a new account or device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialKeys {
+    /// ACI signed EC prekey.
+    pub aci_signed: SignedPreKey,
+    /// PNI signed EC prekey.
+    pub pni_signed: SignedPreKey,
+    /// ACI last-resort Kyber key.
+    pub aci_last_resort: SignedPreKey,
+    /// PNI last-resort Kyber key.
+    pub pni_last_resort: SignedPreKey,
+}
+
+/// Everything a new account consists of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// The account (with exactly one device, the primary).
+    pub account: Account,
+    /// Its initial signed keys, stored in the same transaction.
+    pub keys: InitialKeys,
+}
+
+/// Accounts and their devices.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Creates an account, its primary device and initial signed keys in one transaction.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the ACI, PNI or principal is already in use; nothing is written then.
+    async fn create_account(&self, new: NewAccount) -> StoreResult<()>;
+
+    /// The account with this ACI.
+    async fn account(&self, aci: Aci) -> StoreResult<Option<Account>>;
+
+    /// The account whose current PNI is `pni`.
+    async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>>;
+
+    /// The account holding `principal`.
+    async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>>;
+
+    /// Applies attributes: the device-level part to `device`, the account-level part to the account.
+    /// Returns false when the account or device does not exist.
+    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool>;
+
+    /// Records a device's last use (callers round it to a day so this writes at most daily).
+    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()>;
+
+    /// Replaces every device credential of the account with its locked form; returns false when absent.
+    async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
+
+    /// Deletes the account, its devices and every key under its ACI and PNI. Returns false when absent.
+    async fn delete_account(&self, aci: Aci) -> StoreResult<bool>;
+}
+
+/// Prekeys, partitioned by identity (an ACI or a PNI) and device.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    /// Applies an upload in one transaction: a present (non-empty) one-time list replaces the stored list, an absent
+    /// one keeps it; a present signed or last-resort key overwrites the stored one.
+    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()>;
+
+    /// Atomically removes and returns the lowest-id one-time EC key and the lowest-id one-time Kyber key, if any.
+    /// Concurrent callers never receive the same key.
+    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys>;
+
+    /// The signed EC prekey of `device`, if stored.
+    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>>;
+
+    /// The last-resort Kyber key of `device`, if stored. Never consumed.
+    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>>;
+
+    /// How many one-time keys remain.
+    async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts>;
+
+    /// All one-time EC keys of `device`, lowest id first (for tests and diagnostics).
+    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>>;
+}
+
+/// Shared leaky-bucket state.
+#[async_trait]
+pub trait RateLimitStore: Send + Sync {
+    /// Atomically refills the bucket `key` per `config` and takes `amount` permits if available
+    /// (see [`crate::ratelimit::apply`], which every backend must use for the arithmetic).
+    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission>;
+
+    /// Forgets buckets that are full again at `now` (housekeeping); returns how many were removed.
+    async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64>;
+}
+
+/// Every aggregate's store: what a server instance is built on.
+pub trait Store: AccountStore + KeyStore + RateLimitStore {}
+
+impl<T: AccountStore + KeyStore + RateLimitStore> Store for T {}
