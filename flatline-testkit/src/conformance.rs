@@ -1,0 +1,332 @@
+//! The store conformance suite: one set of checks that every backend (in-memory, SQLite, PostgreSQL) must pass.
+//!
+//! Use [`conformance_suite!`](crate::conformance_suite) in a backend's test module with an async factory that
+//! returns a fresh, empty store; it expands to one `#[tokio::test]` per check.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use flatline_core::account::{AccountAttributes, RawAccountAttributes};
+use flatline_core::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
+use flatline_core::keys::{KeyCounts, KeyUpload};
+use flatline_core::ratelimit::{Admission, BucketConfig};
+use flatline_core::store::{Conflict, Store, StoreError};
+use flatline_core::time::Timestamp;
+
+use crate::clock::SeededRng;
+use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
+
+/// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
+/// that returns `Arc<dyn Store>`, empty.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@each $make;
+            create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
+            lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
+            take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
+            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets);
+    };
+    (@each $make:expr; $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $check() {
+                let store: ::std::sync::Arc<dyn ::flatline_core::store::Store> = ($make)().await;
+                $crate::conformance::$check(store).await;
+            }
+        )*
+    };
+}
+
+const T0: Timestamp = Timestamp(1_767_225_600_000);
+
+fn rng() -> SeededRng {
+    SeededRng::new(7)
+}
+
+/// Creates an account and finds it by ACI, PNI and principal; unknown ids find nothing.
+pub async fn create_and_lookup(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice@example.org", "pw", T0);
+    let want = new.account.clone();
+    store.create_account(new).await.unwrap();
+    assert_eq!(store.account(want.aci).await.unwrap().as_ref(), Some(&want));
+    assert_eq!(store.account_by_pni(want.pni).await.unwrap().as_ref(), Some(&want));
+    assert_eq!(store.account_by_principal(&want.principal).await.unwrap().as_ref(), Some(&want));
+    assert!(store.account(Aci::random(&rng)).await.unwrap().is_none());
+    assert!(store.account_by_pni(Pni::random(&rng)).await.unwrap().is_none());
+    assert!(store.account_by_principal(&Principal::parse("nobody").unwrap()).await.unwrap().is_none());
+}
+
+/// A taken ACI, PNI or principal is a conflict and the refused account leaves no trace.
+pub async fn create_conflicts_write_nothing(store: Arc<dyn Store>) {
+    let rng = rng();
+    let first = new_account(&rng, "alice", "pw", T0);
+    store.create_account(first.clone()).await.unwrap();
+
+    let mut same_aci = new_account(&rng, "bob", "pw", T0);
+    same_aci.account.aci = first.account.aci;
+    let mut same_pni = new_account(&rng, "carol", "pw", T0);
+    same_pni.account.pni = first.account.pni;
+    let mut same_principal = new_account(&rng, "dave", "pw", T0);
+    same_principal.account.principal = first.account.principal.clone();
+
+    for (attempt, want) in [(same_aci, Conflict::Aci), (same_pni, Conflict::Pni), (same_principal, Conflict::Principal)] {
+        let refused = attempt.account.clone();
+        match store.create_account(attempt).await {
+            Err(StoreError::Conflict(c)) => assert_eq!(c, want),
+            other => panic!("expected {want} conflict, got {other:?}"),
+        }
+        if want != Conflict::Pni {
+            assert!(store.account_by_pni(refused.pni).await.unwrap().is_none(), "{want}: pni written");
+        }
+        if want != Conflict::Principal {
+            assert!(store.account_by_principal(&refused.principal).await.unwrap().is_none(), "{want}: principal written");
+        }
+        if want != Conflict::Aci {
+            assert!(store.account(refused.aci).await.unwrap().is_none(), "{want}: account written");
+            let owner = ServiceId::Aci(refused.aci);
+            assert!(store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap().is_none(), "{want}: keys written");
+        }
+    }
+    assert_eq!(store.account(first.account.aci).await.unwrap(), Some(first.account));
+}
+
+/// Attributes update the device and account parts; unknown accounts and devices are reported, not created.
+pub async fn update_attributes(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let aci = new.account.aci;
+    store.create_account(new).await.unwrap();
+    let attrs = AccountAttributes::validate(RawAccountAttributes {
+        fetches_messages: false,
+        registration_id: 77,
+        pni_registration_id: Some(88),
+        name: Some(vec![1, 2, 3]),
+        unidentified_access_key: Some(vec![9; 16]),
+        unrestricted_unidentified_access: true,
+        discoverable_by_principal: true,
+        capabilities: vec![("storage".into(), true), ("spqr".into(), true)],
+    })
+    .unwrap();
+    assert!(store.update_attributes(aci, DeviceId::PRIMARY, &attrs).await.unwrap());
+    let a = store.account(aci).await.unwrap().unwrap();
+    assert_eq!(a.settings, attrs.account);
+    assert_eq!(a.devices[0].settings, attrs.device);
+    assert_eq!(a.devices[0].capabilities, attrs.capabilities);
+    assert!(a.storage_capable());
+    assert!(!store.update_attributes(aci, DeviceId::new(2).unwrap(), &attrs).await.unwrap());
+    assert!(!store.update_attributes(Aci::random(&rng), DeviceId::PRIMARY, &attrs).await.unwrap());
+}
+
+/// Last-seen moves forward only.
+pub async fn touch_device(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let aci = new.account.aci;
+    store.create_account(new).await.unwrap();
+    let later = T0.plus(Duration::from_secs(86_400));
+    store.touch_device(aci, DeviceId::PRIMARY, later).await.unwrap();
+    store.touch_device(aci, DeviceId::PRIMARY, T0).await.unwrap();
+    let a = store.account(aci).await.unwrap().unwrap();
+    assert_eq!(a.devices[0].last_seen, later);
+    // Unknown targets are a no-op, not an error.
+    store.touch_device(Aci::random(&rng), DeviceId::PRIMARY, later).await.unwrap();
+}
+
+/// Locking makes every credential refuse its password.
+pub async fn lock_credentials(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let aci = new.account.aci;
+    store.create_account(new).await.unwrap();
+    assert!(store.lock_credentials(aci).await.unwrap());
+    let a = store.account(aci).await.unwrap().unwrap();
+    assert!(a.devices.iter().all(|d| d.credential.is_locked() && !d.credential.verify("pw")));
+    assert!(!store.lock_credentials(Aci::random(&rng)).await.unwrap());
+}
+
+/// Deleting removes the account, frees its PNI and principal, and removes every key of both identities.
+pub async fn delete_account_cascades(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let a = new.account.clone();
+    store.create_account(new).await.unwrap();
+    let upload = KeyUpload { ec: Some(vec![fake_ec(&rng, 5)]), kem: Some(vec![fake_kem(&rng, 6)]), ..Default::default() };
+    store.store_keys(ServiceId::Pni(a.pni), DeviceId::PRIMARY, &upload).await.unwrap();
+    assert!(store.delete_account(a.aci).await.unwrap());
+    assert!(store.account(a.aci).await.unwrap().is_none());
+    assert!(store.account_by_pni(a.pni).await.unwrap().is_none());
+    assert!(store.account_by_principal(&a.principal).await.unwrap().is_none());
+    for owner in [ServiceId::Aci(a.aci), ServiceId::Pni(a.pni)] {
+        assert!(store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap().is_none());
+        assert!(store.last_resort_key(owner, DeviceId::PRIMARY).await.unwrap().is_none());
+        assert_eq!(store.key_counts(owner, DeviceId::PRIMARY).await.unwrap(), KeyCounts::default());
+    }
+    assert!(!store.delete_account(a.aci).await.unwrap());
+    // The principal can be registered again.
+    let mut again = new_account(&rng, "alice", "pw", T0);
+    again.account.principal = a.principal;
+    store.create_account(again).await.unwrap();
+}
+
+/// Account creation stores the four initial signed keys.
+pub async fn initial_keys_stored(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let (a, k) = (new.account.clone(), new.keys.clone());
+    store.create_account(new).await.unwrap();
+    let d = DeviceId::PRIMARY;
+    assert_eq!(store.signed_pre_key(ServiceId::Aci(a.aci), d).await.unwrap(), Some(k.aci_signed));
+    assert_eq!(store.signed_pre_key(ServiceId::Pni(a.pni), d).await.unwrap(), Some(k.pni_signed));
+    assert_eq!(store.last_resort_key(ServiceId::Aci(a.aci), d).await.unwrap(), Some(k.aci_last_resort));
+    assert_eq!(store.last_resort_key(ServiceId::Pni(a.pni), d).await.unwrap(), Some(k.pni_last_resort));
+}
+
+/// A present list replaces, an absent list keeps; signed and last-resort keys overwrite; identities and devices
+/// are separate partitions.
+pub async fn upload_replaces_or_keeps(store: Arc<dyn Store>) {
+    let rng = rng();
+    let owner = ServiceId::Aci(Aci::random(&rng));
+    let d1 = DeviceId::PRIMARY;
+    let d2 = DeviceId::new(2).unwrap();
+    let first = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 10), fake_ec(&rng, 11)]),
+        signed: Some(fake_signed_ec(&rng, 1)),
+        kem: Some(vec![fake_kem(&rng, 20)]),
+        last_resort: Some(fake_kem(&rng, 30)),
+    };
+    store.store_keys(owner, d1, &first).await.unwrap();
+    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 2, kem: 1 });
+    assert_eq!(store.one_time_ec_keys(owner, d1).await.unwrap(), first.ec.clone().unwrap());
+
+    // Keep everything: nothing present.
+    store.store_keys(owner, d1, &KeyUpload::default()).await.unwrap();
+    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 2, kem: 1 });
+    assert_eq!(store.signed_pre_key(owner, d1).await.unwrap(), first.signed);
+
+    // Replace EC only; Kyber kept; signed overwritten.
+    let second = KeyUpload { ec: Some(vec![fake_ec(&rng, 12)]), signed: Some(fake_signed_ec(&rng, 2)), ..Default::default() };
+    store.store_keys(owner, d1, &second).await.unwrap();
+    assert_eq!(store.one_time_ec_keys(owner, d1).await.unwrap(), second.ec.clone().unwrap());
+    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 1, kem: 1 });
+    assert_eq!(store.signed_pre_key(owner, d1).await.unwrap(), second.signed);
+    assert_eq!(store.last_resort_key(owner, d1).await.unwrap(), first.last_resort);
+
+    // Other device and other identity untouched.
+    assert_eq!(store.key_counts(owner, d2).await.unwrap(), KeyCounts::default());
+    let pni_owner = ServiceId::Pni(Pni(owner.uuid()));
+    assert_eq!(store.key_counts(pni_owner, d1).await.unwrap(), KeyCounts::default());
+    assert!(store.signed_pre_key(pni_owner, d1).await.unwrap().is_none());
+}
+
+/// Takes hand out the lowest id first, each key once; the last-resort key stays.
+pub async fn take_lowest_first_and_keep_last_resort(store: Arc<dyn Store>) {
+    let rng = rng();
+    let owner = ServiceId::Aci(Aci::random(&rng));
+    let d = DeviceId::PRIMARY;
+    let upload = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 9), fake_ec(&rng, 3), fake_ec(&rng, 200)]),
+        kem: Some(vec![fake_kem(&rng, 50), fake_kem(&rng, 7)]),
+        last_resort: Some(fake_kem(&rng, 1000)),
+        ..Default::default()
+    };
+    store.store_keys(owner, d, &upload).await.unwrap();
+    let mut ec_ids = vec![];
+    let mut kem_ids = vec![];
+    for _ in 0..4 {
+        let taken = store.take_one_time_keys(owner, d).await.unwrap();
+        ec_ids.push(taken.ec.map(|k| k.key_id.get()));
+        kem_ids.push(taken.kem.map(|k| k.key_id.get()));
+    }
+    assert_eq!(ec_ids, vec![Some(3), Some(9), Some(200), None]);
+    assert_eq!(kem_ids, vec![Some(7), Some(50), None, None]);
+    assert_eq!(store.last_resort_key(owner, d).await.unwrap(), upload.last_resort);
+    assert_eq!(store.key_counts(owner, d).await.unwrap(), KeyCounts::default());
+    // Taking from a device that never uploaded is not an error.
+    let none = store.take_one_time_keys(owner, DeviceId::new(9).unwrap()).await.unwrap();
+    assert!(none.ec.is_none() && none.kem.is_none());
+}
+
+/// 500 one-time keys, 1000 concurrent takes: exactly 500 distinct keys of each kind come out.
+pub async fn concurrent_takes_hand_out_each_key_once(store: Arc<dyn Store>) {
+    let rng = rng();
+    let owner = ServiceId::Aci(Aci::random(&rng));
+    let d = DeviceId::PRIMARY;
+    // Uploads are capped at 100 per list by the API; the store has no such cap, so one write sets up 500.
+    let upload = KeyUpload {
+        ec: Some((0..500).map(|i| fake_ec(&rng, i)).collect()),
+        kem: Some((0..500).map(|i| fake_kem(&rng, i)).collect()),
+        ..Default::default()
+    };
+    store.store_keys(owner, d, &upload).await.unwrap();
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.take_one_time_keys(owner, d).await })
+        })
+        .collect();
+    let mut ec = vec![];
+    let mut kem = vec![];
+    for t in tasks {
+        let taken = t.await.unwrap().unwrap();
+        ec.extend(taken.ec.map(|k| k.key_id.get()));
+        kem.extend(taken.kem.map(|k| k.key_id.get()));
+    }
+    for (kind, ids) in [("ec", ec), ("kem", kem)] {
+        assert_eq!(ids.len(), 500, "{kind}: keys handed out");
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 500, "{kind}: a key was handed out twice");
+    }
+    assert_eq!(store.key_counts(owner, d).await.unwrap(), KeyCounts::default());
+}
+
+/// The shared bucket admits its size, refuses with the right wait, refills, and keys are independent.
+pub async fn rate_limit_bucket(store: Arc<dyn Store>) {
+    let cfg = BucketConfig::new(3, Duration::from_secs(10));
+    for _ in 0..3 {
+        assert_eq!(store.acquire("l::a", &cfg, 1, T0).await.unwrap(), Admission::Allowed);
+    }
+    assert_eq!(
+        store.acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(4))).await.unwrap(),
+        Admission::Denied { retry_after: Duration::from_secs(6) }
+    );
+    assert_eq!(store.acquire("l::b", &cfg, 1, T0).await.unwrap(), Admission::Allowed);
+    assert_eq!(store.acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(10))).await.unwrap(), Admission::Allowed);
+    assert_eq!(
+        store.acquire("l::a", &cfg, 2, T0.plus(Duration::from_secs(10))).await.unwrap(),
+        Admission::Denied { retry_after: Duration::from_secs(20) }
+    );
+}
+
+/// 50 concurrent requests on a bucket of 10: exactly 10 admitted.
+pub async fn concurrent_rate_limit_admits_bucket_size(store: Arc<dyn Store>) {
+    let cfg = BucketConfig::new(10, Duration::from_secs(3600));
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.acquire("race::k", &cfg, 1, T0).await })
+        })
+        .collect();
+    let mut allowed = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == Admission::Allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 10);
+}
+
+/// Buckets that are full again are forgotten; others are kept.
+pub async fn purge_full_buckets(store: Arc<dyn Store>) {
+    let cfg = BucketConfig::new(2, Duration::from_secs(60));
+    store.acquire("p::one", &cfg, 1, T0).await.unwrap();
+    store.acquire("p::two", &cfg, 2, T0).await.unwrap();
+    assert_eq!(store.purge_full_buckets(T0.plus(Duration::from_secs(61))).await.unwrap(), 1);
+    // "two" still has one permit missing, so a 2-permit request at +61 s is refused.
+    assert!(matches!(
+        store.acquire("p::two", &cfg, 2, T0.plus(Duration::from_secs(61))).await.unwrap(),
+        Admission::Denied { .. }
+    ));
+    assert_eq!(store.purge_full_buckets(T0.plus(Duration::from_secs(1000))).await.unwrap(), 1);
+}

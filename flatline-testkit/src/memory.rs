@@ -1,0 +1,214 @@
+//! The in-memory reference implementation of every storage trait.
+//!
+//! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use flatline_core::account::{Account, AccountAttributes};
+use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
+use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
+use flatline_core::store::{AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+
+#[derive(Default)]
+struct DeviceKeys {
+    ec: BTreeMap<KeyId, Vec<u8>>,
+    kem: BTreeMap<KeyId, SignedPreKey>,
+    signed: Option<SignedPreKey>,
+    last_resort: Option<SignedPreKey>,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: HashMap<Aci, Account>,
+    by_pni: HashMap<Pni, Aci>,
+    by_principal: HashMap<Principal, Aci>,
+    keys: HashMap<(ServiceId, DeviceId), DeviceKeys>,
+    buckets: HashMap<String, (BucketState, Timestamp)>,
+}
+
+impl State {
+    fn remove_keys_of(&mut self, owner: ServiceId) {
+        self.keys.retain(|(o, _), _| *o != owner);
+    }
+}
+
+/// In-memory store; cheap to create, one per test.
+#[derive(Default)]
+pub struct MemoryStore(Mutex<State>);
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not poison the store for the others.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait]
+impl AccountStore for MemoryStore {
+    async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
+        let mut s = self.state();
+        let a = new.account;
+        if s.accounts.contains_key(&a.aci) {
+            return Err(StoreError::Conflict(Conflict::Aci));
+        }
+        if s.by_pni.contains_key(&a.pni) {
+            return Err(StoreError::Conflict(Conflict::Pni));
+        }
+        if s.by_principal.contains_key(&a.principal) {
+            return Err(StoreError::Conflict(Conflict::Principal));
+        }
+        let device = DeviceId::PRIMARY;
+        let k = new.keys;
+        for (owner, signed, last_resort) in [
+            (ServiceId::Aci(a.aci), k.aci_signed, k.aci_last_resort),
+            (ServiceId::Pni(a.pni), k.pni_signed, k.pni_last_resort),
+        ] {
+            let entry = s.keys.entry((owner, device)).or_default();
+            entry.signed = Some(signed);
+            entry.last_resort = Some(last_resort);
+        }
+        s.by_pni.insert(a.pni, a.aci);
+        s.by_principal.insert(a.principal.clone(), a.aci);
+        s.accounts.insert(a.aci, a);
+        Ok(())
+    }
+
+    async fn account(&self, aci: Aci) -> StoreResult<Option<Account>> {
+        Ok(self.state().accounts.get(&aci).cloned())
+    }
+
+    async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>> {
+        let s = self.state();
+        Ok(s.by_pni.get(&pni).and_then(|aci| s.accounts.get(aci)).cloned())
+    }
+
+    async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>> {
+        let s = self.state();
+        Ok(s.by_principal.get(principal).and_then(|aci| s.accounts.get(aci)).cloned())
+    }
+
+    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool> {
+        let mut s = self.state();
+        let Some(account) = s.accounts.get_mut(&aci) else { return Ok(false) };
+        let Some(d) = account.devices.iter_mut().find(|d| d.id == device) else { return Ok(false) };
+        d.settings = attributes.device.clone();
+        d.capabilities = attributes.capabilities.clone();
+        account.settings = attributes.account.clone();
+        Ok(true)
+    }
+
+    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()> {
+        let mut s = self.state();
+        if let Some(d) = s.accounts.get_mut(&aci).and_then(|a| a.devices.iter_mut().find(|d| d.id == device)) {
+            d.last_seen = d.last_seen.max(last_seen);
+        }
+        Ok(())
+    }
+
+    async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool> {
+        let mut s = self.state();
+        let Some(account) = s.accounts.get_mut(&aci) else { return Ok(false) };
+        for d in &mut account.devices {
+            d.credential = d.credential.locked();
+        }
+        Ok(true)
+    }
+
+    async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
+        let mut s = self.state();
+        let Some(account) = s.accounts.remove(&aci) else { return Ok(false) };
+        s.by_pni.remove(&account.pni);
+        s.by_principal.remove(&account.principal);
+        s.remove_keys_of(ServiceId::Aci(aci));
+        s.remove_keys_of(ServiceId::Pni(account.pni));
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl KeyStore for MemoryStore {
+    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()> {
+        let mut s = self.state();
+        let entry = s.keys.entry((owner, device)).or_default();
+        if let Some(ec) = &upload.ec {
+            entry.ec = ec.iter().map(|k| (k.key_id, k.public_key.clone())).collect();
+        }
+        if let Some(kem) = &upload.kem {
+            entry.kem = kem.iter().map(|k| (k.key_id, k.clone())).collect();
+        }
+        if let Some(signed) = &upload.signed {
+            entry.signed = Some(signed.clone());
+        }
+        if let Some(last_resort) = &upload.last_resort {
+            entry.last_resort = Some(last_resort.clone());
+        }
+        Ok(())
+    }
+
+    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys> {
+        let mut s = self.state();
+        let Some(entry) = s.keys.get_mut(&(owner, device)) else { return Ok(TakenKeys::default()) };
+        Ok(TakenKeys {
+            ec: entry.ec.pop_first().map(|(key_id, public_key)| EcPreKey { key_id, public_key }),
+            kem: entry.kem.pop_first().map(|(_, k)| k),
+        })
+    }
+
+    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+        Ok(self.state().keys.get(&(owner, device)).and_then(|k| k.signed.clone()))
+    }
+
+    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+        Ok(self.state().keys.get(&(owner, device)).and_then(|k| k.last_resort.clone()))
+    }
+
+    async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts> {
+        let s = self.state();
+        Ok(s.keys.get(&(owner, device)).map_or_else(KeyCounts::default, |k| KeyCounts {
+            ec: u32::try_from(k.ec.len()).unwrap_or(u32::MAX),
+            kem: u32::try_from(k.kem.len()).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>> {
+        let s = self.state();
+        Ok(s.keys.get(&(owner, device)).map_or_else(Vec::new, |k| {
+            k.ec.iter().map(|(id, pk)| EcPreKey { key_id: *id, public_key: pk.clone() }).collect()
+        }))
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for MemoryStore {
+    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission> {
+        let mut s = self.state();
+        let previous = s.buckets.get(key).map(|(state, _)| *state);
+        let (state, admission) = ratelimit::apply(config, previous, amount, now);
+        s.buckets.insert(key.to_owned(), (state, ratelimit::full_at(config, &state)));
+        Ok(admission)
+    }
+
+    async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.state();
+        let before = s.buckets.len();
+        s.buckets.retain(|_, (_, full_at)| *full_at > now);
+        Ok((before - s.buckets.len()) as u64)
+    }
+}
+
+/// Which identity a key owner is (used by tests that sweep both).
+pub fn owner_of(account: &Account, identity: IdentityType) -> ServiceId {
+    match identity {
+        IdentityType::Aci => ServiceId::Aci(account.aci),
+        IdentityType::Pni => ServiceId::Pni(account.pni),
+    }
+}
