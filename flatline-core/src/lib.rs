@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod account;
+pub mod accounts;
 pub mod auth;
 pub mod credentials;
 pub mod crypto;

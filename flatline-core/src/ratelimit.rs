@@ -160,13 +160,11 @@ pub enum Limiter {
     InviteFailure,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
-    /// Failed Basic authentication, per IP.
-    AuthFailure,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 14] = [
+    pub const ALL: [Limiter; 13] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -180,7 +178,6 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteFailure,
         Limiter::ContactRedeem,
-        Limiter::AuthFailure,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -199,7 +196,6 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteFailure => "inviteFailure",
             Limiter::ContactRedeem => "contactRedeem",
-            Limiter::AuthFailure => "authFailure",
         }
     }
 
@@ -220,13 +216,12 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteFailure => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
-            Limiter::AuthFailure => b(100, 6),
         }
     }
 
-    /// Parses a config name.
+    /// Parses a config name, ignoring case (environment variable names are upper case).
     pub fn from_name(name: &str) -> Option<Limiter> {
-        Limiter::ALL.into_iter().find(|l| l.name() == name)
+        Limiter::ALL.into_iter().find(|l| l.name().eq_ignore_ascii_case(name))
     }
 }
 
