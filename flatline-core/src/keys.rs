@@ -1,6 +1,16 @@
-//! Prekeys: the stored model and the rules of an upload.
+//! Prekeys: the stored model, the rules of an upload, and fetching.
 
-use crate::ids::KeyId;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::account::Account;
+use crate::auth::AuthenticatedDevice;
+use crate::crypto::{KemPublicKey, PublicKey, VerifyingKey};
+use crate::ids::{DeviceId, IdentityType, KeyId, ServiceId};
+use crate::ratelimit::{LimitError, Limiter, RateLimited, RateLimiters};
+use crate::store::{Store, StoreError};
 
 /// A one-time EC prekey (no signature).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,4 +61,304 @@ pub struct KeyCounts {
     pub ec: u32,
     /// One-time Kyber keys.
     pub kem: u32,
+}
+
+/// Most one-time keys of each kind in one upload.
+pub const MAX_KEYS_PER_UPLOAD: usize = 100;
+
+/// A key as decoded from the wire, not yet validated.
+#[derive(Debug, Clone, Default)]
+pub struct RawKey {
+    /// Key id as sent.
+    pub key_id: i64,
+    /// Decoded public key.
+    pub public_key: Vec<u8>,
+    /// Decoded signature (empty for unsigned one-time EC keys).
+    pub signature: Vec<u8>,
+}
+
+/// An upload as decoded from the wire (`SetKeysRequest`). Empty lists mean "keep".
+#[derive(Debug, Clone, Default)]
+pub struct RawKeyUpload {
+    /// `preKeys`.
+    pub ec: Vec<RawKey>,
+    /// `signedPreKey`.
+    pub signed: Option<RawKey>,
+    /// `pqPreKeys`.
+    pub kem: Vec<RawKey>,
+    /// `pqLastResortPreKey`.
+    pub last_resort: Option<RawKey>,
+}
+
+/// Why keys were refused (422), or the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// A field broke a rule (size, range, format, duplicate id).
+    #[error("{0}")]
+    Invalid(String),
+    /// A signature did not verify under the identity key.
+    #[error("Invalid signature")]
+    BadSignature,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(msg: impl Into<String>) -> KeyError {
+    KeyError::Invalid(msg.into())
+}
+
+fn key_id(field: &str, id: i64) -> Result<KeyId, KeyError> {
+    KeyId::new(id).map_err(|_| invalid(format!("{field}: key id must be 0..=2147483647")))
+}
+
+fn ec_key(field: &str, raw: &RawKey) -> Result<EcPreKey, KeyError> {
+    PublicKey::from_bytes(&raw.public_key).map_err(|e| invalid(format!("{field}: {e}")))?;
+    Ok(EcPreKey { key_id: key_id(field, raw.key_id)?, public_key: raw.public_key.clone() })
+}
+
+fn signed_key(field: &str, raw: &RawKey, kem: bool) -> Result<SignedPreKey, KeyError> {
+    if kem {
+        KemPublicKey::from_bytes(&raw.public_key).map_err(|e| invalid(format!("{field}: {e}")))?;
+    } else {
+        PublicKey::from_bytes(&raw.public_key).map_err(|e| invalid(format!("{field}: {e}")))?;
+    }
+    if raw.signature.len() != 64 {
+        return Err(invalid(format!("{field}: signature must be 64 bytes")));
+    }
+    Ok(SignedPreKey { key_id: key_id(field, raw.key_id)?, public_key: raw.public_key.clone(), signature: raw.signature.clone() })
+}
+
+fn no_duplicate_ids<'a>(field: &str, ids: impl Iterator<Item = &'a KeyId>) -> Result<(), KeyError> {
+    let mut seen = std::collections::HashSet::new();
+    if ids.into_iter().all(|id| seen.insert(*id)) { Ok(()) } else { Err(invalid(format!("{field}: duplicate key id"))) }
+}
+
+/// Checks that every signature in `keys` verifies under `identity_key`. The identity key's curve point is
+/// decoded once and shared by all signatures (an upload carries up to 102 of them).
+pub fn verify_signatures(identity_key: &[u8], keys: &[&SignedPreKey]) -> Result<(), KeyError> {
+    let identity = PublicKey::from_bytes(identity_key).map_err(|_| KeyError::BadSignature)?;
+    let verifier = VerifyingKey::new(&identity);
+    let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.public_key.as_slice(), k.signature.as_slice())).collect();
+    if verifier.verify_many(&pairs).into_iter().all(|ok| ok) { Ok(()) } else { Err(KeyError::BadSignature) }
+}
+
+/// Validates a raw upload: sizes, ranges, key formats, then every signature under `identity_key`.
+/// Nothing partial comes out: one bad key refuses the whole upload.
+pub fn validate_upload(identity_key: &[u8], raw: &RawKeyUpload) -> Result<KeyUpload, KeyError> {
+    if raw.ec.len() > MAX_KEYS_PER_UPLOAD || raw.kem.len() > MAX_KEYS_PER_UPLOAD {
+        return Err(invalid(format!("at most {MAX_KEYS_PER_UPLOAD} one-time keys of each kind")));
+    }
+    let ec = raw.ec.iter().map(|k| ec_key("preKeys", k)).collect::<Result<Vec<_>, _>>()?;
+    let kem = raw.kem.iter().map(|k| signed_key("pqPreKeys", k, true)).collect::<Result<Vec<_>, _>>()?;
+    no_duplicate_ids("preKeys", ec.iter().map(|k| &k.key_id))?;
+    no_duplicate_ids("pqPreKeys", kem.iter().map(|k| &k.key_id))?;
+    let signed = raw.signed.as_ref().map(|k| signed_key("signedPreKey", k, false)).transpose()?;
+    let last_resort = raw.last_resort.as_ref().map(|k| signed_key("pqLastResortPreKey", k, true)).transpose()?;
+    let to_verify: Vec<&SignedPreKey> = signed.iter().chain(kem.iter()).chain(last_resort.iter()).collect();
+    if !to_verify.is_empty() {
+        verify_signatures(identity_key, &to_verify)?;
+    }
+    Ok(KeyUpload {
+        ec: Some(ec).filter(|v| !v.is_empty()),
+        signed,
+        kem: Some(kem).filter(|v| !v.is_empty()),
+        last_resort,
+    })
+}
+
+/// Who is fetching keys.
+#[derive(Debug, Clone)]
+pub enum Requester {
+    /// An authenticated device.
+    Device(Box<AuthenticatedDevice>),
+    /// An anonymous caller presenting an `Unidentified-Access-Key` (already decoded; any length).
+    AccessKey(Vec<u8>),
+    /// No credentials at all.
+    Anonymous,
+}
+
+/// Which devices of the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSelector {
+    /// Every device (`*`).
+    All,
+    /// One device.
+    One(DeviceId),
+}
+
+/// One device's keys in a fetch answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceBundle {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Its registration id for the fetched identity.
+    pub registration_id: u16,
+    /// Signed EC prekey.
+    pub signed: SignedPreKey,
+    /// A one-time EC key, if any was left.
+    pub one_time: Option<EcPreKey>,
+    /// A one-time Kyber key, or the last-resort key when none is left.
+    pub kem: SignedPreKey,
+}
+
+/// A fetch answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreKeyBundle {
+    /// The target identity's public key.
+    pub identity_key: Vec<u8>,
+    /// Devices with complete keys.
+    pub devices: Vec<DeviceBundle>,
+}
+
+/// Why a fetch was refused. Anonymous callers get [`FetchError::Unauthorized`] where an authenticated one would
+/// get [`FetchError::NotFound`], so the endpoint does not reveal which accounts exist.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// 401.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 404.
+    #[error("not found")]
+    NotFound,
+    /// 429.
+    #[error(transparent)]
+    RateLimited(RateLimited),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<LimitError> for FetchError {
+    fn from(e: LimitError) -> Self {
+        match e {
+            LimitError::Limited(r) => FetchError::RateLimited(r),
+            LimitError::Store(s) => FetchError::Store(s),
+        }
+    }
+}
+
+/// Prekey operations.
+#[derive(Clone)]
+pub struct KeyService {
+    store: Arc<dyn Store>,
+    limiters: RateLimiters,
+}
+
+impl KeyService {
+    /// Operations over `store`, limited by `limiters`.
+    pub fn new(store: Arc<dyn Store>, limiters: RateLimiters) -> Self {
+        KeyService { store, limiters }
+    }
+
+    fn owner(account: &Account, identity: IdentityType) -> ServiceId {
+        match identity {
+            IdentityType::Aci => ServiceId::Aci(account.aci),
+            IdentityType::Pni => ServiceId::Pni(account.pni),
+        }
+    }
+
+    /// Validates and stores the caller's keys for `identity`. All or nothing.
+    pub async fn upload(&self, caller: &AuthenticatedDevice, identity: IdentityType, raw: &RawKeyUpload) -> Result<(), KeyError> {
+        let upload = validate_upload(caller.account.identity_key(identity), raw)?;
+        self.store.store_keys(Self::owner(&caller.account, identity), caller.device_id, &upload).await?;
+        Ok(())
+    }
+
+    /// Remaining one-time keys of the calling device.
+    pub async fn counts(&self, caller: &AuthenticatedDevice, identity: IdentityType) -> Result<KeyCounts, StoreError> {
+        self.store.key_counts(Self::owner(&caller.account, identity), caller.device_id).await
+    }
+
+    /// Whether the client's digest of its identity, signed and last-resort keys matches what is stored
+    /// (`POST /v2/keys/check`). A missing key is a mismatch.
+    pub async fn check(&self, caller: &AuthenticatedDevice, identity: IdentityType, digest: &[u8]) -> Result<bool, KeyError> {
+        if digest.len() != 32 {
+            return Err(invalid("digest must be 32 bytes"));
+        }
+        let owner = Self::owner(&caller.account, identity);
+        let signed = self.store.signed_pre_key(owner, caller.device_id).await?;
+        let last_resort = self.store.last_resort_key(owner, caller.device_id).await?;
+        let (Some(signed), Some(last_resort)) = (signed, last_resort) else { return Ok(false) };
+        let ours = Sha256::new()
+            .chain_update(caller.account.identity_key(identity))
+            .chain_update(u64::from(signed.key_id.get()).to_be_bytes())
+            .chain_update(&signed.public_key)
+            .chain_update(u64::from(last_resort.key_id.get()).to_be_bytes())
+            .chain_update(&last_resort.public_key)
+            .finalize();
+        Ok(bool::from(ours.as_slice().ct_eq(digest)))
+    }
+
+    /// Fetches (and consumes one-time keys of) the target's devices.
+    pub async fn fetch(&self, requester: &Requester, target: ServiceId, devices: DeviceSelector) -> Result<PreKeyBundle, FetchError> {
+        let anonymous = !matches!(requester, Requester::Device(_));
+        let missing = || if anonymous { FetchError::Unauthorized } else { FetchError::NotFound };
+        let account = match target {
+            ServiceId::Aci(aci) => self.store.account(aci).await?,
+            ServiceId::Pni(pni) => self.store.account_by_pni(pni).await?,
+        };
+        match requester {
+            Requester::Anonymous => return Err(FetchError::Unauthorized),
+            Requester::AccessKey(key) => {
+                // Access keys never open PNI targets.
+                let Some(account) = account.as_ref().filter(|_| target.identity_type() == IdentityType::Aci) else {
+                    return Err(FetchError::Unauthorized);
+                };
+                if !access_key_matches(account, key) {
+                    return Err(FetchError::Unauthorized);
+                }
+            }
+            Requester::Device(caller) => {
+                let selector = match devices {
+                    DeviceSelector::All => "*".to_owned(),
+                    DeviceSelector::One(d) => d.to_string(),
+                };
+                let key = format!("{}.{}__{}.{}", caller.account.aci, caller.device_id, target.uuid(), selector);
+                self.limiters.check(Limiter::PreKeys, &key).await?;
+            }
+        }
+        let account = account.ok_or_else(missing)?;
+        let identity = target.identity_type();
+        let chosen: Vec<_> = match devices {
+            DeviceSelector::All => account.devices.iter().collect(),
+            DeviceSelector::One(id) => vec![account.device(id).ok_or_else(missing)?],
+        };
+        let mut bundles = Vec::with_capacity(chosen.len());
+        for device in chosen {
+            // Check the signed key first so that a device without one does not lose one-time keys for nothing.
+            let Some(signed) = self.store.signed_pre_key(target, device.id).await? else { continue };
+            let taken = self.store.take_one_time_keys(target, device.id).await?;
+            let kem = match taken.kem {
+                Some(k) => Some(k),
+                None => self.store.last_resort_key(target, device.id).await?,
+            };
+            let Some(kem) = kem else { continue };
+            bundles.push(DeviceBundle {
+                device_id: device.id,
+                registration_id: match identity {
+                    IdentityType::Aci => device.settings.registration_id,
+                    IdentityType::Pni => device.settings.pni_registration_id,
+                },
+                signed,
+                one_time: taken.ec,
+                kem,
+            });
+        }
+        if bundles.is_empty() {
+            return Err(FetchError::NotFound);
+        }
+        Ok(PreKeyBundle { identity_key: account.identity_key(identity).to_vec(), devices: bundles })
+    }
+}
+
+/// Constant-time check of a presented access key against the account's, honouring unrestricted access.
+fn access_key_matches(account: &Account, presented: &[u8]) -> bool {
+    if presented.len() != 16 {
+        return false;
+    }
+    if account.settings.unrestricted_unidentified_access {
+        return true;
+    }
+    account.settings.unidentified_access_key.is_some_and(|k| bool::from(k.as_slice().ct_eq(presented)))
 }

@@ -1,10 +1,12 @@
 //! Test kit for Flatline and for Rust developers embedding its core: deterministic time and randomness, an
 //! in-memory implementation of every storage trait, and one conformance suite that every backend must pass.
 
+pub mod client;
 pub mod clock;
 pub mod conformance;
 pub mod fixtures;
 pub mod memory;
 
+pub use client::{SimClient, UsernameForm};
 pub use clock::{MockClock, SeededRng};
 pub use memory::MemoryStore;

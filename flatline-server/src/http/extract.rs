@@ -1,0 +1,136 @@
+//! Request extractors: the authenticated device and the client's IP address.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use flatline_core::auth::{AuthError, AuthenticatedDevice};
+use flatline_core::credentials::DeviceCredentials;
+use ipnet::IpNet;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A request authenticated with a device's Basic credentials; anything else is 401.
+pub struct Authenticated(pub AuthenticatedDevice);
+
+/// Authenticated when an `Authorization` header is present (and then it must be valid), anonymous otherwise.
+pub struct MaybeAuthenticated(pub Option<AuthenticatedDevice>);
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<AuthenticatedDevice>, ApiError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
+    let credentials = value
+        .to_str()
+        .ok()
+        .and_then(|v| DeviceCredentials::from_header(v).ok())
+        .ok_or_else(|| {
+            state.metrics.auth_failure("malformed");
+            ApiError::unauthorized()
+        })?;
+    match state.auth.authenticate(&credentials).await {
+        Ok(device) => Ok(Some(device)),
+        Err(AuthError::Store(e)) => Err(ApiError::internal(&e)),
+        Err(e) => {
+            let reason = match e {
+                AuthError::UnknownAccount => "unknown_account",
+                AuthError::UnknownDevice => "unknown_device",
+                AuthError::Locked => "locked",
+                _ => "wrong_password",
+            };
+            state.metrics.auth_failure(reason);
+            tracing::debug!(aci = %credentials.aci, device = %credentials.device_id, reason, "authentication failed");
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state).await?.map(Authenticated).ok_or_else(ApiError::unauthorized)
+    }
+}
+
+impl FromRequestParts<AppState> for MaybeAuthenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate(parts, state).await.map(MaybeAuthenticated)
+    }
+}
+
+/// The client's address: the socket peer, or — only when the peer is a trusted proxy — the nearest untrusted hop
+/// in `X-Forwarded-For` (read right to left, so a client cannot spoof it by prepending entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
+        Ok(ClientIp(client_ip(peer, &forwarded, &state.trusted_proxies)))
+    }
+}
+
+/// Resolves the client address from the peer and the `X-Forwarded-For` header values (in order received).
+pub fn client_ip(peer: IpAddr, forwarded_headers: &[&str], trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = forwarded_headers.iter().flat_map(|h| h.split(',')).map(str::trim).collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = ip;
+                if !is_trusted(&ip) {
+                    break;
+                }
+            }
+            // An unparsable hop ends the chain: trust nothing beyond it.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn forwarded_for_only_behind_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let cases: &[(&str, &[&str], &str)] = &[
+            // Untrusted peer: the header is ignored.
+            ("203.0.113.9", &["198.51.100.1"], "203.0.113.9"),
+            // Trusted peer: the nearest untrusted hop.
+            ("10.0.0.1", &["198.51.100.1"], "198.51.100.1"),
+            // A client prepending a fake entry does not win.
+            ("10.0.0.1", &["6.6.6.6, 198.51.100.1"], "198.51.100.1"),
+            // Chained trusted proxies are skipped.
+            ("10.0.0.1", &["198.51.100.1, 10.0.0.2"], "198.51.100.1"),
+            // Several header lines are one list.
+            ("10.0.0.1", &["6.6.6.6", "198.51.100.1"], "198.51.100.1"),
+            // Garbage ends the chain at the last good hop.
+            ("10.0.0.1", &["198.51.100.1, garbage"], "10.0.0.1"),
+            // No header: the proxy itself.
+            ("10.0.0.1", &[], "10.0.0.1"),
+        ];
+        for (peer, headers, want) in cases {
+            assert_eq!(client_ip(ip(peer), headers, &trusted), ip(want), "{peer} {headers:?}");
+        }
+    }
+}

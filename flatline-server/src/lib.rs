@@ -1,0 +1,9 @@
+//! The Flatline server: HTTP API, configuration, authentication and SQL stores around `flatline-core`.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod serve;
+pub mod store;
+pub mod system;

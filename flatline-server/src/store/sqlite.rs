@@ -1,0 +1,600 @@
+//! The embedded SQLite store.
+//!
+//! One writer connection serializes every write (SQLite allows one writer anyway; doing it in-process avoids
+//! `SQLITE_BUSY` on lock upgrades), and a pool of readers serves lookups concurrently thanks to WAL mode.
+//! Every trait method that writes runs in one transaction on the writer, which makes it atomic.
+
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flatline_core::account::{Account, AccountAttributes, AccountSettings, Device, DeviceSettings};
+use flatline_core::credentials::SaltedTokenHash;
+use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
+use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
+use flatline_core::store::{AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::Migration;
+
+/// Embedded migrations, applied in order at start-up.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "accounts_keys_limits",
+    sql: include_str!("../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+}];
+
+const SIGNED_EC: i64 = 0;
+const LAST_RESORT: i64 = 1;
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    StoreError::backend(e)
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`).
+    pub async fn open(url: &str, readers: u32, busy_timeout_ms: u64) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(db)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_millis(busy_timeout_ms));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(db)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(readers.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(db)?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Applies pending migrations; refuses a database migrated by a newer server.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+        )
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(db)?;
+        let newest = MIGRATIONS.last().map_or(0, |m| m.version);
+        if current > newest {
+            return Err(StoreError::corrupt(format!(
+                "database schema version {current} is newer than this server knows ({newest}); refusing to start"
+            )));
+        }
+        for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+            let mut tx = self.writer.begin().await.map_err(db)?;
+            sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
+                .bind(m.version)
+                .bind(m.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            tx.commit().await.map_err(db)?;
+            tracing::info!(version = m.version, name = m.name, "applied migration");
+        }
+        Ok(())
+    }
+
+    /// The schema version in the database.
+    pub async fn schema_version(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(db)
+    }
+
+    async fn load_account(&self, where_clause: &str, key: Vec<u8>) -> StoreResult<Option<Account>> {
+        let sql = format!("SELECT * FROM accounts WHERE {where_clause} = ?");
+        let Some(row) = sqlx::query(&sql).bind(key).fetch_optional(&self.reader).await.map_err(db)? else {
+            return Ok(None);
+        };
+        let aci: Vec<u8> = row.get("aci");
+        let devices = sqlx::query("SELECT * FROM devices WHERE aci = ? ORDER BY device_id")
+            .bind(&aci)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)?;
+        account_from_rows(&row, &devices).map(Some)
+    }
+}
+
+fn uuid_of(bytes: &[u8]) -> StoreResult<Uuid> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::corrupt("uuid column is not 16 bytes"))
+}
+
+fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Account> {
+    let principal: String = row.get("principal");
+    let uak: Option<Vec<u8>> = row.get("unidentified_access_key");
+    let link: Option<Vec<u8>> = row.get("username_link_handle");
+    Ok(Account {
+        aci: Aci(uuid_of(row.get("aci"))?),
+        pni: Pni(uuid_of(row.get("pni"))?),
+        principal: Principal::parse(&principal).map_err(|e| StoreError::corrupt(format!("stored principal: {e}")))?,
+        aci_identity_key: row.get("aci_identity_key"),
+        pni_identity_key: row.get("pni_identity_key"),
+        settings: AccountSettings {
+            unidentified_access_key: uak
+                .map(|k| <[u8; 16]>::try_from(k.as_slice()))
+                .transpose()
+                .map_err(|_| StoreError::corrupt("stored access key is not 16 bytes"))?,
+            unrestricted_unidentified_access: row.get("unrestricted_unidentified_access"),
+            discoverable_by_principal: row.get("discoverable_by_principal"),
+        },
+        username_hash: row.get("username_hash"),
+        username_link_handle: link.map(|l| uuid_of(&l)).transpose()?,
+        created_at: Timestamp(row.get("created_at")),
+        devices: devices.iter().map(device_from_row).collect::<StoreResult<_>>()?,
+    })
+}
+
+fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
+    let id: i64 = row.get("device_id");
+    let capabilities: String = row.get("capabilities");
+    let small = |v: i64| u16::try_from(v).map_err(|_| StoreError::corrupt("registration id out of range"));
+    Ok(Device {
+        id: u8::try_from(id).ok().and_then(|i| DeviceId::new(i).ok()).ok_or_else(|| StoreError::corrupt("device id"))?,
+        credential: SaltedTokenHash { hash: row.get("credential_hash"), salt: row.get("credential_salt") },
+        settings: DeviceSettings {
+            registration_id: small(row.get("registration_id"))?,
+            pni_registration_id: small(row.get("pni_registration_id"))?,
+            name: row.get("name"),
+            fetches_messages: row.get("fetches_messages"),
+        },
+        created_at: Timestamp(row.get("created_at")),
+        last_seen: Timestamp(row.get("last_seen")),
+        capabilities: split_capabilities(&capabilities),
+    })
+}
+
+/// Capabilities are stored as a comma-separated list; names never contain commas (validated at the edge... and
+/// filtered here for safety).
+fn join_capabilities(c: &BTreeSet<String>) -> String {
+    c.iter().filter(|n| !n.contains(',')).cloned().collect::<Vec<_>>().join(",")
+}
+
+fn split_capabilities(s: &str) -> BTreeSet<String> {
+    s.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()
+}
+
+fn identity_code(owner: ServiceId) -> i64 {
+    match owner.identity_type() {
+        IdentityType::Aci => 0,
+        IdentityType::Pni => 1,
+    }
+}
+
+fn key_id(v: i64) -> StoreResult<KeyId> {
+    KeyId::new(v).map_err(|_| StoreError::corrupt("stored key id out of range"))
+}
+
+fn signed_from_row(row: &SqliteRow) -> StoreResult<SignedPreKey> {
+    Ok(SignedPreKey { key_id: key_id(row.get("key_id"))?, public_key: row.get("public_key"), signature: row.get("signature") })
+}
+
+async fn insert_device(tx: &mut Transaction<'_, Sqlite>, aci: Aci, d: &Device) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO devices (aci, device_id, credential_hash, credential_salt, registration_id, pni_registration_id,
+         name, fetches_messages, capabilities, created_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    .bind(aci.as_bytes().to_vec())
+    .bind(i64::from(d.id.get()))
+    .bind(&d.credential.hash)
+    .bind(&d.credential.salt)
+    .bind(i64::from(d.settings.registration_id))
+    .bind(i64::from(d.settings.pni_registration_id))
+    .bind(&d.settings.name)
+    .bind(d.settings.fetches_messages)
+    .bind(join_capabilities(&d.capabilities))
+    .bind(d.created_at.as_millis())
+    .bind(d.last_seen.as_millis())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn put_signed(
+    tx: &mut Transaction<'_, Sqlite>,
+    owner: ServiceId,
+    device: DeviceId,
+    kind: i64,
+    key: &SignedPreKey,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO signed_keys (identity, owner, device_id, kind, key_id, public_key, signature) VALUES (?,?,?,?,?,?,?)
+         ON CONFLICT (identity, owner, device_id, kind)
+         DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key, signature = excluded.signature",
+    )
+    .bind(identity_code(owner))
+    .bind(owner.uuid().as_bytes().to_vec())
+    .bind(i64::from(device.get()))
+    .bind(kind)
+    .bind(i64::from(key.key_id.get()))
+    .bind(&key.public_key)
+    .bind(&key.signature)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+async fn delete_keys_of(tx: &mut Transaction<'_, Sqlite>, owner: ServiceId) -> StoreResult<()> {
+    for table in ["one_time_ec_keys", "one_time_kem_keys", "signed_keys"] {
+        sqlx::query(&format!("DELETE FROM {table} WHERE identity = ? AND owner = ?"))
+            .bind(identity_code(owner))
+            .bind(owner.uuid().as_bytes().to_vec())
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
+        let a = &new.account;
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
+        for (conflict, sql, key) in [
+            (Conflict::Aci, "SELECT 1 FROM accounts WHERE aci = ?", a.aci.as_bytes().to_vec()),
+            (Conflict::Pni, "SELECT 1 FROM accounts WHERE pni = ?", a.pni.as_bytes().to_vec()),
+            (Conflict::Principal, "SELECT 1 FROM accounts WHERE principal = ?", a.principal.as_str().as_bytes().to_vec()),
+        ] {
+            let q = sqlx::query(sql);
+            let q = if conflict == Conflict::Principal { q.bind(a.principal.as_str()) } else { q.bind(key) };
+            if q.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
+                return Err(StoreError::Conflict(conflict));
+            }
+        }
+        sqlx::query(
+            "INSERT INTO accounts (aci, pni, principal, aci_identity_key, pni_identity_key, unidentified_access_key,
+             unrestricted_unidentified_access, discoverable_by_principal, username_hash, username_link_handle, created_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(a.aci.as_bytes().to_vec())
+        .bind(a.pni.as_bytes().to_vec())
+        .bind(a.principal.as_str())
+        .bind(&a.aci_identity_key)
+        .bind(&a.pni_identity_key)
+        .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
+        .bind(a.settings.unrestricted_unidentified_access)
+        .bind(a.settings.discoverable_by_principal)
+        .bind(&a.username_hash)
+        .bind(a.username_link_handle.map(|h| h.as_bytes().to_vec()))
+        .bind(a.created_at.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        for d in &a.devices {
+            insert_device(&mut tx, a.aci, d).await?;
+        }
+        let k = &new.keys;
+        let primary = DeviceId::PRIMARY;
+        let (aci, pni) = (ServiceId::Aci(a.aci), ServiceId::Pni(a.pni));
+        put_signed(&mut tx, aci, primary, SIGNED_EC, &k.aci_signed).await?;
+        put_signed(&mut tx, pni, primary, SIGNED_EC, &k.pni_signed).await?;
+        put_signed(&mut tx, aci, primary, LAST_RESORT, &k.aci_last_resort).await?;
+        put_signed(&mut tx, pni, primary, LAST_RESORT, &k.pni_last_resort).await?;
+        tx.commit().await.map_err(db)
+    }
+
+    async fn account(&self, aci: Aci) -> StoreResult<Option<Account>> {
+        self.load_account("aci", aci.as_bytes().to_vec()).await
+    }
+
+    async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>> {
+        self.load_account("pni", pni.as_bytes().to_vec()).await
+    }
+
+    async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>> {
+        let Some(aci): Option<Vec<u8>> = sqlx::query_scalar("SELECT aci FROM accounts WHERE principal = ?")
+            .bind(principal.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        self.load_account("aci", aci).await
+    }
+
+    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let d = &attributes.device;
+        let updated = sqlx::query(
+            "UPDATE devices SET registration_id = ?, pni_registration_id = ?, name = ?, fetches_messages = ?,
+             capabilities = ? WHERE aci = ? AND device_id = ?",
+        )
+        .bind(i64::from(d.registration_id))
+        .bind(i64::from(d.pni_registration_id))
+        .bind(&d.name)
+        .bind(d.fetches_messages)
+        .bind(join_capabilities(&attributes.capabilities))
+        .bind(aci.as_bytes().to_vec())
+        .bind(i64::from(device.get()))
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let s = &attributes.account;
+        sqlx::query(
+            "UPDATE accounts SET unidentified_access_key = ?, unrestricted_unidentified_access = ?,
+             discoverable_by_principal = ? WHERE aci = ?",
+        )
+        .bind(s.unidentified_access_key.map(|k| k.to_vec()))
+        .bind(s.unrestricted_unidentified_access)
+        .bind(s.discoverable_by_principal)
+        .bind(aci.as_bytes().to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+
+    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()> {
+        sqlx::query("UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE aci = ? AND device_id = ?")
+            .bind(last_seen.as_millis())
+            .bind(aci.as_bytes().to_vec())
+            .bind(i64::from(device.get()))
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let exists = sqlx::query("SELECT 1 FROM accounts WHERE aci = ?")
+            .bind(aci.as_bytes().to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .is_some();
+        sqlx::query(
+            "UPDATE devices SET credential_hash = '!' || credential_hash
+             WHERE aci = ? AND substr(credential_hash, 1, 1) <> '!'",
+        )
+        .bind(aci.as_bytes().to_vec())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(exists)
+    }
+
+    async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let Some(pni): Option<Vec<u8>> = sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = ?")
+            .bind(aci.as_bytes().to_vec())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(false);
+        };
+        delete_keys_of(&mut tx, ServiceId::Aci(aci)).await?;
+        delete_keys_of(&mut tx, ServiceId::Pni(Pni(uuid_of(&pni)?))).await?;
+        // Devices go with the account (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM accounts WHERE aci = ?")
+            .bind(aci.as_bytes().to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()> {
+        let identity = identity_code(owner);
+        let owner_bytes = owner.uuid().as_bytes().to_vec();
+        let dev = i64::from(device.get());
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        if let Some(ec) = &upload.ec {
+            sqlx::query("DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?")
+                .bind(identity)
+                .bind(&owner_bytes)
+                .bind(dev)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            for k in ec {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO one_time_ec_keys (identity, owner, device_id, key_id, public_key) VALUES (?,?,?,?,?)",
+                )
+                .bind(identity)
+                .bind(&owner_bytes)
+                .bind(dev)
+                .bind(i64::from(k.key_id.get()))
+                .bind(&k.public_key)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        if let Some(kem) = &upload.kem {
+            sqlx::query("DELETE FROM one_time_kem_keys WHERE identity = ? AND owner = ? AND device_id = ?")
+                .bind(identity)
+                .bind(&owner_bytes)
+                .bind(dev)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            for k in kem {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO one_time_kem_keys (identity, owner, device_id, key_id, public_key, signature)
+                     VALUES (?,?,?,?,?,?)",
+                )
+                .bind(identity)
+                .bind(&owner_bytes)
+                .bind(dev)
+                .bind(i64::from(k.key_id.get()))
+                .bind(&k.public_key)
+                .bind(&k.signature)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
+        if let Some(k) = &upload.signed {
+            put_signed(&mut tx, owner, device, SIGNED_EC, k).await?;
+        }
+        if let Some(k) = &upload.last_resort {
+            put_signed(&mut tx, owner, device, LAST_RESORT, k).await?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys> {
+        let identity = identity_code(owner);
+        let owner_bytes = owner.uuid().as_bytes().to_vec();
+        let dev = i64::from(device.get());
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // Each DELETE … RETURNING picks and removes the lowest id in one statement on the single writer.
+        let ec = sqlx::query(
+            "DELETE FROM one_time_ec_keys WHERE rowid = (SELECT rowid FROM one_time_ec_keys
+             WHERE identity = ? AND owner = ? AND device_id = ? ORDER BY key_id LIMIT 1) RETURNING key_id, public_key",
+        )
+        .bind(identity)
+        .bind(&owner_bytes)
+        .bind(dev)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let kem = sqlx::query(
+            "DELETE FROM one_time_kem_keys WHERE rowid = (SELECT rowid FROM one_time_kem_keys
+             WHERE identity = ? AND owner = ? AND device_id = ? ORDER BY key_id LIMIT 1)
+             RETURNING key_id, public_key, signature",
+        )
+        .bind(identity)
+        .bind(&owner_bytes)
+        .bind(dev)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(TakenKeys {
+            ec: ec.map(|r| Ok::<_, StoreError>(EcPreKey { key_id: key_id(r.get("key_id"))?, public_key: r.get("public_key") })).transpose()?,
+            kem: kem.as_ref().map(signed_from_row).transpose()?,
+        })
+    }
+
+    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+        self.signed(owner, device, SIGNED_EC).await
+    }
+
+    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+        self.signed(owner, device, LAST_RESORT).await
+    }
+
+    async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM one_time_ec_keys WHERE identity = ?1 AND owner = ?2 AND device_id = ?3) AS ec,
+                    (SELECT COUNT(*) FROM one_time_kem_keys WHERE identity = ?1 AND owner = ?2 AND device_id = ?3) AS kem",
+        )
+        .bind(identity_code(owner))
+        .bind(owner.uuid().as_bytes().to_vec())
+        .bind(i64::from(device.get()))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        Ok(KeyCounts { ec: count(row.get("ec")), kem: count(row.get("kem")) })
+    }
+
+    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>> {
+        sqlx::query(
+            "SELECT key_id, public_key FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ? ORDER BY key_id",
+        )
+        .bind(identity_code(owner))
+        .bind(owner.uuid().as_bytes().to_vec())
+        .bind(i64::from(device.get()))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| Ok(EcPreKey { key_id: key_id(r.get("key_id"))?, public_key: r.get("public_key") }))
+        .collect()
+    }
+}
+
+impl SqliteStore {
+    async fn signed(&self, owner: ServiceId, device: DeviceId, kind: i64) -> StoreResult<Option<SignedPreKey>> {
+        sqlx::query(
+            "SELECT key_id, public_key, signature FROM signed_keys WHERE identity = ? AND owner = ? AND device_id = ? AND kind = ?",
+        )
+        .bind(identity_code(owner))
+        .bind(owner.uuid().as_bytes().to_vec())
+        .bind(i64::from(device.get()))
+        .bind(kind)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(signed_from_row)
+        .transpose()
+    }
+}
+
+#[async_trait]
+impl RateLimitStore for SqliteStore {
+    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let previous = sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
+            .bind(key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?
+            .map(|r| BucketState { credit_ms: r.get("credit_ms"), updated_at: Timestamp(r.get("updated_at")) });
+        let (state, admission) = ratelimit::apply(config, previous, amount, now);
+        sqlx::query(
+            "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES (?,?,?,?)
+             ON CONFLICT (bucket) DO UPDATE SET credit_ms = excluded.credit_ms, updated_at = excluded.updated_at,
+             full_at = excluded.full_at",
+        )
+        .bind(key)
+        .bind(state.credit_ms)
+        .bind(state.updated_at.as_millis())
+        .bind(ratelimit::full_at(config, &state).as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(admission)
+    }
+
+    async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM rate_limit_buckets WHERE full_at <= ?")
+            .bind(now.as_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(db)?;
+        Ok(r.rows_affected())
+    }
+}

@@ -1,0 +1,8 @@
+//! flatline-server integration tests: one binary, modules per endpoint group.
+
+mod accounts;
+mod auth;
+mod keys;
+mod server;
+mod sqlite;
+mod support;

@@ -1,0 +1,115 @@
+//! A test harness around the real router: in-memory or SQLite store, mock clock, seeded RNG, `oneshot` requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use flatline_core::store::Store;
+use flatline_server::config::Config;
+use flatline_server::http::{AppState, app};
+use flatline_server::store::sqlite::SqliteStore;
+use flatline_testkit::{MemoryStore, MockClock, SeededRng, SimClient};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// Which store a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Memory,
+    Sqlite,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Memory, Backend::Sqlite];
+}
+
+/// A fresh SQLite database file under cargo's per-target scratch directory (`target/tmp`).
+pub fn sqlite_url() -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite");
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    format!("sqlite://{}", dir.join(format!("{}.db", uuid::Uuid::new_v4())).display())
+}
+
+/// A fresh, migrated SQLite store.
+pub async fn sqlite_store() -> Arc<SqliteStore> {
+    let store = SqliteStore::open(&sqlite_url(), 4, 10_000).await.expect("open sqlite");
+    store.migrate().await.expect("migrate");
+    Arc::new(store)
+}
+
+pub struct TestApp {
+    pub state: AppState,
+    pub clock: Arc<MockClock>,
+    pub rng: Arc<SeededRng>,
+    router: Router,
+}
+
+pub struct Response {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn code(&self) -> String {
+        self.json()["code"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl TestApp {
+    pub async fn new(backend: Backend) -> Self {
+        Self::with_config(backend, Config::default()).await
+    }
+
+    pub async fn with_config(backend: Backend, config: Config) -> Self {
+        let store: Arc<dyn Store> = match backend {
+            Backend::Memory => Arc::new(MemoryStore::new()),
+            Backend::Sqlite => sqlite_store().await,
+        };
+        let clock = Arc::new(MockClock::default());
+        let rng = Arc::new(SeededRng::new(1));
+        let state = AppState::new(config, store, clock.clone(), rng.clone()).expect("valid config");
+        TestApp { router: app(state.clone()), state, clock, rng }
+    }
+
+    /// A registered account with real keys, seeded directly into the store.
+    pub async fn seed(&self, principal: &str) -> SimClient {
+        let client = SimClient::new(self.rng.as_ref());
+        let new = client.new_account(principal, self.rng.as_ref(), flatline_core::time::Clock::now(self.clock.as_ref()));
+        self.state.store.create_account(new).await.expect("seed account");
+        client
+    }
+
+    pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+        let mut builder = Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            builder = builder.header("content-type", "application/json");
+        }
+        let mut request = builder.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("request");
+        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
+        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
+        Response { status, headers, body }
+    }
+
+    pub async fn get(&self, uri: &str, auth: Option<&str>) -> Response {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        self.send(Method::GET, uri, &headers, None).await
+    }
+
+    pub async fn put_json(&self, uri: &str, auth: &str, body: &Value) -> Response {
+        self.send(Method::PUT, uri, &[("authorization", auth)], Some(&body.to_string())).await
+    }
+}
