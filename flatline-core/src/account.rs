@@ -49,7 +49,9 @@ impl Account {
 
     /// Whether any device stores data in the storage service (Signal's `storageCapable`).
     pub fn storage_capable(&self) -> bool {
-        self.devices.iter().any(|d| d.capabilities.contains("storage"))
+        self.devices
+            .iter()
+            .any(|d| d.capabilities.contains("storage"))
     }
 }
 
@@ -163,18 +165,34 @@ impl AccountAttributes {
             Some(v) => reg_id(v, "pniRegistrationId")?,
             None => registration_id,
         };
-        if raw.name.as_ref().is_some_and(|n| n.len() > MAX_DEVICE_NAME_LEN) {
+        if raw
+            .name
+            .as_ref()
+            .is_some_and(|n| n.len() > MAX_DEVICE_NAME_LEN)
+        {
             return Err(AttributesError::NameTooLong);
         }
         let unidentified_access_key = match raw.unidentified_access_key {
             None => None,
             Some(k) if k.is_empty() => None,
-            Some(k) => Some(<[u8; 16]>::try_from(k.as_slice()).map_err(|_| AttributesError::AccessKeyLength)?),
+            Some(k) => Some(
+                <[u8; 16]>::try_from(k.as_slice()).map_err(|_| AttributesError::AccessKeyLength)?,
+            ),
         };
-        if raw.capabilities.len() > 64 || raw.capabilities.iter().any(|(n, _)| n.is_empty() || n.len() > 64) {
+        if raw.capabilities.len() > 64
+            || raw
+                .capabilities
+                .iter()
+                .any(|(n, _)| n.is_empty() || n.len() > 64)
+        {
             return Err(AttributesError::Capability);
         }
-        let capabilities = raw.capabilities.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect();
+        let capabilities = raw
+            .capabilities
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n)
+            .collect();
         Ok(AccountAttributes {
             device: DeviceSettings {
                 registration_id,
@@ -197,26 +215,93 @@ mod tests {
     use super::*;
 
     fn raw() -> RawAccountAttributes {
-        RawAccountAttributes { registration_id: 42, ..Default::default() }
+        RawAccountAttributes {
+            registration_id: 42,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn field_rules() {
         let cases: Vec<(RawAccountAttributes, Result<(), AttributesError>)> = vec![
             (raw(), Ok(())),
-            (RawAccountAttributes { registration_id: 0, ..raw() }, Err(AttributesError::RegistrationId("registrationId"))),
-            (RawAccountAttributes { registration_id: 16384, ..raw() }, Err(AttributesError::RegistrationId("registrationId"))),
-            (RawAccountAttributes { registration_id: 16383, ..raw() }, Ok(())),
-            (RawAccountAttributes { pni_registration_id: Some(-1), ..raw() }, Err(AttributesError::RegistrationId("pniRegistrationId"))),
-            (RawAccountAttributes { name: Some(vec![0; 225]), ..raw() }, Ok(())),
-            (RawAccountAttributes { name: Some(vec![0; 226]), ..raw() }, Err(AttributesError::NameTooLong)),
-            (RawAccountAttributes { unidentified_access_key: Some(vec![1; 16]), ..raw() }, Ok(())),
-            (RawAccountAttributes { unidentified_access_key: Some(vec![]), ..raw() }, Ok(())),
-            (RawAccountAttributes { unidentified_access_key: Some(vec![1; 15]), ..raw() }, Err(AttributesError::AccessKeyLength)),
-            (RawAccountAttributes { capabilities: vec![(String::new(), true)], ..raw() }, Err(AttributesError::Capability)),
+            (
+                RawAccountAttributes {
+                    registration_id: 0,
+                    ..raw()
+                },
+                Err(AttributesError::RegistrationId("registrationId")),
+            ),
+            (
+                RawAccountAttributes {
+                    registration_id: 16384,
+                    ..raw()
+                },
+                Err(AttributesError::RegistrationId("registrationId")),
+            ),
+            (
+                RawAccountAttributes {
+                    registration_id: 16383,
+                    ..raw()
+                },
+                Ok(()),
+            ),
+            (
+                RawAccountAttributes {
+                    pni_registration_id: Some(-1),
+                    ..raw()
+                },
+                Err(AttributesError::RegistrationId("pniRegistrationId")),
+            ),
+            (
+                RawAccountAttributes {
+                    name: Some(vec![0; 225]),
+                    ..raw()
+                },
+                Ok(()),
+            ),
+            (
+                RawAccountAttributes {
+                    name: Some(vec![0; 226]),
+                    ..raw()
+                },
+                Err(AttributesError::NameTooLong),
+            ),
+            (
+                RawAccountAttributes {
+                    unidentified_access_key: Some(vec![1; 16]),
+                    ..raw()
+                },
+                Ok(()),
+            ),
+            (
+                RawAccountAttributes {
+                    unidentified_access_key: Some(vec![]),
+                    ..raw()
+                },
+                Ok(()),
+            ),
+            (
+                RawAccountAttributes {
+                    unidentified_access_key: Some(vec![1; 15]),
+                    ..raw()
+                },
+                Err(AttributesError::AccessKeyLength),
+            ),
+            (
+                RawAccountAttributes {
+                    capabilities: vec![(String::new(), true)],
+                    ..raw()
+                },
+                Err(AttributesError::Capability),
+            ),
         ];
         for (i, (input, want)) in cases.into_iter().enumerate() {
-            assert_eq!(AccountAttributes::validate(input).map(|_| ()), want, "case {i}");
+            assert_eq!(
+                AccountAttributes::validate(input).map(|_| ()),
+                want,
+                "case {i}"
+            );
         }
     }
 
@@ -227,7 +312,10 @@ mod tests {
             ..raw()
         })
         .unwrap();
-        assert_eq!(a.capabilities.into_iter().collect::<Vec<_>>(), vec!["storage".to_owned()]);
+        assert_eq!(
+            a.capabilities.into_iter().collect::<Vec<_>>(),
+            vec!["storage".to_owned()]
+        );
         assert_eq!(a.device.pni_registration_id, 42);
     }
 }

@@ -37,9 +37,17 @@ impl Accounts {
     }
 
     /// Validates and applies account attributes for the calling device.
-    pub async fn set_attributes(&self, caller: &AuthenticatedDevice, raw: RawAccountAttributes) -> Result<(), AccountError> {
+    pub async fn set_attributes(
+        &self,
+        caller: &AuthenticatedDevice,
+        raw: RawAccountAttributes,
+    ) -> Result<(), AccountError> {
         let attributes = AccountAttributes::validate(raw)?;
-        if self.store.update_attributes(caller.account.aci, caller.device_id, &attributes).await? {
+        if self
+            .store
+            .update_attributes(caller.account.aci, caller.device_id, &attributes)
+            .await?
+        {
             Ok(())
         } else {
             Err(AccountError::Gone)

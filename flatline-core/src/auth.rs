@@ -54,9 +54,18 @@ impl Authenticator {
     }
 
     /// Verifies `credentials` in constant time and records the device's use (at most one write a day).
-    pub async fn authenticate(&self, credentials: &DeviceCredentials) -> Result<AuthenticatedDevice, AuthError> {
-        let account = self.store.account(credentials.aci).await?.ok_or(AuthError::UnknownAccount)?;
-        let device = account.device(credentials.device_id).ok_or(AuthError::UnknownDevice)?;
+    pub async fn authenticate(
+        &self,
+        credentials: &DeviceCredentials,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        let account = self
+            .store
+            .account(credentials.aci)
+            .await?
+            .ok_or(AuthError::UnknownAccount)?;
+        let device = account
+            .device(credentials.device_id)
+            .ok_or(AuthError::UnknownDevice)?;
         if device.credential.is_locked() {
             return Err(AuthError::Locked);
         }
@@ -65,9 +74,14 @@ impl Authenticator {
         }
         let today = start_of_day(self.clock.now());
         if device.last_seen < today {
-            self.store.touch_device(account.aci, device.id, today).await?;
+            self.store
+                .touch_device(account.aci, device.id, today)
+                .await?;
         }
-        Ok(AuthenticatedDevice { device_id: credentials.device_id, account })
+        Ok(AuthenticatedDevice {
+            device_id: credentials.device_id,
+            account,
+        })
     }
 }
 

@@ -27,8 +27,14 @@ pub const MAX_PASSWORD_LEN: usize = 512;
 
 /// Decodes `Basic base64(user:password)` and splits at the first `:` (normal requests) or the last `:`
 /// (registration, where the username is a principal that may contain `:`).
-pub fn decode_basic(header: &str, split_at_last_colon: bool) -> Result<(String, String), CredentialError> {
-    let (scheme, rest) = header.trim().split_once(' ').ok_or(CredentialError::Malformed)?;
+pub fn decode_basic(
+    header: &str,
+    split_at_last_colon: bool,
+) -> Result<(String, String), CredentialError> {
+    let (scheme, rest) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(CredentialError::Malformed)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(CredentialError::Malformed);
     }
@@ -36,7 +42,11 @@ pub fn decode_basic(header: &str, split_at_last_colon: bool) -> Result<(String, 
         .decode(rest.trim())
         .map_err(|_| CredentialError::Malformed)?;
     let text = String::from_utf8(raw).map_err(|_| CredentialError::Malformed)?;
-    let split = if split_at_last_colon { text.rsplit_once(':') } else { text.split_once(':') };
+    let split = if split_at_last_colon {
+        text.rsplit_once(':')
+    } else {
+        text.split_once(':')
+    };
     let (user, password) = split.ok_or(CredentialError::Malformed)?;
     if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
         return Err(CredentialError::BadPassword);
@@ -71,11 +81,18 @@ impl DeviceCredentials {
     pub fn from_header(header: &str) -> Result<Self, CredentialError> {
         let (user, password) = decode_basic(header, false)?;
         let (aci, device) = match user.split_once(['.', '\0']) {
-            Some((aci, device)) => (aci, device.parse().map_err(|_| CredentialError::BadUsername)?),
+            Some((aci, device)) => (
+                aci,
+                device.parse().map_err(|_| CredentialError::BadUsername)?,
+            ),
             None => (user.as_str(), DeviceId::PRIMARY),
         };
         let aci = aci.parse().map_err(|_| CredentialError::BadUsername)?;
-        Ok(DeviceCredentials { aci, device_id: device, password })
+        Ok(DeviceCredentials {
+            aci,
+            device_id: device,
+            password,
+        })
     }
 }
 
@@ -112,7 +129,8 @@ impl SaltedTokenHash {
     pub fn verify(&self, password: &str) -> bool {
         let candidate = Self::compute(password, &self.salt);
         // Lengths are public (fixed by the scheme); the content comparison is constant-time.
-        candidate.len() == self.hash.len() && bool::from(candidate.as_bytes().ct_eq(self.hash.as_bytes()))
+        candidate.len() == self.hash.len()
+            && bool::from(candidate.as_bytes().ct_eq(self.hash.as_bytes()))
     }
 
     /// Whether the credential was locked (e.g. by a back-channel logout).
@@ -125,7 +143,10 @@ impl SaltedTokenHash {
         if self.is_locked() {
             self.clone()
         } else {
-            SaltedTokenHash { hash: format!("!{}", self.hash), salt: self.salt.clone() }
+            SaltedTokenHash {
+                hash: format!("!{}", self.hash),
+                salt: self.salt.clone(),
+            }
         }
     }
 }
@@ -135,16 +156,30 @@ mod tests {
     use super::*;
 
     fn header(user: &str, pass: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+        )
     }
 
     const ACI: &str = "0f5b3a7c-1d2e-4f60-8a9b-0c1d2e3f4a5b";
 
     #[test]
     fn three_username_forms() {
-        for (user, dev) in [(ACI.to_owned(), 1), (format!("{ACI}.2"), 2), (format!("{ACI}\0{}", 7), 7)] {
+        for (user, dev) in [
+            (ACI.to_owned(), 1),
+            (format!("{ACI}.2"), 2),
+            (format!("{ACI}\0{}", 7), 7),
+        ] {
             let c = DeviceCredentials::from_header(&header(&user, "pw")).unwrap();
-            assert_eq!((c.aci.to_string().as_str(), c.device_id.get(), c.password.as_str()), (ACI, dev, "pw"));
+            assert_eq!(
+                (
+                    c.aci.to_string().as_str(),
+                    c.device_id.get(),
+                    c.password.as_str()
+                ),
+                (ACI, dev, "pw")
+            );
         }
     }
 
@@ -154,11 +189,26 @@ mod tests {
             ("Bearer abc".to_owned(), CredentialError::Malformed),
             ("Basic !!!".to_owned(), CredentialError::Malformed),
             ("Basic".to_owned(), CredentialError::Malformed),
-            (format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("nocolon")), CredentialError::Malformed),
+            (
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("nocolon")
+                ),
+                CredentialError::Malformed,
+            ),
             (header("not-a-uuid", "pw"), CredentialError::BadUsername),
-            (header(&format!("{ACI}.0"), "pw"), CredentialError::BadUsername),
-            (header(&format!("{ACI}.128"), "pw"), CredentialError::BadUsername),
-            (header(&format!("{ACI}."), "pw"), CredentialError::BadUsername),
+            (
+                header(&format!("{ACI}.0"), "pw"),
+                CredentialError::BadUsername,
+            ),
+            (
+                header(&format!("{ACI}.128"), "pw"),
+                CredentialError::BadUsername,
+            ),
+            (
+                header(&format!("{ACI}."), "pw"),
+                CredentialError::BadUsername,
+            ),
             (header(ACI, ""), CredentialError::BadPassword),
         ];
         for (h, want) in cases {
@@ -169,7 +219,10 @@ mod tests {
     #[test]
     fn registration_split_uses_last_colon() {
         let h = header("user:with:colons", "secret");
-        assert_eq!(decode_basic(&h, true), Ok(("user:with:colons".into(), "secret".into())));
+        assert_eq!(
+            decode_basic(&h, true),
+            Ok(("user:with:colons".into(), "secret".into()))
+        );
     }
 
     struct Counter(std::sync::atomic::AtomicU8);

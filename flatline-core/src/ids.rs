@@ -204,7 +204,9 @@ impl FromStr for DeviceId {
             return Err(IdError::DeviceOutOfRange);
         }
         let v: u16 = s.parse().map_err(|_| IdError::DeviceOutOfRange)?;
-        u8::try_from(v).map_err(|_| IdError::DeviceOutOfRange).and_then(DeviceId::new)
+        u8::try_from(v)
+            .map_err(|_| IdError::DeviceOutOfRange)
+            .and_then(DeviceId::new)
     }
 }
 
@@ -302,18 +304,37 @@ mod tests {
     #[test]
     fn service_id_forms() {
         let u = "0f5b3a7c-1d2e-4f60-8a9b-0c1d2e3f4a5b";
-        assert_eq!(u.parse::<ServiceId>().map(|s| s.identity_type()), Ok(IdentityType::Aci));
+        assert_eq!(
+            u.parse::<ServiceId>().map(|s| s.identity_type()),
+            Ok(IdentityType::Aci)
+        );
         let p: ServiceId = format!("PNI:{u}").parse().unwrap();
         assert_eq!(p.identity_type(), IdentityType::Pni);
         assert_eq!(p.to_string(), format!("PNI:{u}"));
-        for bad in ["", "PNI:", "pni:x", "0f5b3a7c1d2e4f608a9b0c1d2e3f4a5b", "{0f5b3a7c-1d2e-4f60-8a9b-0c1d2e3f4a5b}"] {
+        for bad in [
+            "",
+            "PNI:",
+            "pni:x",
+            "0f5b3a7c1d2e4f608a9b0c1d2e3f4a5b",
+            "{0f5b3a7c-1d2e-4f60-8a9b-0c1d2e3f4a5b}",
+        ] {
             assert!(bad.parse::<ServiceId>().is_err(), "{bad}");
         }
     }
 
     #[test]
     fn device_ids() {
-        for (s, ok) in [("1", true), ("127", true), ("0", false), ("128", false), ("255", false), ("+1", false), ("01", true), ("", false), ("1000", false)] {
+        for (s, ok) in [
+            ("1", true),
+            ("127", true),
+            ("0", false),
+            ("128", false),
+            ("255", false),
+            ("+1", false),
+            ("01", true),
+            ("", false),
+            ("1000", false),
+        ] {
             assert_eq!(s.parse::<DeviceId>().is_ok(), ok, "{s}");
         }
     }
@@ -328,11 +349,23 @@ mod tests {
 
     #[test]
     fn principals() {
-        assert_eq!(Principal::parse("  alice@example.org ").map(|p| p.0), Ok("alice@example.org".into()));
+        assert_eq!(
+            Principal::parse("  alice@example.org ").map(|p| p.0),
+            Ok("alice@example.org".into())
+        );
         assert_eq!(Principal::parse("   "), Err(PrincipalError::Empty));
-        assert_eq!(Principal::parse("a\u{7}b"), Err(PrincipalError::BadCharacter));
-        assert_eq!(Principal::parse("caf\u{e9}"), Err(PrincipalError::BadCharacter));
+        assert_eq!(
+            Principal::parse("a\u{7}b"),
+            Err(PrincipalError::BadCharacter)
+        );
+        assert_eq!(
+            Principal::parse("caf\u{e9}"),
+            Err(PrincipalError::BadCharacter)
+        );
         assert!(Principal::parse(&"x".repeat(2048)).is_ok());
-        assert_eq!(Principal::parse(&"x".repeat(2049)), Err(PrincipalError::TooLong));
+        assert_eq!(
+            Principal::parse(&"x".repeat(2049)),
+            Err(PrincipalError::TooLong)
+        );
     }
 }

@@ -114,7 +114,10 @@ fn key_id(field: &str, id: i64) -> Result<KeyId, KeyError> {
 
 fn ec_key(field: &str, raw: &RawKey) -> Result<EcPreKey, KeyError> {
     PublicKey::from_bytes(&raw.public_key).map_err(|e| invalid(format!("{field}: {e}")))?;
-    Ok(EcPreKey { key_id: key_id(field, raw.key_id)?, public_key: raw.public_key.clone() })
+    Ok(EcPreKey {
+        key_id: key_id(field, raw.key_id)?,
+        public_key: raw.public_key.clone(),
+    })
 }
 
 fn signed_key(field: &str, raw: &RawKey, kem: bool) -> Result<SignedPreKey, KeyError> {
@@ -126,12 +129,20 @@ fn signed_key(field: &str, raw: &RawKey, kem: bool) -> Result<SignedPreKey, KeyE
     if raw.signature.len() != 64 {
         return Err(invalid(format!("{field}: signature must be 64 bytes")));
     }
-    Ok(SignedPreKey { key_id: key_id(field, raw.key_id)?, public_key: raw.public_key.clone(), signature: raw.signature.clone() })
+    Ok(SignedPreKey {
+        key_id: key_id(field, raw.key_id)?,
+        public_key: raw.public_key.clone(),
+        signature: raw.signature.clone(),
+    })
 }
 
 fn no_duplicate_ids<'a>(field: &str, ids: impl Iterator<Item = &'a KeyId>) -> Result<(), KeyError> {
     let mut seen = std::collections::HashSet::new();
-    if ids.into_iter().all(|id| seen.insert(*id)) { Ok(()) } else { Err(invalid(format!("{field}: duplicate key id"))) }
+    if ids.into_iter().all(|id| seen.insert(*id)) {
+        Ok(())
+    } else {
+        Err(invalid(format!("{field}: duplicate key id")))
+    }
 }
 
 /// Checks that every signature in `keys` verifies under `identity_key`. The identity key's curve point is
@@ -139,23 +150,52 @@ fn no_duplicate_ids<'a>(field: &str, ids: impl Iterator<Item = &'a KeyId>) -> Re
 pub fn verify_signatures(identity_key: &[u8], keys: &[&SignedPreKey]) -> Result<(), KeyError> {
     let identity = PublicKey::from_bytes(identity_key).map_err(|_| KeyError::BadSignature)?;
     let verifier = VerifyingKey::new(&identity);
-    let pairs: Vec<(&[u8], &[u8])> = keys.iter().map(|k| (k.public_key.as_slice(), k.signature.as_slice())).collect();
-    if verifier.verify_many(&pairs).into_iter().all(|ok| ok) { Ok(()) } else { Err(KeyError::BadSignature) }
+    let pairs: Vec<(&[u8], &[u8])> = keys
+        .iter()
+        .map(|k| (k.public_key.as_slice(), k.signature.as_slice()))
+        .collect();
+    if verifier.verify_many(&pairs).into_iter().all(|ok| ok) {
+        Ok(())
+    } else {
+        Err(KeyError::BadSignature)
+    }
 }
 
 /// Validates a raw upload: sizes, ranges, key formats, then every signature under `identity_key`.
 /// Nothing partial comes out: one bad key refuses the whole upload.
 pub fn validate_upload(identity_key: &[u8], raw: &RawKeyUpload) -> Result<KeyUpload, KeyError> {
     if raw.ec.len() > MAX_KEYS_PER_UPLOAD || raw.kem.len() > MAX_KEYS_PER_UPLOAD {
-        return Err(invalid(format!("at most {MAX_KEYS_PER_UPLOAD} one-time keys of each kind")));
+        return Err(invalid(format!(
+            "at most {MAX_KEYS_PER_UPLOAD} one-time keys of each kind"
+        )));
     }
-    let ec = raw.ec.iter().map(|k| ec_key("preKeys", k)).collect::<Result<Vec<_>, _>>()?;
-    let kem = raw.kem.iter().map(|k| signed_key("pqPreKeys", k, true)).collect::<Result<Vec<_>, _>>()?;
+    let ec = raw
+        .ec
+        .iter()
+        .map(|k| ec_key("preKeys", k))
+        .collect::<Result<Vec<_>, _>>()?;
+    let kem = raw
+        .kem
+        .iter()
+        .map(|k| signed_key("pqPreKeys", k, true))
+        .collect::<Result<Vec<_>, _>>()?;
     no_duplicate_ids("preKeys", ec.iter().map(|k| &k.key_id))?;
     no_duplicate_ids("pqPreKeys", kem.iter().map(|k| &k.key_id))?;
-    let signed = raw.signed.as_ref().map(|k| signed_key("signedPreKey", k, false)).transpose()?;
-    let last_resort = raw.last_resort.as_ref().map(|k| signed_key("pqLastResortPreKey", k, true)).transpose()?;
-    let to_verify: Vec<&SignedPreKey> = signed.iter().chain(kem.iter()).chain(last_resort.iter()).collect();
+    let signed = raw
+        .signed
+        .as_ref()
+        .map(|k| signed_key("signedPreKey", k, false))
+        .transpose()?;
+    let last_resort = raw
+        .last_resort
+        .as_ref()
+        .map(|k| signed_key("pqLastResortPreKey", k, true))
+        .transpose()?;
+    let to_verify: Vec<&SignedPreKey> = signed
+        .iter()
+        .chain(kem.iter())
+        .chain(last_resort.iter())
+        .collect();
     if !to_verify.is_empty() {
         verify_signatures(identity_key, &to_verify)?;
     }
@@ -259,27 +299,51 @@ impl KeyService {
     }
 
     /// Validates and stores the caller's keys for `identity`. All or nothing.
-    pub async fn upload(&self, caller: &AuthenticatedDevice, identity: IdentityType, raw: &RawKeyUpload) -> Result<(), KeyError> {
+    pub async fn upload(
+        &self,
+        caller: &AuthenticatedDevice,
+        identity: IdentityType,
+        raw: &RawKeyUpload,
+    ) -> Result<(), KeyError> {
         let upload = validate_upload(caller.account.identity_key(identity), raw)?;
-        self.store.store_keys(Self::owner(&caller.account, identity), caller.device_id, &upload).await?;
+        self.store
+            .store_keys(
+                Self::owner(&caller.account, identity),
+                caller.device_id,
+                &upload,
+            )
+            .await?;
         Ok(())
     }
 
     /// Remaining one-time keys of the calling device.
-    pub async fn counts(&self, caller: &AuthenticatedDevice, identity: IdentityType) -> Result<KeyCounts, StoreError> {
-        self.store.key_counts(Self::owner(&caller.account, identity), caller.device_id).await
+    pub async fn counts(
+        &self,
+        caller: &AuthenticatedDevice,
+        identity: IdentityType,
+    ) -> Result<KeyCounts, StoreError> {
+        self.store
+            .key_counts(Self::owner(&caller.account, identity), caller.device_id)
+            .await
     }
 
     /// Whether the client's digest of its identity, signed and last-resort keys matches what is stored
     /// (`POST /v2/keys/check`). A missing key is a mismatch.
-    pub async fn check(&self, caller: &AuthenticatedDevice, identity: IdentityType, digest: &[u8]) -> Result<bool, KeyError> {
+    pub async fn check(
+        &self,
+        caller: &AuthenticatedDevice,
+        identity: IdentityType,
+        digest: &[u8],
+    ) -> Result<bool, KeyError> {
         if digest.len() != 32 {
             return Err(invalid("digest must be 32 bytes"));
         }
         let owner = Self::owner(&caller.account, identity);
         let signed = self.store.signed_pre_key(owner, caller.device_id).await?;
         let last_resort = self.store.last_resort_key(owner, caller.device_id).await?;
-        let (Some(signed), Some(last_resort)) = (signed, last_resort) else { return Ok(false) };
+        let (Some(signed), Some(last_resort)) = (signed, last_resort) else {
+            return Ok(false);
+        };
         let ours = Sha256::new()
             .chain_update(caller.account.identity_key(identity))
             .chain_update(u64::from(signed.key_id.get()).to_be_bytes())
@@ -291,9 +355,20 @@ impl KeyService {
     }
 
     /// Fetches (and consumes one-time keys of) the target's devices.
-    pub async fn fetch(&self, requester: &Requester, target: ServiceId, devices: DeviceSelector) -> Result<PreKeyBundle, FetchError> {
+    pub async fn fetch(
+        &self,
+        requester: &Requester,
+        target: ServiceId,
+        devices: DeviceSelector,
+    ) -> Result<PreKeyBundle, FetchError> {
         let anonymous = !matches!(requester, Requester::Device(_));
-        let missing = || if anonymous { FetchError::Unauthorized } else { FetchError::NotFound };
+        let missing = || {
+            if anonymous {
+                FetchError::Unauthorized
+            } else {
+                FetchError::NotFound
+            }
+        };
         let account = match target {
             ServiceId::Aci(aci) => self.store.account(aci).await?,
             ServiceId::Pni(pni) => self.store.account_by_pni(pni).await?,
@@ -302,7 +377,10 @@ impl KeyService {
             Requester::Anonymous => return Err(FetchError::Unauthorized),
             Requester::AccessKey(key) => {
                 // Access keys never open PNI targets.
-                let Some(account) = account.as_ref().filter(|_| target.identity_type() == IdentityType::Aci) else {
+                let Some(account) = account
+                    .as_ref()
+                    .filter(|_| target.identity_type() == IdentityType::Aci)
+                else {
                     return Err(FetchError::Unauthorized);
                 };
                 if !access_key_matches(account, key) {
@@ -314,7 +392,13 @@ impl KeyService {
                     DeviceSelector::All => "*".to_owned(),
                     DeviceSelector::One(d) => d.to_string(),
                 };
-                let key = format!("{}.{}__{}.{}", caller.account.aci, caller.device_id, target.uuid(), selector);
+                let key = format!(
+                    "{}.{}__{}.{}",
+                    caller.account.aci,
+                    caller.device_id,
+                    target.uuid(),
+                    selector
+                );
                 self.limiters.check(Limiter::PreKeys, &key).await?;
             }
         }
@@ -327,7 +411,9 @@ impl KeyService {
         let mut bundles = Vec::with_capacity(chosen.len());
         for device in chosen {
             // Check the signed key first so that a device without one does not lose one-time keys for nothing.
-            let Some(signed) = self.store.signed_pre_key(target, device.id).await? else { continue };
+            let Some(signed) = self.store.signed_pre_key(target, device.id).await? else {
+                continue;
+            };
             let taken = self.store.take_one_time_keys(target, device.id).await?;
             let kem = match taken.kem {
                 Some(k) => Some(k),
@@ -348,7 +434,10 @@ impl KeyService {
         if bundles.is_empty() {
             return Err(FetchError::NotFound);
         }
-        Ok(PreKeyBundle { identity_key: account.identity_key(identity).to_vec(), devices: bundles })
+        Ok(PreKeyBundle {
+            identity_key: account.identity_key(identity).to_vec(),
+            devices: bundles,
+        })
     }
 }
 
@@ -360,5 +449,8 @@ fn access_key_matches(account: &Account, presented: &[u8]) -> bool {
     if account.settings.unrestricted_unidentified_access {
         return true;
     }
-    account.settings.unidentified_access_key.is_some_and(|k| bool::from(k.as_slice().ct_eq(presented)))
+    account
+        .settings
+        .unidentified_access_key
+        .is_some_and(|k| bool::from(k.as_slice().ct_eq(presented)))
 }

@@ -22,12 +22,17 @@ pub struct BucketConfig {
 impl BucketConfig {
     /// A bucket of `size` permits, one back every `every`.
     pub const fn new(bucket_size: u32, permit_regeneration: Duration) -> Self {
-        BucketConfig { bucket_size, permit_regeneration }
+        BucketConfig {
+            bucket_size,
+            permit_regeneration,
+        }
     }
 
     /// Milliseconds of regeneration one permit costs (at least 1).
     fn permit_ms(&self) -> i64 {
-        i64::try_from(self.permit_regeneration.as_millis()).unwrap_or(i64::MAX).max(1)
+        i64::try_from(self.permit_regeneration.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1)
     }
 
     /// Milliseconds of regeneration a full bucket holds.
@@ -80,21 +85,41 @@ pub enum Admission {
 /// Applies a request for `amount` permits at `now` to a bucket (absent = full) and returns the new state and verdict.
 ///
 /// A denied request leaves the permits untouched (only the refill is recorded), as Signal's limiter does.
-pub fn apply(config: &BucketConfig, state: Option<BucketState>, amount: u32, now: Timestamp) -> (BucketState, Admission) {
+pub fn apply(
+    config: &BucketConfig,
+    state: Option<BucketState>,
+    amount: u32,
+    now: Timestamp,
+) -> (BucketState, Admission) {
     let capacity = config.capacity_ms();
     let credit = match state {
         None => capacity,
         Some(s) => {
-            let elapsed = now.as_millis().saturating_sub(s.updated_at.as_millis()).max(0);
+            let elapsed = now
+                .as_millis()
+                .saturating_sub(s.updated_at.as_millis())
+                .max(0);
             s.credit_ms.saturating_add(elapsed).min(capacity)
         }
     };
     let cost = config.permit_ms().saturating_mul(i64::from(amount));
     if credit >= cost {
-        (BucketState { credit_ms: credit - cost, updated_at: now }, Admission::Allowed)
+        (
+            BucketState {
+                credit_ms: credit - cost,
+                updated_at: now,
+            },
+            Admission::Allowed,
+        )
     } else {
         let retry_after = Duration::from_millis(u64::try_from(cost - credit).unwrap_or(0));
-        (BucketState { credit_ms: credit, updated_at: now }, Admission::Denied { retry_after })
+        (
+            BucketState {
+                credit_ms: credit,
+                updated_at: now,
+            },
+            Admission::Denied { retry_after },
+        )
     }
 }
 
@@ -208,7 +233,9 @@ impl Limiter {
             Limiter::VerificationAuthorization => b(100, 15),
             Limiter::VerificationTokenExchange => b(5, 30),
             Limiter::PreKeys => b(6, 10 * MIN),
-            Limiter::UsernameReserve | Limiter::UsernameSet | Limiter::UsernameLookup => b(100, 15 * MIN),
+            Limiter::UsernameReserve | Limiter::UsernameSet | Limiter::UsernameLookup => {
+                b(100, 15 * MIN)
+            }
             Limiter::UsernameLinkOperation => b(10, MIN),
             Limiter::UsernameLinkLookupPerIp => b(100, 15),
             Limiter::PrincipalLookup => b(100, 15 * MIN),
@@ -221,7 +248,9 @@ impl Limiter {
 
     /// Parses a config name, ignoring case (environment variable names are upper case).
     pub fn from_name(name: &str) -> Option<Limiter> {
-        Limiter::ALL.into_iter().find(|l| l.name().eq_ignore_ascii_case(name))
+        Limiter::ALL
+            .into_iter()
+            .find(|l| l.name().eq_ignore_ascii_case(name))
     }
 }
 
@@ -231,7 +260,12 @@ pub struct Limits(std::collections::BTreeMap<Limiter, BucketConfig>);
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits(Limiter::ALL.into_iter().map(|l| (l, l.default_config())).collect())
+        Limits(
+            Limiter::ALL
+                .into_iter()
+                .map(|l| (l, l.default_config()))
+                .collect(),
+        )
     }
 }
 
@@ -242,7 +276,10 @@ impl Limits {
     }
     /// The configuration of `limiter`.
     pub fn get(&self, limiter: Limiter) -> BucketConfig {
-        self.0.get(&limiter).copied().unwrap_or_else(|| limiter.default_config())
+        self.0
+            .get(&limiter)
+            .copied()
+            .unwrap_or_else(|| limiter.default_config())
     }
 }
 
@@ -257,14 +294,22 @@ pub struct RateLimiters {
 impl RateLimiters {
     /// Limiters over `store` with `limits`.
     pub fn new(store: Arc<dyn RateLimitStore>, clock: Arc<dyn Clock>, limits: Limits) -> Self {
-        RateLimiters { store, clock, limits: Arc::new(limits) }
+        RateLimiters {
+            store,
+            clock,
+            limits: Arc::new(limits),
+        }
     }
 
     /// Takes one permit from `limiter`'s bucket for `key`.
     pub async fn check(&self, limiter: Limiter, key: &str) -> Result<(), LimitError> {
         let config = self.limits.get(limiter);
         let bucket = format!("{}::{key}", limiter.name());
-        match self.store.acquire(&bucket, &config, 1, self.clock.now()).await? {
+        match self
+            .store
+            .acquire(&bucket, &config, 1, self.clock.now())
+            .await?
+        {
             Admission::Allowed => Ok(()),
             Admission::Denied { retry_after } => Err(RateLimited { retry_after }.into()),
         }
@@ -321,7 +366,15 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_seconds() {
-        let secs = |ms| RateLimited { retry_after: Duration::from_millis(ms) }.retry_after_secs();
-        assert_eq!((secs(1), secs(999), secs(1000), secs(1001), secs(0)), (1, 1, 1, 2, 1));
+        let secs = |ms| {
+            RateLimited {
+                retry_after: Duration::from_millis(ms),
+            }
+            .retry_after_secs()
+        };
+        assert_eq!(
+            (secs(1), secs(999), secs(1000), secs(1001), secs(0)),
+            (1, 1, 1, 2, 1)
+        );
     }
 }

@@ -104,10 +104,20 @@ pub trait AccountStore: Send + Sync {
 
     /// Applies attributes: the device-level part to `device`, the account-level part to the account.
     /// Returns false when the account or device does not exist.
-    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool>;
+    async fn update_attributes(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        attributes: &AccountAttributes,
+    ) -> StoreResult<bool>;
 
     /// Records a device's last use (callers round it to a day so this writes at most daily).
-    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()>;
+    async fn touch_device(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        last_seen: Timestamp,
+    ) -> StoreResult<()>;
 
     /// Replaces every device credential of the account with its locked form; returns false when absent.
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
@@ -121,23 +131,44 @@ pub trait AccountStore: Send + Sync {
 pub trait KeyStore: Send + Sync {
     /// Applies an upload in one transaction: a present (non-empty) one-time list replaces the stored list, an absent
     /// one keeps it; a present signed or last-resort key overwrites the stored one.
-    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()>;
+    async fn store_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<()>;
 
     /// Atomically removes and returns the lowest-id one-time EC key and the lowest-id one-time Kyber key, if any.
     /// Concurrent callers never receive the same key.
-    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys>;
+    async fn take_one_time_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<TakenKeys>;
 
     /// The signed EC prekey of `device`, if stored.
-    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>>;
+    async fn signed_pre_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>>;
 
     /// The last-resort Kyber key of `device`, if stored. Never consumed.
-    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>>;
+    async fn last_resort_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>>;
 
     /// How many one-time keys remain.
     async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts>;
 
     /// All one-time EC keys of `device`, lowest id first (for tests and diagnostics).
-    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>>;
+    async fn one_time_ec_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Vec<EcPreKey>>;
 }
 
 /// Shared leaky-bucket state.
@@ -145,7 +176,13 @@ pub trait KeyStore: Send + Sync {
 pub trait RateLimitStore: Send + Sync {
     /// Atomically refills the bucket `key` per `config` and takes `amount` permits if available
     /// (see [`crate::ratelimit::apply`], which every backend must use for the arithmetic).
-    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission>;
+    async fn acquire(
+        &self,
+        key: &str,
+        config: &BucketConfig,
+        amount: u32,
+        now: Timestamp,
+    ) -> StoreResult<Admission>;
 
     /// Forgets buckets that are full again at `now` (housekeeping); returns how many were removed.
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64>;

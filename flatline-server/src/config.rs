@@ -38,7 +38,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.into(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
 }
 
 /// The whole configuration.
@@ -103,7 +106,11 @@ pub struct DatabaseConfig {
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        DatabaseConfig { url: "sqlite://flatline.db".into(), max_connections: 8, busy_timeout_ms: 5000 }
+        DatabaseConfig {
+            url: "sqlite://flatline.db".into(),
+            max_connections: 8,
+            busy_timeout_ms: 5000,
+        }
     }
 }
 
@@ -119,7 +126,10 @@ pub struct LogConfig {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { filter: "info".into(), format: LogFormat::Text }
+        LogConfig {
+            filter: "info".into(),
+            format: LogFormat::Text,
+        }
     }
 }
 
@@ -157,15 +167,25 @@ impl LimitsConfig {
             let key = format!("limits.{name}");
             let limiter = Limiter::from_name(name).ok_or_else(|| {
                 let known: Vec<_> = Limiter::ALL.iter().map(|l| l.name()).collect();
-                invalid(&key, format!("unknown limiter; known: {}", known.join(", ")))
+                invalid(
+                    &key,
+                    format!("unknown limiter; known: {}", known.join(", ")),
+                )
             })?;
             if c.bucket_size == 0 {
                 return Err(invalid(format!("{key}.bucket_size"), "must be at least 1"));
             }
             let regen = Duration::try_from_secs_f64(c.permit_regeneration_seconds)
                 .ok()
-                .filter(|d| *d >= Duration::from_millis(1) && *d <= Duration::from_secs(365 * 86_400))
-                .ok_or_else(|| invalid(format!("{key}.permit_regeneration_seconds"), "must be between 0.001 and 31536000"))?;
+                .filter(|d| {
+                    *d >= Duration::from_millis(1) && *d <= Duration::from_secs(365 * 86_400)
+                })
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{key}.permit_regeneration_seconds"),
+                        "must be between 0.001 and 31536000",
+                    )
+                })?;
             limits.set(limiter, BucketConfig::new(c.bucket_size, regen));
         }
         Ok(limits)
@@ -174,29 +194,46 @@ impl LimitsConfig {
 
 impl Config {
     /// Loads `path` (if given) and applies `FLATLINE_*` overrides from `env`, then validates.
-    pub fn load(path: Option<&std::path::Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        path: Option<&std::path::Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.to_owned(), source })?,
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?,
             None => String::new(),
         };
         Self::from_toml_and_env(&text, env)
     }
 
     /// Parses TOML text, applies overrides, validates.
-    pub fn from_toml_and_env(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let mut root: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+    pub fn from_toml_and_env(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
         for (name, value) in env {
-            let Some(path) = name.strip_prefix("FLATLINE_") else { continue };
+            let Some(path) = name.strip_prefix("FLATLINE_") else {
+                continue;
+            };
             // FLATLINE_CONFIG names the file itself; it is not a key.
             if path == "CONFIG" {
                 continue;
             }
             set_path(&mut root, path, &value)?;
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
-            let key = e.path().to_string();
-            invalid(if key == "." { "(root)".to_owned() } else { key }, e.into_inner().to_string())
-        })?;
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+                let key = e.path().to_string();
+                invalid(
+                    if key == "." { "(root)".to_owned() } else { key },
+                    e.into_inner().to_string(),
+                )
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -206,20 +243,34 @@ impl Config {
         self.trusted_proxies()?;
         self.limits.to_limits()?;
         let db = &self.database.url;
-        if !(db.starts_with("sqlite:") || db.starts_with("postgres://") || db.starts_with("postgresql://")) {
-            return Err(invalid("database.url", "must start with sqlite: or postgres://"));
+        if !(db.starts_with("sqlite:")
+            || db.starts_with("postgres://")
+            || db.starts_with("postgresql://"))
+        {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
-        if !(self.server.public_url.starts_with("https://") || self.server.public_url.starts_with("http://")) {
-            return Err(invalid("server.public_url", "must be an http:// or https:// URL"));
+        if !(self.server.public_url.starts_with("https://")
+            || self.server.public_url.starts_with("http://"))
+        {
+            return Err(invalid(
+                "server.public_url",
+                "must be an http:// or https:// URL",
+            ));
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
         if self.server.request_timeout_seconds == 0 {
-            return Err(invalid("server.request_timeout_seconds", "must be at least 1"));
+            return Err(invalid(
+                "server.request_timeout_seconds",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -233,7 +284,12 @@ impl Config {
             .map(|(i, s)| {
                 s.parse::<IpNet>()
                     .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                    .map_err(|_| invalid(format!("server.trusted_proxies[{i}]"), format!("`{s}` is not an IP address or CIDR")))
+                    .map_err(|_| {
+                        invalid(
+                            format!("server.trusted_proxies[{i}]"),
+                            format!("`{s}` is not an IP address or CIDR"),
+                        )
+                    })
             })
             .collect()
     }
@@ -251,11 +307,17 @@ fn set_path(root: &mut toml::Table, path: &str, value: &str) -> Result<(), Confi
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let (last, parents) = parts.split_last().ok_or_else(|| invalid(&dotted, "empty key"))?;
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| invalid(&dotted, "empty key"))?;
     let mut table = root;
     for p in parents {
-        let entry = table.entry(p.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        table = entry.as_table_mut().ok_or_else(|| invalid(&dotted, format!("`{p}` is not a table")))?;
+        let entry = table
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry
+            .as_table_mut()
+            .ok_or_else(|| invalid(&dotted, format!("`{p}` is not a table")))?;
     }
     table.insert(last.clone(), parsed);
     Ok(())
@@ -266,7 +328,10 @@ mod tests {
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_toml_and_env(text, env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())))
+        Config::from_toml_and_env(
+            text,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
     }
 
     #[test]
@@ -283,7 +348,10 @@ mod tests {
             &[
                 ("FLATLINE_SERVER__LISTEN", "0.0.0.0:9000"),
                 ("FLATLINE_LIMITS__PREKEYS__BUCKET_SIZE", "20"),
-                ("FLATLINE_LIMITS__PREKEYS__PERMIT_REGENERATION_SECONDS", "1.5"),
+                (
+                    "FLATLINE_LIMITS__PREKEYS__PERMIT_REGENERATION_SECONDS",
+                    "1.5",
+                ),
                 ("OTHER", "x"),
             ],
         )
@@ -291,7 +359,10 @@ mod tests {
         assert_eq!(c.server.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         // Limiter names are case-sensitive on the wire but env keys are lowered: document camelCase via the file.
         assert!(c.limits.0.contains_key("prekeys"));
-        assert_eq!(c.limits.to_limits().unwrap().get(Limiter::PreKeys), BucketConfig::new(20, Duration::from_millis(1500)));
+        assert_eq!(
+            c.limits.to_limits().unwrap().get(Limiter::PreKeys),
+            BucketConfig::new(20, Duration::from_millis(1500))
+        );
     }
 
     #[test]
@@ -299,14 +370,25 @@ mod tests {
         let cases = [
             ("[server]\nlisten = \"nope\"\n", "server.listen"),
             ("[server]\nlisen = \"127.0.0.1:1\"\n", "server.lisen"),
-            ("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"bogus\"]\n", "server.trusted_proxies[1]"),
-            ("[limits.nosuch]\nbucket_size = 1\npermit_regeneration_seconds = 1\n", "limits.nosuch"),
-            ("[limits.prekeys]\nbucket_size = 0\npermit_regeneration_seconds = 1\n", "limits.prekeys.bucket_size"),
+            (
+                "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"bogus\"]\n",
+                "server.trusted_proxies[1]",
+            ),
+            (
+                "[limits.nosuch]\nbucket_size = 1\npermit_regeneration_seconds = 1\n",
+                "limits.nosuch",
+            ),
+            (
+                "[limits.prekeys]\nbucket_size = 0\npermit_regeneration_seconds = 1\n",
+                "limits.prekeys.bucket_size",
+            ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
         ];
         for (text, key) in cases {
             match load(text, &[]) {
-                Err(ConfigError::Invalid { key: k, message }) => assert_eq!(k, key, "{text}: {message}"),
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert_eq!(k, key, "{text}: {message}")
+                }
                 other => panic!("{text}: {other:?}"),
             }
         }
@@ -314,7 +396,11 @@ mod tests {
 
     #[test]
     fn trusted_proxies_accept_addresses_and_cidrs() {
-        let c = load("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n", &[]).unwrap();
+        let c = load(
+            "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"::1\"]\n",
+            &[],
+        )
+        .unwrap();
         assert_eq!(c.trusted_proxies().unwrap().len(), 2);
     }
 }

@@ -50,30 +50,72 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("flatline");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 16)));
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         let auth_failures = Family::<ReasonLabels, Counter>::default();
         let rate_limited = Family::<LimiterLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests by route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency by route", latency.clone());
-        registry.register("auth_failures", "Failed Basic authentications by reason", auth_failures.clone());
-        registry.register("rate_limited", "Requests refused by a rate limiter", rate_limited.clone());
-        Metrics { registry: Mutex::new(registry), requests, latency, auth_failures, rate_limited }
+        registry.register(
+            "http_requests",
+            "HTTP requests by route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency by route",
+            latency.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed Basic authentications by reason",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Requests refused by a rate limiter",
+            rate_limited.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            latency,
+            auth_failures,
+            rate_limited,
+        }
     }
 
     /// Records one finished request.
     pub fn request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        self.requests.get_or_create(&RequestLabels { method: method.to_owned(), route: route.to_owned(), status }).inc();
-        self.latency.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.to_owned(),
+                route: route.to_owned(),
+                status,
+            })
+            .inc();
+        self.latency
+            .get_or_create(&RouteLabels {
+                route: route.to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// Counts an authentication failure.
     pub fn auth_failure(&self, reason: &str) {
-        self.auth_failures.get_or_create(&ReasonLabels { reason: reason.to_owned() }).inc();
+        self.auth_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a rate-limited request.
     pub fn rate_limited(&self, limiter: &str) {
-        self.rate_limited.get_or_create(&LimiterLabels { limiter: limiter.to_owned() }).inc();
+        self.rate_limited
+            .get_or_create(&LimiterLabels {
+                limiter: limiter.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text exposition.

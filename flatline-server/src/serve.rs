@@ -34,7 +34,12 @@ pub enum ServeError {
 /// Builds the production state: the configured store, the system clock and the OS random source.
 pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
-    Ok(AppState::new(config, store, Arc::new(SystemClock), Arc::new(OsRandom))?)
+    Ok(AppState::new(
+        config,
+        store,
+        Arc::new(SystemClock),
+        Arc::new(OsRandom),
+    )?)
 }
 
 /// The bound sockets of a server.
@@ -47,7 +52,11 @@ pub struct Listeners {
 
 /// Binds the configured addresses.
 pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
-    let bind = |addr: SocketAddr| async move { TcpListener::bind(addr).await.map_err(|source| ServeError::Listen { addr, source }) };
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Listen { addr, source })
+    };
     let main = bind(config.server.listen).await?;
     let admin = match config.server.admin_listen {
         Some(addr) => Some(bind(addr).await?),
@@ -65,7 +74,10 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let config = state.config.clone();
     let Listeners { main, admin } = listeners;
-    let main_addr = main.local_addr().map_err(|source| ServeError::Listen { addr: config.server.listen, source })?;
+    let main_addr = main.local_addr().map_err(|source| ServeError::Listen {
+        addr: config.server.listen,
+        source,
+    })?;
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -78,12 +90,18 @@ pub async fn run(
 
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stop_rx.clone()));
     tracing::info!(addr = %main_addr, "listening");
-    let main_server = axum::serve(main, app(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let main_server = axum::serve(
+        main,
+        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin_server = admin.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "admin listening");
-        axum::serve(l, admin_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(stopped(stop_rx.clone()))
+        axum::serve(
+            l,
+            admin_app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped(stop_rx.clone()))
     });
 
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
@@ -92,7 +110,10 @@ pub async fn run(
             Some(admin) => tokio::try_join!(main_server, admin).map(|_| ()),
             None => main_server.await,
         };
-        main_result.map_err(|source| ServeError::Listen { addr: main_addr, source })
+        main_result.map_err(|source| ServeError::Listen {
+            addr: main_addr,
+            source,
+        })
     };
     tokio::pin!(serving);
     let mut rx = stop_rx.clone();

@@ -67,19 +67,34 @@ impl SimClient {
     }
 
     fn sign(&self, identity: IdentityType, message: &[u8], rng: &dyn SecureRandom) -> Vec<u8> {
-        self.identity(identity).private_key.sign(message, rng).to_vec()
+        self.identity(identity)
+            .private_key
+            .sign(message, rng)
+            .to_vec()
     }
 
     /// A signed EC prekey signed by `identity`.
-    pub fn signed_ec(&self, identity: IdentityType, id: u32, rng: &dyn SecureRandom) -> SignedPreKey {
+    pub fn signed_ec(
+        &self,
+        identity: IdentityType,
+        id: u32,
+        rng: &dyn SecureRandom,
+    ) -> SignedPreKey {
         let public_key = PrivateKey::generate(rng).public_key().serialize().to_vec();
         let signature = self.sign(identity, &public_key, rng);
-        SignedPreKey { key_id: key_id(id), public_key, signature }
+        SignedPreKey {
+            key_id: key_id(id),
+            public_key,
+            signature,
+        }
     }
 
     /// A one-time EC prekey.
     pub fn one_time_ec(&self, id: u32, rng: &dyn SecureRandom) -> EcPreKey {
-        EcPreKey { key_id: key_id(id), public_key: PrivateKey::generate(rng).public_key().serialize().to_vec() }
+        EcPreKey {
+            key_id: key_id(id),
+            public_key: PrivateKey::generate(rng).public_key().serialize().to_vec(),
+        }
     }
 
     /// A Kyber1024 prekey envelope (random key material) signed by `identity`.
@@ -88,11 +103,20 @@ impl SimClient {
         rng.fill(&mut public_key[1..]);
         public_key[0] = 0x08;
         let signature = self.sign(identity, &public_key, rng);
-        SignedPreKey { key_id: key_id(id), public_key, signature }
+        SignedPreKey {
+            key_id: key_id(id),
+            public_key,
+            signature,
+        }
     }
 
     /// An account as registration would create it, with this client's real keys (for seeding a store).
-    pub fn new_account(&self, principal: &str, rng: &dyn SecureRandom, now: Timestamp) -> NewAccount {
+    pub fn new_account(
+        &self,
+        principal: &str,
+        rng: &dyn SecureRandom,
+        now: Timestamp,
+    ) -> NewAccount {
         NewAccount {
             account: Account {
                 aci: self.aci,
@@ -107,7 +131,12 @@ impl SimClient {
                 devices: vec![Device {
                     id: DeviceId::PRIMARY,
                     credential: SaltedTokenHash::generate(&self.password, rng),
-                    settings: DeviceSettings { registration_id: 11, pni_registration_id: 12, name: None, fetches_messages: true },
+                    settings: DeviceSettings {
+                        registration_id: 11,
+                        pni_registration_id: 12,
+                        name: None,
+                        fetches_messages: true,
+                    },
                     created_at: now,
                     last_seen: now,
                     capabilities: BTreeSet::new(),
@@ -129,14 +158,28 @@ impl SimClient {
             UsernameForm::Dot => format!("{}.{}", self.aci, self.device_id),
             UsernameForm::Nul => format!("{}\0{}", self.aci, self.device_id),
         };
-        format!("Basic {}", STANDARD.encode(format!("{user}:{}", self.password)))
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{user}:{}", self.password))
+        )
     }
 
     /// A `PUT /v2/keys` body: `ec` one-time EC keys and `kem` Kyber keys starting at `first_id`, plus a new signed
     /// prekey and last-resort key, all signed by `identity`.
-    pub fn set_keys_body(&self, identity: IdentityType, first_id: u32, ec: u32, kem: u32, rng: &dyn SecureRandom) -> Value {
-        let ec: Vec<Value> = (0..ec).map(|i| ec_json(&self.one_time_ec(first_id + i, rng))).collect();
-        let kem: Vec<Value> = (0..kem).map(|i| signed_json(&self.kem(identity, first_id + i, rng))).collect();
+    pub fn set_keys_body(
+        &self,
+        identity: IdentityType,
+        first_id: u32,
+        ec: u32,
+        kem: u32,
+        rng: &dyn SecureRandom,
+    ) -> Value {
+        let ec: Vec<Value> = (0..ec)
+            .map(|i| ec_json(&self.one_time_ec(first_id + i, rng)))
+            .collect();
+        let kem: Vec<Value> = (0..kem)
+            .map(|i| signed_json(&self.kem(identity, first_id + i, rng)))
+            .collect();
         json!({
             "preKeys": ec,
             "signedPreKey": signed_json(&self.signed_ec(identity, first_id + 10_000, rng)),

@@ -22,7 +22,10 @@ impl MockClock {
     }
     /// Moves time forward.
     pub fn advance(&self, d: Duration) {
-        self.0.fetch_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX), Ordering::SeqCst);
+        self.0.fetch_add(
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+            Ordering::SeqCst,
+        );
     }
     /// Sets the time.
     pub fn set(&self, t: Timestamp) {
@@ -52,7 +55,10 @@ pub struct SeededRng {
 impl SeededRng {
     /// A generator for `seed`; the same seed yields the same bytes.
     pub fn new(seed: u64) -> Self {
-        SeededRng { seed: Sha256::digest(seed.to_be_bytes()).into(), counter: Mutex::new(0) }
+        SeededRng {
+            seed: Sha256::digest(seed.to_be_bytes()).into(),
+            counter: Mutex::new(0),
+        }
     }
 }
 
@@ -60,7 +66,10 @@ impl SecureRandom for SeededRng {
     fn fill(&self, dest: &mut [u8]) {
         let mut counter = self.counter.lock().unwrap_or_else(|e| e.into_inner());
         for chunk in dest.chunks_mut(32) {
-            let block = Sha256::new().chain_update(self.seed).chain_update(counter.to_be_bytes()).finalize();
+            let block = Sha256::new()
+                .chain_update(self.seed)
+                .chain_update(counter.to_be_bytes())
+                .finalize();
             *counter += 1;
             chunk.copy_from_slice(&block[..chunk.len()]);
         }

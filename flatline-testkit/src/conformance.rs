@@ -52,11 +52,33 @@ pub async fn create_and_lookup(store: Arc<dyn Store>) {
     let want = new.account.clone();
     store.create_account(new).await.unwrap();
     assert_eq!(store.account(want.aci).await.unwrap().as_ref(), Some(&want));
-    assert_eq!(store.account_by_pni(want.pni).await.unwrap().as_ref(), Some(&want));
-    assert_eq!(store.account_by_principal(&want.principal).await.unwrap().as_ref(), Some(&want));
+    assert_eq!(
+        store.account_by_pni(want.pni).await.unwrap().as_ref(),
+        Some(&want)
+    );
+    assert_eq!(
+        store
+            .account_by_principal(&want.principal)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&want)
+    );
     assert!(store.account(Aci::random(&rng)).await.unwrap().is_none());
-    assert!(store.account_by_pni(Pni::random(&rng)).await.unwrap().is_none());
-    assert!(store.account_by_principal(&Principal::parse("nobody").unwrap()).await.unwrap().is_none());
+    assert!(
+        store
+            .account_by_pni(Pni::random(&rng))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .account_by_principal(&Principal::parse("nobody").unwrap())
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// A taken ACI, PNI or principal is a conflict and the refused account leaves no trace.
@@ -72,25 +94,52 @@ pub async fn create_conflicts_write_nothing(store: Arc<dyn Store>) {
     let mut same_principal = new_account(&rng, "dave", "pw", T0);
     same_principal.account.principal = first.account.principal.clone();
 
-    for (attempt, want) in [(same_aci, Conflict::Aci), (same_pni, Conflict::Pni), (same_principal, Conflict::Principal)] {
+    for (attempt, want) in [
+        (same_aci, Conflict::Aci),
+        (same_pni, Conflict::Pni),
+        (same_principal, Conflict::Principal),
+    ] {
         let refused = attempt.account.clone();
         match store.create_account(attempt).await {
             Err(StoreError::Conflict(c)) => assert_eq!(c, want),
             other => panic!("expected {want} conflict, got {other:?}"),
         }
         if want != Conflict::Pni {
-            assert!(store.account_by_pni(refused.pni).await.unwrap().is_none(), "{want}: pni written");
+            assert!(
+                store.account_by_pni(refused.pni).await.unwrap().is_none(),
+                "{want}: pni written"
+            );
         }
         if want != Conflict::Principal {
-            assert!(store.account_by_principal(&refused.principal).await.unwrap().is_none(), "{want}: principal written");
+            assert!(
+                store
+                    .account_by_principal(&refused.principal)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{want}: principal written"
+            );
         }
         if want != Conflict::Aci {
-            assert!(store.account(refused.aci).await.unwrap().is_none(), "{want}: account written");
+            assert!(
+                store.account(refused.aci).await.unwrap().is_none(),
+                "{want}: account written"
+            );
             let owner = ServiceId::Aci(refused.aci);
-            assert!(store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap().is_none(), "{want}: keys written");
+            assert!(
+                store
+                    .signed_pre_key(owner, DeviceId::PRIMARY)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "{want}: keys written"
+            );
         }
     }
-    assert_eq!(store.account(first.account.aci).await.unwrap(), Some(first.account));
+    assert_eq!(
+        store.account(first.account.aci).await.unwrap(),
+        Some(first.account)
+    );
 }
 
 /// Attributes update the device and account parts; unknown accounts and devices are reported, not created.
@@ -110,14 +159,29 @@ pub async fn update_attributes(store: Arc<dyn Store>) {
         capabilities: vec![("storage".into(), true), ("spqr".into(), true)],
     })
     .unwrap();
-    assert!(store.update_attributes(aci, DeviceId::PRIMARY, &attrs).await.unwrap());
+    assert!(
+        store
+            .update_attributes(aci, DeviceId::PRIMARY, &attrs)
+            .await
+            .unwrap()
+    );
     let a = store.account(aci).await.unwrap().unwrap();
     assert_eq!(a.settings, attrs.account);
     assert_eq!(a.devices[0].settings, attrs.device);
     assert_eq!(a.devices[0].capabilities, attrs.capabilities);
     assert!(a.storage_capable());
-    assert!(!store.update_attributes(aci, DeviceId::new(2).unwrap(), &attrs).await.unwrap());
-    assert!(!store.update_attributes(Aci::random(&rng), DeviceId::PRIMARY, &attrs).await.unwrap());
+    assert!(
+        !store
+            .update_attributes(aci, DeviceId::new(2).unwrap(), &attrs)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .update_attributes(Aci::random(&rng), DeviceId::PRIMARY, &attrs)
+            .await
+            .unwrap()
+    );
 }
 
 /// Last-seen moves forward only.
@@ -127,12 +191,21 @@ pub async fn touch_device(store: Arc<dyn Store>) {
     let aci = new.account.aci;
     store.create_account(new).await.unwrap();
     let later = T0.plus(Duration::from_secs(86_400));
-    store.touch_device(aci, DeviceId::PRIMARY, later).await.unwrap();
-    store.touch_device(aci, DeviceId::PRIMARY, T0).await.unwrap();
+    store
+        .touch_device(aci, DeviceId::PRIMARY, later)
+        .await
+        .unwrap();
+    store
+        .touch_device(aci, DeviceId::PRIMARY, T0)
+        .await
+        .unwrap();
     let a = store.account(aci).await.unwrap().unwrap();
     assert_eq!(a.devices[0].last_seen, later);
     // Unknown targets are a no-op, not an error.
-    store.touch_device(Aci::random(&rng), DeviceId::PRIMARY, later).await.unwrap();
+    store
+        .touch_device(Aci::random(&rng), DeviceId::PRIMARY, later)
+        .await
+        .unwrap();
 }
 
 /// Locking makes every credential refuse its password.
@@ -143,7 +216,11 @@ pub async fn lock_credentials(store: Arc<dyn Store>) {
     store.create_account(new).await.unwrap();
     assert!(store.lock_credentials(aci).await.unwrap());
     let a = store.account(aci).await.unwrap().unwrap();
-    assert!(a.devices.iter().all(|d| d.credential.is_locked() && !d.credential.verify("pw")));
+    assert!(
+        a.devices
+            .iter()
+            .all(|d| d.credential.is_locked() && !d.credential.verify("pw"))
+    );
     assert!(!store.lock_credentials(Aci::random(&rng)).await.unwrap());
 }
 
@@ -153,16 +230,44 @@ pub async fn delete_account_cascades(store: Arc<dyn Store>) {
     let new = new_account(&rng, "alice", "pw", T0);
     let a = new.account.clone();
     store.create_account(new).await.unwrap();
-    let upload = KeyUpload { ec: Some(vec![fake_ec(&rng, 5)]), kem: Some(vec![fake_kem(&rng, 6)]), ..Default::default() };
-    store.store_keys(ServiceId::Pni(a.pni), DeviceId::PRIMARY, &upload).await.unwrap();
+    let upload = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 5)]),
+        kem: Some(vec![fake_kem(&rng, 6)]),
+        ..Default::default()
+    };
+    store
+        .store_keys(ServiceId::Pni(a.pni), DeviceId::PRIMARY, &upload)
+        .await
+        .unwrap();
     assert!(store.delete_account(a.aci).await.unwrap());
     assert!(store.account(a.aci).await.unwrap().is_none());
     assert!(store.account_by_pni(a.pni).await.unwrap().is_none());
-    assert!(store.account_by_principal(&a.principal).await.unwrap().is_none());
+    assert!(
+        store
+            .account_by_principal(&a.principal)
+            .await
+            .unwrap()
+            .is_none()
+    );
     for owner in [ServiceId::Aci(a.aci), ServiceId::Pni(a.pni)] {
-        assert!(store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap().is_none());
-        assert!(store.last_resort_key(owner, DeviceId::PRIMARY).await.unwrap().is_none());
-        assert_eq!(store.key_counts(owner, DeviceId::PRIMARY).await.unwrap(), KeyCounts::default());
+        assert!(
+            store
+                .signed_pre_key(owner, DeviceId::PRIMARY)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .last_resort_key(owner, DeviceId::PRIMARY)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            store.key_counts(owner, DeviceId::PRIMARY).await.unwrap(),
+            KeyCounts::default()
+        );
     }
     assert!(!store.delete_account(a.aci).await.unwrap());
     // The principal can be registered again.
@@ -178,10 +283,34 @@ pub async fn initial_keys_stored(store: Arc<dyn Store>) {
     let (a, k) = (new.account.clone(), new.keys.clone());
     store.create_account(new).await.unwrap();
     let d = DeviceId::PRIMARY;
-    assert_eq!(store.signed_pre_key(ServiceId::Aci(a.aci), d).await.unwrap(), Some(k.aci_signed));
-    assert_eq!(store.signed_pre_key(ServiceId::Pni(a.pni), d).await.unwrap(), Some(k.pni_signed));
-    assert_eq!(store.last_resort_key(ServiceId::Aci(a.aci), d).await.unwrap(), Some(k.aci_last_resort));
-    assert_eq!(store.last_resort_key(ServiceId::Pni(a.pni), d).await.unwrap(), Some(k.pni_last_resort));
+    assert_eq!(
+        store
+            .signed_pre_key(ServiceId::Aci(a.aci), d)
+            .await
+            .unwrap(),
+        Some(k.aci_signed)
+    );
+    assert_eq!(
+        store
+            .signed_pre_key(ServiceId::Pni(a.pni), d)
+            .await
+            .unwrap(),
+        Some(k.pni_signed)
+    );
+    assert_eq!(
+        store
+            .last_resort_key(ServiceId::Aci(a.aci), d)
+            .await
+            .unwrap(),
+        Some(k.aci_last_resort)
+    );
+    assert_eq!(
+        store
+            .last_resort_key(ServiceId::Pni(a.pni), d)
+            .await
+            .unwrap(),
+        Some(k.pni_last_resort)
+    );
 }
 
 /// A present list replaces, an absent list keeps; signed and last-resort keys overwrite; identities and devices
@@ -198,26 +327,60 @@ pub async fn upload_replaces_or_keeps(store: Arc<dyn Store>) {
         last_resort: Some(fake_kem(&rng, 30)),
     };
     store.store_keys(owner, d1, &first).await.unwrap();
-    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 2, kem: 1 });
-    assert_eq!(store.one_time_ec_keys(owner, d1).await.unwrap(), first.ec.clone().unwrap());
+    assert_eq!(
+        store.key_counts(owner, d1).await.unwrap(),
+        KeyCounts { ec: 2, kem: 1 }
+    );
+    assert_eq!(
+        store.one_time_ec_keys(owner, d1).await.unwrap(),
+        first.ec.clone().unwrap()
+    );
 
     // Keep everything: nothing present.
-    store.store_keys(owner, d1, &KeyUpload::default()).await.unwrap();
-    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 2, kem: 1 });
+    store
+        .store_keys(owner, d1, &KeyUpload::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.key_counts(owner, d1).await.unwrap(),
+        KeyCounts { ec: 2, kem: 1 }
+    );
     assert_eq!(store.signed_pre_key(owner, d1).await.unwrap(), first.signed);
 
     // Replace EC only; Kyber kept; signed overwritten.
-    let second = KeyUpload { ec: Some(vec![fake_ec(&rng, 12)]), signed: Some(fake_signed_ec(&rng, 2)), ..Default::default() };
+    let second = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 12)]),
+        signed: Some(fake_signed_ec(&rng, 2)),
+        ..Default::default()
+    };
     store.store_keys(owner, d1, &second).await.unwrap();
-    assert_eq!(store.one_time_ec_keys(owner, d1).await.unwrap(), second.ec.clone().unwrap());
-    assert_eq!(store.key_counts(owner, d1).await.unwrap(), KeyCounts { ec: 1, kem: 1 });
-    assert_eq!(store.signed_pre_key(owner, d1).await.unwrap(), second.signed);
-    assert_eq!(store.last_resort_key(owner, d1).await.unwrap(), first.last_resort);
+    assert_eq!(
+        store.one_time_ec_keys(owner, d1).await.unwrap(),
+        second.ec.clone().unwrap()
+    );
+    assert_eq!(
+        store.key_counts(owner, d1).await.unwrap(),
+        KeyCounts { ec: 1, kem: 1 }
+    );
+    assert_eq!(
+        store.signed_pre_key(owner, d1).await.unwrap(),
+        second.signed
+    );
+    assert_eq!(
+        store.last_resort_key(owner, d1).await.unwrap(),
+        first.last_resort
+    );
 
     // Other device and other identity untouched.
-    assert_eq!(store.key_counts(owner, d2).await.unwrap(), KeyCounts::default());
+    assert_eq!(
+        store.key_counts(owner, d2).await.unwrap(),
+        KeyCounts::default()
+    );
     let pni_owner = ServiceId::Pni(Pni(owner.uuid()));
-    assert_eq!(store.key_counts(pni_owner, d1).await.unwrap(), KeyCounts::default());
+    assert_eq!(
+        store.key_counts(pni_owner, d1).await.unwrap(),
+        KeyCounts::default()
+    );
     assert!(store.signed_pre_key(pni_owner, d1).await.unwrap().is_none());
 }
 
@@ -242,10 +405,19 @@ pub async fn take_lowest_first_and_keep_last_resort(store: Arc<dyn Store>) {
     }
     assert_eq!(ec_ids, vec![Some(3), Some(9), Some(200), None]);
     assert_eq!(kem_ids, vec![Some(7), Some(50), None, None]);
-    assert_eq!(store.last_resort_key(owner, d).await.unwrap(), upload.last_resort);
-    assert_eq!(store.key_counts(owner, d).await.unwrap(), KeyCounts::default());
+    assert_eq!(
+        store.last_resort_key(owner, d).await.unwrap(),
+        upload.last_resort
+    );
+    assert_eq!(
+        store.key_counts(owner, d).await.unwrap(),
+        KeyCounts::default()
+    );
     // Taking from a device that never uploaded is not an error.
-    let none = store.take_one_time_keys(owner, DeviceId::new(9).unwrap()).await.unwrap();
+    let none = store
+        .take_one_time_keys(owner, DeviceId::new(9).unwrap())
+        .await
+        .unwrap();
     assert!(none.ec.is_none() && none.kem.is_none());
 }
 
@@ -276,26 +448,55 @@ pub async fn concurrent_takes_hand_out_each_key_once(store: Arc<dyn Store>) {
     }
     for (kind, ids) in [("ec", ec), ("kem", kem)] {
         assert_eq!(ids.len(), 500, "{kind}: keys handed out");
-        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 500, "{kind}: a key was handed out twice");
+        assert_eq!(
+            ids.iter().collect::<HashSet<_>>().len(),
+            500,
+            "{kind}: a key was handed out twice"
+        );
     }
-    assert_eq!(store.key_counts(owner, d).await.unwrap(), KeyCounts::default());
+    assert_eq!(
+        store.key_counts(owner, d).await.unwrap(),
+        KeyCounts::default()
+    );
 }
 
 /// The shared bucket admits its size, refuses with the right wait, refills, and keys are independent.
 pub async fn rate_limit_bucket(store: Arc<dyn Store>) {
     let cfg = BucketConfig::new(3, Duration::from_secs(10));
     for _ in 0..3 {
-        assert_eq!(store.acquire("l::a", &cfg, 1, T0).await.unwrap(), Admission::Allowed);
+        assert_eq!(
+            store.acquire("l::a", &cfg, 1, T0).await.unwrap(),
+            Admission::Allowed
+        );
     }
     assert_eq!(
-        store.acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(4))).await.unwrap(),
-        Admission::Denied { retry_after: Duration::from_secs(6) }
+        store
+            .acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(4)))
+            .await
+            .unwrap(),
+        Admission::Denied {
+            retry_after: Duration::from_secs(6)
+        }
     );
-    assert_eq!(store.acquire("l::b", &cfg, 1, T0).await.unwrap(), Admission::Allowed);
-    assert_eq!(store.acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(10))).await.unwrap(), Admission::Allowed);
     assert_eq!(
-        store.acquire("l::a", &cfg, 2, T0.plus(Duration::from_secs(10))).await.unwrap(),
-        Admission::Denied { retry_after: Duration::from_secs(20) }
+        store.acquire("l::b", &cfg, 1, T0).await.unwrap(),
+        Admission::Allowed
+    );
+    assert_eq!(
+        store
+            .acquire("l::a", &cfg, 1, T0.plus(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+        Admission::Allowed
+    );
+    assert_eq!(
+        store
+            .acquire("l::a", &cfg, 2, T0.plus(Duration::from_secs(10)))
+            .await
+            .unwrap(),
+        Admission::Denied {
+            retry_after: Duration::from_secs(20)
+        }
     );
 }
 
@@ -322,11 +523,26 @@ pub async fn purge_full_buckets(store: Arc<dyn Store>) {
     let cfg = BucketConfig::new(2, Duration::from_secs(60));
     store.acquire("p::one", &cfg, 1, T0).await.unwrap();
     store.acquire("p::two", &cfg, 2, T0).await.unwrap();
-    assert_eq!(store.purge_full_buckets(T0.plus(Duration::from_secs(61))).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge_full_buckets(T0.plus(Duration::from_secs(61)))
+            .await
+            .unwrap(),
+        1
+    );
     // "two" still has one permit missing, so a 2-permit request at +61 s is refused.
     assert!(matches!(
-        store.acquire("p::two", &cfg, 2, T0.plus(Duration::from_secs(61))).await.unwrap(),
+        store
+            .acquire("p::two", &cfg, 2, T0.plus(Duration::from_secs(61)))
+            .await
+            .unwrap(),
         Admission::Denied { .. }
     ));
-    assert_eq!(store.purge_full_buckets(T0.plus(Duration::from_secs(1000))).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .purge_full_buckets(T0.plus(Duration::from_secs(1000)))
+            .await
+            .unwrap(),
+        1
+    );
 }

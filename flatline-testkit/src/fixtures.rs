@@ -25,7 +25,11 @@ pub fn fake_ec_key(rng: &dyn SecureRandom) -> Vec<u8> {
 
 /// A store-level signed EC prekey with random bytes.
 pub fn fake_signed_ec(rng: &dyn SecureRandom, id: u32) -> SignedPreKey {
-    SignedPreKey { key_id: key_id(id), public_key: fake_ec_key(rng), signature: random_array::<64>(rng).to_vec() }
+    SignedPreKey {
+        key_id: key_id(id),
+        public_key: fake_ec_key(rng),
+        signature: random_array::<64>(rng).to_vec(),
+    }
 }
 
 /// A store-level Kyber key (`0x08‖1568 bytes`) with a random signature.
@@ -33,16 +37,28 @@ pub fn fake_kem(rng: &dyn SecureRandom, id: u32) -> SignedPreKey {
     let mut public_key = vec![0u8; 1569];
     rng.fill(&mut public_key);
     public_key[0] = 0x08;
-    SignedPreKey { key_id: key_id(id), public_key, signature: random_array::<64>(rng).to_vec() }
+    SignedPreKey {
+        key_id: key_id(id),
+        public_key,
+        signature: random_array::<64>(rng).to_vec(),
+    }
 }
 
 /// A store-level one-time EC prekey.
 pub fn fake_ec(rng: &dyn SecureRandom, id: u32) -> EcPreKey {
-    EcPreKey { key_id: key_id(id), public_key: fake_ec_key(rng) }
+    EcPreKey {
+        key_id: key_id(id),
+        public_key: fake_ec_key(rng),
+    }
 }
 
 /// A new account with one primary device whose password is `password`, and random signed keys.
-pub fn new_account(rng: &dyn SecureRandom, principal: &str, password: &str, now: Timestamp) -> NewAccount {
+pub fn new_account(
+    rng: &dyn SecureRandom,
+    principal: &str,
+    password: &str,
+    now: Timestamp,
+) -> NewAccount {
     let account = Account {
         aci: Aci::random(rng),
         pni: Pni::random(rng),
@@ -56,7 +72,12 @@ pub fn new_account(rng: &dyn SecureRandom, principal: &str, password: &str, now:
         devices: vec![Device {
             id: DeviceId::PRIMARY,
             credential: SaltedTokenHash::generate(password, rng),
-            settings: DeviceSettings { registration_id: 1, pni_registration_id: 2, name: None, fetches_messages: true },
+            settings: DeviceSettings {
+                registration_id: 1,
+                pni_registration_id: 2,
+                name: None,
+                fetches_messages: true,
+            },
             created_at: now,
             last_seen: now,
             capabilities: BTreeSet::new(),

@@ -10,7 +10,9 @@ use flatline_core::account::{Account, AccountAttributes};
 use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
-use flatline_core::store::{AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult};
+use flatline_core::store::{
+    AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult,
+};
 use flatline_core::time::Timestamp;
 
 #[derive(Default)]
@@ -88,27 +90,51 @@ impl AccountStore for MemoryStore {
 
     async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>> {
         let s = self.state();
-        Ok(s.by_pni.get(&pni).and_then(|aci| s.accounts.get(aci)).cloned())
+        Ok(s.by_pni
+            .get(&pni)
+            .and_then(|aci| s.accounts.get(aci))
+            .cloned())
     }
 
     async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>> {
         let s = self.state();
-        Ok(s.by_principal.get(principal).and_then(|aci| s.accounts.get(aci)).cloned())
+        Ok(s.by_principal
+            .get(principal)
+            .and_then(|aci| s.accounts.get(aci))
+            .cloned())
     }
 
-    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool> {
+    async fn update_attributes(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        attributes: &AccountAttributes,
+    ) -> StoreResult<bool> {
         let mut s = self.state();
-        let Some(account) = s.accounts.get_mut(&aci) else { return Ok(false) };
-        let Some(d) = account.devices.iter_mut().find(|d| d.id == device) else { return Ok(false) };
+        let Some(account) = s.accounts.get_mut(&aci) else {
+            return Ok(false);
+        };
+        let Some(d) = account.devices.iter_mut().find(|d| d.id == device) else {
+            return Ok(false);
+        };
         d.settings = attributes.device.clone();
         d.capabilities = attributes.capabilities.clone();
         account.settings = attributes.account.clone();
         Ok(true)
     }
 
-    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()> {
+    async fn touch_device(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        last_seen: Timestamp,
+    ) -> StoreResult<()> {
         let mut s = self.state();
-        if let Some(d) = s.accounts.get_mut(&aci).and_then(|a| a.devices.iter_mut().find(|d| d.id == device)) {
+        if let Some(d) = s
+            .accounts
+            .get_mut(&aci)
+            .and_then(|a| a.devices.iter_mut().find(|d| d.id == device))
+        {
             d.last_seen = d.last_seen.max(last_seen);
         }
         Ok(())
@@ -116,7 +142,9 @@ impl AccountStore for MemoryStore {
 
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool> {
         let mut s = self.state();
-        let Some(account) = s.accounts.get_mut(&aci) else { return Ok(false) };
+        let Some(account) = s.accounts.get_mut(&aci) else {
+            return Ok(false);
+        };
         for d in &mut account.devices {
             d.credential = d.credential.locked();
         }
@@ -125,7 +153,9 @@ impl AccountStore for MemoryStore {
 
     async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
         let mut s = self.state();
-        let Some(account) = s.accounts.remove(&aci) else { return Ok(false) };
+        let Some(account) = s.accounts.remove(&aci) else {
+            return Ok(false);
+        };
         s.by_pni.remove(&account.pni);
         s.by_principal.remove(&account.principal);
         s.remove_keys_of(ServiceId::Aci(aci));
@@ -136,11 +166,19 @@ impl AccountStore for MemoryStore {
 
 #[async_trait]
 impl KeyStore for MemoryStore {
-    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()> {
+    async fn store_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<()> {
         let mut s = self.state();
         let entry = s.keys.entry((owner, device)).or_default();
         if let Some(ec) = &upload.ec {
-            entry.ec = ec.iter().map(|k| (k.key_id, k.public_key.clone())).collect();
+            entry.ec = ec
+                .iter()
+                .map(|k| (k.key_id, k.public_key.clone()))
+                .collect();
         }
         if let Some(kem) = &upload.kem {
             entry.kem = kem.iter().map(|k| (k.key_id, k.clone())).collect();
@@ -154,46 +192,89 @@ impl KeyStore for MemoryStore {
         Ok(())
     }
 
-    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys> {
+    async fn take_one_time_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<TakenKeys> {
         let mut s = self.state();
-        let Some(entry) = s.keys.get_mut(&(owner, device)) else { return Ok(TakenKeys::default()) };
+        let Some(entry) = s.keys.get_mut(&(owner, device)) else {
+            return Ok(TakenKeys::default());
+        };
         Ok(TakenKeys {
-            ec: entry.ec.pop_first().map(|(key_id, public_key)| EcPreKey { key_id, public_key }),
+            ec: entry
+                .ec
+                .pop_first()
+                .map(|(key_id, public_key)| EcPreKey { key_id, public_key }),
             kem: entry.kem.pop_first().map(|(_, k)| k),
         })
     }
 
-    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
-        Ok(self.state().keys.get(&(owner, device)).and_then(|k| k.signed.clone()))
+    async fn signed_pre_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>> {
+        Ok(self
+            .state()
+            .keys
+            .get(&(owner, device))
+            .and_then(|k| k.signed.clone()))
     }
 
-    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
-        Ok(self.state().keys.get(&(owner, device)).and_then(|k| k.last_resort.clone()))
+    async fn last_resort_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>> {
+        Ok(self
+            .state()
+            .keys
+            .get(&(owner, device))
+            .and_then(|k| k.last_resort.clone()))
     }
 
     async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts> {
         let s = self.state();
-        Ok(s.keys.get(&(owner, device)).map_or_else(KeyCounts::default, |k| KeyCounts {
-            ec: u32::try_from(k.ec.len()).unwrap_or(u32::MAX),
-            kem: u32::try_from(k.kem.len()).unwrap_or(u32::MAX),
-        }))
+        Ok(s.keys
+            .get(&(owner, device))
+            .map_or_else(KeyCounts::default, |k| KeyCounts {
+                ec: u32::try_from(k.ec.len()).unwrap_or(u32::MAX),
+                kem: u32::try_from(k.kem.len()).unwrap_or(u32::MAX),
+            }))
     }
 
-    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>> {
+    async fn one_time_ec_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Vec<EcPreKey>> {
         let s = self.state();
         Ok(s.keys.get(&(owner, device)).map_or_else(Vec::new, |k| {
-            k.ec.iter().map(|(id, pk)| EcPreKey { key_id: *id, public_key: pk.clone() }).collect()
+            k.ec.iter()
+                .map(|(id, pk)| EcPreKey {
+                    key_id: *id,
+                    public_key: pk.clone(),
+                })
+                .collect()
         }))
     }
 }
 
 #[async_trait]
 impl RateLimitStore for MemoryStore {
-    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission> {
+    async fn acquire(
+        &self,
+        key: &str,
+        config: &BucketConfig,
+        amount: u32,
+        now: Timestamp,
+    ) -> StoreResult<Admission> {
         let mut s = self.state();
         let previous = s.buckets.get(key).map(|(state, _)| *state);
         let (state, admission) = ratelimit::apply(config, previous, amount, now);
-        s.buckets.insert(key.to_owned(), (state, ratelimit::full_at(config, &state)));
+        s.buckets
+            .insert(key.to_owned(), (state, ratelimit::full_at(config, &state)));
         Ok(admission)
     }
 

@@ -3,5 +3,7 @@
 mod memory {
     use std::sync::Arc;
 
-    flatline_testkit::conformance_suite!(|| async { Arc::new(flatline_testkit::MemoryStore::new()) });
+    flatline_testkit::conformance_suite!(|| async {
+        Arc::new(flatline_testkit::MemoryStore::new())
+    });
 }

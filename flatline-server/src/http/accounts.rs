@@ -30,9 +30,11 @@ pub fn routes() -> Router<AppState> {
 fn error(e: AccountError) -> ApiError {
     match e {
         AccountError::Attributes(a) => ApiError::unprocessable(a.to_string()),
-        AccountError::PrimaryRequired => {
-            ApiError::new(StatusCode::FORBIDDEN, "primary_device_required", "only the primary device may do this")
-        }
+        AccountError::PrimaryRequired => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "primary_device_required",
+            "only the primary device may do this",
+        ),
         AccountError::Gone => ApiError::unauthorized(),
         AccountError::Store(s) => ApiError::internal(&s),
     }
@@ -98,7 +100,10 @@ impl From<&Account> for AccountIdentity {
             username_hash: a.username_hash.as_deref().map(wire::url::encode),
             username_link_handle: a.username_link_handle,
             storage_capable: a.storage_capable(),
-            entitlements: Entitlements { badges: vec![], backup: None },
+            entitlements: Entitlements {
+                badges: vec![],
+                backup: None,
+            },
         }
     }
 }
@@ -154,11 +159,18 @@ async fn set_attributes(
     Authenticated(caller): Authenticated,
     Json(body): Json<AttributesDto>,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.set_attributes(&caller, body.into()).await.map_err(error)?;
+    state
+        .accounts
+        .set_attributes(&caller, body.into())
+        .await
+        .map_err(error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn delete_account(State(state): State<AppState>, Authenticated(caller): Authenticated) -> Result<Response, ApiError> {
+async fn delete_account(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+) -> Result<Response, ApiError> {
     state.accounts.delete(&caller).await.map_err(error)?;
     tracing::info!(aci = %caller.account.aci, "account deleted");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -31,7 +31,12 @@ struct Body<'a> {
 impl ApiError {
     /// An error with a code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
     /// 400 with `code`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -39,11 +44,19 @@ impl ApiError {
     }
     /// 422 `validation_failed`.
     pub fn unprocessable(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", message)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+            message,
+        )
     }
     /// 401 `unauthorized`.
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing or invalid credentials")
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or invalid credentials",
+        )
     }
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
@@ -52,13 +65,24 @@ impl ApiError {
     /// 500 for a store failure. The detail goes to the log, not to the client.
     pub fn internal(e: &dyn std::error::Error) -> Self {
         tracing::error!(error = %e, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "internal error",
+        )
     }
 }
 
 impl From<RateLimited> for ApiError {
     fn from(r: RateLimited) -> Self {
-        ApiError { retry_after: Some(r.retry_after_secs()), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "rate limited") }
+        ApiError {
+            retry_after: Some(r.retry_after_secs()),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "rate limited",
+            )
+        }
     }
 }
 
@@ -79,9 +103,18 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, axum::Json(Body { code: self.code, message: &self.message })).into_response();
+        let mut response = (
+            self.status,
+            axum::Json(Body {
+                code: self.code,
+                message: &self.message,
+            }),
+        )
+            .into_response();
         if let Some(secs) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -97,12 +130,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body too large"))
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "request body too large",
+                ))
             }
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::bad_request("invalid_json", "expected Content-Type: application/json"))
-            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
+                "invalid_json",
+                "expected Content-Type: application/json",
+            )),
             Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
         }
     }

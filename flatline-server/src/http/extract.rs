@@ -18,8 +18,13 @@ pub struct Authenticated(pub AuthenticatedDevice);
 /// Authenticated when an `Authorization` header is present (and then it must be valid), anonymous otherwise.
 pub struct MaybeAuthenticated(pub Option<AuthenticatedDevice>);
 
-async fn authenticate(parts: &Parts, state: &AppState) -> Result<Option<AuthenticatedDevice>, ApiError> {
-    let Some(value) = parts.headers.get(AUTHORIZATION) else { return Ok(None) };
+async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<Option<AuthenticatedDevice>, ApiError> {
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
     let credentials = value
         .to_str()
         .ok()
@@ -49,7 +54,10 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(parts, state).await?.map(Authenticated).ok_or_else(ApiError::unauthorized)
+        authenticate(parts, state)
+            .await?
+            .map(Authenticated)
+            .ok_or_else(ApiError::unauthorized)
     }
 }
 
@@ -69,13 +77,25 @@ pub struct ClientIp(pub IpAddr);
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
-        Ok(ClientIp(client_ip(peer, &forwarded, &state.trusted_proxies)))
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>();
+        Ok(ClientIp(client_ip(
+            peer,
+            &forwarded,
+            &state.trusted_proxies,
+        )))
     }
 }
 
@@ -85,7 +105,11 @@ pub fn client_ip(peer: IpAddr, forwarded_headers: &[&str], trusted: &[IpNet]) ->
     if !is_trusted(&peer) {
         return peer;
     }
-    let hops: Vec<&str> = forwarded_headers.iter().flat_map(|h| h.split(',')).map(str::trim).collect();
+    let hops: Vec<&str> = forwarded_headers
+        .iter()
+        .flat_map(|h| h.split(','))
+        .map(str::trim)
+        .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
         match hop.parse::<IpAddr>() {
@@ -130,7 +154,11 @@ mod tests {
             ("10.0.0.1", &[], "10.0.0.1"),
         ];
         for (peer, headers, want) in cases {
-            assert_eq!(client_ip(ip(peer), headers, &trusted), ip(want), "{peer} {headers:?}");
+            assert_eq!(
+                client_ip(ip(peer), headers, &trusted),
+                ip(want),
+                "{peer} {headers:?}"
+            );
         }
     }
 }

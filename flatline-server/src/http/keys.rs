@@ -5,7 +5,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use flatline_core::ids::{DeviceId, IdentityType, ServiceId};
-use flatline_core::keys::{DeviceSelector, FetchError, KeyError, PreKeyBundle, RawKey, RawKeyUpload, Requester};
+use flatline_core::keys::{
+    DeviceSelector, FetchError, KeyError, PreKeyBundle, RawKey, RawKeyUpload, Requester,
+};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -25,7 +27,11 @@ pub fn routes() -> Router<AppState> {
 fn key_error(e: KeyError) -> ApiError {
     match e {
         KeyError::Invalid(m) => ApiError::unprocessable(m),
-        KeyError::BadSignature => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature", "Invalid signature"),
+        KeyError::BadSignature => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_signature",
+            "Invalid signature",
+        ),
         KeyError::Store(s) => ApiError::internal(&s),
     }
 }
@@ -66,7 +72,10 @@ async fn counts(
     Query(q): Query<IdentityQuery>,
 ) -> Result<axum::Json<CountsDto>, ApiError> {
     let c = state.keys.counts(&caller, identity_of(&q)?).await?;
-    Ok(axum::Json(CountsDto { count: c.ec, pq_count: c.kem }))
+    Ok(axum::Json(CountsDto {
+        count: c.ec,
+        pq_count: c.kem,
+    }))
 }
 
 /// A one-time EC prekey on the wire.
@@ -96,7 +105,11 @@ pub struct SignedKeyDto {
 
 impl From<&SignedKeyDto> for RawKey {
     fn from(d: &SignedKeyDto) -> Self {
-        RawKey { key_id: d.key_id, public_key: d.public_key.clone(), signature: d.signature.clone() }
+        RawKey {
+            key_id: d.key_id,
+            public_key: d.public_key.clone(),
+            signature: d.signature.clone(),
+        }
     }
 }
 
@@ -117,7 +130,16 @@ pub struct SetKeysDto {
 impl From<&SetKeysDto> for RawKeyUpload {
     fn from(d: &SetKeysDto) -> Self {
         RawKeyUpload {
-            ec: d.pre_keys.iter().flatten().map(|k| RawKey { key_id: k.key_id, public_key: k.public_key.clone(), signature: vec![] }).collect(),
+            ec: d
+                .pre_keys
+                .iter()
+                .flatten()
+                .map(|k| RawKey {
+                    key_id: k.key_id,
+                    public_key: k.public_key.clone(),
+                    signature: vec![],
+                })
+                .collect(),
             signed: d.signed_pre_key.as_ref().map(RawKey::from),
             kem: d.pq_pre_keys.iter().flatten().map(RawKey::from).collect(),
             last_resort: d.pq_last_resort_pre_key.as_ref().map(RawKey::from),
@@ -132,7 +154,11 @@ async fn upload(
     Json(body): Json<SetKeysDto>,
 ) -> Result<StatusCode, ApiError> {
     let identity = identity_of(&q)?;
-    state.keys.upload(&caller, identity, &RawKeyUpload::from(&body)).await.map_err(key_error)?;
+    state
+        .keys
+        .upload(&caller, identity, &RawKeyUpload::from(&body))
+        .await
+        .map_err(key_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,12 +175,25 @@ async fn check(
     Authenticated(caller): Authenticated,
     Json(body): Json<CheckDto>,
 ) -> Result<StatusCode, ApiError> {
-    let identity = identity_of(&IdentityQuery { identity: body.identity_type })?;
-    let digest = body.digest.ok_or_else(|| ApiError::unprocessable("digest is required"))?;
-    if state.keys.check(&caller, identity, &digest).await.map_err(key_error)? {
+    let identity = identity_of(&IdentityQuery {
+        identity: body.identity_type,
+    })?;
+    let digest = body
+        .digest
+        .ok_or_else(|| ApiError::unprocessable("digest is required"))?;
+    if state
+        .keys
+        .check(&caller, identity, &digest)
+        .await
+        .map_err(key_error)?
+    {
         Ok(StatusCode::OK)
     } else {
-        Err(ApiError::new(StatusCode::CONFLICT, "keys_mismatch", "stored keys differ from the digest"))
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "keys_mismatch",
+            "stored keys differ from the digest",
+        ))
     }
 }
 
@@ -177,7 +216,11 @@ struct DeviceBundleDto {
 }
 
 fn signed_dto(k: flatline_core::keys::SignedPreKey) -> SignedKeyDto {
-    SignedKeyDto { key_id: i64::from(k.key_id.get()), public_key: k.public_key, signature: k.signature }
+    SignedKeyDto {
+        key_id: i64::from(k.key_id.get()),
+        public_key: k.public_key,
+        signature: k.signature,
+    }
 }
 
 impl From<PreKeyBundle> for BundleDto {
@@ -191,7 +234,10 @@ impl From<PreKeyBundle> for BundleDto {
                     device_id: d.device_id.get(),
                     registration_id: d.registration_id,
                     signed_pre_key: signed_dto(d.signed),
-                    pre_key: d.one_time.map(|k| EcKeyDto { key_id: i64::from(k.key_id.get()), public_key: k.public_key }),
+                    pre_key: d.one_time.map(|k| EcKeyDto {
+                        key_id: i64::from(k.key_id.get()),
+                        public_key: k.public_key,
+                    }),
                     pq_pre_key: signed_dto(d.kem),
                 })
                 .collect(),
@@ -208,19 +254,37 @@ async fn fetch(
     let access_key = headers.get("unidentified-access-key");
     let requester = match (caller, access_key) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request("ambiguous_credentials", "send either Authorization or Unidentified-Access-Key"));
+            return Err(ApiError::bad_request(
+                "ambiguous_credentials",
+                "send either Authorization or Unidentified-Access-Key",
+            ));
         }
         (Some(device), None) => Requester::Device(Box::new(device)),
         // A malformed access key is a wrong access key: 401.
-        (None, Some(v)) => Requester::AccessKey(v.to_str().ok().and_then(|s| wire::decode_std(s).ok()).unwrap_or_default()),
+        (None, Some(v)) => Requester::AccessKey(
+            v.to_str()
+                .ok()
+                .and_then(|s| wire::decode_std(s).ok())
+                .unwrap_or_default(),
+        ),
         (None, None) => Requester::Anonymous,
     };
-    let target: ServiceId = identifier.parse().map_err(|_| ApiError::bad_request("invalid_identifier", "not an ACI or PNI:uuid"))?;
+    let target: ServiceId = identifier
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_identifier", "not an ACI or PNI:uuid"))?;
     let selector = if device == "*" {
         DeviceSelector::All
     } else {
-        DeviceSelector::One(device.parse::<DeviceId>().map_err(|_| ApiError::unprocessable("device id must be 1..=127 or *"))?)
+        DeviceSelector::One(
+            device
+                .parse::<DeviceId>()
+                .map_err(|_| ApiError::unprocessable("device id must be 1..=127 or *"))?,
+        )
     };
-    let bundle = state.keys.fetch(&requester, target, selector).await.map_err(fetch_error)?;
+    let bundle = state
+        .keys
+        .fetch(&requester, target, selector)
+        .await
+        .map_err(fetch_error)?;
     Ok(axum::Json(bundle.into()))
 }

@@ -83,7 +83,9 @@ impl AppState {
 
 /// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new().merge(accounts::routes()).merge(keys::routes());
+    let api = Router::new()
+        .merge(accounts::routes())
+        .merge(keys::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
@@ -104,15 +106,25 @@ pub fn admin_app(state: AppState) -> Router {
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(r) => r,
-        Err(_) => ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "request took too long").into_response(),
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "request took too long",
+        )
+        .into_response(),
     };
     let status = response.status().as_u16();
     let elapsed = started.elapsed();
-    state.metrics.request(&method, &route, status, elapsed.as_secs_f64());
+    state
+        .metrics
+        .request(&method, &route, status, elapsed.as_secs_f64());
     if status == 429 {
         state.metrics.rate_limited(&route);
     }

@@ -5,8 +5,9 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde::{Deserialize, Deserializer, Serializer};
 
-const LENIENT: GeneralPurposeConfig =
-    GeneralPurposeConfig::new().with_encode_padding(false).with_decode_padding_mode(DecodePaddingMode::Indifferent);
+const LENIENT: GeneralPurposeConfig = GeneralPurposeConfig::new()
+    .with_encode_padding(false)
+    .with_decode_padding_mode(DecodePaddingMode::Indifferent);
 
 /// Standard alphabet, any padding.
 pub const STD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD, LENIENT);
@@ -71,7 +72,9 @@ pub mod url {
 
 /// An optional std-base64 field (absent or `null` = `None`).
 pub fn opt_std<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-    Option::<String>::deserialize(d)?.map(|s| decode_std(&s).map_err(serde::de::Error::custom)).transpose()
+    Option::<String>::deserialize(d)?
+        .map(|s| decode_std(&s).map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// `unidentifiedAccessKey`: a std-base64 string (Android) or a JSON array of byte values (libsignal-net).
@@ -120,7 +123,10 @@ mod tests {
     fn access_key_forms() {
         let parse = |j: &str| serde_json::from_str::<K>(j).map(|k| k.k);
         assert_eq!(parse(r#"{"k":"AQI="}"#).unwrap(), Some(vec![1, 2]));
-        assert_eq!(parse(r#"{"k":[1,2,-1,255]}"#).unwrap(), Some(vec![1, 2, 255, 255]));
+        assert_eq!(
+            parse(r#"{"k":[1,2,-1,255]}"#).unwrap(),
+            Some(vec![1, 2, 255, 255])
+        );
         assert_eq!(parse(r#"{"k":null}"#).unwrap(), None);
         assert_eq!(parse(r#"{}"#).unwrap(), None);
         assert!(parse(r#"{"k":[256]}"#).is_err());

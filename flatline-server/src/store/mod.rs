@@ -14,7 +14,9 @@ use crate::config::DatabaseConfig;
 /// Opens the configured database and applies pending migrations.
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     if config.url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open(&config.url, config.max_connections, config.busy_timeout_ms).await?;
+        let store =
+            sqlite::SqliteStore::open(&config.url, config.max_connections, config.busy_timeout_ms)
+                .await?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else {
@@ -53,7 +55,10 @@ pub struct Migration {
 mod tests {
     #[test]
     fn redacts_passwords() {
-        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
     }

@@ -14,9 +14,14 @@ use flatline_core::credentials::SaltedTokenHash;
 use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
-use flatline_core::store::{AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult};
+use flatline_core::store::{
+    AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult,
+};
 use flatline_core::time::Timestamp;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -53,7 +58,11 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_millis(busy_timeout_ms));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(db)?;
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
             .connect_with(options.read_only(true))
@@ -70,10 +79,11 @@ impl SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(db)?;
-        let current: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
-            .fetch_one(&self.writer)
-            .await
-            .map_err(db)?;
+        let current: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+                .fetch_one(&self.writer)
+                .await
+                .map_err(db)?;
         let newest = MIGRATIONS.last().map_or(0, |m| m.version);
         if current > newest {
             return Err(StoreError::corrupt(format!(
@@ -105,7 +115,12 @@ impl SqliteStore {
 
     async fn load_account(&self, where_clause: &str, key: Vec<u8>) -> StoreResult<Option<Account>> {
         let sql = format!("SELECT * FROM accounts WHERE {where_clause} = ?");
-        let Some(row) = sqlx::query(&sql).bind(key).fetch_optional(&self.reader).await.map_err(db)? else {
+        let Some(row) = sqlx::query(&sql)
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+        else {
             return Ok(None);
         };
         let aci: Vec<u8> = row.get("aci");
@@ -129,7 +144,8 @@ fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Acco
     Ok(Account {
         aci: Aci(uuid_of(row.get("aci"))?),
         pni: Pni(uuid_of(row.get("pni"))?),
-        principal: Principal::parse(&principal).map_err(|e| StoreError::corrupt(format!("stored principal: {e}")))?,
+        principal: Principal::parse(&principal)
+            .map_err(|e| StoreError::corrupt(format!("stored principal: {e}")))?,
         aci_identity_key: row.get("aci_identity_key"),
         pni_identity_key: row.get("pni_identity_key"),
         settings: AccountSettings {
@@ -143,17 +159,27 @@ fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Acco
         username_hash: row.get("username_hash"),
         username_link_handle: link.map(|l| uuid_of(&l)).transpose()?,
         created_at: Timestamp(row.get("created_at")),
-        devices: devices.iter().map(device_from_row).collect::<StoreResult<_>>()?,
+        devices: devices
+            .iter()
+            .map(device_from_row)
+            .collect::<StoreResult<_>>()?,
     })
 }
 
 fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
     let id: i64 = row.get("device_id");
     let capabilities: String = row.get("capabilities");
-    let small = |v: i64| u16::try_from(v).map_err(|_| StoreError::corrupt("registration id out of range"));
+    let small =
+        |v: i64| u16::try_from(v).map_err(|_| StoreError::corrupt("registration id out of range"));
     Ok(Device {
-        id: u8::try_from(id).ok().and_then(|i| DeviceId::new(i).ok()).ok_or_else(|| StoreError::corrupt("device id"))?,
-        credential: SaltedTokenHash { hash: row.get("credential_hash"), salt: row.get("credential_salt") },
+        id: u8::try_from(id)
+            .ok()
+            .and_then(|i| DeviceId::new(i).ok())
+            .ok_or_else(|| StoreError::corrupt("device id"))?,
+        credential: SaltedTokenHash {
+            hash: row.get("credential_hash"),
+            salt: row.get("credential_salt"),
+        },
         settings: DeviceSettings {
             registration_id: small(row.get("registration_id"))?,
             pni_registration_id: small(row.get("pni_registration_id"))?,
@@ -169,11 +195,18 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
 /// Capabilities are stored as a comma-separated list; names never contain commas (validated at the edge... and
 /// filtered here for safety).
 fn join_capabilities(c: &BTreeSet<String>) -> String {
-    c.iter().filter(|n| !n.contains(',')).cloned().collect::<Vec<_>>().join(",")
+    c.iter()
+        .filter(|n| !n.contains(','))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn split_capabilities(s: &str) -> BTreeSet<String> {
-    s.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect()
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn identity_code(owner: ServiceId) -> i64 {
@@ -188,7 +221,11 @@ fn key_id(v: i64) -> StoreResult<KeyId> {
 }
 
 fn signed_from_row(row: &SqliteRow) -> StoreResult<SignedPreKey> {
-    Ok(SignedPreKey { key_id: key_id(row.get("key_id"))?, public_key: row.get("public_key"), signature: row.get("signature") })
+    Ok(SignedPreKey {
+        key_id: key_id(row.get("key_id"))?,
+        public_key: row.get("public_key"),
+        signature: row.get("signature"),
+    })
 }
 
 async fn insert_device(tx: &mut Transaction<'_, Sqlite>, aci: Aci, d: &Device) -> StoreResult<()> {
@@ -240,12 +277,14 @@ async fn put_signed(
 
 async fn delete_keys_of(tx: &mut Transaction<'_, Sqlite>, owner: ServiceId) -> StoreResult<()> {
     for table in ["one_time_ec_keys", "one_time_kem_keys", "signed_keys"] {
-        sqlx::query(&format!("DELETE FROM {table} WHERE identity = ? AND owner = ?"))
-            .bind(identity_code(owner))
-            .bind(owner.uuid().as_bytes().to_vec())
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
+        sqlx::query(&format!(
+            "DELETE FROM {table} WHERE identity = ? AND owner = ?"
+        ))
+        .bind(identity_code(owner))
+        .bind(owner.uuid().as_bytes().to_vec())
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
     }
     Ok(())
 }
@@ -257,12 +296,28 @@ impl AccountStore for SqliteStore {
         let mut tx = self.writer.begin().await.map_err(db)?;
         // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
         for (conflict, sql, key) in [
-            (Conflict::Aci, "SELECT 1 FROM accounts WHERE aci = ?", a.aci.as_bytes().to_vec()),
-            (Conflict::Pni, "SELECT 1 FROM accounts WHERE pni = ?", a.pni.as_bytes().to_vec()),
-            (Conflict::Principal, "SELECT 1 FROM accounts WHERE principal = ?", a.principal.as_str().as_bytes().to_vec()),
+            (
+                Conflict::Aci,
+                "SELECT 1 FROM accounts WHERE aci = ?",
+                a.aci.as_bytes().to_vec(),
+            ),
+            (
+                Conflict::Pni,
+                "SELECT 1 FROM accounts WHERE pni = ?",
+                a.pni.as_bytes().to_vec(),
+            ),
+            (
+                Conflict::Principal,
+                "SELECT 1 FROM accounts WHERE principal = ?",
+                a.principal.as_str().as_bytes().to_vec(),
+            ),
         ] {
             let q = sqlx::query(sql);
-            let q = if conflict == Conflict::Principal { q.bind(a.principal.as_str()) } else { q.bind(key) };
+            let q = if conflict == Conflict::Principal {
+                q.bind(a.principal.as_str())
+            } else {
+                q.bind(key)
+            };
             if q.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
                 return Err(StoreError::Conflict(conflict));
             }
@@ -308,18 +363,24 @@ impl AccountStore for SqliteStore {
     }
 
     async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>> {
-        let Some(aci): Option<Vec<u8>> = sqlx::query_scalar("SELECT aci FROM accounts WHERE principal = ?")
-            .bind(principal.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?
+        let Some(aci): Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT aci FROM accounts WHERE principal = ?")
+                .bind(principal.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?
         else {
             return Ok(None);
         };
         self.load_account("aci", aci).await
     }
 
-    async fn update_attributes(&self, aci: Aci, device: DeviceId, attributes: &AccountAttributes) -> StoreResult<bool> {
+    async fn update_attributes(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        attributes: &AccountAttributes,
+    ) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         let d = &attributes.device;
         let updated = sqlx::query(
@@ -355,14 +416,21 @@ impl AccountStore for SqliteStore {
         Ok(true)
     }
 
-    async fn touch_device(&self, aci: Aci, device: DeviceId, last_seen: Timestamp) -> StoreResult<()> {
-        sqlx::query("UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE aci = ? AND device_id = ?")
-            .bind(last_seen.as_millis())
-            .bind(aci.as_bytes().to_vec())
-            .bind(i64::from(device.get()))
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
+    async fn touch_device(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        last_seen: Timestamp,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE devices SET last_seen = MAX(last_seen, ?) WHERE aci = ? AND device_id = ?",
+        )
+        .bind(last_seen.as_millis())
+        .bind(aci.as_bytes().to_vec())
+        .bind(i64::from(device.get()))
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 
@@ -388,11 +456,12 @@ impl AccountStore for SqliteStore {
 
     async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        let Some(pni): Option<Vec<u8>> = sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = ?")
-            .bind(aci.as_bytes().to_vec())
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
+        let Some(pni): Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = ?")
+                .bind(aci.as_bytes().to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
         else {
             return Ok(false);
         };
@@ -411,19 +480,26 @@ impl AccountStore for SqliteStore {
 
 #[async_trait]
 impl KeyStore for SqliteStore {
-    async fn store_keys(&self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) -> StoreResult<()> {
+    async fn store_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<()> {
         let identity = identity_code(owner);
         let owner_bytes = owner.uuid().as_bytes().to_vec();
         let dev = i64::from(device.get());
         let mut tx = self.writer.begin().await.map_err(db)?;
         if let Some(ec) = &upload.ec {
-            sqlx::query("DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?")
-                .bind(identity)
-                .bind(&owner_bytes)
-                .bind(dev)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?",
+            )
+            .bind(identity)
+            .bind(&owner_bytes)
+            .bind(dev)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             for k in ec {
                 sqlx::query(
                     "INSERT OR REPLACE INTO one_time_ec_keys (identity, owner, device_id, key_id, public_key) VALUES (?,?,?,?,?)",
@@ -439,13 +515,15 @@ impl KeyStore for SqliteStore {
             }
         }
         if let Some(kem) = &upload.kem {
-            sqlx::query("DELETE FROM one_time_kem_keys WHERE identity = ? AND owner = ? AND device_id = ?")
-                .bind(identity)
-                .bind(&owner_bytes)
-                .bind(dev)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            sqlx::query(
+                "DELETE FROM one_time_kem_keys WHERE identity = ? AND owner = ? AND device_id = ?",
+            )
+            .bind(identity)
+            .bind(&owner_bytes)
+            .bind(dev)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
             for k in kem {
                 sqlx::query(
                     "INSERT OR REPLACE INTO one_time_kem_keys (identity, owner, device_id, key_id, public_key, signature)
@@ -471,7 +549,11 @@ impl KeyStore for SqliteStore {
         tx.commit().await.map_err(db)
     }
 
-    async fn take_one_time_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<TakenKeys> {
+    async fn take_one_time_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<TakenKeys> {
         let identity = identity_code(owner);
         let owner_bytes = owner.uuid().as_bytes().to_vec();
         let dev = i64::from(device.get());
@@ -500,16 +582,31 @@ impl KeyStore for SqliteStore {
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(TakenKeys {
-            ec: ec.map(|r| Ok::<_, StoreError>(EcPreKey { key_id: key_id(r.get("key_id"))?, public_key: r.get("public_key") })).transpose()?,
+            ec: ec
+                .map(|r| {
+                    Ok::<_, StoreError>(EcPreKey {
+                        key_id: key_id(r.get("key_id"))?,
+                        public_key: r.get("public_key"),
+                    })
+                })
+                .transpose()?,
             kem: kem.as_ref().map(signed_from_row).transpose()?,
         })
     }
 
-    async fn signed_pre_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+    async fn signed_pre_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>> {
         self.signed(owner, device, SIGNED_EC).await
     }
 
-    async fn last_resort_key(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Option<SignedPreKey>> {
+    async fn last_resort_key(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<SignedPreKey>> {
         self.signed(owner, device, LAST_RESORT).await
     }
 
@@ -525,10 +622,17 @@ impl KeyStore for SqliteStore {
         .await
         .map_err(db)?;
         let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-        Ok(KeyCounts { ec: count(row.get("ec")), kem: count(row.get("kem")) })
+        Ok(KeyCounts {
+            ec: count(row.get("ec")),
+            kem: count(row.get("kem")),
+        })
     }
 
-    async fn one_time_ec_keys(&self, owner: ServiceId, device: DeviceId) -> StoreResult<Vec<EcPreKey>> {
+    async fn one_time_ec_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Vec<EcPreKey>> {
         sqlx::query(
             "SELECT key_id, public_key FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ? ORDER BY key_id",
         )
@@ -545,7 +649,12 @@ impl KeyStore for SqliteStore {
 }
 
 impl SqliteStore {
-    async fn signed(&self, owner: ServiceId, device: DeviceId, kind: i64) -> StoreResult<Option<SignedPreKey>> {
+    async fn signed(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        kind: i64,
+    ) -> StoreResult<Option<SignedPreKey>> {
         sqlx::query(
             "SELECT key_id, public_key, signature FROM signed_keys WHERE identity = ? AND owner = ? AND device_id = ? AND kind = ?",
         )
@@ -564,14 +673,24 @@ impl SqliteStore {
 
 #[async_trait]
 impl RateLimitStore for SqliteStore {
-    async fn acquire(&self, key: &str, config: &BucketConfig, amount: u32, now: Timestamp) -> StoreResult<Admission> {
+    async fn acquire(
+        &self,
+        key: &str,
+        config: &BucketConfig,
+        amount: u32,
+        now: Timestamp,
+    ) -> StoreResult<Admission> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        let previous = sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .map(|r| BucketState { credit_ms: r.get("credit_ms"), updated_at: Timestamp(r.get("updated_at")) });
+        let previous =
+            sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?
+                .map(|r| BucketState {
+                    credit_ms: r.get("credit_ms"),
+                    updated_at: Timestamp(r.get("updated_at")),
+                });
         let (state, admission) = ratelimit::apply(config, previous, amount, now);
         sqlx::query(
             "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES (?,?,?,?)

@@ -28,15 +28,32 @@ async fn attributes_are_applied() {
         let app = TestApp::new(backend).await;
         let client = app.seed("alice").await;
         let auth = client.basic_auth(UsernameForm::Aci);
-        let r = app.put_json("/v1/accounts/attributes", &auth, &valid_attributes()).await;
-        assert_eq!(r.status, 204, "{backend:?}: {}", String::from_utf8_lossy(&r.body));
+        let r = app
+            .put_json("/v1/accounts/attributes", &auth, &valid_attributes())
+            .await;
+        assert_eq!(
+            r.status,
+            204,
+            "{backend:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         let account = app.state.store.account(client.aci).await.unwrap().unwrap();
         let device = &account.devices[0];
         assert_eq!(device.settings.registration_id, 1234);
         assert_eq!(device.settings.pni_registration_id, 4321);
         assert_eq!(device.settings.name.as_deref(), Some(&[1u8, 2, 3][..]));
-        assert_eq!(device.capabilities.iter().map(String::as_str).collect::<Vec<_>>(), vec!["spqr", "storage"]);
-        assert_eq!(account.settings.unidentified_access_key, Some(core::array::from_fn(|i| i as u8 + 1)));
+        assert_eq!(
+            device
+                .capabilities
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            vec!["spqr", "storage"]
+        );
+        assert_eq!(
+            account.settings.unidentified_access_key,
+            Some(core::array::from_fn(|i| i as u8 + 1))
+        );
         assert!(account.settings.discoverable_by_principal);
         let whoami = app.get("/v1/accounts/whoami", Some(&auth)).await.json();
         assert_eq!(whoami["storageCapable"], json!(true));
@@ -48,13 +65,43 @@ async fn upstream_alias_and_defaults() {
     let app = TestApp::new(Backend::Memory).await;
     let client = app.seed("alice").await;
     let auth = client.basic_auth(UsernameForm::Aci);
-    let r = app.put_json("/v1/accounts/attributes", &auth, &json!({"registrationId": 5, "discoverableByPhoneNumber": true})).await;
+    let r = app
+        .put_json(
+            "/v1/accounts/attributes",
+            &auth,
+            &json!({"registrationId": 5, "discoverableByPhoneNumber": true}),
+        )
+        .await;
     assert_eq!(r.status, 204);
-    assert!(app.state.store.account(client.aci).await.unwrap().unwrap().settings.discoverable_by_principal);
+    assert!(
+        app.state
+            .store
+            .account(client.aci)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .discoverable_by_principal
+    );
     // Absent means false (Flatline's default), not "keep".
-    let r = app.put_json("/v1/accounts/attributes", &auth, &json!({"registrationId": 5})).await;
+    let r = app
+        .put_json(
+            "/v1/accounts/attributes",
+            &auth,
+            &json!({"registrationId": 5}),
+        )
+        .await;
     assert_eq!(r.status, 204);
-    assert!(!app.state.store.account(client.aci).await.unwrap().unwrap().settings.discoverable_by_principal);
+    assert!(
+        !app.state
+            .store
+            .account(client.aci)
+            .await
+            .unwrap()
+            .unwrap()
+            .settings
+            .discoverable_by_principal
+    );
 }
 
 #[tokio::test]
@@ -72,25 +119,95 @@ async fn bad_bodies_are_refused_and_write_nothing() {
             v.to_string()
         };
         let cases: Vec<(&str, String, u16, &str)> = vec![
-            ("truncated JSON", "{\"registrationId\": 12".into(), 400, "invalid_json"),
+            (
+                "truncated JSON",
+                "{\"registrationId\": 12".into(),
+                400,
+                "invalid_json",
+            ),
             ("not JSON", "registrationId=12".into(), 400, "invalid_json"),
-            ("wrong type", with(json!({"registrationId": "twelve"})), 400, "invalid_json"),
-            ("bad base64 name", with(json!({"name": "***"})), 400, "invalid_json"),
-            ("access key element out of range", with(json!({"unidentifiedAccessKey": [300]})), 400, "invalid_json"),
-            ("registration id 0", with(json!({"registrationId": 0})), 422, "validation_failed"),
-            ("registration id missing", json!({"fetchesMessages": true}).to_string(), 422, "validation_failed"),
-            ("registration id too big", with(json!({"registrationId": 16384})), 422, "validation_failed"),
-            ("pni registration id too big", with(json!({"pniRegistrationId": 70000})), 422, "validation_failed"),
-            ("name too long", with(json!({"name": base64_of(226)})), 422, "validation_failed"),
-            ("access key 15 bytes", with(json!({"unidentifiedAccessKey": base64_of(15)})), 422, "validation_failed"),
+            (
+                "wrong type",
+                with(json!({"registrationId": "twelve"})),
+                400,
+                "invalid_json",
+            ),
+            (
+                "bad base64 name",
+                with(json!({"name": "***"})),
+                400,
+                "invalid_json",
+            ),
+            (
+                "access key element out of range",
+                with(json!({"unidentifiedAccessKey": [300]})),
+                400,
+                "invalid_json",
+            ),
+            (
+                "registration id 0",
+                with(json!({"registrationId": 0})),
+                422,
+                "validation_failed",
+            ),
+            (
+                "registration id missing",
+                json!({"fetchesMessages": true}).to_string(),
+                422,
+                "validation_failed",
+            ),
+            (
+                "registration id too big",
+                with(json!({"registrationId": 16384})),
+                422,
+                "validation_failed",
+            ),
+            (
+                "pni registration id too big",
+                with(json!({"pniRegistrationId": 70000})),
+                422,
+                "validation_failed",
+            ),
+            (
+                "name too long",
+                with(json!({"name": base64_of(226)})),
+                422,
+                "validation_failed",
+            ),
+            (
+                "access key 15 bytes",
+                with(json!({"unidentifiedAccessKey": base64_of(15)})),
+                422,
+                "validation_failed",
+            ),
         ];
         for (name, body, status, code) in cases {
-            let r = app.send(Method::PUT, "/v1/accounts/attributes", &[("authorization", &auth)], Some(&body)).await;
-            assert_eq!((r.status.as_u16(), r.code().as_str()), (status, code), "{backend:?}: {name}");
-            assert_eq!(app.state.store.account(client.aci).await.unwrap(), before, "{backend:?}: {name} wrote something");
+            let r = app
+                .send(
+                    Method::PUT,
+                    "/v1/accounts/attributes",
+                    &[("authorization", &auth)],
+                    Some(&body),
+                )
+                .await;
+            assert_eq!(
+                (r.status.as_u16(), r.code().as_str()),
+                (status, code),
+                "{backend:?}: {name}"
+            );
+            assert_eq!(
+                app.state.store.account(client.aci).await.unwrap(),
+                before,
+                "{backend:?}: {name} wrote something"
+            );
         }
         let r = app
-            .send(Method::PUT, "/v1/accounts/attributes", &[("authorization", &auth), ("content-type", "text/plain")], Some("{}"))
+            .send(
+                Method::PUT,
+                "/v1/accounts/attributes",
+                &[("authorization", &auth), ("content-type", "text/plain")],
+                Some("{}"),
+            )
             .await;
         assert_eq!(r.status, 400, "{backend:?}: wrong content type");
     }
@@ -107,11 +224,28 @@ async fn deleting_the_account_removes_it() {
         let app = TestApp::new(backend).await;
         let client = app.seed("alice").await;
         let auth = client.basic_auth(UsernameForm::Aci);
-        let r = app.send(Method::DELETE, "/v1/accounts/me", &[("authorization", &auth)], None).await;
+        let r = app
+            .send(
+                Method::DELETE,
+                "/v1/accounts/me",
+                &[("authorization", &auth)],
+                None,
+            )
+            .await;
         assert_eq!(r.status, 204, "{backend:?}");
         assert!(app.state.store.account(client.aci).await.unwrap().is_none());
-        assert!(app.state.store.account_by_pni(client.pni).await.unwrap().is_none());
-        assert_eq!(app.get("/v1/accounts/whoami", Some(&auth)).await.status, 401);
+        assert!(
+            app.state
+                .store
+                .account_by_pni(client.pni)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            app.get("/v1/accounts/whoami", Some(&auth)).await.status,
+            401
+        );
         // The principal is free again.
         app.seed("alice").await;
     }

@@ -21,7 +21,9 @@ fn b64(v: &Value) -> Vec<u8> {
 }
 
 async fn counts(app: &TestApp, auth: &str, identity: &str) -> Value {
-    app.get(&format!("/v2/keys?identity={identity}"), Some(auth)).await.json()
+    app.get(&format!("/v2/keys?identity={identity}"), Some(auth))
+        .await
+        .json()
 }
 
 #[tokio::test]
@@ -32,38 +34,73 @@ async fn upload_then_fetch_hands_out_lowest_ids_then_last_resort() {
         let alice = app.seed("alice").await;
         let bob_auth = bob.basic_auth(UsernameForm::Aci);
         let body = bob.set_keys_body(IdentityType::Aci, 100, 3, 2, app.rng.as_ref());
-        let r = app.put_json("/v2/keys?identity=aci", &bob_auth, &body).await;
-        assert_eq!(r.status, 204, "{backend:?}: {}", String::from_utf8_lossy(&r.body));
+        let r = app
+            .put_json("/v2/keys?identity=aci", &bob_auth, &body)
+            .await;
+        assert_eq!(
+            r.status,
+            204,
+            "{backend:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
         assert!(r.body.is_empty());
-        assert_eq!(counts(&app, &bob_auth, "aci").await, json!({"count": 3, "pqCount": 2}));
-        assert_eq!(counts(&app, &bob_auth, "PNI").await, json!({"count": 0, "pqCount": 0}));
+        assert_eq!(
+            counts(&app, &bob_auth, "aci").await,
+            json!({"count": 3, "pqCount": 2})
+        );
+        assert_eq!(
+            counts(&app, &bob_auth, "PNI").await,
+            json!({"count": 0, "pqCount": 0})
+        );
 
         let alice_auth = alice.basic_auth(UsernameForm::Dot);
         let identity = PublicKey::from_bytes(&bob.aci_identity.public_key.serialize()).unwrap();
         let mut seen = vec![];
         for round in 0..4 {
-            let r = app.get(&format!("/v2/keys/{}/1", bob.aci), Some(&alice_auth)).await;
+            let r = app
+                .get(&format!("/v2/keys/{}/1", bob.aci), Some(&alice_auth))
+                .await;
             assert_eq!(r.status, 200, "{backend:?} round {round}");
             let j = r.json();
-            assert_eq!(b64(&j["identityKey"]), bob.aci_identity.public_key.serialize());
+            assert_eq!(
+                b64(&j["identityKey"]),
+                bob.aci_identity.public_key.serialize()
+            );
             let d = &j["devices"][0];
-            assert_eq!((d["deviceId"].as_u64(), d["registrationId"].as_u64()), (Some(1), Some(11)));
+            assert_eq!(
+                (d["deviceId"].as_u64(), d["registrationId"].as_u64()),
+                (Some(1), Some(11))
+            );
             // Signed keys verify under the identity key; signatures come unpadded, keys padded.
             for field in ["signedPreKey", "pqPreKey"] {
                 let k = &d[field];
                 let sig = k["signature"].as_str().unwrap();
                 assert!(!sig.ends_with('='), "signature must be unpadded");
-                assert!(identity.verify_signature(&b64(&k["publicKey"]), &STANDARD_NO_PAD.decode(sig).unwrap()));
+                assert!(identity.verify_signature(
+                    &b64(&k["publicKey"]),
+                    &STANDARD_NO_PAD.decode(sig).unwrap()
+                ));
             }
             assert_eq!(d["signedPreKey"]["keyId"], json!(10_100));
-            seen.push((d["preKey"]["keyId"].as_u64(), d["pqPreKey"]["keyId"].as_u64()));
+            seen.push((
+                d["preKey"]["keyId"].as_u64(),
+                d["pqPreKey"]["keyId"].as_u64(),
+            ));
         }
         assert_eq!(
             seen,
-            vec![(Some(100), Some(100)), (Some(101), Some(101)), (Some(102), Some(20_100)), (None, Some(20_100))],
+            vec![
+                (Some(100), Some(100)),
+                (Some(101), Some(101)),
+                (Some(102), Some(20_100)),
+                (None, Some(20_100))
+            ],
             "{backend:?}"
         );
-        assert_eq!(counts(&app, &bob_auth, "aci").await, json!({"count": 0, "pqCount": 0}));
+        assert_eq!(
+            counts(&app, &bob_auth, "aci").await,
+            json!({"count": 0, "pqCount": 0})
+        );
     }
 }
 
@@ -73,14 +110,45 @@ async fn empty_lists_keep_and_nonempty_lists_replace() {
     let bob = app.seed("bob").await;
     let auth = bob.basic_auth(UsernameForm::Aci);
     let rng = app.rng.as_ref();
-    assert_eq!(app.put_json("/v2/keys", &auth, &bob.set_keys_body(IdentityType::Aci, 1, 5, 5, rng)).await.status, 204);
-    assert_eq!(app.put_json("/v2/keys", &auth, &json!({"preKeys": [], "pqPreKeys": []})).await.status, 204);
-    assert_eq!(counts(&app, &auth, "aci").await, json!({"count": 5, "pqCount": 5}));
-    assert_eq!(app.put_json("/v2/keys", &auth, &json!({})).await.status, 204);
-    assert_eq!(counts(&app, &auth, "aci").await, json!({"count": 5, "pqCount": 5}));
+    assert_eq!(
+        app.put_json(
+            "/v2/keys",
+            &auth,
+            &bob.set_keys_body(IdentityType::Aci, 1, 5, 5, rng)
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(
+        app.put_json("/v2/keys", &auth, &json!({"preKeys": [], "pqPreKeys": []}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 5, "pqCount": 5})
+    );
+    assert_eq!(
+        app.put_json("/v2/keys", &auth, &json!({})).await.status,
+        204
+    );
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 5, "pqCount": 5})
+    );
     let replace = bob.set_keys_body(IdentityType::Aci, 50, 2, 0, rng);
-    assert_eq!(app.put_json("/v2/keys", &auth, &json!({"preKeys": replace["preKeys"]})).await.status, 204);
-    assert_eq!(counts(&app, &auth, "aci").await, json!({"count": 2, "pqCount": 5}));
+    assert_eq!(
+        app.put_json("/v2/keys", &auth, &json!({"preKeys": replace["preKeys"]}))
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 2, "pqCount": 5})
+    );
 }
 
 /// Mutations of a valid 100 + 100 upload; each must be refused with 422 and store nothing.
@@ -92,12 +160,18 @@ async fn any_bad_key_refuses_the_whole_upload() {
         let auth = bob.basic_auth(UsernameForm::Aci);
         let rng = app.rng.as_ref();
         let owner = ServiceId::Aci(bob.aci);
-        let signed_before = app.state.store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap();
+        let signed_before = app
+            .state
+            .store
+            .signed_pre_key(owner, DeviceId::PRIMARY)
+            .await
+            .unwrap();
         let valid = bob.set_keys_body(IdentityType::Aci, 1, 100, 100, rng);
         let raw_ec = bob.one_time_ec(9, rng).public_key;
         let mut raw32_signed = valid["signedPreKey"].clone();
         let raw32 = b64(&raw32_signed["publicKey"])[1..].to_vec();
-        raw32_signed["signature"] = json!(STANDARD_NO_PAD.encode(bob.aci_identity.private_key.sign(&raw32, rng)));
+        raw32_signed["signature"] =
+            json!(STANDARD_NO_PAD.encode(bob.aci_identity.private_key.sign(&raw32, rng)));
         let flip = |v: &Value| {
             let mut s = STANDARD_NO_PAD.decode(v.as_str().unwrap()).unwrap();
             s[10] ^= 1;
@@ -110,56 +184,152 @@ async fn any_bad_key_refuses_the_whole_upload() {
         };
         type Mutation = Box<dyn Fn(&mut Value)>;
         let cases: Vec<(&str, Mutation)> = vec![
-            ("signed prekey signature", Box::new(move |b| b["signedPreKey"]["signature"] = flip(&b["signedPreKey"]["signature"]))),
-            ("57th kyber signature", Box::new(move |b| b["pqPreKeys"][57]["signature"] = flip(&b["pqPreKeys"][57]["signature"]))),
-            ("last resort signature", Box::new(move |b| b["pqLastResortPreKey"]["signature"] = flip(&b["pqLastResortPreKey"]["signature"]))),
-            ("signed by the PNI key", Box::new({
-                let pni_signed = bob.signed_ec(IdentityType::Pni, 3, rng);
-                move |b| b["signedPreKey"] = flatline_testkit::client::signed_json(&pni_signed)
-            })),
-            ("signature over the raw 32 bytes", Box::new(move |b| b["signedPreKey"] = raw32_signed.clone())),
-            ("kyber type 0x07", Box::new(move |b| b["pqPreKeys"][3]["publicKey"] = retype(&b["pqPreKeys"][3]["publicKey"], 0x07))),
-            ("kyber type 0x0A", Box::new(move |b| b["pqLastResortPreKey"]["publicKey"] = retype(&b["pqLastResortPreKey"]["publicKey"], 0x0A))),
-            ("kyber 1568 bytes", Box::new(move |b| b["pqPreKeys"][0]["publicKey"] = json!(STANDARD.encode(&b64(&b["pqPreKeys"][0]["publicKey"])[..1568])))),
-            ("63-byte signature", Box::new(move |b| {
-                let s = STANDARD_NO_PAD.decode(b["signedPreKey"]["signature"].as_str().unwrap()).unwrap();
-                b["signedPreKey"]["signature"] = json!(STANDARD_NO_PAD.encode(&s[..63]));
-            })),
-            ("65-byte signature", Box::new(move |b| {
-                let mut s = STANDARD_NO_PAD.decode(b["signedPreKey"]["signature"].as_str().unwrap()).unwrap();
-                s.push(0);
-                b["signedPreKey"]["signature"] = json!(STANDARD_NO_PAD.encode(s));
-            })),
-            ("EC key with a trailing byte", Box::new(move |b| {
-                let mut k = raw_ec.clone();
-                k.push(0);
-                b["preKeys"][99]["publicKey"] = json!(STANDARD.encode(k));
-            })),
-            ("EC key of type 0x06", Box::new(move |b| b["preKeys"][0]["publicKey"] = retype(&b["preKeys"][0]["publicKey"], 0x06))),
-            ("101 EC keys", Box::new(move |b| {
-                let first = b["preKeys"][0].clone();
-                let list = b["preKeys"].as_array_mut().unwrap();
-                let mut extra = first;
-                extra["keyId"] = json!(5000);
-                list.push(extra);
-            })),
-            ("key id 2^31", Box::new(|b| b["preKeys"][5]["keyId"] = json!(2_147_483_648u64))),
-            ("key id -1", Box::new(|b| b["pqPreKeys"][5]["keyId"] = json!(-1))),
-            ("duplicate key id", Box::new(|b| b["preKeys"][1]["keyId"] = b["preKeys"][0]["keyId"].clone())),
+            (
+                "signed prekey signature",
+                Box::new(move |b| {
+                    b["signedPreKey"]["signature"] = flip(&b["signedPreKey"]["signature"])
+                }),
+            ),
+            (
+                "57th kyber signature",
+                Box::new(move |b| {
+                    b["pqPreKeys"][57]["signature"] = flip(&b["pqPreKeys"][57]["signature"])
+                }),
+            ),
+            (
+                "last resort signature",
+                Box::new(move |b| {
+                    b["pqLastResortPreKey"]["signature"] =
+                        flip(&b["pqLastResortPreKey"]["signature"])
+                }),
+            ),
+            (
+                "signed by the PNI key",
+                Box::new({
+                    let pni_signed = bob.signed_ec(IdentityType::Pni, 3, rng);
+                    move |b| b["signedPreKey"] = flatline_testkit::client::signed_json(&pni_signed)
+                }),
+            ),
+            (
+                "signature over the raw 32 bytes",
+                Box::new(move |b| b["signedPreKey"] = raw32_signed.clone()),
+            ),
+            (
+                "kyber type 0x07",
+                Box::new(move |b| {
+                    b["pqPreKeys"][3]["publicKey"] = retype(&b["pqPreKeys"][3]["publicKey"], 0x07)
+                }),
+            ),
+            (
+                "kyber type 0x0A",
+                Box::new(move |b| {
+                    b["pqLastResortPreKey"]["publicKey"] =
+                        retype(&b["pqLastResortPreKey"]["publicKey"], 0x0A)
+                }),
+            ),
+            (
+                "kyber 1568 bytes",
+                Box::new(move |b| {
+                    b["pqPreKeys"][0]["publicKey"] =
+                        json!(STANDARD.encode(&b64(&b["pqPreKeys"][0]["publicKey"])[..1568]))
+                }),
+            ),
+            (
+                "63-byte signature",
+                Box::new(move |b| {
+                    let s = STANDARD_NO_PAD
+                        .decode(b["signedPreKey"]["signature"].as_str().unwrap())
+                        .unwrap();
+                    b["signedPreKey"]["signature"] = json!(STANDARD_NO_PAD.encode(&s[..63]));
+                }),
+            ),
+            (
+                "65-byte signature",
+                Box::new(move |b| {
+                    let mut s = STANDARD_NO_PAD
+                        .decode(b["signedPreKey"]["signature"].as_str().unwrap())
+                        .unwrap();
+                    s.push(0);
+                    b["signedPreKey"]["signature"] = json!(STANDARD_NO_PAD.encode(s));
+                }),
+            ),
+            (
+                "EC key with a trailing byte",
+                Box::new(move |b| {
+                    let mut k = raw_ec.clone();
+                    k.push(0);
+                    b["preKeys"][99]["publicKey"] = json!(STANDARD.encode(k));
+                }),
+            ),
+            (
+                "EC key of type 0x06",
+                Box::new(move |b| {
+                    b["preKeys"][0]["publicKey"] = retype(&b["preKeys"][0]["publicKey"], 0x06)
+                }),
+            ),
+            (
+                "101 EC keys",
+                Box::new(move |b| {
+                    let first = b["preKeys"][0].clone();
+                    let list = b["preKeys"].as_array_mut().unwrap();
+                    let mut extra = first;
+                    extra["keyId"] = json!(5000);
+                    list.push(extra);
+                }),
+            ),
+            (
+                "key id 2^31",
+                Box::new(|b| b["preKeys"][5]["keyId"] = json!(2_147_483_648u64)),
+            ),
+            (
+                "key id -1",
+                Box::new(|b| b["pqPreKeys"][5]["keyId"] = json!(-1)),
+            ),
+            (
+                "duplicate key id",
+                Box::new(|b| b["preKeys"][1]["keyId"] = b["preKeys"][0]["keyId"].clone()),
+            ),
         ];
         for (name, mutate) in cases {
             let mut body = valid.clone();
             mutate(&mut body);
             let r = app.put_json("/v2/keys?identity=aci", &auth, &body).await;
-            assert_eq!(r.status, 422, "{backend:?}: {name}: {}", String::from_utf8_lossy(&r.body));
-            assert_eq!(counts(&app, &auth, "aci").await, json!({"count": 0, "pqCount": 0}), "{backend:?}: {name}");
-            assert_eq!(app.state.store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap(), signed_before, "{backend:?}: {name}");
+            assert_eq!(
+                r.status,
+                422,
+                "{backend:?}: {name}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
+            assert_eq!(
+                counts(&app, &auth, "aci").await,
+                json!({"count": 0, "pqCount": 0}),
+                "{backend:?}: {name}"
+            );
+            assert_eq!(
+                app.state
+                    .store
+                    .signed_pre_key(owner, DeviceId::PRIMARY)
+                    .await
+                    .unwrap(),
+                signed_before,
+                "{backend:?}: {name}"
+            );
         }
         // The unmodified upload is fine, and PNI keys must be signed by the PNI identity.
         assert_eq!(app.put_json("/v2/keys", &auth, &valid).await.status, 204);
-        assert_eq!(app.put_json("/v2/keys?identity=pni", &auth, &valid).await.status, 422);
+        assert_eq!(
+            app.put_json("/v2/keys?identity=pni", &auth, &valid)
+                .await
+                .status,
+            422
+        );
         let pni_body = bob.set_keys_body(IdentityType::Pni, 1, 1, 1, rng);
-        assert_eq!(app.put_json("/v2/keys?identity=pni", &auth, &pni_body).await.status, 204);
+        assert_eq!(
+            app.put_json("/v2/keys?identity=pni", &auth, &pni_body)
+                .await
+                .status,
+            204
+        );
     }
 }
 
@@ -170,11 +340,18 @@ async fn malformed_key_requests_are_400() {
     let auth = bob.basic_auth(UsernameForm::Aci);
     let cases = [
         ("/v2/keys?identity=xyz", json!({})),
-        ("/v2/keys", json!({"preKeys": [{"keyId": 1, "publicKey": "not base64!"}]})),
+        (
+            "/v2/keys",
+            json!({"preKeys": [{"keyId": 1, "publicKey": "not base64!"}]}),
+        ),
         ("/v2/keys", json!({"preKeys": "nope"})),
     ];
     for (uri, body) in cases {
-        assert_eq!(app.put_json(uri, &auth, &body).await.status, 400, "{uri} {body}");
+        assert_eq!(
+            app.put_json(uri, &auth, &body).await.status,
+            400,
+            "{uri} {body}"
+        );
     }
 }
 
@@ -187,7 +364,11 @@ async fn padding_is_optional_on_input() {
     let unpad = |v: &mut Value| *v = json!(v.as_str().unwrap().trim_end_matches('='));
     unpad(&mut body["preKeys"][0]["publicKey"]);
     unpad(&mut body["pqPreKeys"][0]["publicKey"]);
-    let padded = STANDARD.encode(STANDARD_NO_PAD.decode(body["signedPreKey"]["signature"].as_str().unwrap()).unwrap());
+    let padded = STANDARD.encode(
+        STANDARD_NO_PAD
+            .decode(body["signedPreKey"]["signature"].as_str().unwrap())
+            .unwrap(),
+    );
     body["signedPreKey"]["signature"] = json!(padded);
     assert_eq!(app.put_json("/v2/keys", &auth, &body).await.status, 204);
 }
@@ -199,8 +380,20 @@ async fn check_compares_the_digest() {
         let bob = app.seed("bob").await;
         let auth = bob.basic_auth(UsernameForm::Aci);
         let owner = ServiceId::Aci(bob.aci);
-        let signed = app.state.store.signed_pre_key(owner, DeviceId::PRIMARY).await.unwrap().unwrap();
-        let last = app.state.store.last_resort_key(owner, DeviceId::PRIMARY).await.unwrap().unwrap();
+        let signed = app
+            .state
+            .store
+            .signed_pre_key(owner, DeviceId::PRIMARY)
+            .await
+            .unwrap()
+            .unwrap();
+        let last = app
+            .state
+            .store
+            .last_resort_key(owner, DeviceId::PRIMARY)
+            .await
+            .unwrap()
+            .unwrap();
         let digest = Sha256::new()
             .chain_update(bob.aci_identity.public_key.serialize())
             .chain_update(u64::from(signed.key_id.get()).to_be_bytes())
@@ -209,10 +402,20 @@ async fn check_compares_the_digest() {
             .chain_update(&last.public_key)
             .finalize();
         let post = |digest: Vec<u8>, identity: &'static str| {
-            let body = json!({"identityType": identity, "digest": STANDARD.encode(digest)}).to_string();
+            let body =
+                json!({"identityType": identity, "digest": STANDARD.encode(digest)}).to_string();
             let auth = auth.clone();
             let app = &app;
-            async move { app.send(Method::POST, "/v2/keys/check", &[("authorization", &auth)], Some(&body)).await.status }
+            async move {
+                app.send(
+                    Method::POST,
+                    "/v2/keys/check",
+                    &[("authorization", &auth)],
+                    Some(&body),
+                )
+                .await
+                .status
+            }
         };
         assert_eq!(post(digest.to_vec(), "aci").await, 200, "{backend:?}");
         assert_eq!(post(digest.to_vec(), "pni").await, 409, "{backend:?}");
@@ -222,6 +425,9 @@ async fn check_compares_the_digest() {
         assert_eq!(post(vec![0; 31], "aci").await, 422, "{backend:?}");
     }
 }
+
+/// (name, uri, headers, expected status).
+type FetchCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
 
 /// Who may fetch what: authenticated 404s, anonymous 401s, access keys in constant time, PNI never by access key.
 #[tokio::test]
@@ -233,7 +439,16 @@ async fn fetch_access_rules() {
         let stranger = SimClient::new(app.rng.as_ref());
         let uak = [7u8; 16];
         let attrs = json!({"registrationId": 11, "pniRegistrationId": 12, "unidentifiedAccessKey": STANDARD.encode(uak)});
-        assert_eq!(app.put_json("/v1/accounts/attributes", &bob.basic_auth(UsernameForm::Aci), &attrs).await.status, 204);
+        assert_eq!(
+            app.put_json(
+                "/v1/accounts/attributes",
+                &bob.basic_auth(UsernameForm::Aci),
+                &attrs
+            )
+            .await
+            .status,
+            204
+        );
         let alice_auth = alice.basic_auth(UsernameForm::Aci);
         let good_key = STANDARD.encode(uak);
         let wrong_key = STANDARD.encode([8u8; 16]);
@@ -241,34 +456,143 @@ async fn fetch_access_rules() {
         let bob_aci = bob.aci.to_string();
         let bob_pni = format!("PNI:{}", bob.pni);
         let nobody = stranger.aci.to_string();
-        let cases: Vec<(&str, String, Vec<(&str, &str)>, u16)> = vec![
-            ("authenticated", format!("/v2/keys/{bob_aci}/1"), vec![("authorization", &alice_auth)], 200),
-            ("authenticated, all devices", format!("/v2/keys/{bob_aci}/*"), vec![("authorization", &alice_auth)], 200),
-            ("authenticated, PNI", format!("/v2/keys/{bob_pni}/1"), vec![("authorization", &alice_auth)], 200),
-            ("authenticated, unknown account", format!("/v2/keys/{nobody}/1"), vec![("authorization", &alice_auth)], 404),
-            ("authenticated, unknown device", format!("/v2/keys/{bob_aci}/5"), vec![("authorization", &alice_auth)], 404),
-            ("access key", format!("/v2/keys/{bob_aci}/1"), vec![("unidentified-access-key", &good_key)], 200),
-            ("access key, unpadded", format!("/v2/keys/{bob_aci}/*"), vec![("unidentified-access-key", good_key.trim_end_matches('='))], 200),
-            ("wrong access key", format!("/v2/keys/{bob_aci}/1"), vec![("unidentified-access-key", &wrong_key)], 401),
-            ("15-byte access key", format!("/v2/keys/{bob_aci}/1"), vec![("unidentified-access-key", &short_key)], 401),
-            ("garbage access key", format!("/v2/keys/{bob_aci}/1"), vec![("unidentified-access-key", "%%")], 401),
-            ("access key, PNI", format!("/v2/keys/{bob_pni}/1"), vec![("unidentified-access-key", &good_key)], 401),
-            ("access key, unknown account", format!("/v2/keys/{nobody}/1"), vec![("unidentified-access-key", &good_key)], 401),
-            ("access key, unknown device", format!("/v2/keys/{bob_aci}/5"), vec![("unidentified-access-key", &good_key)], 401),
+        let cases: Vec<FetchCase> = vec![
+            (
+                "authenticated",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![("authorization", &alice_auth)],
+                200,
+            ),
+            (
+                "authenticated, all devices",
+                format!("/v2/keys/{bob_aci}/*"),
+                vec![("authorization", &alice_auth)],
+                200,
+            ),
+            (
+                "authenticated, PNI",
+                format!("/v2/keys/{bob_pni}/1"),
+                vec![("authorization", &alice_auth)],
+                200,
+            ),
+            (
+                "authenticated, unknown account",
+                format!("/v2/keys/{nobody}/1"),
+                vec![("authorization", &alice_auth)],
+                404,
+            ),
+            (
+                "authenticated, unknown device",
+                format!("/v2/keys/{bob_aci}/5"),
+                vec![("authorization", &alice_auth)],
+                404,
+            ),
+            (
+                "access key",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![("unidentified-access-key", &good_key)],
+                200,
+            ),
+            (
+                "access key, unpadded",
+                format!("/v2/keys/{bob_aci}/*"),
+                vec![("unidentified-access-key", good_key.trim_end_matches('='))],
+                200,
+            ),
+            (
+                "wrong access key",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![("unidentified-access-key", &wrong_key)],
+                401,
+            ),
+            (
+                "15-byte access key",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![("unidentified-access-key", &short_key)],
+                401,
+            ),
+            (
+                "garbage access key",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![("unidentified-access-key", "%%")],
+                401,
+            ),
+            (
+                "access key, PNI",
+                format!("/v2/keys/{bob_pni}/1"),
+                vec![("unidentified-access-key", &good_key)],
+                401,
+            ),
+            (
+                "access key, unknown account",
+                format!("/v2/keys/{nobody}/1"),
+                vec![("unidentified-access-key", &good_key)],
+                401,
+            ),
+            (
+                "access key, unknown device",
+                format!("/v2/keys/{bob_aci}/5"),
+                vec![("unidentified-access-key", &good_key)],
+                401,
+            ),
             ("anonymous", format!("/v2/keys/{bob_aci}/1"), vec![], 401),
-            ("both credentials", format!("/v2/keys/{bob_aci}/1"), vec![("authorization", &alice_auth), ("unidentified-access-key", &good_key)], 400),
-            ("bad identifier", "/v2/keys/bob/1".to_owned(), vec![("authorization", &alice_auth)], 400),
-            ("device 0", format!("/v2/keys/{bob_aci}/0"), vec![("authorization", &alice_auth)], 422),
-            ("device 128", format!("/v2/keys/{bob_aci}/128"), vec![("authorization", &alice_auth)], 422),
+            (
+                "both credentials",
+                format!("/v2/keys/{bob_aci}/1"),
+                vec![
+                    ("authorization", &alice_auth),
+                    ("unidentified-access-key", &good_key),
+                ],
+                400,
+            ),
+            (
+                "bad identifier",
+                "/v2/keys/bob/1".to_owned(),
+                vec![("authorization", &alice_auth)],
+                400,
+            ),
+            (
+                "device 0",
+                format!("/v2/keys/{bob_aci}/0"),
+                vec![("authorization", &alice_auth)],
+                422,
+            ),
+            (
+                "device 128",
+                format!("/v2/keys/{bob_aci}/128"),
+                vec![("authorization", &alice_auth)],
+                422,
+            ),
         ];
         for (name, uri, headers, status) in &cases {
             let r = app.send(Method::GET, uri, headers, None).await;
-            assert_eq!(r.status.as_u16(), *status, "{backend:?}: {name}: {}", String::from_utf8_lossy(&r.body));
+            assert_eq!(
+                r.status.as_u16(),
+                *status,
+                "{backend:?}: {name}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
         }
         // Unrestricted access accepts any 16-byte key.
         let attrs = json!({"registrationId": 11, "unidentifiedAccessKey": STANDARD.encode(uak), "unrestrictedUnidentifiedAccess": true});
-        assert_eq!(app.put_json("/v1/accounts/attributes", &bob.basic_auth(UsernameForm::Aci), &attrs).await.status, 204);
-        let r = app.send(Method::GET, &format!("/v2/keys/{bob_aci}/1"), &[("unidentified-access-key", &wrong_key)], None).await;
+        assert_eq!(
+            app.put_json(
+                "/v1/accounts/attributes",
+                &bob.basic_auth(UsernameForm::Aci),
+                &attrs
+            )
+            .await
+            .status,
+            204
+        );
+        let r = app
+            .send(
+                Method::GET,
+                &format!("/v2/keys/{bob_aci}/1"),
+                &[("unidentified-access-key", &wrong_key)],
+                None,
+            )
+            .await;
         assert_eq!(r.status, 200, "{backend:?}: unrestricted");
     }
 }
@@ -276,7 +600,13 @@ async fn fetch_access_rules() {
 #[tokio::test]
 async fn authenticated_fetches_are_rate_limited() {
     let mut config = Config::default();
-    config.limits.0.insert("prekeys".into(), LimiterConfig { bucket_size: 2, permit_regeneration_seconds: 60.0 });
+    config.limits.0.insert(
+        "prekeys".into(),
+        LimiterConfig {
+            bucket_size: 2,
+            permit_regeneration_seconds: 60.0,
+        },
+    );
     let app = TestApp::with_config(Backend::Sqlite, config).await;
     let bob = app.seed("bob").await;
     let alice = app.seed("alice").await;
@@ -288,9 +618,21 @@ async fn authenticated_fetches_are_rate_limited() {
     assert_eq!(r.status, 429);
     assert_eq!(r.headers.get("retry-after").unwrap(), "60");
     // A different target device is a different bucket; unidentified fetches are not limited.
-    assert_eq!(app.get(&format!("/v2/keys/{}/*", bob.aci), Some(&auth)).await.status, 200);
+    assert_eq!(
+        app.get(&format!("/v2/keys/{}/*", bob.aci), Some(&auth))
+            .await
+            .status,
+        200
+    );
     app.clock.advance(std::time::Duration::from_secs(30));
-    assert_eq!(app.get(&uri, Some(&auth)).await.headers.get("retry-after").unwrap(), "30");
+    assert_eq!(
+        app.get(&uri, Some(&auth))
+            .await
+            .headers
+            .get("retry-after")
+            .unwrap(),
+        "30"
+    );
     app.clock.advance(std::time::Duration::from_secs(30));
     assert_eq!(app.get(&uri, Some(&auth)).await.status, 200);
 }
@@ -304,25 +646,58 @@ async fn concurrent_fetches_hand_out_each_key_once() {
         let rng = app.rng.as_ref();
         let uak = [3u8; 16];
         let attrs = json!({"registrationId": 11, "unidentifiedAccessKey": STANDARD.encode(uak)});
-        assert_eq!(app.put_json("/v1/accounts/attributes", &bob.basic_auth(UsernameForm::Aci), &attrs).await.status, 204);
+        assert_eq!(
+            app.put_json(
+                "/v1/accounts/attributes",
+                &bob.basic_auth(UsernameForm::Aci),
+                &attrs
+            )
+            .await
+            .status,
+            204
+        );
         // Uploads are capped at 100 per list, so 500 keys go in through the store.
         let upload = KeyUpload {
             ec: Some((0..500).map(|i| bob.one_time_ec(i, rng)).collect()),
-            kem: Some((0..500).map(|i| bob.kem(IdentityType::Aci, i, rng)).collect()),
+            kem: Some(
+                (0..500)
+                    .map(|i| bob.kem(IdentityType::Aci, i, rng))
+                    .collect(),
+            ),
             ..Default::default()
         };
-        app.state.store.store_keys(ServiceId::Aci(bob.aci), DeviceId::PRIMARY, &upload).await.unwrap();
-        let last_resort = app.state.store.last_resort_key(ServiceId::Aci(bob.aci), DeviceId::PRIMARY).await.unwrap().unwrap();
+        app.state
+            .store
+            .store_keys(ServiceId::Aci(bob.aci), DeviceId::PRIMARY, &upload)
+            .await
+            .unwrap();
+        let last_resort = app
+            .state
+            .store
+            .last_resort_key(ServiceId::Aci(bob.aci), DeviceId::PRIMARY)
+            .await
+            .unwrap()
+            .unwrap();
         let key = STANDARD.encode(uak);
         let uri = format!("/v2/keys/{}/1", bob.aci);
         let tasks: Vec<_> = (0..1000)
             .map(|_| {
                 let (app, key, uri) = (app.clone(), key.clone(), uri.clone());
                 tokio::spawn(async move {
-                    let r = app.send(Method::GET, &uri, &[("unidentified-access-key", &key)], None).await;
+                    let r = app
+                        .send(
+                            Method::GET,
+                            &uri,
+                            &[("unidentified-access-key", &key)],
+                            None,
+                        )
+                        .await;
                     assert_eq!(r.status, 200);
                     let d = r.json()["devices"][0].clone();
-                    (d["preKey"]["keyId"].as_u64(), d["pqPreKey"]["publicKey"].as_str().unwrap().to_owned())
+                    (
+                        d["preKey"]["keyId"].as_u64(),
+                        d["pqPreKey"]["publicKey"].as_str().unwrap().to_owned(),
+                    )
                 })
             })
             .collect();
@@ -340,10 +715,26 @@ async fn concurrent_fetches_hand_out_each_key_once() {
             }
         }
         assert_eq!(ec.len(), 500, "{backend:?}");
-        assert_eq!(ec.iter().collect::<HashSet<_>>().len(), 500, "{backend:?}: EC key handed out twice");
+        assert_eq!(
+            ec.iter().collect::<HashSet<_>>().len(),
+            500,
+            "{backend:?}: EC key handed out twice"
+        );
         assert_eq!(kem.len(), 500, "{backend:?}");
-        assert_eq!(kem.iter().collect::<HashSet<_>>().len(), 500, "{backend:?}: Kyber key handed out twice");
+        assert_eq!(
+            kem.iter().collect::<HashSet<_>>().len(),
+            500,
+            "{backend:?}: Kyber key handed out twice"
+        );
         assert_eq!(last_resorts, 500, "{backend:?}");
-        assert_eq!(app.state.store.key_counts(ServiceId::Aci(bob.aci), DeviceId::PRIMARY).await.unwrap().ec, 0);
+        assert_eq!(
+            app.state
+                .store
+                .key_counts(ServiceId::Aci(bob.aci), DeviceId::PRIMARY)
+                .await
+                .unwrap()
+                .ec,
+            0
+        );
     }
 }

@@ -28,8 +28,14 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     let rng = std::sync::Arc::new(SeededRng::new(9));
     let state = AppState::new(config, store.clone(), clock.clone(), rng.clone()).unwrap();
     let client = flatline_testkit::SimClient::new(rng.as_ref());
-    let new = client.new_account("carol", rng.as_ref(), flatline_core::time::Clock::now(clock.as_ref()));
-    flatline_core::store::AccountStore::create_account(store.as_ref(), new).await.unwrap();
+    let new = client.new_account(
+        "carol",
+        rng.as_ref(),
+        flatline_core::time::Clock::now(clock.as_ref()),
+    );
+    flatline_core::store::AccountStore::create_account(store.as_ref(), new)
+        .await
+        .unwrap();
 
     let listeners = serve::bind(&state.config).await.unwrap();
     let addr = listeners.main.local_addr().unwrap();
@@ -38,7 +44,11 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
         let _ = stopped.await;
     }));
 
-    let health = http(addr, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let health = http(
+        addr,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     let whoami = http(
         addr,
@@ -50,12 +60,24 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     .await;
     assert!(whoami.starts_with("HTTP/1.1 200"), "{whoami}");
     assert!(whoami.contains(&client.aci.to_string()));
-    let metrics = http(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let metrics = http(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(metrics.contains(r#"flatline_http_requests_total{method="GET",route="/v1/accounts/whoami",status="200"} 1"#), "{metrics}");
-    let missing = http(addr, "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let missing = http(
+        addr,
+        "GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
 
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops in time").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("stops in time")
+        .unwrap()
+        .unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }

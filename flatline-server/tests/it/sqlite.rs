@@ -23,12 +23,16 @@ async fn migrations_are_idempotent_and_refuse_newer_schemas() {
     assert_eq!(store.schema_version().await.unwrap(), newest);
 
     // A database touched by a newer server is refused rather than misread.
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url).await.unwrap();
-    sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 0)")
-        .bind(newest + 1)
-        .execute(&mut conn)
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&url)
         .await
         .unwrap();
+    sqlx::query(
+        "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, 'future', 0)",
+    )
+    .bind(newest + 1)
+    .execute(&mut conn)
+    .await
+    .unwrap();
     let err = store.migrate().await.unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
 }

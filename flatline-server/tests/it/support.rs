@@ -31,12 +31,17 @@ impl Backend {
 pub fn sqlite_url() -> String {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlite");
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    format!("sqlite://{}", dir.join(format!("{}.db", uuid::Uuid::new_v4())).display())
+    format!(
+        "sqlite://{}",
+        dir.join(format!("{}.db", uuid::Uuid::new_v4())).display()
+    )
 }
 
 /// A fresh, migrated SQLite store.
 pub async fn sqlite_store() -> Arc<SqliteStore> {
-    let store = SqliteStore::open(&sqlite_url(), 4, 10_000).await.expect("open sqlite");
+    let store = SqliteStore::open(&sqlite_url(), 4, 10_000)
+        .await
+        .expect("open sqlite");
     store.migrate().await.expect("migrate");
     Arc::new(store)
 }
@@ -56,7 +61,8 @@ pub struct Response {
 
 impl Response {
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
     pub fn code(&self) -> String {
         self.json()["code"].as_str().unwrap_or_default().to_owned()
@@ -76,32 +82,74 @@ impl TestApp {
         let clock = Arc::new(MockClock::default());
         let rng = Arc::new(SeededRng::new(1));
         let state = AppState::new(config, store, clock.clone(), rng.clone()).expect("valid config");
-        TestApp { router: app(state.clone()), state, clock, rng }
+        TestApp {
+            router: app(state.clone()),
+            state,
+            clock,
+            rng,
+        }
     }
 
     /// A registered account with real keys, seeded directly into the store.
     pub async fn seed(&self, principal: &str) -> SimClient {
         let client = SimClient::new(self.rng.as_ref());
-        let new = client.new_account(principal, self.rng.as_ref(), flatline_core::time::Clock::now(self.clock.as_ref()));
-        self.state.store.create_account(new).await.expect("seed account");
+        let new = client.new_account(
+            principal,
+            self.rng.as_ref(),
+            flatline_core::time::Clock::now(self.clock.as_ref()),
+        );
+        self.state
+            .store
+            .create_account(new)
+            .await
+            .expect("seed account");
         client
     }
 
-    pub async fn send(&self, method: Method, uri: &str, headers: &[(&str, &str)], body: Option<&str>) -> Response {
+    pub async fn send(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
         let mut builder = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        if body.is_some() && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
             builder = builder.header("content-type", "application/json");
         }
-        let mut request = builder.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).expect("request");
-        request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
-        let response = self.router.clone().oneshot(request).await.expect("infallible");
+        let mut request = builder
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+            .expect("request");
+        request
+            .extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
+        let response = self
+            .router
+            .clone()
+            .oneshot(request)
+            .await
+            .expect("infallible");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.into_body().collect().await.expect("body").to_bytes().to_vec();
-        Response { status, headers, body }
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Response {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, uri: &str, auth: Option<&str>) -> Response {
@@ -110,6 +158,12 @@ impl TestApp {
     }
 
     pub async fn put_json(&self, uri: &str, auth: &str, body: &Value) -> Response {
-        self.send(Method::PUT, uri, &[("authorization", auth)], Some(&body.to_string())).await
+        self.send(
+            Method::PUT,
+            uri,
+            &[("authorization", auth)],
+            Some(&body.to_string()),
+        )
+        .await
     }
 }
