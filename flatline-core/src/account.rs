@@ -17,6 +17,9 @@ pub struct Account {
     pub pni: Pni,
     /// Current principal.
     pub principal: Principal,
+    /// Whether the principal is the opaque keyed hash of (provider, sub) rather than a claim: opaque principals are
+    /// never shown to other users and never discoverable.
+    pub principal_opaque: bool,
     /// Serialized ACI identity public key (33 bytes, `0x05‖u`).
     pub aci_identity_key: Vec<u8>,
     /// Serialized PNI identity public key (33 bytes).

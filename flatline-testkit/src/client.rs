@@ -122,6 +122,7 @@ impl SimClient {
                 aci: self.aci,
                 pni: self.pni,
                 principal: Principal::parse(principal).expect("test principal is valid"),
+                principal_opaque: false,
                 aci_identity_key: self.aci_identity.public_key.serialize().to_vec(),
                 pni_identity_key: self.pni_identity.public_key.serialize().to_vec(),
                 settings: AccountSettings::default(),

@@ -63,6 +63,7 @@ pub fn new_account(
         aci: Aci::random(rng),
         pni: Pni::random(rng),
         principal: Principal::parse(principal).expect("test principal is valid"),
+        principal_opaque: false,
         aci_identity_key: fake_ec_key(rng),
         pni_identity_key: fake_ec_key(rng),
         settings: AccountSettings::default(),

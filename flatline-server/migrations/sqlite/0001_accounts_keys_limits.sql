@@ -5,6 +5,7 @@ CREATE TABLE accounts (
     aci                              BLOB PRIMARY KEY,
     pni                              BLOB NOT NULL UNIQUE,
     principal                        TEXT NOT NULL UNIQUE,
+    principal_opaque                 INTEGER NOT NULL,
     aci_identity_key                 BLOB NOT NULL,
     pni_identity_key                 BLOB NOT NULL,
     unidentified_access_key          BLOB,

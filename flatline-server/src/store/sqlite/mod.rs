@@ -31,7 +31,7 @@ use super::Migration;
 pub const MIGRATIONS: &[Migration] = &[Migration {
     version: 1,
     name: "accounts_keys_limits",
-    sql: include_str!("../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+    sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
 }];
 
 const SIGNED_EC: i64 = 0;
@@ -146,6 +146,7 @@ fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Acco
         pni: Pni(uuid_of(row.get("pni"))?),
         principal: Principal::parse(&principal)
             .map_err(|e| StoreError::corrupt(format!("stored principal: {e}")))?,
+        principal_opaque: row.get("principal_opaque"),
         aci_identity_key: row.get("aci_identity_key"),
         pni_identity_key: row.get("pni_identity_key"),
         settings: AccountSettings {
@@ -295,41 +296,26 @@ impl AccountStore for SqliteStore {
         let a = &new.account;
         let mut tx = self.writer.begin().await.map_err(db)?;
         // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
-        for (conflict, sql, key) in [
-            (
-                Conflict::Aci,
-                "SELECT 1 FROM accounts WHERE aci = ?",
-                a.aci.as_bytes().to_vec(),
-            ),
-            (
-                Conflict::Pni,
-                "SELECT 1 FROM accounts WHERE pni = ?",
-                a.pni.as_bytes().to_vec(),
-            ),
-            (
-                Conflict::Principal,
-                "SELECT 1 FROM accounts WHERE principal = ?",
-                a.principal.as_str().as_bytes().to_vec(),
-            ),
+        let taken = |sql: &'static str| sqlx::query(sql);
+        for (conflict, query) in [
+            (Conflict::Aci, taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec())),
+            (Conflict::Pni, taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec())),
+            (Conflict::Principal, taken("SELECT 1 FROM accounts WHERE principal = ?").bind(a.principal.as_str().to_owned())),
         ] {
-            let q = sqlx::query(sql);
-            let q = if conflict == Conflict::Principal {
-                q.bind(a.principal.as_str())
-            } else {
-                q.bind(key)
-            };
-            if q.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
+            if query.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
                 return Err(StoreError::Conflict(conflict));
             }
         }
         sqlx::query(
-            "INSERT INTO accounts (aci, pni, principal, aci_identity_key, pni_identity_key, unidentified_access_key,
-             unrestricted_unidentified_access, discoverable_by_principal, username_hash, username_link_handle, created_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO accounts (aci, pni, principal, principal_opaque, aci_identity_key, pni_identity_key,
+             unidentified_access_key, unrestricted_unidentified_access, discoverable_by_principal, username_hash,
+             username_link_handle, created_at)
+             VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
         )
         .bind(a.aci.as_bytes().to_vec())
         .bind(a.pni.as_bytes().to_vec())
         .bind(a.principal.as_str())
+        .bind(a.principal_opaque)
         .bind(&a.aci_identity_key)
         .bind(&a.pni_identity_key)
         .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
