@@ -6,6 +6,7 @@ use crate::account::{AccountAttributes, AttributesError, RawAccountAttributes};
 use crate::auth::AuthenticatedDevice;
 use crate::ids::DeviceId;
 use crate::store::{Store, StoreError};
+use crate::time::Clock;
 
 /// Why an account operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,12 +29,13 @@ pub enum AccountError {
 #[derive(Clone)]
 pub struct Accounts {
     store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Accounts {
     /// Operations over `store`.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Accounts { store }
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Accounts { store, clock }
     }
 
     /// Validates and applies account attributes for the calling device.
@@ -59,7 +61,9 @@ impl Accounts {
         if caller.device_id != DeviceId::PRIMARY {
             return Err(AccountError::PrimaryRequired);
         }
-        self.store.delete_account(caller.account.aci).await?;
+        self.store
+            .delete_account(caller.account.aci, self.clock.now())
+            .await?;
         Ok(())
     }
 }

@@ -120,7 +120,9 @@ fn ec_key(field: &str, raw: &RawKey) -> Result<EcPreKey, KeyError> {
     })
 }
 
-fn signed_key(field: &str, raw: &RawKey, kem: bool) -> Result<SignedPreKey, KeyError> {
+/// Validates one signed key's format (EC or Kyber), id and signature length; the signature itself is checked by
+/// [`verify_signatures`].
+pub fn validate_signed_key(field: &str, raw: &RawKey, kem: bool) -> Result<SignedPreKey, KeyError> {
     if kem {
         KemPublicKey::from_bytes(&raw.public_key).map_err(|e| invalid(format!("{field}: {e}")))?;
     } else {
@@ -177,19 +179,19 @@ pub fn validate_upload(identity_key: &[u8], raw: &RawKeyUpload) -> Result<KeyUpl
     let kem = raw
         .kem
         .iter()
-        .map(|k| signed_key("pqPreKeys", k, true))
+        .map(|k| validate_signed_key("pqPreKeys", k, true))
         .collect::<Result<Vec<_>, _>>()?;
     no_duplicate_ids("preKeys", ec.iter().map(|k| &k.key_id))?;
     no_duplicate_ids("pqPreKeys", kem.iter().map(|k| &k.key_id))?;
     let signed = raw
         .signed
         .as_ref()
-        .map(|k| signed_key("signedPreKey", k, false))
+        .map(|k| validate_signed_key("signedPreKey", k, false))
         .transpose()?;
     let last_resort = raw
         .last_resort
         .as_ref()
-        .map(|k| signed_key("pqLastResortPreKey", k, true))
+        .map(|k| validate_signed_key("pqLastResortPreKey", k, true))
         .transpose()?;
     let to_verify: Vec<&SignedPreKey> = signed
         .iter()

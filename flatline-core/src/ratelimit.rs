@@ -181,8 +181,8 @@ pub enum Limiter {
     PrincipalLookup,
     /// Invite validity checks, per IP.
     InviteValidity,
-    /// Failed invite attempts, per IP (guessing).
-    InviteFailure,
+    /// Registration attempts that present an invite code, per IP (bounds code guessing).
+    InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
 }
@@ -201,7 +201,7 @@ impl Limiter {
         Limiter::UsernameLinkLookupPerIp,
         Limiter::PrincipalLookup,
         Limiter::InviteValidity,
-        Limiter::InviteFailure,
+        Limiter::InviteAttempt,
         Limiter::ContactRedeem,
     ];
 
@@ -219,7 +219,7 @@ impl Limiter {
             Limiter::UsernameLinkLookupPerIp => "usernameLinkLookupPerIp",
             Limiter::PrincipalLookup => "principalLookup",
             Limiter::InviteValidity => "inviteValidity",
-            Limiter::InviteFailure => "inviteFailure",
+            Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
         }
     }
@@ -241,7 +241,7 @@ impl Limiter {
             Limiter::PrincipalLookup => b(100, 15 * MIN),
             // Synapse's registration-token validity default: burst 5, 0.1/s.
             Limiter::InviteValidity => b(5, 10),
-            Limiter::InviteFailure => b(10, 5 * MIN),
+            Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
         }
     }

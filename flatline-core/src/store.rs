@@ -12,8 +12,10 @@ use async_trait::async_trait;
 
 use crate::account::{Account, AccountAttributes};
 use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
+use crate::invites::InviteStore;
 use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use crate::ratelimit::{Admission, BucketConfig};
+use crate::registration::{OidcStateStore, RegistrationStore};
 use crate::time::Timestamp;
 
 /// A storage failure. Rule violations are not errors: they come back as typed outcomes.
@@ -122,8 +124,10 @@ pub trait AccountStore: Send + Sync {
     /// Replaces every device credential of the account with its locked form; returns false when absent.
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
-    /// Deletes the account, its devices and every key under its ACI and PNI. Returns false when absent.
-    async fn delete_account(&self, aci: Aci) -> StoreResult<bool>;
+    /// Deletes the account, its devices and every key under its ACI and PNI, revokes the invites it owns, and turns
+    /// its (provider, sub) binding into a tombstone kept for [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
+    /// re-registering in that time gets the same ACI). Returns false when absent.
+    async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
 }
 
 /// Prekeys, partitioned by identity (an ACI or a PNI) and device.
@@ -189,6 +193,12 @@ pub trait RateLimitStore: Send + Sync {
 }
 
 /// Every aggregate's store: what a server instance is built on.
-pub trait Store: AccountStore + KeyStore + RateLimitStore {}
+pub trait Store:
+    AccountStore + KeyStore + RateLimitStore + RegistrationStore + OidcStateStore + InviteStore
+{
+}
 
-impl<T: AccountStore + KeyStore + RateLimitStore> Store for T {}
+impl<T: AccountStore + KeyStore + RateLimitStore + RegistrationStore + OidcStateStore + InviteStore>
+    Store for T
+{
+}

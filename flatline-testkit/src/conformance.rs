@@ -17,6 +17,9 @@ use flatline_core::time::Timestamp;
 use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
+mod registration;
+pub use registration::*;
+
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
 #[macro_export]
@@ -26,7 +29,13 @@ macro_rules! conformance_suite {
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
-            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets);
+            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
+            session_lifecycle, register_creates_and_consumes,
+            reregistration_keeps_aci, principal_change_rotates_pni,
+            principal_conflict_writes_nothing, tombstone_reuses_aci,
+            invite_reservations, invite_states_gate_reservation,
+            concurrent_invite_reservations, oidc_state,
+            purge_expired_registrations);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(
@@ -239,7 +248,7 @@ pub async fn delete_account_cascades(store: Arc<dyn Store>) {
         .store_keys(ServiceId::Pni(a.pni), DeviceId::PRIMARY, &upload)
         .await
         .unwrap();
-    assert!(store.delete_account(a.aci).await.unwrap());
+    assert!(store.delete_account(a.aci, T0).await.unwrap());
     assert!(store.account(a.aci).await.unwrap().is_none());
     assert!(store.account_by_pni(a.pni).await.unwrap().is_none());
     assert!(
@@ -269,7 +278,7 @@ pub async fn delete_account_cascades(store: Arc<dyn Store>) {
             KeyCounts::default()
         );
     }
-    assert!(!store.delete_account(a.aci).await.unwrap());
+    assert!(!store.delete_account(a.aci, T0).await.unwrap());
     // The principal can be registered again.
     let mut again = new_account(&rng, "alice", "pw", T0);
     again.account.principal = a.principal;

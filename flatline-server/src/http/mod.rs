@@ -68,7 +68,7 @@ impl AppState {
         let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
         Ok(AppState {
             auth: Authenticator::new(store.clone(), clock.clone()),
-            accounts: Accounts::new(store.clone()),
+            accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),

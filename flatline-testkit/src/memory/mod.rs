@@ -15,6 +15,9 @@ use flatline_core::store::{
 };
 use flatline_core::time::Timestamp;
 
+mod invites;
+mod registration;
+
 #[derive(Default)]
 struct DeviceKeys {
     ec: BTreeMap<KeyId, Vec<u8>>,
@@ -30,6 +33,8 @@ struct State {
     by_principal: HashMap<Principal, Aci>,
     keys: HashMap<(ServiceId, DeviceId), DeviceKeys>,
     buckets: HashMap<String, (BucketState, Timestamp)>,
+    registration: registration::RegistrationState,
+    invites: invites::InviteState,
 }
 
 impl State {
@@ -151,7 +156,7 @@ impl AccountStore for MemoryStore {
         Ok(true)
     }
 
-    async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
+    async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool> {
         let mut s = self.state();
         let Some(account) = s.accounts.remove(&aci) else {
             return Ok(false);
@@ -160,6 +165,8 @@ impl AccountStore for MemoryStore {
         s.by_principal.remove(&account.principal);
         s.remove_keys_of(ServiceId::Aci(aci));
         s.remove_keys_of(ServiceId::Pni(account.pni));
+        s.registration.tombstone(aci, now);
+        s.invites.revoke_all_of(aci, now);
         Ok(true)
     }
 }

@@ -15,7 +15,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult,
+    AccountStore, Conflict, InitialKeys, KeyStore, NewAccount, RateLimitStore, StoreError,
+    StoreResult,
 };
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::{
@@ -27,12 +28,27 @@ use uuid::Uuid;
 
 use super::Migration;
 
+mod invites;
+mod registration;
+
 /// Embedded migrations, applied in order at start-up.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts_keys_limits",
-    sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts_keys_limits",
+        sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "registration",
+        sql: include_str!("../../../migrations/sqlite/0002_registration.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "invites",
+        sql: include_str!("../../../migrations/sqlite/0003_invites.sql"),
+    },
+];
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
@@ -290,53 +306,96 @@ async fn delete_keys_of(tx: &mut Transaction<'_, Sqlite>, owner: ServiceId) -> S
     Ok(())
 }
 
+/// Which of the account's unique values is already taken, if any. Checked inside the single-writer transaction
+/// so that the conflict is named precisely.
+async fn taken(
+    tx: &mut Transaction<'_, Sqlite>,
+    aci: Aci,
+    pni: Pni,
+    principal: &Principal,
+) -> StoreResult<Option<Conflict>> {
+    for (conflict, query) in [
+        (
+            Conflict::Aci,
+            sqlx::query("SELECT 1 FROM accounts WHERE aci = ?").bind(aci.as_bytes().to_vec()),
+        ),
+        (
+            Conflict::Pni,
+            sqlx::query("SELECT 1 FROM accounts WHERE pni = ?").bind(pni.as_bytes().to_vec()),
+        ),
+        (
+            Conflict::Principal,
+            sqlx::query("SELECT 1 FROM accounts WHERE principal = ?")
+                .bind(principal.as_str().to_owned()),
+        ),
+    ] {
+        if query.fetch_optional(&mut **tx).await.map_err(db)?.is_some() {
+            return Ok(Some(conflict));
+        }
+    }
+    Ok(None)
+}
+
+/// Inserts the account row and its devices.
+async fn insert_account(tx: &mut Transaction<'_, Sqlite>, a: &Account) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO accounts (aci, pni, principal, principal_opaque, aci_identity_key, pni_identity_key,
+         unidentified_access_key, unrestricted_unidentified_access, discoverable_by_principal, username_hash,
+         username_link_handle, created_at)
+         VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    )
+    .bind(a.aci.as_bytes().to_vec())
+    .bind(a.pni.as_bytes().to_vec())
+    .bind(a.principal.as_str())
+    .bind(a.principal_opaque)
+    .bind(&a.aci_identity_key)
+    .bind(&a.pni_identity_key)
+    .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
+    .bind(a.settings.unrestricted_unidentified_access)
+    .bind(a.settings.discoverable_by_principal)
+    .bind(&a.username_hash)
+    .bind(a.username_link_handle.map(|h| h.as_bytes().to_vec()))
+    .bind(a.created_at.as_millis())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    for d in &a.devices {
+        insert_device(tx, a.aci, d).await?;
+    }
+    Ok(())
+}
+
+/// Writes the primary device's signed and last-resort keys for both identities.
+async fn put_initial_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    aci: Aci,
+    pni: Pni,
+    k: &InitialKeys,
+) -> StoreResult<()> {
+    let primary = DeviceId::PRIMARY;
+    let (aci, pni) = (ServiceId::Aci(aci), ServiceId::Pni(pni));
+    put_signed(tx, aci, primary, SIGNED_EC, &k.aci_signed).await?;
+    put_signed(tx, pni, primary, SIGNED_EC, &k.pni_signed).await?;
+    put_signed(tx, aci, primary, LAST_RESORT, &k.aci_last_resort).await?;
+    put_signed(tx, pni, primary, LAST_RESORT, &k.pni_last_resort).await
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
-        let a = &new.account;
         let mut tx = self.writer.begin().await.map_err(db)?;
-        // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
-        let taken = |sql: &'static str| sqlx::query(sql);
-        for (conflict, query) in [
-            (Conflict::Aci, taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec())),
-            (Conflict::Pni, taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec())),
-            (Conflict::Principal, taken("SELECT 1 FROM accounts WHERE principal = ?").bind(a.principal.as_str().to_owned())),
-        ] {
-            if query.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
-                return Err(StoreError::Conflict(conflict));
-            }
-        }
-        sqlx::query(
-            "INSERT INTO accounts (aci, pni, principal, principal_opaque, aci_identity_key, pni_identity_key,
-             unidentified_access_key, unrestricted_unidentified_access, discoverable_by_principal, username_hash,
-             username_link_handle, created_at)
-             VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        if let Some(conflict) = taken(
+            &mut tx,
+            new.account.aci,
+            new.account.pni,
+            &new.account.principal,
         )
-        .bind(a.aci.as_bytes().to_vec())
-        .bind(a.pni.as_bytes().to_vec())
-        .bind(a.principal.as_str())
-        .bind(a.principal_opaque)
-        .bind(&a.aci_identity_key)
-        .bind(&a.pni_identity_key)
-        .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
-        .bind(a.settings.unrestricted_unidentified_access)
-        .bind(a.settings.discoverable_by_principal)
-        .bind(&a.username_hash)
-        .bind(a.username_link_handle.map(|h| h.as_bytes().to_vec()))
-        .bind(a.created_at.as_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        for d in &a.devices {
-            insert_device(&mut tx, a.aci, d).await?;
+        .await?
+        {
+            return Err(StoreError::Conflict(conflict));
         }
-        let k = &new.keys;
-        let primary = DeviceId::PRIMARY;
-        let (aci, pni) = (ServiceId::Aci(a.aci), ServiceId::Pni(a.pni));
-        put_signed(&mut tx, aci, primary, SIGNED_EC, &k.aci_signed).await?;
-        put_signed(&mut tx, pni, primary, SIGNED_EC, &k.pni_signed).await?;
-        put_signed(&mut tx, aci, primary, LAST_RESORT, &k.aci_last_resort).await?;
-        put_signed(&mut tx, pni, primary, LAST_RESORT, &k.pni_last_resort).await?;
+        insert_account(&mut tx, &new.account).await?;
+        put_initial_keys(&mut tx, new.account.aci, new.account.pni, &new.keys).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -440,7 +499,7 @@ impl AccountStore for SqliteStore {
         Ok(exists)
     }
 
-    async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
+    async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         let Some(pni): Option<Vec<u8>> =
             sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = ?")
@@ -453,7 +512,9 @@ impl AccountStore for SqliteStore {
         };
         delete_keys_of(&mut tx, ServiceId::Aci(aci)).await?;
         delete_keys_of(&mut tx, ServiceId::Pni(Pni(uuid_of(&pni)?))).await?;
-        // Devices go with the account (ON DELETE CASCADE).
+        registration::tombstone(&mut tx, aci, now).await?;
+        invites::revoke_all_of(&mut tx, aci, now).await?;
+        // Devices and the subject binding go with the account (ON DELETE CASCADE).
         sqlx::query("DELETE FROM accounts WHERE aci = ?")
             .bind(aci.as_bytes().to_vec())
             .execute(&mut *tx)

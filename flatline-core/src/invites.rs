@@ -1,0 +1,386 @@
+//! Registration invites: codes, the invite record and its state machine, and the store contract.
+//!
+//! A use is *reserved* by a verified registration session and *consumed* by the registration that creates the
+//! account, in the same transaction. Pending reservations are counted from live sessions rather than kept in a
+//! counter, so an abandoned session frees its use the moment it expires — no sweeper has to run for the rule
+//! `uses + pending ≤ max_uses` to hold.
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::ids::Aci;
+use crate::random::{SecureRandom, random_array};
+use crate::time::Timestamp;
+
+/// Crockford's base32 alphabet (no I, L, O, U).
+const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Characters in a code: 16 × 5 bits = 80 bits.
+pub const CODE_CHARS: usize = 16;
+
+/// An invite code in its canonical form (16 Crockford base32 characters, upper case, no hyphens).
+///
+/// The code is a secret: `Debug` hides it; only [`InviteCode::display`] reveals it, once, to its creator.
+#[derive(Clone, PartialEq, Eq)]
+pub struct InviteCode(String);
+
+/// The SHA-256 of a canonical code: all that is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodeHash(pub [u8; 32]);
+
+/// A code that is not 16 Crockford base32 characters after normalization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an invite code")]
+pub struct BadCode;
+
+impl InviteCode {
+    /// A fresh code with 80 bits from `rng`.
+    pub fn generate(rng: &dyn SecureRandom) -> Self {
+        let bytes: [u8; 10] = random_array(rng);
+        let mut bits: u128 = 0;
+        for b in bytes {
+            bits = (bits << 8) | u128::from(b);
+        }
+        let code = (0..CODE_CHARS)
+            .rev()
+            .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
+            .collect();
+        InviteCode(code)
+    }
+
+    /// Normalizes user input: case-insensitive, hyphens and spaces ignored, `O`→`0`, `I`/`L`→`1`.
+    pub fn parse(input: &str) -> Result<Self, BadCode> {
+        let mut out = String::with_capacity(CODE_CHARS);
+        for c in input.chars() {
+            let c = match c.to_ascii_uppercase() {
+                '-' | ' ' => continue,
+                'O' => '0',
+                'I' | 'L' => '1',
+                c if c.is_ascii() && ALPHABET.contains(&(c as u8)) => c,
+                _ => return Err(BadCode),
+            };
+            if out.len() == CODE_CHARS {
+                return Err(BadCode);
+            }
+            out.push(c);
+        }
+        if out.len() == CODE_CHARS {
+            Ok(InviteCode(out))
+        } else {
+            Err(BadCode)
+        }
+    }
+
+    /// Grouped for people: `7KQ2-M9XD-4TRE-8JN0`.
+    pub fn display(&self) -> String {
+        self.0
+            .as_bytes()
+            .chunks(4)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("-")
+    }
+
+    /// The stored hash.
+    pub fn hash(&self) -> CodeHash {
+        CodeHash(Sha256::digest(self.0.as_bytes()).into())
+    }
+}
+
+impl fmt::Debug for InviteCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("InviteCode(<redacted>)")
+    }
+}
+
+impl FromStr for InviteCode {
+    type Err = BadCode;
+    fn from_str(s: &str) -> Result<Self, BadCode> {
+        InviteCode::parse(s)
+    }
+}
+
+/// Invite identifier (not secret).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct InviteId(pub Uuid);
+
+impl InviteId {
+    /// A fresh id.
+    pub fn random(rng: &dyn SecureRandom) -> Self {
+        InviteId(uuid::Builder::from_random_bytes(random_array(rng)).into_uuid())
+    }
+}
+
+impl fmt::Display for InviteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// Who issued an invite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteOwner {
+    /// The operator (CLI); outside quotas.
+    Operator,
+    /// An account.
+    Account(Aci),
+}
+
+/// An invite as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    /// Identifier.
+    pub id: InviteId,
+    /// SHA-256 of the canonical code.
+    pub code_hash: CodeHash,
+    /// Issuer.
+    pub owner: InviteOwner,
+    /// Uses allowed.
+    pub max_uses: u32,
+    /// Uses consumed by registrations.
+    pub uses: u32,
+    /// Uses reserved by live verified sessions (computed by the store at read time).
+    pub pending: u32,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Expiry, if any.
+    pub expires_at: Option<Timestamp>,
+    /// Last consumption.
+    pub last_used_at: Option<Timestamp>,
+    /// Soft revocation time (reversible).
+    pub revoked_at: Option<Timestamp>,
+    /// Free text for the owner.
+    pub note: Option<String>,
+}
+
+/// The state an invite is in at a given moment. Only `Active` invites can be reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteState {
+    /// Usable.
+    Active,
+    /// Every use consumed or reserved.
+    Exhausted,
+    /// Past its expiry.
+    Expired,
+    /// Revoked (by its owner, the operator, or the owner's deletion).
+    Revoked,
+    /// Its owning account is suspended.
+    OwnerSuspended,
+}
+
+impl InviteState {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteState::Active => "active",
+            InviteState::Exhausted => "exhausted",
+            InviteState::Expired => "expired",
+            InviteState::Revoked => "revoked",
+            InviteState::OwnerSuspended => "owner_suspended",
+        }
+    }
+}
+
+impl Invite {
+    /// The state at `now`, given whether the owner is suspended. Precedence: revoked, owner suspended, expired,
+    /// exhausted — the most permanent reason is reported.
+    pub fn state(&self, now: Timestamp, owner_suspended: bool) -> InviteState {
+        if self.revoked_at.is_some() {
+            InviteState::Revoked
+        } else if owner_suspended {
+            InviteState::OwnerSuspended
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            InviteState::Expired
+        } else if self.uses.saturating_add(self.pending) >= self.max_uses {
+            InviteState::Exhausted
+        } else {
+            InviteState::Active
+        }
+    }
+}
+
+/// A new invite to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInvite {
+    /// Identifier.
+    pub id: InviteId,
+    /// Hash of its code.
+    pub code_hash: CodeHash,
+    /// Issuer.
+    pub owner: InviteOwner,
+    /// Uses allowed (≥ 1).
+    pub max_uses: u32,
+    /// Expiry.
+    pub expires_at: Option<Timestamp>,
+    /// Note.
+    pub note: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// One consumption: who was admitted by which invite, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redemption {
+    /// The invite.
+    pub invite: InviteId,
+    /// Its owner at the time.
+    pub inviter: InviteOwner,
+    /// The account it admitted.
+    pub invitee: Aci,
+    /// When.
+    pub at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(u8);
+    impl SecureRandom for Fixed {
+        fn fill(&self, dest: &mut [u8]) {
+            dest.fill(self.0);
+        }
+    }
+
+    #[test]
+    fn generated_codes_round_trip_and_normalize() {
+        let code = InviteCode::generate(&Fixed(0xA5));
+        let shown = code.display();
+        assert_eq!(shown.len(), 19);
+        assert_eq!(InviteCode::parse(&shown), Ok(code.clone()));
+        assert_eq!(
+            InviteCode::parse(&shown.to_lowercase().replace('-', " ")),
+            Ok(code.clone())
+        );
+        assert_eq!(format!("{code:?}"), "InviteCode(<redacted>)");
+    }
+
+    #[test]
+    fn confusables_and_bad_input() {
+        let a = InviteCode::parse("0000-1111-2222-3333").unwrap();
+        assert_eq!(InviteCode::parse("oOoO-iIlL-2222-3333"), Ok(a.clone()));
+        assert_eq!(
+            a.hash(),
+            InviteCode::parse("00001111 22223333").unwrap().hash()
+        );
+        for bad in [
+            "",
+            "0000-1111-2222-333",
+            "0000-1111-2222-33333",
+            "0000-1111-2222-333U",
+            "0000-1111-2222-333é",
+        ] {
+            assert_eq!(InviteCode::parse(bad), Err(BadCode), "{bad}");
+        }
+    }
+
+    #[test]
+    fn state_precedence() {
+        let now = Timestamp(1_000);
+        let base = Invite {
+            id: InviteId(Uuid::nil()),
+            code_hash: CodeHash([0; 32]),
+            owner: InviteOwner::Operator,
+            max_uses: 2,
+            uses: 0,
+            pending: 0,
+            created_at: Timestamp(0),
+            expires_at: Some(Timestamp(2_000)),
+            last_used_at: None,
+            revoked_at: None,
+            note: None,
+        };
+        assert_eq!(base.state(now, false), InviteState::Active);
+        assert_eq!(
+            Invite {
+                uses: 1,
+                pending: 1,
+                ..base.clone()
+            }
+            .state(now, false),
+            InviteState::Exhausted
+        );
+        assert_eq!(base.state(Timestamp(2_000), false), InviteState::Expired);
+        assert_eq!(base.state(now, true), InviteState::OwnerSuspended);
+        assert_eq!(
+            Invite {
+                revoked_at: Some(now),
+                ..base.clone()
+            }
+            .state(now, true),
+            InviteState::Revoked
+        );
+    }
+}
+
+/// Which invites to list (operator CLI).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InviteFilter {
+    /// Only invites of this owner.
+    pub owner: Option<InviteOwner>,
+    /// Only invites in this state at the listing time.
+    pub state: Option<InviteState>,
+}
+
+/// Registration invites.
+#[async_trait::async_trait]
+pub trait InviteStore: Send + Sync {
+    /// Stores a new invite.
+    async fn create_invite(&self, invite: &NewInvite) -> crate::store::StoreResult<()>;
+
+    /// The invite `id`, with `pending` counted from sessions live at `now`.
+    async fn invite(
+        &self,
+        id: InviteId,
+        now: Timestamp,
+    ) -> crate::store::StoreResult<Option<Invite>>;
+
+    /// The invite whose code hashes to `hash`.
+    async fn invite_by_code(
+        &self,
+        hash: &CodeHash,
+        now: Timestamp,
+    ) -> crate::store::StoreResult<Option<Invite>>;
+
+    /// Invites matching `filter` (state evaluated at `now`), newest first.
+    async fn list_invites(
+        &self,
+        filter: &InviteFilter,
+        now: Timestamp,
+    ) -> crate::store::StoreResult<Vec<Invite>>;
+
+    /// Sets (`Some`) or clears (`None`) the revocation time. Returns false when the invite does not exist.
+    async fn set_revoked(
+        &self,
+        id: InviteId,
+        revoked_at: Option<Timestamp>,
+    ) -> crate::store::StoreResult<bool>;
+
+    /// Revokes every unrevoked invite of `owner`; returns how many.
+    async fn revoke_all_of(&self, owner: Aci, now: Timestamp) -> crate::store::StoreResult<u64>;
+
+    /// Marks an account suspended (`true`) or not. Suspended owners' invites stop working.
+    async fn set_suspended(
+        &self,
+        aci: Aci,
+        suspended: bool,
+        now: Timestamp,
+    ) -> crate::store::StoreResult<()>;
+
+    /// Whether `aci` is suspended.
+    async fn is_suspended(&self, aci: Aci) -> crate::store::StoreResult<bool>;
+
+    /// The redemption that admitted `invitee`, if it came in through an invite.
+    async fn redemption_of(&self, invitee: Aci) -> crate::store::StoreResult<Option<Redemption>>;
+
+    /// Every redemption of invites owned by `owner`, oldest first (the owner's children in the invite tree).
+    async fn redemptions_by(
+        &self,
+        owner: InviteOwner,
+    ) -> crate::store::StoreResult<Vec<Redemption>>;
+}

@@ -1,0 +1,460 @@
+//! SQLite: verification sessions, subject bindings, tombstones, pinned JWKS and the token-id replay cache.
+
+use async_trait::async_trait;
+use flatline_core::account::Account;
+use flatline_core::ids::{Aci, Pni, Principal, ServiceId};
+use flatline_core::invites::{CodeHash, InviteId};
+use flatline_core::registration::{
+    OidcStateStore, RegistrationCommit, RegistrationOutcome, RegistrationStore, SessionId, Subject,
+    TOMBSTONE_RETENTION, VerificationSession, VerifiedIdentity, VerifyOutcome,
+};
+use flatline_core::store::{Conflict, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{
+    SqliteStore, db, delete_keys_of, insert_account, insert_device, put_initial_keys, taken,
+    uuid_of,
+};
+
+fn hash32(v: Option<Vec<u8>>) -> StoreResult<Option<[u8; 32]>> {
+    v.map(|b| {
+        <[u8; 32]>::try_from(b.as_slice())
+            .map_err(|_| StoreError::corrupt("hash column is not 32 bytes"))
+    })
+    .transpose()
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<VerificationSession> {
+    let id: String = row.get("id");
+    let verified = match row.get::<Option<String>, _>("subject") {
+        None => None,
+        Some(sub) => {
+            let principal: String = row.get("principal");
+            Some(VerifiedIdentity {
+                subject: Subject {
+                    provider: row.get("subject_provider"),
+                    sub,
+                },
+                subject_hash: hash32(row.get("subject_hash"))?
+                    .ok_or_else(|| StoreError::corrupt("verified session without subject hash"))?,
+                principal: Principal::parse(&principal)
+                    .map_err(|e| StoreError::corrupt(format!("session principal: {e}")))?,
+                principal_opaque: row
+                    .get::<Option<bool>, _>("principal_opaque")
+                    .unwrap_or(false),
+                sid: row.get("sid"),
+            })
+        }
+    };
+    let reserved: Option<Vec<u8>> = row.get("reserved_invite");
+    Ok(VerificationSession {
+        id: SessionId::parse(&id).ok_or_else(|| StoreError::corrupt("stored session id"))?,
+        provider_id: row.get("provider_id"),
+        state: row.get("state"),
+        nonce: row.get("nonce"),
+        redirect_uri: row.get("redirect_uri"),
+        request_uri: row.get("request_uri"),
+        request_uri_lifetime: u64::try_from(row.get::<i64, _>("request_uri_lifetime")).unwrap_or(0),
+        invite_code: hash32(row.get("invite_code_hash"))?.map(CodeHash),
+        created_at: Timestamp(row.get("created_at")),
+        expires_at: Timestamp(row.get("expires_at")),
+        verified,
+        reserved_invite: reserved.map(|b| uuid_of(&b).map(InviteId)).transpose()?,
+    })
+}
+
+async fn live_session(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: &SessionId,
+    now: Timestamp,
+) -> StoreResult<Option<VerificationSession>> {
+    sqlx::query("SELECT * FROM verification_sessions WHERE id = ? AND expires_at > ?")
+        .bind(id.as_str())
+        .bind(now.as_millis())
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+}
+
+/// Moves the account's subject binding to a tombstone (called by account deletion, in its transaction).
+pub(super) async fn tombstone(
+    tx: &mut Transaction<'_, Sqlite>,
+    aci: Aci,
+    now: Timestamp,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT OR REPLACE INTO subject_tombstones (subject_hash, aci, expires_at)
+         SELECT subject_hash, aci, ? FROM account_subjects WHERE aci = ?",
+    )
+    .bind(now.plus(TOMBSTONE_RETENTION).as_millis())
+    .bind(aci.as_bytes().to_vec())
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait]
+impl RegistrationStore for SqliteStore {
+    async fn create_session(&self, s: &VerificationSession) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO verification_sessions (id, provider_id, state, nonce, redirect_uri, request_uri,
+             request_uri_lifetime, invite_code_hash, created_at, expires_at) VALUES (?,?,?,?,?,?,?,?,?,?)",
+        )
+        .bind(s.id.as_str())
+        .bind(&s.provider_id)
+        .bind(&s.state)
+        .bind(&s.nonce)
+        .bind(&s.redirect_uri)
+        .bind(&s.request_uri)
+        .bind(i64::try_from(s.request_uri_lifetime).unwrap_or(i64::MAX))
+        .bind(s.invite_code.map(|c| c.0.to_vec()))
+        .bind(s.created_at.as_millis())
+        .bind(s.expires_at.as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+    ) -> StoreResult<Option<VerificationSession>> {
+        sqlx::query("SELECT * FROM verification_sessions WHERE id = ? AND expires_at > ?")
+            .bind(id.as_str())
+            .bind(now.as_millis())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(session_from_row)
+            .transpose()
+    }
+
+    async fn verify_session(
+        &self,
+        id: &SessionId,
+        identity: &VerifiedIdentity,
+        reserve_invite: bool,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<VerifyOutcome> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let Some(session) = live_session(&mut tx, id, now).await? else {
+            return Ok(VerifyOutcome::NotFound);
+        };
+        if session.verified.is_some() {
+            return Ok(VerifyOutcome::AlreadyVerified);
+        }
+        let mut reserved = None;
+        if reserve_invite {
+            let Some(code) = session.invite_code else {
+                return Ok(VerifyOutcome::InviteUnavailable);
+            };
+            match super::invites::reservable(&mut tx, &code, now).await? {
+                Some(invite) => reserved = Some(invite),
+                None => return Ok(VerifyOutcome::InviteUnavailable),
+            }
+        }
+        sqlx::query(
+            "UPDATE verification_sessions SET subject_provider = ?, subject = ?, subject_hash = ?, principal = ?,
+             principal_opaque = ?, sid = ?, reserved_invite = ?, expires_at = ? WHERE id = ?",
+        )
+        .bind(&identity.subject.provider)
+        .bind(&identity.subject.sub)
+        .bind(identity.subject_hash.to_vec())
+        .bind(identity.principal.as_str())
+        .bind(identity.principal_opaque)
+        .bind(&identity.sid)
+        .bind(reserved.map(|i: InviteId| i.0.as_bytes().to_vec()))
+        .bind(expires_at.as_millis())
+        .bind(id.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(VerifyOutcome::Verified)
+    }
+
+    async fn register(&self, c: RegistrationCommit) -> StoreResult<RegistrationOutcome> {
+        let now = c.now;
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let Some(session) = live_session(&mut tx, &c.session_id, now).await? else {
+            return Ok(RegistrationOutcome::SessionInvalid);
+        };
+        let Some(v) = session.verified.clone() else {
+            return Ok(RegistrationOutcome::SessionInvalid);
+        };
+        let existing: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT aci FROM account_subjects WHERE provider = ? AND subject = ?",
+        )
+        .bind(&v.subject.provider)
+        .bind(&v.subject.sub)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?;
+        let existing = existing.map(|b| uuid_of(&b).map(Aci)).transpose()?;
+        let holder: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT aci FROM accounts WHERE principal = ?")
+                .bind(v.principal.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if let Some(holder) = holder.map(|b| uuid_of(&b).map(Aci)).transpose()? {
+            if Some(holder) != existing {
+                return Ok(RegistrationOutcome::PrincipalConflict);
+            }
+        }
+        let outcome = match existing {
+            Some(aci) => {
+                let row = sqlx::query("SELECT pni, principal FROM accounts WHERE aci = ?")
+                    .bind(aci.as_bytes().to_vec())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let old_pni = Pni(uuid_of(row.get("pni"))?);
+                let old_principal: String = row.get("principal");
+                let pni = if old_principal == v.principal.as_str() {
+                    old_pni
+                } else {
+                    let in_use = sqlx::query("SELECT 1 FROM accounts WHERE pni = ?")
+                        .bind(c.candidate_pni.as_bytes().to_vec())
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?;
+                    if in_use.is_some() {
+                        return Err(StoreError::Conflict(Conflict::Pni));
+                    }
+                    c.candidate_pni
+                };
+                delete_keys_of(&mut tx, ServiceId::Aci(aci)).await?;
+                delete_keys_of(&mut tx, ServiceId::Pni(old_pni)).await?;
+                sqlx::query(
+                    "UPDATE accounts SET pni = ?, principal = ?, principal_opaque = ?, aci_identity_key = ?,
+                     pni_identity_key = ?, unidentified_access_key = ?, unrestricted_unidentified_access = ?,
+                     discoverable_by_principal = ? WHERE aci = ?",
+                )
+                .bind(pni.as_bytes().to_vec())
+                .bind(v.principal.as_str())
+                .bind(v.principal_opaque)
+                .bind(&c.aci_identity_key)
+                .bind(&c.pni_identity_key)
+                .bind(c.settings.unidentified_access_key.map(|k| k.to_vec()))
+                .bind(c.settings.unrestricted_unidentified_access)
+                .bind(c.settings.discoverable_by_principal)
+                .bind(aci.as_bytes().to_vec())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                sqlx::query("DELETE FROM devices WHERE aci = ?")
+                    .bind(aci.as_bytes().to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                insert_device(&mut tx, aci, &c.device).await?;
+                sqlx::query("UPDATE account_subjects SET sid = ? WHERE aci = ?")
+                    .bind(&v.sid)
+                    .bind(aci.as_bytes().to_vec())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                put_initial_keys(&mut tx, aci, pni, &c.keys).await?;
+                RegistrationOutcome::Reregistered { aci, pni }
+            }
+            None => {
+                let tomb = sqlx::query("DELETE FROM subject_tombstones WHERE subject_hash = ? RETURNING aci, expires_at")
+                    .bind(v.subject_hash.to_vec())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                let aci = match tomb {
+                    Some(r) if r.get::<i64, _>("expires_at") > now.as_millis() => {
+                        Aci(uuid_of(r.get("aci"))?)
+                    }
+                    _ => c.candidate_aci,
+                };
+                if let Some(conflict) = taken(&mut tx, aci, c.candidate_pni, &v.principal).await? {
+                    return Err(StoreError::Conflict(conflict));
+                }
+                let account = Account {
+                    aci,
+                    pni: c.candidate_pni,
+                    principal: v.principal.clone(),
+                    principal_opaque: v.principal_opaque,
+                    aci_identity_key: c.aci_identity_key.clone(),
+                    pni_identity_key: c.pni_identity_key.clone(),
+                    settings: c.settings.clone(),
+                    username_hash: None,
+                    username_link_handle: None,
+                    created_at: now,
+                    devices: vec![c.device.clone()],
+                };
+                insert_account(&mut tx, &account).await?;
+                sqlx::query("INSERT INTO account_subjects (provider, subject, aci, subject_hash, sid) VALUES (?,?,?,?,?)")
+                    .bind(&v.subject.provider)
+                    .bind(&v.subject.sub)
+                    .bind(aci.as_bytes().to_vec())
+                    .bind(v.subject_hash.to_vec())
+                    .bind(&v.sid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db)?;
+                put_initial_keys(&mut tx, aci, c.candidate_pni, &c.keys).await?;
+                RegistrationOutcome::Created {
+                    aci,
+                    pni: c.candidate_pni,
+                }
+            }
+        };
+        let aci = match outcome {
+            RegistrationOutcome::Created { aci, .. }
+            | RegistrationOutcome::Reregistered { aci, .. } => aci,
+            _ => return Ok(outcome),
+        };
+        sqlx::query("DELETE FROM verification_sessions WHERE id = ?")
+            .bind(c.session_id.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        if let Some(invite) = session.reserved_invite {
+            super::invites::consume(&mut tx, invite, aci, now).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn account_of_subject(&self, subject: &Subject) -> StoreResult<Option<Aci>> {
+        let aci: Option<Vec<u8>> = sqlx::query_scalar(
+            "SELECT aci FROM account_subjects WHERE provider = ? AND subject = ?",
+        )
+        .bind(&subject.provider)
+        .bind(&subject.sub)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db)?;
+        aci.map(|b| uuid_of(&b).map(Aci)).transpose()
+    }
+
+    async fn subject_of(&self, aci: Aci) -> StoreResult<Option<Subject>> {
+        Ok(
+            sqlx::query("SELECT provider, subject FROM account_subjects WHERE aci = ?")
+                .bind(aci.as_bytes().to_vec())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?
+                .map(|r| Subject {
+                    provider: r.get("provider"),
+                    sub: r.get("subject"),
+                }),
+        )
+    }
+
+    async fn accounts_with_sid(&self, provider: &str, sid: &str) -> StoreResult<Vec<Aci>> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
+            "SELECT aci FROM account_subjects WHERE provider = ? AND sid = ? ORDER BY aci",
+        )
+        .bind(provider)
+        .bind(sid)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        let mut acis = rows
+            .iter()
+            .map(|b| uuid_of(b).map(Aci))
+            .collect::<StoreResult<Vec<_>>>()?;
+        acis.sort();
+        Ok(acis)
+    }
+
+    async fn purge_expired_registrations(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut removed = 0;
+        for table in [
+            "verification_sessions",
+            "subject_tombstones",
+            "seen_token_ids",
+        ] {
+            removed += sqlx::query(&format!("DELETE FROM {table} WHERE expires_at <= ?"))
+                .bind(now.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?
+                .rows_affected();
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
+    }
+}
+
+#[async_trait]
+impl OidcStateStore for SqliteStore {
+    async fn pinned_jwks(&self, provider: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT jwks FROM pinned_jwks WHERE provider = ?")
+            .bind(provider)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)
+    }
+
+    async fn pin_jwks(&self, provider: &str, jwks: &str, now: Timestamp) -> StoreResult<String> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query("INSERT INTO pinned_jwks (provider, jwks, pinned_at) VALUES (?,?,?) ON CONFLICT (provider) DO NOTHING")
+            .bind(provider)
+            .bind(jwks)
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let pinned: String = sqlx::query_scalar("SELECT jwks FROM pinned_jwks WHERE provider = ?")
+            .bind(provider)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(pinned)
+    }
+
+    async fn replace_jwks(&self, provider: &str, jwks: &str, now: Timestamp) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO pinned_jwks (provider, jwks, pinned_at) VALUES (?,?,?)
+             ON CONFLICT (provider) DO UPDATE SET jwks = excluded.jwks, pinned_at = excluded.pinned_at",
+        )
+        .bind(provider)
+        .bind(jwks)
+        .bind(now.as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn record_token_id(
+        &self,
+        scope: &str,
+        token_id: &str,
+        expires_at: Timestamp,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        // An expired entry is replaced; a live one makes the insert a no-op.
+        let r = sqlx::query(
+            "INSERT INTO seen_token_ids (scope, token_id, expires_at) VALUES (?,?,?)
+             ON CONFLICT (scope, token_id) DO UPDATE SET expires_at = excluded.expires_at
+             WHERE seen_token_ids.expires_at <= ?",
+        )
+        .bind(scope)
+        .bind(token_id)
+        .bind(expires_at.as_millis())
+        .bind(now.as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(r.rows_affected() == 1)
+    }
+}

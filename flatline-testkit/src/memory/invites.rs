@@ -1,0 +1,188 @@
+//! In-memory registration invites, redemptions and suspensions.
+
+use std::collections::{HashMap, HashSet};
+
+use async_trait::async_trait;
+use flatline_core::ids::Aci;
+use flatline_core::invites::{
+    CodeHash, Invite, InviteFilter, InviteId, InviteOwner, InviteState as State, InviteStore,
+    NewInvite, Redemption,
+};
+use flatline_core::store::StoreResult;
+use flatline_core::time::Timestamp;
+
+use super::MemoryStore;
+use super::registration::RegistrationState;
+
+#[derive(Default)]
+pub(super) struct InviteState {
+    invites: HashMap<InviteId, Invite>,
+    by_code: HashMap<CodeHash, InviteId>,
+    suspended: HashSet<Aci>,
+    redemptions: Vec<Redemption>,
+}
+
+impl InviteState {
+    fn with_pending(
+        &self,
+        invite: &Invite,
+        now: Timestamp,
+        registration: &RegistrationState,
+    ) -> Invite {
+        Invite {
+            pending: registration.reservations_of(invite.id, now),
+            ..invite.clone()
+        }
+    }
+
+    fn suspended_owner(&self, invite: &Invite) -> bool {
+        matches!(invite.owner, InviteOwner::Account(a) if self.suspended.contains(&a))
+    }
+
+    /// The invite behind `code` if one more use can be reserved now.
+    pub(super) fn reservable(
+        &self,
+        code: &CodeHash,
+        now: Timestamp,
+        registration: &RegistrationState,
+    ) -> Option<InviteId> {
+        let invite = self.by_code.get(code).and_then(|id| self.invites.get(id))?;
+        let current = self.with_pending(invite, now, registration);
+        (current.state(now, self.suspended_owner(invite)) == State::Active).then_some(invite.id)
+    }
+
+    /// Turns a reservation into a use and logs the redemption.
+    pub(super) fn consume(&mut self, id: InviteId, invitee: Aci, now: Timestamp) {
+        if let Some(invite) = self.invites.get_mut(&id) {
+            invite.uses += 1;
+            invite.last_used_at = Some(now);
+            self.redemptions.push(Redemption {
+                invite: id,
+                inviter: invite.owner,
+                invitee,
+                at: now,
+            });
+        }
+    }
+
+    pub(super) fn revoke_all_of(&mut self, owner: Aci, now: Timestamp) -> u64 {
+        let mut n = 0;
+        for invite in self.invites.values_mut() {
+            if invite.owner == InviteOwner::Account(owner) && invite.revoked_at.is_none() {
+                invite.revoked_at = Some(now);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+#[async_trait]
+impl InviteStore for MemoryStore {
+    async fn create_invite(&self, new: &NewInvite) -> StoreResult<()> {
+        let mut s = self.state();
+        let invite = Invite {
+            id: new.id,
+            code_hash: new.code_hash,
+            owner: new.owner,
+            max_uses: new.max_uses,
+            uses: 0,
+            pending: 0,
+            created_at: new.created_at,
+            expires_at: new.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            note: new.note.clone(),
+        };
+        s.invites.by_code.insert(new.code_hash, new.id);
+        s.invites.invites.insert(new.id, invite);
+        Ok(())
+    }
+
+    async fn invite(&self, id: InviteId, now: Timestamp) -> StoreResult<Option<Invite>> {
+        let s = self.state();
+        Ok(s.invites
+            .invites
+            .get(&id)
+            .map(|i| s.invites.with_pending(i, now, &s.registration)))
+    }
+
+    async fn invite_by_code(&self, hash: &CodeHash, now: Timestamp) -> StoreResult<Option<Invite>> {
+        let s = self.state();
+        Ok(s.invites
+            .by_code
+            .get(hash)
+            .and_then(|id| s.invites.invites.get(id))
+            .map(|i| s.invites.with_pending(i, now, &s.registration)))
+    }
+
+    async fn list_invites(
+        &self,
+        filter: &InviteFilter,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Invite>> {
+        let s = self.state();
+        let mut out: Vec<Invite> = s
+            .invites
+            .invites
+            .values()
+            .filter(|i| filter.owner.is_none_or(|o| o == i.owner))
+            .map(|i| s.invites.with_pending(i, now, &s.registration))
+            .filter(|i| {
+                filter
+                    .state
+                    .is_none_or(|st| i.state(now, s.invites.suspended_owner(i)) == st)
+            })
+            .collect();
+        out.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        Ok(out)
+    }
+
+    async fn set_revoked(&self, id: InviteId, revoked_at: Option<Timestamp>) -> StoreResult<bool> {
+        let mut s = self.state();
+        Ok(s.invites
+            .invites
+            .get_mut(&id)
+            .map(|i| i.revoked_at = revoked_at)
+            .is_some())
+    }
+
+    async fn revoke_all_of(&self, owner: Aci, now: Timestamp) -> StoreResult<u64> {
+        Ok(self.state().invites.revoke_all_of(owner, now))
+    }
+
+    async fn set_suspended(&self, aci: Aci, suspended: bool, _now: Timestamp) -> StoreResult<()> {
+        let mut s = self.state();
+        if suspended {
+            s.invites.suspended.insert(aci);
+        } else {
+            s.invites.suspended.remove(&aci);
+        }
+        Ok(())
+    }
+
+    async fn is_suspended(&self, aci: Aci) -> StoreResult<bool> {
+        Ok(self.state().invites.suspended.contains(&aci))
+    }
+
+    async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<Redemption>> {
+        Ok(self
+            .state()
+            .invites
+            .redemptions
+            .iter()
+            .find(|r| r.invitee == invitee)
+            .cloned())
+    }
+
+    async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<Redemption>> {
+        Ok(self
+            .state()
+            .invites
+            .redemptions
+            .iter()
+            .filter(|r| r.inviter == owner)
+            .cloned()
+            .collect())
+    }
+}
