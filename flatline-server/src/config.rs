@@ -54,8 +54,256 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Logging.
     pub log: LogConfig,
-    /// Request and payload limits.
+    /// Rate limiters.
     pub limits: LimitsConfig,
+    /// Registration through identity providers.
+    pub registration: RegistrationConfig,
+    /// Registration invites.
+    pub invites: InvitesConfig,
+    /// Identity providers (`[[providers]]`), in the order listed.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// Registration settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    /// Lifetime of a verification session, and of a verified session until it registers. Default 600.
+    pub session_lifetime_seconds: u64,
+    /// File with the principal secret (created with mode 0600 when absent). It keys opaque principals and
+    /// tombstones: losing it changes every opaque principal. Default `flatline-principal.key`.
+    pub principal_secret_file: PathBuf,
+    /// Seconds to wait for an identity provider before answering 502. Default 10.
+    pub idp_timeout_seconds: u64,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            session_lifetime_seconds: 600,
+            principal_secret_file: PathBuf::from("flatline-principal.key"),
+            idp_timeout_seconds: 10,
+        }
+    }
+}
+
+/// Registration invite policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InvitesConfig {
+    /// New subjects need an invite on every provider (providers can also require it alone). Default false.
+    pub required: bool,
+}
+
+/// How we authenticate to a provider's PAR and token endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    /// HTTP Basic (`client_secret_basic`, the default).
+    #[default]
+    ClientSecretBasic,
+    /// Form fields (`client_secret_post`).
+    ClientSecretPost,
+}
+
+/// One OpenID Connect provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Stable id, `[A-Za-z0-9_-]{1,64}`; part of URLs and of every account's binding.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Issuer identifier.
+    pub issuer: String,
+    /// Fill unset endpoints from `<issuer>/.well-known/openid-configuration`. Default true.
+    #[serde(default = "yes")]
+    pub discovery: bool,
+    /// Authorization endpoint.
+    #[serde(default)]
+    pub authorization_endpoint: Option<String>,
+    /// Token endpoint.
+    #[serde(default)]
+    pub token_endpoint: Option<String>,
+    /// Pushed authorization request endpoint.
+    #[serde(default)]
+    pub par_endpoint: Option<String>,
+    /// RP-initiated logout endpoint.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
+    /// JWKS location, `https://` or `file://` (plain `http://` only for loopback hosts).
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// Our client id.
+    pub client_id: String,
+    /// File holding the client secret.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// Name of an environment variable holding the client secret.
+    #[serde(default)]
+    pub client_secret_env: Option<String>,
+    /// Client authentication method. Default `client_secret_basic`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Scopes; must include `openid`. Default `["openid"]`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// Claim mapped to the principal (e.g. `email`); absent = opaque principal (the default).
+    #[serde(default)]
+    pub principal_claim: Option<String>,
+    /// Redirect URIs apps may use.
+    pub redirect_uris: Vec<String>,
+    /// Accepted ID-token algorithms. Default `["RS256", "ES256", "EdDSA"]`.
+    #[serde(default = "default_algs")]
+    pub allowed_algs: Vec<String>,
+    /// Audiences besides our client id that a token may carry. Default none.
+    #[serde(default)]
+    pub trusted_audiences: Vec<String>,
+    /// New subjects need an invite on this provider. Default false.
+    #[serde(default)]
+    pub invite_required: bool,
+    /// Back-channel logout effect: `lock` (default) or `ignore`.
+    #[serde(default = "default_logout")]
+    pub logout: flatline_core::registration::oidc::LogoutEffect,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into()]
+}
+
+fn default_algs() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+fn default_logout() -> flatline_core::registration::oidc::LogoutEffect {
+    flatline_core::registration::oidc::LogoutEffect::Lock
+}
+
+/// Algorithms a provider may allow. `none` and HMAC algorithms are not among them.
+pub const SUPPORTED_ALGS: [&str; 9] = [
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+
+/// Whether `url` is `https://`, or `http://` to a loopback host (development and tests).
+pub fn secure_or_loopback(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+impl ProviderConfig {
+    fn validate(&self, i: usize) -> Result<(), ConfigError> {
+        let key = |field: &str| format!("providers[{i}].{field}");
+        if self.id.is_empty()
+            || self.id.len() > 64
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                key("id"),
+                "must be 1..=64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        if !secure_or_loopback(&self.issuer) {
+            return Err(invalid(
+                key("issuer"),
+                "must be an https:// URL (http:// only for loopback)",
+            ));
+        }
+        for (field, value) in [
+            ("authorization_endpoint", &self.authorization_endpoint),
+            ("token_endpoint", &self.token_endpoint),
+            ("par_endpoint", &self.par_endpoint),
+            ("end_session_endpoint", &self.end_session_endpoint),
+        ] {
+            if value.as_deref().is_some_and(|u| !secure_or_loopback(u)) {
+                return Err(invalid(
+                    key(field),
+                    "must be an https:// URL (http:// only for loopback)",
+                ));
+            }
+            if value.is_none() && !self.discovery && field != "end_session_endpoint" {
+                return Err(invalid(key(field), "is required when discovery = false"));
+            }
+        }
+        if let Some(jwks) = &self.jwks_uri {
+            if !(jwks.starts_with("file://") || secure_or_loopback(jwks)) {
+                return Err(invalid(
+                    key("jwks_uri"),
+                    "must be https:// or file:// (http:// only for loopback)",
+                ));
+            }
+        } else if !self.discovery {
+            return Err(invalid(
+                key("jwks_uri"),
+                "is required when discovery = false",
+            ));
+        }
+        if self.client_id.is_empty() {
+            return Err(invalid(key("client_id"), "must not be empty"));
+        }
+        if self.client_secret_file.is_some() == self.client_secret_env.is_some() {
+            return Err(invalid(
+                key("client_secret_file"),
+                "set exactly one of client_secret_file and client_secret_env",
+            ));
+        }
+        if !self.scopes.iter().any(|s| s == "openid") {
+            return Err(invalid(key("scopes"), "must include openid"));
+        }
+        if self.principal_claim.as_deref() == Some("") {
+            return Err(invalid(
+                key("principal_claim"),
+                "must not be empty (omit it for opaque principals)",
+            ));
+        }
+        if self.redirect_uris.is_empty()
+            || self
+                .redirect_uris
+                .iter()
+                .any(|u| u.is_empty() || u.contains('#'))
+        {
+            return Err(invalid(
+                key("redirect_uris"),
+                "must list at least one URI, none with a fragment",
+            ));
+        }
+        if self.allowed_algs.is_empty() {
+            return Err(invalid(key("allowed_algs"), "must not be empty"));
+        }
+        if let Some(bad) = self
+            .allowed_algs
+            .iter()
+            .find(|a| !SUPPORTED_ALGS.contains(&a.as_str()))
+        {
+            return Err(invalid(
+                key("allowed_algs"),
+                format!(
+                    "`{bad}` is not supported; use {}",
+                    SUPPORTED_ALGS.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Listeners and network trust.
@@ -240,6 +488,28 @@ impl Config {
 
     /// Checks what types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut ids = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            p.validate(i)?;
+            if !ids.insert(p.id.as_str()) {
+                return Err(invalid(
+                    format!("providers[{i}].id"),
+                    format!("duplicate provider id `{}`", p.id),
+                ));
+            }
+        }
+        if !(10..=86_400).contains(&self.registration.session_lifetime_seconds) {
+            return Err(invalid(
+                "registration.session_lifetime_seconds",
+                "must be between 10 and 86400",
+            ));
+        }
+        if !(1..=120).contains(&self.registration.idp_timeout_seconds) {
+            return Err(invalid(
+                "registration.idp_timeout_seconds",
+                "must be between 1 and 120",
+            ));
+        }
         self.trusted_proxies()?;
         self.limits.to_limits()?;
         let db = &self.database.url;

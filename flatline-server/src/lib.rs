@@ -4,6 +4,8 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod oidc;
+pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod system;

@@ -37,6 +37,7 @@ pub struct Metrics {
     latency: Family<RouteLabels, Histogram>,
     auth_failures: Family<ReasonLabels, Counter>,
     rate_limited: Family<LimiterLabels, Counter>,
+    jwks_unknown_kid: Counter,
 }
 
 impl Default for Metrics {
@@ -75,12 +76,19 @@ impl Metrics {
             "Requests refused by a rate limiter",
             rate_limited.clone(),
         );
+        let jwks_unknown_kid = Counter::default();
+        registry.register(
+            "jwks_unknown_kid",
+            "Tokens signed with a key id missing from the pinned JWKS (an IdP key rotation to confirm)",
+            jwks_unknown_kid.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
             latency,
             auth_failures,
             rate_limited,
+            jwks_unknown_kid,
         }
     }
 
@@ -116,6 +124,11 @@ impl Metrics {
                 limiter: limiter.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a token whose `kid` is not in the pinned JWKS.
+    pub fn jwks_unknown_kid(&self) {
+        self.jwks_unknown_kid.inc();
     }
 
     /// The OpenMetrics text exposition.

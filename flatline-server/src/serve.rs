@@ -15,9 +15,9 @@ use crate::system::{OsRandom, SystemClock};
 /// A failure to start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// Bad configuration.
+    /// The server could not be assembled.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Setup(#[from] crate::http::SetupError),
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] flatline_core::store::StoreError),
@@ -138,10 +138,20 @@ async fn housekeeping(state: AppState, mut stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        match state.store.purge_full_buckets(state.clock.now()).await {
+        let now = state.clock.now();
+        match state.store.purge_full_buckets(now).await {
             Ok(n) if n > 0 => tracing::debug!(removed = n, "purged full rate-limit buckets"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "rate-limit bucket purge failed"),
+        }
+        // Expired sessions already free their invite reservations when they expire; this only reclaims space.
+        match state.store.purge_expired_registrations(now).await {
+            Ok(n) if n > 0 => tracing::debug!(
+                removed = n,
+                "purged expired sessions, tombstones and token ids"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "registration purge failed"),
         }
     }
 }

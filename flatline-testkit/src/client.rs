@@ -190,6 +190,47 @@ impl SimClient {
     }
 }
 
+impl SimClient {
+    /// A `POST /v1/registration` body for `session_id`: attributes (websocket delivery) and freshly signed keys
+    /// for both identities.
+    pub fn registration_body(&self, session_id: &str, rng: &dyn SecureRandom) -> Value {
+        json!({
+            "sessionId": session_id,
+            "accountAttributes": {
+                "fetchesMessages": true,
+                "registrationId": 11,
+                "pniRegistrationId": 12,
+                "capabilities": {"storage": true},
+                "unidentifiedAccessKey": STANDARD.encode([5u8; 16]),
+            },
+            "skipDeviceTransfer": true,
+            "aciIdentityKey": STANDARD.encode(self.aci_identity.public_key.serialize()),
+            "pniIdentityKey": STANDARD.encode(self.pni_identity.public_key.serialize()),
+            "aciSignedPreKey": signed_json(&self.signed_ec(IdentityType::Aci, 1, rng)),
+            "pniSignedPreKey": signed_json(&self.signed_ec(IdentityType::Pni, 1, rng)),
+            "aciPqLastResortPreKey": signed_json(&self.kem(IdentityType::Aci, 1, rng)),
+            "pniPqLastResortPreKey": signed_json(&self.kem(IdentityType::Pni, 1, rng)),
+        })
+    }
+
+    /// The Basic header registration uses: the principal as username (split at the last `:` by the server).
+    pub fn registration_auth(&self, principal: &str) -> String {
+        format!(
+            "Basic {}",
+            STANDARD.encode(format!("{principal}:{}", self.password))
+        )
+    }
+}
+
+/// A PKCE pair: (verifier, S256 challenge).
+pub fn pkce(rng: &dyn SecureRandom) -> (String, String) {
+    use sha2::Digest as _;
+    let verifier = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_array::<32>(rng));
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
 /// Wire JSON of a one-time EC key.
 pub fn ec_json(k: &EcPreKey) -> Value {
     json!({"keyId": k.key_id.get(), "publicKey": STANDARD.encode(&k.public_key)})

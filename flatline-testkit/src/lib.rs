@@ -4,6 +4,7 @@
 pub mod client;
 pub mod clock;
 pub mod conformance;
+pub mod fake_idp;
 pub mod fixtures;
 pub mod memory;
 

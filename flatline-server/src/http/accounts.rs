@@ -167,11 +167,26 @@ async fn set_attributes(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deletes the account. When its identity provider offers RP-initiated logout, the answer carries the URL in
+/// `Flatline-End-Session` for the app to open (so the user is also signed out at the IdP).
 async fn delete_account(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
 ) -> Result<Response, ApiError> {
+    // Looked up first: deletion removes the (provider, sub) binding the URL is derived from.
+    let end_session = state
+        .registration
+        .end_session_url(caller.account.aci)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "no end-session URL");
+            None
+        });
     state.accounts.delete(&caller).await.map_err(error)?;
     tracing::info!(aci = %caller.account.aci, "account deleted");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Some(url) = end_session.and_then(|u| axum::http::HeaderValue::from_str(&u).ok()) {
+        response.headers_mut().insert("flatline-end-session", url);
+    }
+    Ok(response)
 }

@@ -8,6 +8,8 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod registration;
+pub mod verification;
 pub mod wire;
 
 use std::sync::Arc;
@@ -23,6 +25,8 @@ use flatline_core::auth::Authenticator;
 use flatline_core::keys::KeyService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
+use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
+use flatline_core::registration::{Registration, RegistrationSettings};
 use flatline_core::store::Store;
 use flatline_core::time::Clock;
 use ipnet::IpNet;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Prekey operations.
     pub keys: KeyService,
+    /// Registration through identity providers.
+    pub registration: Registration,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -56,20 +62,88 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
+/// The identity-provider side of the state, injectable so tests can substitute fakes.
+pub struct OidcParts {
+    /// The core's view of each provider.
+    pub providers: Vec<Provider>,
+    /// HTTP calls to providers.
+    pub client: Arc<dyn OidcClient>,
+    /// JWS verification.
+    pub verifier: Arc<dyn JwsVerifier>,
+    /// The principal secret.
+    pub principal_secret: zeroize::Zeroizing<Vec<u8>>,
+}
+
+/// The server could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret could not be read or created.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// Provider setup failed.
+    #[error(transparent)]
+    Oidc(#[from] crate::oidc::SetupError),
+}
+
 impl AppState {
-    /// Wires services over `store`, `clock` and `rng` according to `config`.
+    /// Wires services over `store`, `clock` and `rng` according to `config`, with the configured identity
+    /// providers (client secrets and the principal secret are read now).
     pub fn new(
         config: Config,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         rng: Arc<dyn SecureRandom>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, SetupError> {
+        config.validate()?;
+        let principal_secret = crate::secrets::load_or_create_hex(
+            &config.registration.principal_secret_file,
+            32,
+            rng.as_ref(),
+        )?;
+        let timeout = Duration::from_secs(config.registration.idp_timeout_seconds);
+        let (providers, client) = crate::oidc::build(&config.providers, timeout)?;
+        let oidc = OidcParts {
+            providers,
+            client,
+            verifier: Arc::new(crate::oidc::JoseVerifier),
+            principal_secret,
+        };
+        Self::with_oidc(config, store, clock, rng, oidc)
+    }
+
+    /// Like [`AppState::new`] with the identity-provider parts given.
+    pub fn with_oidc(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn SecureRandom>,
+        oidc: OidcParts,
+    ) -> Result<Self, SetupError> {
         config.validate()?;
         let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
+        let settings = RegistrationSettings {
+            session_lifetime: Duration::from_secs(config.registration.session_lifetime_seconds),
+            invite_required: config.invites.required,
+            principal_secret: oidc.principal_secret,
+        };
+        let registration = Registration::new(
+            store.clone(),
+            clock.clone(),
+            rng.clone(),
+            limiters.clone(),
+            oidc.providers,
+            oidc.client,
+            oidc.verifier,
+            settings,
+        );
         Ok(AppState {
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
+            registration,
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -85,7 +159,9 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::routes())
-        .merge(keys::routes());
+        .merge(keys::routes())
+        .merge(verification::routes())
+        .merge(registration::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

@@ -3,6 +3,7 @@
 mod accounts;
 mod auth;
 mod keys;
+mod registration;
 mod server;
 mod sqlite;
 mod support;

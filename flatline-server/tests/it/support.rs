@@ -9,12 +9,18 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use flatline_core::store::Store;
 use flatline_server::config::Config;
+use flatline_server::config::ProviderConfig;
+use flatline_server::http::OidcParts;
 use flatline_server::http::{AppState, app};
+use flatline_server::oidc::{HttpOidcClient, JoseVerifier, ProviderRuntime, provider_view};
 use flatline_server::store::sqlite::SqliteStore;
+use flatline_testkit::fake_idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
 use flatline_testkit::{MemoryStore, MockClock, SeededRng, SimClient};
 use http_body_util::BodyExt;
 use serde_json::Value;
+use std::time::Duration;
 use tower::ServiceExt;
+use zeroize::Zeroizing;
 
 /// Which store a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,13 +87,62 @@ impl TestApp {
         };
         let clock = Arc::new(MockClock::default());
         let rng = Arc::new(SeededRng::new(1));
-        let state = AppState::new(config, store, clock.clone(), rng.clone()).expect("valid config");
+        Self::assemble(config, store, clock, rng, vec![]).await
+    }
+
+    /// Builds the app with `providers` served by real HTTP clients.
+    pub async fn assemble(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<MockClock>,
+        rng: Arc<SeededRng>,
+        providers: Vec<ProviderRuntime>,
+    ) -> Self {
+        let views = providers.iter().map(|p| provider_view(&p.config)).collect();
+        let client =
+            Arc::new(HttpOidcClient::new(providers, Duration::from_secs(5)).expect("http client"));
+        let oidc = OidcParts {
+            providers: views,
+            client,
+            verifier: Arc::new(JoseVerifier),
+            principal_secret: Zeroizing::new(vec![7; 32]),
+        };
+        let state = AppState::with_oidc(config, store, clock.clone(), rng.clone(), oidc)
+            .expect("valid config");
         TestApp {
             router: app(state.clone()),
             state,
             clock,
             rng,
         }
+    }
+
+    /// An app whose only provider is a fresh [`FakeIdp`] (id `fake`), configured by `tweak`.
+    pub async fn with_fake_idp(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config, &mut ProviderConfig),
+    ) -> (Self, FakeIdp) {
+        let store: Arc<dyn Store> = match backend {
+            Backend::Memory => Arc::new(MemoryStore::new()),
+            Backend::Sqlite => sqlite_store().await,
+        };
+        let clock = Arc::new(MockClock::at(flatline_core::time::Timestamp::from_secs(
+            1_800_000_000,
+        )));
+        let rng = Arc::new(SeededRng::new(2));
+        let idp = FakeIdp::start(clock.clone(), rng.clone()).await;
+        let mut provider = fake_provider_config(&idp.issuer());
+        let mut config = Config::default();
+        tweak(&mut config, &mut provider);
+        config.providers = vec![provider.clone()];
+        let runtime = ProviderRuntime {
+            config: provider,
+            secret: Zeroizing::new(CLIENT_SECRET.to_owned()),
+        };
+        (
+            Self::assemble(config, store, clock, rng, vec![runtime]).await,
+            idp,
+        )
     }
 
     /// A registered account with real keys, seeded directly into the store.
@@ -165,5 +220,34 @@ impl TestApp {
             Some(&body.to_string()),
         )
         .await
+    }
+}
+
+/// The redirect URI tests use.
+pub const REDIRECT: &str = "flatline://oidc/callback";
+
+/// A provider entry for the fake IdP (opaque principals, discovery on).
+pub fn fake_provider_config(issuer: &str) -> ProviderConfig {
+    ProviderConfig {
+        id: "fake".into(),
+        name: "Fake IdP".into(),
+        issuer: issuer.to_owned(),
+        discovery: true,
+        authorization_endpoint: None,
+        token_endpoint: None,
+        par_endpoint: None,
+        end_session_endpoint: None,
+        jwks_uri: None,
+        client_id: CLIENT_ID.into(),
+        client_secret_file: None,
+        client_secret_env: Some("UNUSED_IN_TESTS".into()),
+        client_auth: Default::default(),
+        scopes: vec!["openid".into(), "email".into()],
+        principal_claim: None,
+        redirect_uris: vec![REDIRECT.into()],
+        allowed_algs: vec!["EdDSA".into(), "ES256".into()],
+        trusted_audiences: vec![],
+        invite_required: false,
+        logout: flatline_core::registration::oidc::LogoutEffect::Lock,
     }
 }
