@@ -15,3 +15,4 @@ pub mod random;
 pub mod ratelimit;
 pub mod store;
 pub mod time;
+pub mod usernames;

@@ -15,6 +15,7 @@ use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
 use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::time::Timestamp;
+pub use crate::usernames::UsernameStore;
 
 /// A storage failure. Rule violations are not errors: they come back as typed outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,8 @@ pub trait AccountStore: Send + Sync {
     /// Replaces every device credential of the account with its locked form; returns false when absent.
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
-    /// Deletes the account, its devices and every key under its ACI and PNI. Returns false when absent.
+    /// Deletes the account, its devices, every key under its ACI and PNI, and every username claim, hold and link
+    /// of the account (a deleted account holds nothing). Returns false when absent.
     async fn delete_account(&self, aci: Aci) -> StoreResult<bool>;
 }
 
@@ -189,6 +191,6 @@ pub trait RateLimitStore: Send + Sync {
 }
 
 /// Every aggregate's store: what a server instance is built on.
-pub trait Store: AccountStore + KeyStore + RateLimitStore {}
+pub trait Store: AccountStore + KeyStore + RateLimitStore + UsernameStore {}
 
-impl<T: AccountStore + KeyStore + RateLimitStore> Store for T {}
+impl<T: AccountStore + KeyStore + RateLimitStore + UsernameStore> Store for T {}

@@ -17,6 +17,9 @@ use flatline_core::time::Timestamp;
 use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
+mod usernames;
+pub use usernames::*;
+
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
 #[macro_export]
@@ -26,7 +29,9 @@ macro_rules! conformance_suite {
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
-            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets);
+            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
+            username_reservation, username_confirmation, username_holds, username_links, username_reclaim,
+            username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -27,12 +27,21 @@ use uuid::Uuid;
 
 use super::Migration;
 
+mod usernames;
+
 /// Embedded migrations, applied in order at start-up.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts_keys_limits",
-    sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts_keys_limits",
+        sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "usernames",
+        sql: include_str!("../../../migrations/sqlite/0004_usernames.sql"),
+    },
+];
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
@@ -298,9 +307,19 @@ impl AccountStore for SqliteStore {
         // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
         let taken = |sql: &'static str| sqlx::query(sql);
         for (conflict, query) in [
-            (Conflict::Aci, taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec())),
-            (Conflict::Pni, taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec())),
-            (Conflict::Principal, taken("SELECT 1 FROM accounts WHERE principal = ?").bind(a.principal.as_str().to_owned())),
+            (
+                Conflict::Aci,
+                taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Pni,
+                taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Principal,
+                taken("SELECT 1 FROM accounts WHERE principal = ?")
+                    .bind(a.principal.as_str().to_owned()),
+            ),
         ] {
             if query.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
                 return Err(StoreError::Conflict(conflict));
