@@ -6,7 +6,9 @@ pub mod clock;
 pub mod conformance;
 pub mod fixtures;
 pub mod memory;
+pub mod usernames;
 
 pub use client::{SimClient, UsernameForm};
 pub use clock::{MockClock, SeededRng};
 pub use memory::MemoryStore;
+pub use usernames::SimUsername;

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod usernames;
 pub mod wire;
 
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::store::Store;
 use flatline_core::time::Clock;
+use flatline_core::usernames::Usernames;
 use ipnet::IpNet;
 
 use crate::config::{Config, ConfigError};
@@ -48,6 +50,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Prekey operations.
     pub keys: KeyService,
+    /// Username operations and principal discovery.
+    pub usernames: Usernames,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -70,6 +74,7 @@ impl AppState {
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
+            usernames: Usernames::new(store.clone(), limiters.clone(), clock.clone(), rng.clone()),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -85,7 +90,8 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::routes())
-        .merge(keys::routes());
+        .merge(keys::routes())
+        .merge(usernames::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

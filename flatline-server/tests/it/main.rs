@@ -6,3 +6,4 @@ mod keys;
 mod server;
 mod sqlite;
 mod support;
+mod usernames;
