@@ -17,3 +17,4 @@ pub mod ratelimit;
 pub mod registration;
 pub mod store;
 pub mod time;
+pub mod usernames;

@@ -17,6 +17,7 @@ use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
 use crate::time::Timestamp;
+pub use crate::usernames::UsernameStore;
 
 /// A storage failure. Rule violations are not errors: they come back as typed outcomes.
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +125,7 @@ pub trait AccountStore: Send + Sync {
     /// Replaces every device credential of the account with its locked form; returns false when absent.
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
-    /// Deletes the account, its devices and every key under its ACI and PNI, revokes the invites it owns, and turns
+    /// Deletes the account, its devices and every key under its ACI and PNI, revokes the invites it owns, releases every username claim, hold and link, and turns
     /// its (provider, sub) binding into a tombstone kept for [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
     /// re-registering in that time gets the same ACI). Returns false when absent.
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
@@ -194,11 +195,23 @@ pub trait RateLimitStore: Send + Sync {
 
 /// Every aggregate's store: what a server instance is built on.
 pub trait Store:
-    AccountStore + KeyStore + RateLimitStore + RegistrationStore + OidcStateStore + InviteStore
+    AccountStore
+    + KeyStore
+    + RateLimitStore
+    + RegistrationStore
+    + OidcStateStore
+    + InviteStore
+    + UsernameStore
 {
 }
 
-impl<T: AccountStore + KeyStore + RateLimitStore + RegistrationStore + OidcStateStore + InviteStore>
-    Store for T
+impl<T> Store for T where
+    T: AccountStore
+        + KeyStore
+        + RateLimitStore
+        + RegistrationStore
+        + OidcStateStore
+        + InviteStore
+        + UsernameStore
 {
 }

@@ -18,7 +18,9 @@ use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
 mod registration;
+mod usernames;
 pub use registration::*;
+pub use usernames::*;
 
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
@@ -35,7 +37,9 @@ macro_rules! conformance_suite {
             principal_conflict_writes_nothing, tombstone_reuses_aci,
             invite_reservations, invite_states_gate_reservation,
             concurrent_invite_reservations, oidc_state,
-            purge_expired_registrations);
+            purge_expired_registrations,
+            username_reservation, username_confirmation, username_holds, username_links, username_reclaim,
+            username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

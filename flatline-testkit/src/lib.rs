@@ -7,7 +7,9 @@ pub mod conformance;
 pub mod fake_idp;
 pub mod fixtures;
 pub mod memory;
+pub mod usernames;
 
 pub use client::{SimClient, UsernameForm};
 pub use clock::{MockClock, SeededRng};
 pub use memory::MemoryStore;
+pub use usernames::SimUsername;

@@ -9,6 +9,7 @@ pub mod extract;
 pub mod health;
 pub mod keys;
 pub mod registration;
+pub mod usernames;
 pub mod verification;
 pub mod wire;
 
@@ -29,6 +30,7 @@ use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
 use flatline_core::registration::{Registration, RegistrationSettings};
 use flatline_core::store::Store;
 use flatline_core::time::Clock;
+use flatline_core::usernames::Usernames;
 use ipnet::IpNet;
 
 use crate::config::{Config, ConfigError};
@@ -54,6 +56,8 @@ pub struct AppState {
     pub keys: KeyService,
     /// Registration through identity providers.
     pub registration: Registration,
+    /// Username operations and principal discovery.
+    pub usernames: Usernames,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -144,6 +148,7 @@ impl AppState {
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
             registration,
+            usernames: Usernames::new(store.clone(), limiters.clone(), clock.clone(), rng.clone()),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -161,7 +166,8 @@ pub fn app(state: AppState) -> Router {
         .merge(accounts::routes())
         .merge(keys::routes())
         .merge(verification::routes())
-        .merge(registration::routes());
+        .merge(registration::routes())
+        .merge(usernames::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

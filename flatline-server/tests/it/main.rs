@@ -7,3 +7,4 @@ mod registration;
 mod server;
 mod sqlite;
 mod support;
+mod usernames;

@@ -2,6 +2,8 @@
 //!
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
+mod usernames;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -35,6 +37,7 @@ struct State {
     buckets: HashMap<String, (BucketState, Timestamp)>,
     registration: registration::RegistrationState,
     invites: invites::InviteState,
+    usernames: usernames::Usernames,
 }
 
 impl State {
@@ -167,6 +170,7 @@ impl AccountStore for MemoryStore {
         s.remove_keys_of(ServiceId::Pni(account.pni));
         s.registration.tombstone(aci, now);
         s.invites.revoke_all_of(aci, now);
+        s.usernames.remove_account(aci);
         Ok(true)
     }
 }

@@ -184,6 +184,8 @@ impl RegistrationStore for MemoryStore {
                 account.settings = c.settings.clone();
                 account.devices = vec![c.device.clone()];
                 s.accounts.insert(aci, account);
+                // The old username waits 3 days for the re-registered account to confirm it again.
+                s.with_view(aci, &[], |view| view.hold_for_reclaim(now));
                 if let Some(b) = s.registration.subjects.get_mut(&v.subject) {
                     b.sid = v.sid.clone();
                 }

@@ -30,6 +30,7 @@ use super::Migration;
 
 mod invites;
 mod registration;
+mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
 pub const MIGRATIONS: &[Migration] = &[
@@ -47,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "invites",
         sql: include_str!("../../../migrations/sqlite/0003_invites.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "usernames",
+        sql: include_str!("../../../migrations/sqlite/0004_usernames.sql"),
     },
 ];
 

@@ -266,6 +266,11 @@ impl RegistrationStore for SqliteStore {
                     .await
                     .map_err(db)?;
                 put_initial_keys(&mut tx, aci, pni, &c.keys).await?;
+                // The old username waits 3 days for the re-registered account to confirm it again.
+                if let Some(mut view) = super::usernames::load_view(&mut tx, aci, &[]).await? {
+                    view.hold_for_reclaim(now);
+                    super::usernames::store_view(&mut tx, &view).await?;
+                }
                 RegistrationOutcome::Reregistered { aci, pni }
             }
             None => {
