@@ -2,6 +2,8 @@
 //!
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
+mod contacts;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,6 +32,7 @@ struct State {
     by_principal: HashMap<Principal, Aci>,
     keys: HashMap<(ServiceId, DeviceId), DeviceKeys>,
     buckets: HashMap<String, (BucketState, Timestamp)>,
+    contacts: contacts::ContactState,
 }
 
 impl State {
@@ -160,6 +163,7 @@ impl AccountStore for MemoryStore {
         s.by_principal.remove(&account.principal);
         s.remove_keys_of(ServiceId::Aci(aci));
         s.remove_keys_of(ServiceId::Pni(account.pni));
+        s.contacts.remove_account(aci);
         Ok(true)
     }
 }

@@ -27,12 +27,21 @@ use uuid::Uuid;
 
 use super::Migration;
 
+mod contacts;
+
 /// Embedded migrations, applied in order at start-up.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts_keys_limits",
-    sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts_keys_limits",
+        sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "contacts",
+        sql: include_str!("../../../migrations/sqlite/0005_contacts.sql"),
+    },
+];
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
@@ -453,6 +462,7 @@ impl AccountStore for SqliteStore {
         };
         delete_keys_of(&mut tx, ServiceId::Aci(aci)).await?;
         delete_keys_of(&mut tx, ServiceId::Pni(Pni(uuid_of(&pni)?))).await?;
+        contacts::delete_contacts_of(&mut tx, aci).await?;
         // Devices go with the account (ON DELETE CASCADE).
         sqlx::query("DELETE FROM accounts WHERE aci = ?")
             .bind(aci.as_bytes().to_vec())
