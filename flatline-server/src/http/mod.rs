@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod contacts;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -20,6 +21,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use flatline_core::accounts::Accounts;
 use flatline_core::auth::Authenticator;
+use flatline_core::contacts::Contacts;
 use flatline_core::keys::KeyService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
@@ -48,6 +50,8 @@ pub struct AppState {
     pub accounts: Accounts,
     /// Prekey operations.
     pub keys: KeyService,
+    /// Contact policies, invites, grants and introductions.
+    pub contacts: Contacts,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -70,6 +74,13 @@ impl AppState {
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
+            contacts: Contacts::new(
+                store.clone(),
+                clock.clone(),
+                rng.clone(),
+                limiters.clone(),
+                config.contacts.to_contacts_config()?,
+            ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -85,7 +96,8 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::routes())
-        .merge(keys::routes());
+        .merge(keys::routes())
+        .merge(contacts::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
