@@ -17,6 +17,9 @@ use flatline_core::time::Timestamp;
 use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
+mod contacts;
+pub use contacts::*;
+
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
 #[macro_export]
@@ -26,7 +29,11 @@ macro_rules! conformance_suite {
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
-            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets);
+            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
+            contact_policy_roundtrip_and_open_purges, contact_invite_create_list_delete,
+            contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
+            owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
+            concurrent_redemptions_single_use, delete_account_removes_contacts);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(
