@@ -388,7 +388,8 @@ impl KeyService {
                     return Err(FetchError::Unauthorized);
                 };
                 // `unrestrictedUnidentifiedAccess` would let anyone in; invite_only accounts ignore it.
-                let unrestricted_allowed = !is_invite_only(self.store.as_ref(), account.aci).await?;
+                let unrestricted_allowed =
+                    !is_invite_only(self.store.as_ref(), account.aci).await?;
                 if !access_key_matches(account, key, unrestricted_allowed) {
                     return Err(FetchError::Unauthorized);
                 }

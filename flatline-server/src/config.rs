@@ -114,7 +114,10 @@ impl ContactsSection {
             ("default_expiry_seconds", self.default_expiry_seconds),
             ("max_expiry_seconds", self.max_expiry_seconds),
             ("max_uses", u64::from(self.max_uses)),
-            ("max_invites_per_account", u64::from(self.max_invites_per_account)),
+            (
+                "max_invites_per_account",
+                u64::from(self.max_invites_per_account),
+            ),
         ] {
             if v == 0 {
                 return Err(invalid(format!("contacts.{key}"), "must be at least 1"));

@@ -21,8 +21,8 @@ use crate::time::Timestamp;
 
 pub use code::InviteCode;
 pub use service::{
-    ContactError, Contacts, ContactsConfig, IntroductionReceipt, NewContactInvite,
-    RequestFilter, authenticated_fetch_allowed, is_invite_only,
+    ContactError, Contacts, ContactsConfig, IntroductionReceipt, NewContactInvite, RequestFilter,
+    authenticated_fetch_allowed, is_invite_only,
 };
 
 /// Who may fetch an account's prekeys.
@@ -108,7 +108,9 @@ pub struct ContactInviteId(pub Uuid);
 impl ContactInviteId {
     /// A fresh id from `rng`.
     pub fn random(rng: &dyn crate::random::SecureRandom) -> Self {
-        ContactInviteId(uuid::Builder::from_random_bytes(crate::random::random_array(rng)).into_uuid())
+        ContactInviteId(
+            uuid::Builder::from_random_bytes(crate::random::random_array(rng)).into_uuid(),
+        )
     }
 }
 
@@ -204,7 +206,14 @@ pub fn take_token(config: &FloodConfig, bucket: Option<FloodBucket>, now: Timest
                 .max(0);
             let credit = b.credit_ms.saturating_add(elapsed).min(capacity);
             // A bucket that has refilled completely starts a new burst now.
-            (credit, if credit >= capacity { now } else { b.burst_start })
+            (
+                credit,
+                if credit >= capacity {
+                    now
+                } else {
+                    b.burst_start
+                },
+            )
         }
     };
     if credit >= config.refill_ms() {
@@ -704,7 +713,13 @@ mod tests {
             Introduction::Recorded(Some(GrantState::Active))
         );
         assert_eq!(
-            plan_introduction(policy(IntroductionPolicy::Auto), Some(&active), None, 20, &c),
+            plan_introduction(
+                policy(IntroductionPolicy::Auto),
+                Some(&active),
+                None,
+                20,
+                &c
+            ),
             Introduction::Recorded(Some(GrantState::Quarantined))
         );
         assert_eq!(

@@ -268,7 +268,11 @@ impl Contacts {
     }
 
     /// Deletes one of the caller's invites.
-    pub async fn delete_invite(&self, caller: Aci, id: ContactInviteId) -> Result<(), ContactError> {
+    pub async fn delete_invite(
+        &self,
+        caller: Aci,
+        id: ContactInviteId,
+    ) -> Result<(), ContactError> {
         if self.store.delete_contact_invite(caller, id).await? {
             Ok(())
         } else {
@@ -294,7 +298,11 @@ impl Contacts {
     }
 
     /// Ends a pause of one of the caller's invites.
-    pub async fn resume_invite(&self, caller: Aci, id: ContactInviteId) -> Result<(), ContactError> {
+    pub async fn resume_invite(
+        &self,
+        caller: Aci,
+        id: ContactInviteId,
+    ) -> Result<(), ContactError> {
         if self.store.resume_contact_invite(caller, id).await? {
             Ok(())
         } else {
@@ -303,11 +311,7 @@ impl Contacts {
     }
 
     /// Redeems a contact invite code: returns the owner and the state of the caller's grant.
-    pub async fn redeem(
-        &self,
-        caller: Aci,
-        code: &str,
-    ) -> Result<(Aci, GrantState), ContactError> {
+    pub async fn redeem(&self, caller: Aci, code: &str) -> Result<(Aci, GrantState), ContactError> {
         self.limiters
             .check(Limiter::ContactRedeem, &caller.to_string())
             .await?;
@@ -387,7 +391,9 @@ impl Contacts {
             return Err(invalid("introducee and recipient must differ"));
         }
         if caller == recipient {
-            return Err(invalid("cannot introduce someone to yourself; allow them directly"));
+            return Err(invalid(
+                "cannot introduce someone to yourself; allow them directly",
+            ));
         }
         if self.store.account(introducee).await?.is_none()
             || self.store.account(recipient).await?.is_none()

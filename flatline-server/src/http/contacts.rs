@@ -25,10 +25,7 @@ pub fn routes() -> Router<AppState> {
             "/v1/accounts/contact_policy",
             get(get_policy).put(set_policy),
         )
-        .route(
-            "/v1/contact_invites",
-            post(create_invite).get(list_invites),
-        )
+        .route("/v1/contact_invites", post(create_invite).get(list_invites))
         .route("/v1/contact_invites/redeem", post(redeem))
         .route("/v1/contact_invites/{id}", delete(delete_invite))
         .route("/v1/contact_invites/{id}/rotate", post(rotate_invite))
@@ -277,8 +274,7 @@ async fn list_invites(
 
 /// An invite id from the path; one that cannot be an id names no invite (404).
 fn invite_id(s: &str) -> Result<ContactInviteId, ApiError> {
-    s.parse()
-        .map_err(|_| error(ContactError::NotFound))
+    s.parse().map_err(|_| error(ContactError::NotFound))
 }
 
 async fn delete_invite(
@@ -417,7 +413,11 @@ async fn requests(
         None => RequestFilter::All,
         Some("quarantined") => RequestFilter::Quarantined,
         Some("pending") => RequestFilter::Pending,
-        Some(_) => return Err(ApiError::unprocessable("state must be quarantined or pending")),
+        Some(_) => {
+            return Err(ApiError::unprocessable(
+                "state must be quarantined or pending",
+            ));
+        }
     };
     let list = state
         .contacts

@@ -50,7 +50,13 @@ async fn create_invite(app: &TestApp, who: &SimClient, body: Value) -> Value {
 }
 
 async fn redeem(app: &TestApp, who: &SimClient, code: &str) -> Response {
-    post(app, "/v1/contact_invites/redeem", who, &json!({ "code": code })).await
+    post(
+        app,
+        "/v1/contact_invites/redeem",
+        who,
+        &json!({ "code": code }),
+    )
+    .await
 }
 
 /// Status of an authenticated fetch of `target`'s prekeys (ACI, all devices).
@@ -116,7 +122,11 @@ async fn flood_scenario() {
                 app.clock.advance(25 * MIN);
             }
             let f = app.seed(&format!("friend{step}")).await;
-            assert_eq!(fetch(&app, &f, &bob).await, 403, "{backend:?}: before redeeming");
+            assert_eq!(
+                fetch(&app, &f, &bob).await,
+                403,
+                "{backend:?}: before redeeming"
+            );
             let r = redeem(&app, &f, &code).await;
             assert_eq!(r.status, 200, "{backend:?}");
             assert_eq!(
@@ -143,7 +153,10 @@ async fn flood_scenario() {
             app.clock.advance(Duration::from_secs(1));
         }
         assert_eq!(statuses[..5], [200; 5], "{backend:?}");
-        assert!(statuses[5..].iter().all(|s| *s == 409), "{backend:?}: {statuses:?}");
+        assert!(
+            statuses[5..].iter().all(|s| *s == 409),
+            "{backend:?}: {statuses:?}"
+        );
         let (burst, refused) = crowd.split_at(5);
 
         let listed = get(&app, "/v1/contact_invites", &bob).await.json();
@@ -334,10 +347,7 @@ async fn contact_invite_lifecycle() {
             get(&app, "/v1/contact_invites", &bob).await.json(),
             json!({"contactInvites": []})
         );
-        assert_eq!(
-            app.get("/v1/contact_invites", None).await.status,
-            401
-        );
+        assert_eq!(app.get("/v1/contact_invites", None).await.status, 401);
 
         let inv = create_invite(&app, &bob, json!({"expiresInSeconds": 3600})).await;
         let code = inv["code"].as_str().unwrap().to_owned();
@@ -345,7 +355,8 @@ async fn contact_invite_lifecycle() {
         assert!(
             code.len() == 19
                 && code.split('-').all(|g| g.len() == 4
-                    && g.bytes().all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))),
+                    && g.bytes()
+                        .all(|b| b"0123456789ABCDEFGHJKMNPQRSTVWXYZ".contains(&b))),
             "{code}"
         );
         assert_eq!(
@@ -354,14 +365,25 @@ async fn contact_invite_lifecycle() {
         );
         let now = flatline_core::time::Clock::now(app.clock.as_ref()).as_secs();
         assert_eq!(
-            (&inv["maxUses"], &inv["expiresAt"], &inv["createdAt"], &inv["pausedUntil"]),
+            (
+                &inv["maxUses"],
+                &inv["expiresAt"],
+                &inv["createdAt"],
+                &inv["pausedUntil"]
+            ),
             (&json!(1), &json!(now + 3600), &json!(now), &Value::Null)
         );
         let default_expiry = create_invite(&app, &bob, json!({"label": "spare"})).await;
         assert_eq!(default_expiry["expiresAt"], json!(now + 7 * 86_400));
 
         // Rotation: a new code, the old one dead.
-        let r = post(&app, &format!("/v1/contact_invites/{id}/rotate"), &bob, &json!({})).await;
+        let r = post(
+            &app,
+            &format!("/v1/contact_invites/{id}/rotate"),
+            &bob,
+            &json!({}),
+        )
+        .await;
         assert_eq!(r.status, 200);
         let new_code = r.json()["code"].as_str().unwrap().to_owned();
         assert_ne!(new_code, code);
@@ -374,7 +396,13 @@ async fn contact_invite_lifecycle() {
             .replace('1', "l");
         assert_eq!(redeem(&app, &alice, &sloppy).await.status, 200);
         // Rotating keeps the grant.
-        let r = post(&app, &format!("/v1/contact_invites/{id}/rotate"), &bob, &json!({})).await;
+        let r = post(
+            &app,
+            &format!("/v1/contact_invites/{id}/rotate"),
+            &bob,
+            &json!({}),
+        )
+        .await;
         assert_eq!(r.status, 200);
         assert_eq!(r.json()["uses"], json!(1));
         assert_eq!(fetch(&app, &alice, &bob).await, 200);
@@ -384,7 +412,11 @@ async fn contact_invite_lifecycle() {
             format!("/v1/contact_invites/{id}/rotate"),
             format!("/v1/contact_invites/{id}/resume"),
         ] {
-            assert_code(&post(&app, &path, &carol, &json!({})).await, 404, "not_found");
+            assert_code(
+                &post(&app, &path, &carol, &json!({})).await,
+                404,
+                "not_found",
+            );
         }
         assert_code(
             &delete(&app, &format!("/v1/contact_invites/{id}"), &carol).await,
@@ -412,7 +444,11 @@ async fn contact_invite_lifecycle() {
         // Expiry.
         let spare_code = default_expiry["code"].as_str().unwrap().to_owned();
         app.clock.advance(Duration::from_secs(7 * 86_400));
-        assert_code(&redeem(&app, &carol, &spare_code).await, 404, "invite_invalid");
+        assert_code(
+            &redeem(&app, &carol, &spare_code).await,
+            404,
+            "invite_invalid",
+        );
         assert_eq!(
             get(&app, "/v1/contact_invites", &bob).await.json()["contactInvites"][0]["state"],
             "expired"
@@ -496,9 +532,17 @@ async fn introductions_follow_the_recipient_policy() {
             }
         };
         set_policy(&app, &bob, json!({"policy": "invite_only"})).await;
-        assert_code(&intro(&alice, &carol, &bob).await, 403, "contact_not_allowed");
+        assert_code(
+            &intro(&alice, &carol, &bob).await,
+            403,
+            "contact_not_allowed",
+        );
         let r = app
-            .put_json(&format!("/v1/contacts/grants/{}", alice.aci), &auth(&bob), &json!({}))
+            .put_json(
+                &format!("/v1/contacts/grants/{}", alice.aci),
+                &auth(&bob),
+                &json!({}),
+            )
             .await;
         assert_eq!(r.status, 204);
         let r = intro(&alice, &carol, &bob).await;
@@ -508,7 +552,9 @@ async fn introductions_follow_the_recipient_policy() {
             r.json(),
             json!({"recipient": bob.aci.to_string(), "introducee": carol.aci.to_string(), "createdAt": now})
         );
-        let pending = get(&app, "/v1/contacts/requests?state=pending", &bob).await.json();
+        let pending = get(&app, "/v1/contacts/requests?state=pending", &bob)
+            .await
+            .json();
         assert_eq!(
             pending,
             json!({"requests": [{
@@ -520,7 +566,11 @@ async fn introductions_follow_the_recipient_policy() {
         );
         assert_eq!(fetch(&app, &carol, &bob).await, 403);
         // A pending contact cannot introduce further.
-        assert_code(&intro(&carol, &dave, &bob).await, 403, "contact_not_allowed");
+        assert_code(
+            &intro(&carol, &dave, &bob).await,
+            403,
+            "contact_not_allowed",
+        );
         let r = post(
             &app,
             "/v1/contacts/requests/decide",
@@ -570,11 +620,15 @@ async fn grants_blocks_and_policy_switch() {
         let grant_uri = |c: &SimClient| format!("/v1/contacts/grants/{}", c.aci);
         // Open accounts keep no graph.
         assert_code(
-            &app.put_json(&grant_uri(&alice), &auth(&bob), &json!({})).await,
+            &app.put_json(&grant_uri(&alice), &auth(&bob), &json!({}))
+                .await,
             409,
             "contacts_not_invite_only",
         );
-        for body in [json!({"policy": "closed"}), json!({"introductions": "always"})] {
+        for body in [
+            json!({"policy": "closed"}),
+            json!({"introductions": "always"}),
+        ] {
             let r = app
                 .put_json("/v1/accounts/contact_policy", &auth(&bob), &body)
                 .await;
@@ -586,7 +640,12 @@ async fn grants_blocks_and_policy_switch() {
         );
         assert_eq!(fetch(&app, &alice, &bob).await, 200);
 
-        set_policy(&app, &bob, json!({"policy": "invite_only", "introductions": "off"})).await;
+        set_policy(
+            &app,
+            &bob,
+            json!({"policy": "invite_only", "introductions": "off"}),
+        )
+        .await;
         assert_eq!(fetch(&app, &alice, &bob).await, 403);
         assert_eq!(
             app.put_json(&grant_uri(&alice), &auth(&bob), &json!({}))
@@ -621,23 +680,27 @@ async fn grants_blocks_and_policy_switch() {
 
         // Bad identifiers and unknown accounts.
         assert_code(
-            &app.put_json("/v1/contacts/grants/nope", &auth(&bob), &json!({})).await,
+            &app.put_json("/v1/contacts/grants/nope", &auth(&bob), &json!({}))
+                .await,
             400,
             "invalid_identifier",
         );
         let ghost = SimClient::new(app.rng.as_ref());
         assert_code(
-            &app.put_json(&grant_uri(&ghost), &auth(&bob), &json!({})).await,
+            &app.put_json(&grant_uri(&ghost), &auth(&bob), &json!({}))
+                .await,
             404,
             "not_found",
         );
         assert_code(
-            &app.put_json(&grant_uri(&bob), &auth(&bob), &json!({})).await,
+            &app.put_json(&grant_uri(&bob), &auth(&bob), &json!({}))
+                .await,
             422,
             "validation_failed",
         );
         assert_code(
-            &app.get("/v1/contacts/requests?state=denied", Some(&auth(&bob))).await,
+            &app.get("/v1/contacts/requests?state=denied", Some(&auth(&bob)))
+                .await,
             422,
             "validation_failed",
         );
@@ -649,7 +712,11 @@ async fn grants_blocks_and_policy_switch() {
         )
         .await;
         assert_code(&r, 422, "validation_failed");
-        assert_eq!(fetch(&app, &carol, &bob).await, 200, "refused decision changed nothing");
+        assert_eq!(
+            fetch(&app, &carol, &bob).await,
+            200,
+            "refused decision changed nothing"
+        );
 
         // Back to open: the graph is deleted and everyone may fetch again.
         set_policy(&app, &bob, json!({"policy": "open"})).await;
@@ -698,7 +765,11 @@ async fn unidentified_access_of_invite_only_accounts() {
         };
         assert_eq!(with_key([9; 16]).await, 200, "open + unrestricted");
         set_policy(&app, &bob, json!({"policy": "invite_only"})).await;
-        assert_eq!(with_key([9; 16]).await, 401, "{backend:?}: unrestricted ignored");
+        assert_eq!(
+            with_key([9; 16]).await,
+            401,
+            "{backend:?}: unrestricted ignored"
+        );
         assert_eq!(with_key(uak).await, 200, "{backend:?}: the real key works");
     }
 }
@@ -731,8 +802,22 @@ async fn account_deletion_removes_the_graph() {
             get(&app, "/v1/contacts/grants", &alice).await.json(),
             json!({"grants": []})
         );
-        assert!(app.state.store.contact_grants(bob.aci).await.unwrap().is_empty());
-        assert!(app.state.store.contact_invites(bob.aci).await.unwrap().is_empty());
+        assert!(
+            app.state
+                .store
+                .contact_grants(bob.aci)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            app.state
+                .store
+                .contact_invites(bob.aci)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(app.state.store.contact_policy(bob.aci).await.unwrap(), None);
         assert_code(&redeem(&app, &alice, &code).await, 404, "invite_invalid");
     }

@@ -29,13 +29,31 @@ const INVITES: usize = 2;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Redeem { who: usize, invite: usize },
-    Decide { approve: Vec<usize>, deny: Vec<usize>, deny_all: Option<usize> },
-    Allow { who: usize },
-    Block { who: usize },
-    Rotate { invite: usize },
-    Resume { invite: usize },
-    Introduce { by: usize, introducee: usize },
+    Redeem {
+        who: usize,
+        invite: usize,
+    },
+    Decide {
+        approve: Vec<usize>,
+        deny: Vec<usize>,
+        deny_all: Option<usize>,
+    },
+    Allow {
+        who: usize,
+    },
+    Block {
+        who: usize,
+    },
+    Rotate {
+        invite: usize,
+    },
+    Resume {
+        invite: usize,
+    },
+    Introduce {
+        by: usize,
+        introducee: usize,
+    },
     Introductions(IntroductionPolicy),
     Advance(u64),
 }
@@ -195,7 +213,11 @@ impl World {
                     prop_assert_eq!(before, after, "redemption changed an existing grant");
                 }
             }
-            Op::Decide { approve, deny, deny_all } => {
+            Op::Decide {
+                approve,
+                deny,
+                deny_all,
+            } => {
                 let approve: Vec<Aci> = approve.iter().map(|w| self.aci(*w)).collect();
                 let deny: Vec<Aci> = deny.iter().map(|w| self.aci(*w)).collect();
                 let _ = self
@@ -262,7 +284,10 @@ impl World {
                 ServiceId::Aci(self.owner.account.aci),
                 ServiceId::Pni(self.owner.account.pni),
             ] {
-                let r = self.keys.fetch(&requester, target, DeviceSelector::All).await;
+                let r = self
+                    .keys
+                    .fetch(&requester, target, DeviceSelector::All)
+                    .await;
                 match r {
                     Ok(_) => prop_assert!(active, "access without an active grant"),
                     Err(FetchError::ContactNotAllowed) => {

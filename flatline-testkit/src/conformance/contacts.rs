@@ -201,7 +201,13 @@ pub async fn contact_invite_rotate_and_resume(store: Arc<dyn Store>) {
     let eve3 = account(&store, &rng, "eve3").await;
     let eve4 = account(&store, &rng, "eve4").await;
     let other = Aci::random(&rng);
-    assert_eq!(store.rotate_contact_invite(other, i.id, hash(9)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_contact_invite(other, i.id, hash(9))
+            .await
+            .unwrap(),
+        None
+    );
     let rotated = store
         .rotate_contact_invite(bob, i.id, hash(2))
         .await
@@ -223,7 +229,10 @@ pub async fn contact_invite_rotate_and_resume(store: Arc<dyn Store>) {
     );
     // Quarantine stays: only an owner decision lifts it.
     for r in &redeemers {
-        assert_eq!(state_of(&store, bob, *r).await, Some(GrantState::Quarantined));
+        assert_eq!(
+            state_of(&store, bob, *r).await,
+            Some(GrantState::Quarantined)
+        );
     }
     assert!(matches!(
         redeem(&store, 2, eve3, at(2)).await,
@@ -277,7 +286,12 @@ pub async fn redeem_contact_invite_rules(store: Arc<dyn Store>) {
     );
     assert_eq!(redeem(&store, 1, carol, at(2)).await, Redemption::Invalid);
     assert_eq!(
-        store.contact_invite(bob, one.id).await.unwrap().unwrap().uses,
+        store
+            .contact_invite(bob, one.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .uses,
         1
     );
 
@@ -338,7 +352,10 @@ pub async fn flood_breaker_trips_and_quarantines(store: Arc<dyn Store>) {
     assert_eq!((f.detected_at, f.since, f.quarantined), (at(65), at(65), 5));
     assert_eq!(state_of(&store, bob, tripper).await, None);
     for a in &flood {
-        assert_eq!(state_of(&store, bob, *a).await, Some(GrantState::Quarantined));
+        assert_eq!(
+            state_of(&store, bob, *a).await,
+            Some(GrantState::Quarantined)
+        );
     }
     for a in &friends {
         assert_eq!(state_of(&store, bob, *a).await, Some(GrantState::Active));
@@ -364,7 +381,10 @@ pub async fn flood_breaker_trips_and_quarantines(store: Arc<dyn Store>) {
             ..
         }
     ));
-    assert_eq!(state_of(&store, bob, flood[0]).await, Some(GrantState::Quarantined));
+    assert_eq!(
+        state_of(&store, bob, flood[0]).await,
+        Some(GrantState::Quarantined)
+    );
 }
 
 /// More than `owner_window_max` new grantees per window: the excess is quarantined, whatever the invite.
@@ -403,7 +423,12 @@ pub async fn owner_window_quarantines_excess(store: Arc<dyn Store>) {
     );
     // Direct grants are the owner's own choice and do not count.
     let d = account(&store, &rng, "direct").await;
-    assert!(store.set_contact_grant(bob, d, GrantState::Active, at(5)).await.unwrap());
+    assert!(
+        store
+            .set_contact_grant(bob, d, GrantState::Active, at(5))
+            .await
+            .unwrap()
+    );
     create(&store, &invite(&rng, bob, 5, 1, at(5))).await;
     let late = account(&store, &rng, "late").await;
     match store
@@ -421,11 +446,19 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
     let rng = rng();
     let bob = account(&store, &rng, "bob").await;
     let friend = account(&store, &rng, "friend").await;
-    assert!(!store.decide_contact_requests(bob, &[], &[friend], None).await.unwrap());
+    assert!(
+        !store
+            .decide_contact_requests(bob, &[], &[friend], None)
+            .await
+            .unwrap()
+    );
     invite_only(&store, bob, IntroductionPolicy::Ask).await;
     let i = invite(&rng, bob, 1, 100, at(0));
     create(&store, &i).await;
-    assert!(matches!(redeem(&store, 1, friend, at(0)).await, Redemption::Granted { .. }));
+    assert!(matches!(
+        redeem(&store, 1, friend, at(0)).await,
+        Redemption::Granted { .. }
+    ));
     let mut flood = vec![];
     for n in 0..6 {
         let a = account(&store, &rng, &format!("f{n}")).await;
@@ -442,19 +475,36 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
             .unwrap()
     );
     assert_eq!(state_of(&store, bob, keep).await, Some(GrantState::Active));
-    assert_eq!(state_of(&store, bob, deny_one).await, Some(GrantState::Denied));
+    assert_eq!(
+        state_of(&store, bob, deny_one).await,
+        Some(GrantState::Denied)
+    );
     for a in rest {
         assert_eq!(state_of(&store, bob, *a).await, Some(GrantState::Denied));
     }
-    assert_eq!(state_of(&store, bob, friend).await, Some(GrantState::Active));
+    assert_eq!(
+        state_of(&store, bob, friend).await,
+        Some(GrantState::Active)
+    );
     assert_eq!(state_of(&store, bob, stranger).await, None);
     assert_eq!(state_of(&store, bob, flood[5]).await, None);
     // Denied accounts cannot come back through the owner's invites, even after a resume.
     assert!(store.resume_contact_invite(bob, i.id).await.unwrap());
-    assert_eq!(redeem(&store, 1, rest[0], at(31)).await, Redemption::Invalid);
+    assert_eq!(
+        redeem(&store, 1, rest[0], at(31)).await,
+        Redemption::Invalid
+    );
     // Approving a denied account lets it back in.
-    assert!(store.decide_contact_requests(bob, &[rest[0]], &[], None).await.unwrap());
-    assert_eq!(state_of(&store, bob, rest[0]).await, Some(GrantState::Active));
+    assert!(
+        store
+            .decide_contact_requests(bob, &[rest[0]], &[], None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        state_of(&store, bob, rest[0]).await,
+        Some(GrantState::Active)
+    );
 }
 
 /// Direct grants: new ones are `direct`; existing ones keep provenance and creation time.
@@ -463,14 +513,29 @@ pub async fn set_contact_grant_direct(store: Arc<dyn Store>) {
     let bob = account(&store, &rng, "bob").await;
     let alice = account(&store, &rng, "alice").await;
     let carol = account(&store, &rng, "carol").await;
-    assert!(!store.set_contact_grant(bob, alice, GrantState::Active, at(0)).await.unwrap());
+    assert!(
+        !store
+            .set_contact_grant(bob, alice, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
     assert!(store.contact_grants(bob).await.unwrap().is_empty());
     invite_only(&store, bob, IntroductionPolicy::Ask).await;
     let i = invite(&rng, bob, 1, 5, at(0));
     create(&store, &i).await;
     redeem(&store, 1, carol, at(1)).await;
-    assert!(store.set_contact_grant(bob, alice, GrantState::Active, at(2)).await.unwrap());
-    assert!(store.set_contact_grant(bob, carol, GrantState::Denied, at(3)).await.unwrap());
+    assert!(
+        store
+            .set_contact_grant(bob, alice, GrantState::Active, at(2))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_contact_grant(bob, carol, GrantState::Denied, at(3))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.contact_grants(bob).await.unwrap(),
         vec![
@@ -502,14 +567,18 @@ pub async fn introductions(store: Arc<dyn Store>) {
     let dave = account(&store, &rng, "dave").await;
     let intro = |who, to| {
         let store = store.clone();
-        let config = config;
         async move { store.introduce(bob, who, to, at(1), &config).await.unwrap() }
     };
     assert_eq!(intro(alice, carol).await, Introduction::RecipientOpen);
     assert!(store.contact_grants(bob).await.unwrap().is_empty());
     invite_only(&store, bob, IntroductionPolicy::Ask).await;
     assert_eq!(intro(alice, carol).await, Introduction::NotGranted);
-    assert!(store.set_contact_grant(bob, alice, GrantState::Active, at(0)).await.unwrap());
+    assert!(
+        store
+            .set_contact_grant(bob, alice, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         intro(alice, carol).await,
         Introduction::Recorded(Some(GrantState::Pending))
@@ -532,7 +601,10 @@ pub async fn introductions(store: Arc<dyn Store>) {
         intro(alice, dave).await,
         Introduction::Recorded(Some(GrantState::Active))
     );
-    assert_eq!(state_of(&store, bob, carol).await, Some(GrantState::Pending));
+    assert_eq!(
+        state_of(&store, bob, carol).await,
+        Some(GrantState::Pending)
+    );
     invite_only(&store, bob, IntroductionPolicy::Off).await;
     let erin = account(&store, &rng, "erin").await;
     assert_eq!(intro(alice, erin).await, Introduction::Off);
@@ -573,7 +645,10 @@ pub async fn concurrent_redemptions_single_use(store: Arc<dyn Store>) {
     }
     assert_eq!(granted, 1);
     assert_eq!(store.contact_grants(bob).await.unwrap().len(), 1);
-    assert_eq!(store.contact_invite(bob, i.id).await.unwrap().unwrap().uses, 1);
+    assert_eq!(
+        store.contact_invite(bob, i.id).await.unwrap().unwrap().uses,
+        1
+    );
 }
 
 /// Deleting an account removes its policy, its invites and every grant it gave or holds.

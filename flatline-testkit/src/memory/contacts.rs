@@ -82,7 +82,11 @@ impl ContactStore for MemoryStore {
         if !c.invite_only(invite.owner) {
             return Ok(CreateInvite::NotInviteOnly);
         }
-        let held = c.invites.values().filter(|i| i.owner == invite.owner).count();
+        let held = c
+            .invites
+            .values()
+            .filter(|i| i.owner == invite.owner)
+            .count();
         if held >= usize::try_from(max_per_owner).unwrap_or(usize::MAX) {
             return Ok(CreateInvite::QuotaExceeded);
         }
@@ -146,12 +150,7 @@ impl ContactStore for MemoryStore {
 
     async fn resume_contact_invite(&self, owner: Aci, id: ContactInviteId) -> StoreResult<bool> {
         let mut s = self.state();
-        let Some(i) = s
-            .contacts
-            .invites
-            .get_mut(&id)
-            .filter(|i| i.owner == owner)
-        else {
+        let Some(i) = s.contacts.invites.get_mut(&id).filter(|i| i.owner == owner) else {
             return Ok(false);
         };
         i.paused_until = None;
@@ -170,7 +169,12 @@ impl ContactStore for MemoryStore {
         let mut s = self.state();
         let c = &mut s.contacts;
         // Lookup by hash: timing reveals at most bits of a hash, never of a code.
-        let Some(invite) = c.invites.values().find(|i| &i.code_hash == code_hash).cloned() else {
+        let Some(invite) = c
+            .invites
+            .values()
+            .find(|i| &i.code_hash == code_hash)
+            .cloned()
+        else {
             return Ok(Redemption::Invalid);
         };
         let owner = invite.owner;

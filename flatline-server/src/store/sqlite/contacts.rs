@@ -125,7 +125,11 @@ async fn invite_only(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<bool>
         .is_some_and(|p| p.mode == PolicyMode::InviteOnly))
 }
 
-async fn grant_of(conn: &mut SqliteConnection, owner: Aci, grantee: Aci) -> StoreResult<Option<Grant>> {
+async fn grant_of(
+    conn: &mut SqliteConnection,
+    owner: Aci,
+    grantee: Aci,
+) -> StoreResult<Option<Grant>> {
     sqlx::query("SELECT * FROM contact_grants WHERE owner = ? AND grantee = ?")
         .bind(id(owner))
         .bind(id(grantee))
@@ -311,7 +315,11 @@ impl ContactStore for SqliteStore {
         .transpose()
     }
 
-    async fn delete_contact_invite(&self, owner: Aci, invite: ContactInviteId) -> StoreResult<bool> {
+    async fn delete_contact_invite(
+        &self,
+        owner: Aci,
+        invite: ContactInviteId,
+    ) -> StoreResult<bool> {
         let r = sqlx::query("DELETE FROM contact_invites WHERE id = ? AND owner = ?")
             .bind(invite_id(invite))
             .bind(id(owner))
@@ -341,7 +349,11 @@ impl ContactStore for SqliteStore {
         .transpose()
     }
 
-    async fn resume_contact_invite(&self, owner: Aci, invite: ContactInviteId) -> StoreResult<bool> {
+    async fn resume_contact_invite(
+        &self,
+        owner: Aci,
+        invite: ContactInviteId,
+    ) -> StoreResult<bool> {
         let r = sqlx::query(
             "UPDATE contact_invites SET paused_until = NULL, flood_detected_at = NULL, flood_since = NULL,
              flood_quarantined = NULL, bucket_credit_ms = NULL, bucket_updated_at = NULL, burst_start = NULL
@@ -551,7 +563,12 @@ impl ContactStore for SqliteStore {
         let policy = policy_of(&mut tx, recipient).await?.unwrap_or_default();
         let introducer_grant = grant_of(&mut tx, recipient, introducer).await?;
         let existing = grant_of(&mut tx, recipient, introducee).await?;
-        let recent = recent(&mut tx, recipient, contacts::owner_window_start(now, config)).await?;
+        let recent = recent(
+            &mut tx,
+            recipient,
+            contacts::owner_window_start(now, config),
+        )
+        .await?;
         let outcome = contacts::plan_introduction(
             policy,
             introducer_grant.as_ref(),
