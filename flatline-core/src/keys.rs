@@ -7,6 +7,7 @@ use subtle::ConstantTimeEq;
 
 use crate::account::Account;
 use crate::auth::AuthenticatedDevice;
+use crate::contacts::{authenticated_fetch_allowed, is_invite_only};
 use crate::crypto::{KemPublicKey, PublicKey, VerifyingKey};
 use crate::ids::{DeviceId, IdentityType, KeyId, ServiceId};
 use crate::ratelimit::{LimitError, Limiter, RateLimited, RateLimiters};
@@ -263,6 +264,9 @@ pub enum FetchError {
     /// 404.
     #[error("not found")]
     NotFound,
+    /// 403 `contact_not_allowed`: the target is `invite_only` and the requester holds no active grant.
+    #[error("contact not allowed")]
+    ContactNotAllowed,
     /// 429.
     #[error(transparent)]
     RateLimited(RateLimited),
@@ -385,7 +389,10 @@ impl KeyService {
                 else {
                     return Err(FetchError::Unauthorized);
                 };
-                if !access_key_matches(account, key) {
+                // `unrestrictedUnidentifiedAccess` would let anyone in; invite_only accounts ignore it.
+                let unrestricted_allowed =
+                    !is_invite_only(self.store.as_ref(), account.aci).await?;
+                if !access_key_matches(account, key, unrestricted_allowed) {
                     return Err(FetchError::Unauthorized);
                 }
             }
@@ -405,6 +412,13 @@ impl KeyService {
             }
         }
         let account = account.ok_or_else(missing)?;
+        // Contact gating comes before device selection, so that a stranger learns nothing about the devices.
+        if let Requester::Device(caller) = requester
+            && !authenticated_fetch_allowed(self.store.as_ref(), account.aci, caller.account.aci)
+                .await?
+        {
+            return Err(FetchError::ContactNotAllowed);
+        }
         let identity = target.identity_type();
         let chosen: Vec<_> = match devices {
             DeviceSelector::All => account.devices.iter().collect(),
@@ -443,12 +457,13 @@ impl KeyService {
     }
 }
 
-/// Constant-time check of a presented access key against the account's, honouring unrestricted access.
-fn access_key_matches(account: &Account, presented: &[u8]) -> bool {
+/// Constant-time check of a presented access key against the account's, honouring unrestricted access when
+/// `unrestricted_allowed`.
+fn access_key_matches(account: &Account, presented: &[u8], unrestricted_allowed: bool) -> bool {
     if presented.len() != 16 {
         return false;
     }
-    if account.settings.unrestricted_unidentified_access {
+    if unrestricted_allowed && account.settings.unrestricted_unidentified_access {
         return true;
     }
     account

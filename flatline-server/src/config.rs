@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flatline_core::contacts::{ContactsConfig, FloodConfig};
 use flatline_core::ratelimit::{BucketConfig, Limiter, Limits};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -62,6 +63,8 @@ pub struct Config {
     pub invites: InvitesConfig,
     /// Identity providers (`[[providers]]`), in the order listed.
     pub providers: Vec<ProviderConfig>,
+    /// Contact invites and contact gating (flood breaker thresholds).
+    pub contacts: ContactsSection,
 }
 
 /// Registration settings.
@@ -83,6 +86,47 @@ impl Default for RegistrationConfig {
             session_lifetime_seconds: 600,
             principal_secret_file: PathBuf::from("flatline-principal.key"),
             idp_timeout_seconds: 10,
+        }
+    }
+}
+
+/// `[contacts]`: contact invites and the flood breaker (see docs/CONTACTS.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContactsSection {
+    /// Redemptions one contact invite admits in a burst (its token bucket). Default 5.
+    pub burst: u32,
+    /// Seconds for one token of that bucket to come back. Default 600 (10 min).
+    pub refill_seconds: u64,
+    /// Seconds a contact invite stays paused after a flood. Default 86400 (24 h).
+    pub pause_seconds: u64,
+    /// The per-owner window in seconds. Default 3600 (1 h).
+    pub owner_window_seconds: u64,
+    /// New grantees an owner accepts per window before the excess is quarantined. Default 20.
+    pub owner_window_max: u32,
+    /// Lifetime of a contact invite created without `expiresInSeconds`. Default 604800 (7 days).
+    pub default_expiry_seconds: u64,
+    /// Longest lifetime a client may ask for. Default 31536000 (365 days).
+    pub max_expiry_seconds: u64,
+    /// Largest `maxUses` of a contact invite. Default 1000.
+    pub max_uses: u32,
+    /// Most contact invites one account may hold. Default 100.
+    pub max_invites_per_account: u32,
+}
+
+impl Default for ContactsSection {
+    fn default() -> Self {
+        let c = ContactsConfig::default();
+        ContactsSection {
+            burst: c.flood.burst,
+            refill_seconds: c.flood.refill.as_secs(),
+            pause_seconds: c.flood.pause.as_secs(),
+            owner_window_seconds: c.flood.owner_window.as_secs(),
+            owner_window_max: c.flood.owner_window_max,
+            default_expiry_seconds: c.default_expiry.as_secs(),
+            max_expiry_seconds: c.max_expiry.as_secs(),
+            max_uses: c.max_uses,
+            max_invites_per_account: c.max_invites_per_account,
         }
     }
 }
@@ -306,6 +350,50 @@ impl ProviderConfig {
     }
 }
 
+impl ContactsSection {
+    /// The validated settings for the contacts service.
+    pub fn to_contacts_config(&self) -> Result<ContactsConfig, ConfigError> {
+        for (key, v) in [
+            ("burst", u64::from(self.burst)),
+            ("refill_seconds", self.refill_seconds),
+            ("pause_seconds", self.pause_seconds),
+            ("owner_window_seconds", self.owner_window_seconds),
+            ("owner_window_max", u64::from(self.owner_window_max)),
+            ("default_expiry_seconds", self.default_expiry_seconds),
+            ("max_expiry_seconds", self.max_expiry_seconds),
+            ("max_uses", u64::from(self.max_uses)),
+            (
+                "max_invites_per_account",
+                u64::from(self.max_invites_per_account),
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("contacts.{key}"), "must be at least 1"));
+            }
+        }
+        if self.default_expiry_seconds > self.max_expiry_seconds {
+            return Err(invalid(
+                "contacts.default_expiry_seconds",
+                "must not exceed contacts.max_expiry_seconds",
+            ));
+        }
+        let secs = Duration::from_secs;
+        Ok(ContactsConfig {
+            flood: FloodConfig {
+                burst: self.burst,
+                refill: secs(self.refill_seconds),
+                pause: secs(self.pause_seconds),
+                owner_window: secs(self.owner_window_seconds),
+                owner_window_max: self.owner_window_max,
+            },
+            default_expiry: secs(self.default_expiry_seconds),
+            max_expiry: secs(self.max_expiry_seconds),
+            max_uses: self.max_uses,
+            max_invites_per_account: self.max_invites_per_account,
+        })
+    }
+}
+
 /// Listeners and network trust.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -512,6 +600,7 @@ impl Config {
         }
         self.trusted_proxies()?;
         self.limits.to_limits()?;
+        self.contacts.to_contacts_config()?;
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -609,6 +698,25 @@ mod tests {
         let c = load("", &[]).unwrap();
         assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
         assert_eq!(c.limits.to_limits().unwrap(), Limits::default());
+        assert_eq!(
+            c.contacts.to_contacts_config().unwrap(),
+            ContactsConfig::default()
+        );
+    }
+
+    #[test]
+    fn contacts_section_overrides() {
+        let c = load(
+            "[contacts]\nburst = 3\nowner_window_max = 7\n",
+            &[("FLATLINE_CONTACTS__PAUSE_SECONDS", "60")],
+        )
+        .unwrap();
+        let cc = c.contacts.to_contacts_config().unwrap();
+        assert_eq!(
+            (cc.flood.burst, cc.flood.owner_window_max, cc.flood.pause),
+            (3, 7, Duration::from_secs(60))
+        );
+        assert_eq!(cc.flood.refill, Duration::from_secs(600));
     }
 
     #[test]
@@ -653,6 +761,12 @@ mod tests {
                 "limits.prekeys.bucket_size",
             ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[contacts]\nburst = 0\n", "contacts.burst"),
+            ("[contacts]\nfloods = 1\n", "contacts.floods"),
+            (
+                "[contacts]\ndefault_expiry_seconds = 100\nmax_expiry_seconds = 10\n",
+                "contacts.default_expiry_seconds",
+            ),
         ];
         for (text, key) in cases {
             match load(text, &[]) {

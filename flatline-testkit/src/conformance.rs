@@ -21,6 +21,8 @@ mod registration;
 mod usernames;
 pub use registration::*;
 pub use usernames::*;
+mod contacts;
+pub use contacts::*;
 
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
@@ -39,7 +41,11 @@ macro_rules! conformance_suite {
             concurrent_invite_reservations, oidc_state,
             purge_expired_registrations,
             username_reservation, username_confirmation, username_holds, username_links, username_reclaim,
-            username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations);
+            username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations,
+            contact_policy_roundtrip_and_open_purges, contact_invite_create_list_delete,
+            contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
+            owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
+            concurrent_redemptions_single_use, delete_account_removes_contacts);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -41,6 +41,11 @@ fn fetch_error(e: FetchError) -> ApiError {
     match e {
         FetchError::Unauthorized => ApiError::unauthorized(),
         FetchError::NotFound => ApiError::not_found("no keys"),
+        FetchError::ContactNotAllowed => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "contact_not_allowed",
+            "this account accepts contacts by invite only",
+        ),
         FetchError::RateLimited(r) => r.into(),
         FetchError::Store(s) => ApiError::internal(&s),
     }

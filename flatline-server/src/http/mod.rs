@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod contacts;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -23,6 +24,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use flatline_core::accounts::Accounts;
 use flatline_core::auth::Authenticator;
+use flatline_core::contacts::Contacts;
 use flatline_core::keys::KeyService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
@@ -58,6 +60,8 @@ pub struct AppState {
     pub registration: Registration,
     /// Username operations and principal discovery.
     pub usernames: Usernames,
+    /// Contact policies, invites, grants and introductions.
+    pub contacts: Contacts,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -149,6 +153,13 @@ impl AppState {
             keys: KeyService::new(store.clone(), limiters.clone()),
             registration,
             usernames: Usernames::new(store.clone(), limiters.clone(), clock.clone(), rng.clone()),
+            contacts: Contacts::new(
+                store.clone(),
+                clock.clone(),
+                rng.clone(),
+                limiters.clone(),
+                config.contacts.to_contacts_config()?,
+            ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -167,7 +178,8 @@ pub fn app(state: AppState) -> Router {
         .merge(keys::routes())
         .merge(verification::routes())
         .merge(registration::routes())
-        .merge(usernames::routes());
+        .merge(usernames::routes())
+        .merge(contacts::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

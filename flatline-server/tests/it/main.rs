@@ -2,6 +2,8 @@
 
 mod accounts;
 mod auth;
+mod contacts;
+mod contacts_props;
 mod keys;
 mod registration;
 mod server;

@@ -2,6 +2,7 @@
 //!
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
+mod contacts;
 mod usernames;
 
 use std::collections::{BTreeMap, HashMap};
@@ -38,6 +39,7 @@ struct State {
     registration: registration::RegistrationState,
     invites: invites::InviteState,
     usernames: usernames::Usernames,
+    contacts: contacts::ContactState,
 }
 
 impl State {
@@ -171,6 +173,7 @@ impl AccountStore for MemoryStore {
         s.registration.tombstone(aci, now);
         s.invites.revoke_all_of(aci, now);
         s.usernames.remove_account(aci);
+        s.contacts.remove_account(aci);
         Ok(true)
     }
 }

@@ -28,6 +28,7 @@ use uuid::Uuid;
 
 use super::Migration;
 
+mod contacts;
 mod invites;
 mod registration;
 mod usernames;
@@ -53,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "usernames",
         sql: include_str!("../../../migrations/sqlite/0004_usernames.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "contacts",
+        sql: include_str!("../../../migrations/sqlite/0005_contacts.sql"),
     },
 ];
 
@@ -521,6 +527,8 @@ impl AccountStore for SqliteStore {
         registration::tombstone(&mut tx, aci, now).await?;
         invites::revoke_all_of(&mut tx, aci, now).await?;
         // Devices and the subject binding go with the account (ON DELETE CASCADE).
+        contacts::delete_contacts_of(&mut tx, aci).await?;
+        // Devices go with the account (ON DELETE CASCADE).
         sqlx::query("DELETE FROM accounts WHERE aci = ?")
             .bind(aci.as_bytes().to_vec())
             .execute(&mut *tx)
