@@ -11,6 +11,7 @@ pub mod credentials;
 pub mod crypto;
 pub mod ids;
 pub mod keys;
+pub mod manifest;
 pub mod random;
 pub mod ratelimit;
 pub mod store;

@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod serve;
 pub mod store;
 pub mod system;
+pub mod trust;

@@ -21,6 +21,9 @@ pub enum ServeError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] flatline_core::store::StoreError),
+    /// The instance keys or manifest could not be set up (including a key that does not match the database).
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
     /// A listener could not be bound or failed.
     #[error("listener {addr}: {source}")]
     Listen {
@@ -31,15 +34,21 @@ pub enum ServeError {
     },
 }
 
-/// Builds the production state: the configured store, the system clock and the OS random source.
+/// Builds the production state: the configured store, the system clock, the OS random source, and the instance
+/// trust material (refusing to start when a key file does not match the database).
 pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
-    Ok(AppState::new(
-        config,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(OsRandom),
-    )?)
+    let clock = Arc::new(SystemClock);
+    let rng = Arc::new(OsRandom);
+    let trust = crate::trust::Trust::bootstrap(
+        &config,
+        store.as_ref(),
+        rng.as_ref(),
+        &[],
+        flatline_core::time::Clock::now(clock.as_ref()),
+    )
+    .await?;
+    Ok(AppState::new(config, store, clock, rng)?.with_trust(Arc::new(trust)))
 }
 
 /// The bound sockets of a server.

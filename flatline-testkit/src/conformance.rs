@@ -14,6 +14,9 @@ use flatline_core::ratelimit::{Admission, BucketConfig};
 use flatline_core::store::{Conflict, Store, StoreError};
 use flatline_core::time::Timestamp;
 
+mod server_state;
+pub use server_state::*;
+
 use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
@@ -26,7 +29,9 @@ macro_rules! conformance_suite {
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
-            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets);
+            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
+            key_fingerprints_recorded_once, concurrent_fingerprint_records_have_one_winner,
+            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

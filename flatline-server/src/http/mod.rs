@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod manifest;
 pub mod wire;
 
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The configuration the server runs with.
     pub config: Arc<Config>,
+    /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
+    pub trust: Option<Arc<crate::trust::Trust>>,
 }
 
 impl AppState {
@@ -77,7 +80,14 @@ impl AppState {
             clock,
             rng,
             config: Arc::new(config),
+            trust: None,
         })
+    }
+
+    /// Adds the instance trust material (see [`crate::trust::Trust::bootstrap`]).
+    pub fn with_trust(mut self, trust: Arc<crate::trust::Trust>) -> Self {
+        self.trust = Some(trust);
+        self
     }
 }
 
@@ -85,7 +95,8 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     let api = Router::new()
         .merge(accounts::routes())
-        .merge(keys::routes());
+        .merge(keys::routes())
+        .merge(manifest::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

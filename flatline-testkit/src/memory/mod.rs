@@ -2,6 +2,8 @@
 //!
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
+mod server_state;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,6 +32,7 @@ struct State {
     by_principal: HashMap<Principal, Aci>,
     keys: HashMap<(ServiceId, DeviceId), DeviceKeys>,
     buckets: HashMap<String, (BucketState, Timestamp)>,
+    server: server_state::ServerState,
 }
 
 impl State {

@@ -4,6 +4,8 @@
 //! `SQLITE_BUSY` on lock upgrades), and a pool of readers serves lookups concurrently thanks to WAL mode.
 //! Every trait method that writes runs in one transaction on the writer, which makes it atomic.
 
+mod server_state;
+
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,11 +30,18 @@ use uuid::Uuid;
 use super::Migration;
 
 /// Embedded migrations, applied in order at start-up.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts_keys_limits",
-    sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts_keys_limits",
+        sql: include_str!("../../../migrations/sqlite/0001_accounts_keys_limits.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "server_state",
+        sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
+    },
+];
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
@@ -298,9 +307,19 @@ impl AccountStore for SqliteStore {
         // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
         let taken = |sql: &'static str| sqlx::query(sql);
         for (conflict, query) in [
-            (Conflict::Aci, taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec())),
-            (Conflict::Pni, taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec())),
-            (Conflict::Principal, taken("SELECT 1 FROM accounts WHERE principal = ?").bind(a.principal.as_str().to_owned())),
+            (
+                Conflict::Aci,
+                taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Pni,
+                taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Principal,
+                taken("SELECT 1 FROM accounts WHERE principal = ?")
+                    .bind(a.principal.as_str().to_owned()),
+            ),
         ] {
             if query.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
                 return Err(StoreError::Conflict(conflict));
