@@ -211,6 +211,9 @@ pub trait ServerStateStore: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<FingerprintRecord>;
 
+    /// The fingerprint recorded under `name`, if any (read-only).
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>>;
+
     /// The manifest version for content with hash `content_hash`, bumping the counter iff the hash differs from the
     /// last recorded one; records the hash. The first call ever returns 1. Atomic: concurrent calls with distinct
     /// hashes get distinct, increasing versions; the counter never decreases and a version is never handed out

@@ -45,8 +45,8 @@ pub enum TrustError {
     },
     /// The key file's key is not the one this instance's database was set up with.
     #[error(
-        "key file {path} holds a different key than this instance uses: its {name} fingerprint is {actual}, \
-         the database records {recorded}. Restore the original key file (see docs/TRUST.md); refusing to start"
+        "key file {path} holds a different key than this instance uses: its {name} fingerprint is sha256:{actual}, \
+         the database records sha256:{recorded}. Restore the original key file (see docs/TRUST.md); refusing to start"
     )]
     KeyMismatch {
         /// Which key.
@@ -55,6 +55,20 @@ pub enum TrustError {
         path: PathBuf,
         /// The fingerprint of the file's key.
         actual: String,
+        /// The fingerprint the database holds.
+        recorded: String,
+    },
+    /// The key file is gone although the database records a key for this instance: a new key would change the
+    /// instance's identity, so none is created.
+    #[error(
+        "key file {path} is missing, but the database records a {name} with fingerprint sha256:{recorded}. \
+         Restore the key file from its backup (see docs/TRUST.md); refusing to start and not creating a new key"
+    )]
+    KeyMissing {
+        /// Which key.
+        name: &'static str,
+        /// The file.
+        path: PathBuf,
         /// The fingerprint the database holds.
         recorded: String,
     },
@@ -355,6 +369,21 @@ impl Trust {
         identity_providers: &[IdentityProvider],
         now: Timestamp,
     ) -> Result<Trust, TrustError> {
+        // A missing key file with a recorded fingerprint is a lost key, not a first start: never mint a new one.
+        for (name, path) in [
+            (SIGNING_KEY_NAME, config.signing_key_path()),
+            (SEALED_SENDER_KEY_NAME, config.sealed_sender_key_path()),
+        ] {
+            if !path.exists()
+                && let Some(recorded) = store.key_fingerprint(name).await?
+            {
+                return Err(TrustError::KeyMissing {
+                    name,
+                    path,
+                    recorded,
+                });
+            }
+        }
         let keys = load_keys(config, rng)?;
         for (state, path) in [
             (keys.signing_state, config.signing_key_path()),

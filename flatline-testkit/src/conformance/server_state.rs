@@ -14,6 +14,7 @@ fn hash(n: u8) -> [u8; 32] {
 /// The first fingerprint under a name is kept; later ones get it back and change nothing; names are independent.
 pub async fn key_fingerprints_recorded_once(store: Arc<dyn Store>) {
     let s = store.as_ref();
+    assert_eq!(s.key_fingerprint("signing").await.unwrap(), None);
     assert_eq!(
         s.record_key_fingerprint("signing", "fp-a", T0)
             .await
@@ -44,6 +45,15 @@ pub async fn key_fingerprints_recorded_once(store: Arc<dyn Store>) {
             .unwrap(),
         FingerprintRecord::Existing("fp-b".into())
     );
+    assert_eq!(
+        s.key_fingerprint("signing").await.unwrap().as_deref(),
+        Some("fp-a")
+    );
+    assert_eq!(
+        s.key_fingerprint("sealed").await.unwrap().as_deref(),
+        Some("fp-b")
+    );
+    assert_eq!(s.key_fingerprint("other").await.unwrap(), None);
 }
 
 /// Of many concurrent first records exactly one wins and every other caller sees the winner's fingerprint.

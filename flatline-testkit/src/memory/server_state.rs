@@ -34,6 +34,10 @@ impl ServerStateStore for MemoryStore {
         }
     }
 
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(self.state().server.fingerprints.get(name).cloned())
+    }
+
     async fn advance_manifest(&self, content_hash: &[u8; 32], _now: Timestamp) -> StoreResult<u64> {
         let mut s = self.state();
         let version = match s.server.manifest {

@@ -47,6 +47,14 @@ impl ServerStateStore for SqliteStore {
         Ok(outcome)
     }
 
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)
+    }
+
     async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64> {
         // One statement, so it is atomic even against other processes writing the same file. In the SET clause
         // every column reference is to the old row.
