@@ -211,8 +211,18 @@ pub fn spki_pins(pem: &str) -> Result<Vec<String>, String> {
     Ok(pins)
 }
 
-/// One DER TLV: (tag, whole TLV, contents, rest).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
+/// One DER element.
+struct Tlv<'a> {
+    tag: u8,
+    /// The whole element, header included.
+    whole: &'a [u8],
+    /// Its contents.
+    contents: &'a [u8],
+    /// What follows it.
+    rest: &'a [u8],
+}
+
+fn der_tlv(input: &[u8]) -> Option<Tlv<'_>> {
     let (&tag, rest) = input.split_first()?;
     let (&first, rest) = rest.split_first()?;
     let (len, rest) = if first < 0x80 {
@@ -231,35 +241,27 @@ fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8], &[u8])> {
         return None;
     }
     let header_len = input.len() - rest.len();
-    Some((tag, &input[..header_len + len], &rest[..len], &rest[len..]))
+    Some(Tlv {
+        tag,
+        whole: &input[..header_len + len],
+        contents: &rest[..len],
+        rest: &rest[len..],
+    })
 }
 
-/// The DER SubjectPublicKeyInfo of a DER certificate (RFC 5280 §4.1: the seventh element of tbsCertificate when the
-/// optional `[0] version` is present, else the sixth).
+/// The DER SubjectPublicKeyInfo of a DER certificate (RFC 5280 §4.1: in tbsCertificate, after the optional
+/// `[0] version`, serialNumber, signature, issuer, validity and subject).
 fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
-    let (0x30, _, cert, _) = der_tlv(der)? else {
-        return None;
-    };
-    let (0x30, _, tbs, _) = der_tlv(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, _, after) = der_tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after;
+    let cert = der_tlv(der).filter(|t| t.tag == 0x30)?;
+    let tbs = der_tlv(cert.contents).filter(|t| t.tag == 0x30)?;
+    let mut rest = tbs.contents;
+    if der_tlv(rest)?.tag == 0xa0 {
+        rest = der_tlv(rest)?.rest;
     }
-    // serialNumber, signature, issuer, validity, subject.
     for want in [0x02, 0x30, 0x30, 0x30, 0x30] {
-        let (tag, _, _, after) = der_tlv(rest)?;
-        if tag != want {
-            return None;
-        }
-        rest = after;
+        rest = der_tlv(rest).filter(|t| t.tag == want)?.rest;
     }
-    let (0x30, spki, _, _) = der_tlv(rest)? else {
-        return None;
-    };
-    Some(spki)
+    der_tlv(rest).filter(|t| t.tag == 0x30).map(|t| t.whole)
 }
 
 /// The manifest content the configuration describes, with version 0 and no times yet.
