@@ -13,6 +13,7 @@ pub mod crypto;
 pub mod ids;
 pub mod invites;
 pub mod keys;
+pub mod manifest;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;

@@ -199,6 +199,42 @@ pub trait RateLimitStore: Send + Sync {
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64>;
 }
 
+/// What [`ServerStateStore::record_key_fingerprint`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FingerprintRecord {
+    /// Nothing was recorded under the name; the given fingerprint now is.
+    Recorded,
+    /// A fingerprint was already recorded (it may or may not equal the given one); nothing was written.
+    Existing(String),
+}
+
+/// Instance-wide state every server process must agree on: the fingerprints of the keys it was started with, and
+/// the manifest version counter (API.md §7, §8).
+#[async_trait]
+pub trait ServerStateStore: Send + Sync {
+    /// Records `fingerprint` under `name` if nothing is recorded there yet, else returns the recorded one.
+    /// Atomic: of concurrent first callers exactly one gets [`FingerprintRecord::Recorded`]; the others see its
+    /// fingerprint. A recorded fingerprint is never replaced by this method.
+    async fn record_key_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<FingerprintRecord>;
+
+    /// The fingerprint recorded under `name`, if any (read-only).
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>>;
+
+    /// The manifest version for content with hash `content_hash`, bumping the counter iff the hash differs from the
+    /// last recorded one; records the hash. The first call ever returns 1. Atomic: concurrent calls with distinct
+    /// hashes get distinct, increasing versions; the counter never decreases and a version is never handed out
+    /// for two contents (going back to older content bumps it again).
+    async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64>;
+
+    /// The current manifest version and content hash, if any manifest was recorded (read-only).
+    async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>>;
+}
+
 /// Every aggregate's store: what a server instance is built on.
 pub trait Store:
     AccountStore
@@ -209,6 +245,7 @@ pub trait Store:
     + InviteStore
     + UsernameStore
     + ContactStore
+    + ServerStateStore
 {
 }
 
@@ -221,6 +258,7 @@ impl<T> Store for T where
         + InviteStore
         + UsernameStore
         + ContactStore
+        + ServerStateStore
 {
 }
 /// Contact policies, contact invites and grants (the contact graph of `invite_only` accounts).

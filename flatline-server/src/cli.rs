@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use flatline_core::manifest::Fingerprint;
+use flatline_core::time::Clock;
+
 use crate::config::{Config, LogFormat};
+use crate::system::SystemClock;
+use crate::trust::KeyFileState;
 
 /// Flatline: a self-hostable Signal-compatible server without phone numbers.
 #[derive(Debug, Parser)]
@@ -27,6 +32,49 @@ pub enum Command {
     CheckConfig,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Instance key files.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The signed instance manifest and the server descriptor.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+}
+
+/// `keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create the signing and sealed-sender key files (mode 0600) unless they exist; print their fingerprints.
+    Init,
+}
+
+/// `manifest` subcommands. All but `verify` open the database like a server start: they record or check the key
+/// fingerprints and bump the manifest version when the configured content changed.
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Print the current manifest payload as JSON.
+    Show,
+    /// Write the current signed manifest (compact JWS) to a file, for hosting it elsewhere.
+    Export {
+        /// Destination file.
+        file: PathBuf,
+    },
+    /// Check a signed manifest file: signature, key, expiry and version.
+    Verify {
+        /// The compact-JWS manifest file.
+        file: PathBuf,
+        /// The expected instance fingerprint (`sha256:…`); without it only self-consistency is checked.
+        #[arg(long)]
+        fingerprint: Option<String>,
+        /// Reject manifests with a version below this (the last version accepted before).
+        #[arg(long)]
+        min_version: Option<u64>,
+    },
+    /// Print the server descriptor (`flatline://server?url=…&fp=sha256:…`).
+    Descriptor {
+        /// Also print it as a QR code made of Unicode half blocks.
+        #[arg(long)]
+        qr: bool,
+    },
 }
 
 /// Parses arguments, loads configuration and runs the command. Returns the process exit code.
@@ -61,6 +109,8 @@ pub async fn main() -> i32 {
                 1
             }
         },
+        Command::Keys(KeysCommand::Init) => keys_init(&config),
+        Command::Manifest(cmd) => manifest(&config, cmd).await,
         Command::Serve => {
             let state = match crate::serve::production_state(config).await {
                 Ok(s) => s,
@@ -83,6 +133,166 @@ pub async fn main() -> i32 {
                     1
                 }
             }
+        }
+    }
+}
+
+fn keys_init(config: &Config) -> i32 {
+    match crate::trust::load_keys(config, &crate::system::OsRandom) {
+        Ok(keys) => {
+            for (what, path, state, fp) in [
+                (
+                    "signing key",
+                    config.signing_key_path(),
+                    keys.signing_state,
+                    keys.signing.fingerprint(),
+                ),
+                (
+                    "sealed-sender trust root",
+                    config.sealed_sender_key_path(),
+                    keys.sealed_sender_state,
+                    keys.sealed_sender.fingerprint(),
+                ),
+            ] {
+                let state = match state {
+                    KeyFileState::Created => "created",
+                    KeyFileState::Loaded => "exists",
+                };
+                println!(
+                    "{what}: {} ({state}), fingerprint {}",
+                    path.display(),
+                    fp.with_hash_name()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("flatline-server: {e}");
+            1
+        }
+    }
+}
+
+async fn manifest(config: &Config, cmd: ManifestCommand) -> i32 {
+    let now = SystemClock.now();
+    if let ManifestCommand::Verify {
+        file,
+        fingerprint,
+        min_version,
+    } = &cmd
+    {
+        return verify_file(file, fingerprint.as_deref(), *min_version, now);
+    }
+    let trust = match open_trust(config, now).await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("flatline-server: {e}");
+            return 1;
+        }
+    };
+    let (payload, jws) = trust.signed_manifest(now);
+    match cmd {
+        ManifestCommand::Show => match serde_json::to_string_pretty(&payload) {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("flatline-server: {e}");
+                1
+            }
+        },
+        ManifestCommand::Export { file } => match std::fs::write(&file, format!("{jws}\n")) {
+            Ok(()) => {
+                eprintln!(
+                    "wrote manifest version {} to {} (expires at {} unix seconds; export again before then)",
+                    payload.version,
+                    file.display(),
+                    payload.expires_at
+                );
+                0
+            }
+            Err(e) => {
+                eprintln!("flatline-server: {}: {e}", file.display());
+                1
+            }
+        },
+        ManifestCommand::Descriptor { qr } => {
+            let descriptor = trust.descriptor().to_string();
+            println!("{descriptor}");
+            if qr {
+                match qrcode::QrCode::new(descriptor.as_bytes()) {
+                    Ok(code) => println!(
+                        "{}",
+                        code.render::<qrcode::render::unicode::Dense1x2>()
+                            // Light modules drawn as blocks: readable on the usual dark terminal background.
+                            .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                            .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                            .quiet_zone(true)
+                            .build()
+                    ),
+                    Err(e) => {
+                        eprintln!("flatline-server: cannot make a QR code: {e}");
+                        return 1;
+                    }
+                }
+            }
+            0
+        }
+        ManifestCommand::Verify { .. } => 1,
+    }
+}
+
+async fn open_trust(
+    config: &Config,
+    now: flatline_core::time::Timestamp,
+) -> Result<crate::trust::Trust, String> {
+    let store = crate::store::open(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::trust::Trust::bootstrap(config, store.as_ref(), &crate::system::OsRandom, &[], now)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn verify_file(
+    file: &std::path::Path,
+    fingerprint: Option<&str>,
+    min_version: Option<u64>,
+    now: flatline_core::time::Timestamp,
+) -> i32 {
+    let expected = match fingerprint.map(Fingerprint::parse).transpose() {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("flatline-server: --fingerprint: {e}");
+            return 2;
+        }
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("flatline-server: {}: {e}", file.display());
+            return 1;
+        }
+    };
+    match flatline_core::manifest::verify(&text, expected.as_ref(), min_version, now) {
+        Ok(m) => {
+            println!(
+                "manifest OK: version {}, signed by {}, expires at {} unix seconds",
+                m.version,
+                m.fingerprint().with_hash_name(),
+                m.expires_at
+            );
+            if expected.is_none() {
+                println!(
+                    "note: no --fingerprint given; the signer was not checked against a known key"
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("manifest rejected: {e}");
+            1
         }
     }
 }

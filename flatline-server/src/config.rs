@@ -65,6 +65,8 @@ pub struct Config {
     pub providers: Vec<ProviderConfig>,
     /// Contact invites and contact gating (flood breaker thresholds).
     pub contacts: ContactsSection,
+    /// Instance identity: signing keys and the signed manifest (docs/TRUST.md).
+    pub instance: InstanceConfig,
 }
 
 /// Registration settings.
@@ -479,6 +481,134 @@ pub enum LogFormat {
     Json,
 }
 
+/// Instance identity: the keys and what the signed manifest says (API.md §7, docs/TRUST.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceConfig {
+    /// Human-readable instance name shown by apps. Default `Flatline`.
+    pub name: String,
+    /// The Ed25519 instance signing key (PEM PKCS#8). Default `flatline-signing.key` next to the SQLite database
+    /// (the working directory for other databases). Created with mode 0600 when absent.
+    pub signing_key_file: Option<PathBuf>,
+    /// The sealed-sender trust root (X25519, PEM PKCS#8). Default `flatline-sealed-sender.key` next to the signing
+    /// key's default place. Created with mode 0600 when absent.
+    pub sealed_sender_key_file: Option<PathBuf>,
+    /// Days a signed manifest stays valid; the server re-signs when less than half is left. Default 30.
+    pub manifest_lifetime_days: u32,
+    /// Service endpoint URLs by name. Default: `chat` = `server.public_url`.
+    pub endpoints: BTreeMap<String, String>,
+    /// PEM certificate files whose public keys clients may pin (`tlsPins`). Default: none.
+    pub tls_certificates: Vec<PathBuf>,
+    /// Where the manifest is published (used in the descriptor). Default
+    /// `<server.public_url>/.well-known/flatline/manifest`.
+    pub manifest_url: Option<String>,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        InstanceConfig {
+            name: "Flatline".into(),
+            signing_key_file: None,
+            sealed_sender_key_file: None,
+            manifest_lifetime_days: 30,
+            endpoints: BTreeMap::new(),
+            tls_certificates: vec![],
+            manifest_url: None,
+        }
+    }
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.starts_with("https://") || s.starts_with("http://")
+}
+
+impl Config {
+    /// The directory default key files live in: the SQLite database's directory, else the working directory.
+    fn key_dir(&self) -> PathBuf {
+        let url = &self.database.url;
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|p| p.split('?').next().unwrap_or(p))
+            .filter(|p| !p.is_empty() && !p.starts_with(':'));
+        path.and_then(|p| std::path::Path::new(p).parent().map(|d| d.to_path_buf()))
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    /// The instance signing key file.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.instance
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join("flatline-signing.key"))
+    }
+
+    /// The sealed-sender trust root key file.
+    pub fn sealed_sender_key_path(&self) -> PathBuf {
+        self.instance
+            .sealed_sender_key_file
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join("flatline-sealed-sender.key"))
+    }
+
+    /// The manifest's endpoints: the configured ones, or `chat` = `server.public_url`.
+    pub fn manifest_endpoints(&self) -> BTreeMap<String, String> {
+        if self.instance.endpoints.is_empty() {
+            BTreeMap::from([("chat".to_owned(), self.server.public_url.clone())])
+        } else {
+            self.instance.endpoints.clone()
+        }
+    }
+
+    /// Where the manifest is published.
+    pub fn manifest_url(&self) -> String {
+        self.instance.manifest_url.clone().unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                self.server.public_url.trim_end_matches('/'),
+                flatline_core::manifest::WELL_KNOWN_PATH
+            )
+        })
+    }
+
+    fn validate_instance(&self) -> Result<(), ConfigError> {
+        let i = &self.instance;
+        if i.name.trim().is_empty() {
+            return Err(invalid("instance.name", "must not be empty"));
+        }
+        if !(1..=365).contains(&i.manifest_lifetime_days) {
+            return Err(invalid(
+                "instance.manifest_lifetime_days",
+                "must be between 1 and 365",
+            ));
+        }
+        for (name, url) in &i.endpoints {
+            if !is_http_url(url) {
+                return Err(invalid(
+                    format!("instance.endpoints.{name}"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+        }
+        if let Some(url) = &i.manifest_url
+            && !is_http_url(url)
+        {
+            return Err(invalid(
+                "instance.manifest_url",
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if self.signing_key_path() == self.sealed_sender_key_path() {
+            return Err(invalid(
+                "instance.sealed_sender_key_file",
+                "must differ from instance.signing_key_file",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One rate limiter's settings in the config file.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -631,6 +761,7 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        self.validate_instance()?;
         Ok(())
     }
 
@@ -767,6 +898,19 @@ mod tests {
                 "[contacts]\ndefault_expiry_seconds = 100\nmax_expiry_seconds = 10\n",
                 "contacts.default_expiry_seconds",
             ),
+            (
+                "[instance]\nmanifest_lifetime_days = 0\n",
+                "instance.manifest_lifetime_days",
+            ),
+            (
+                "[instance.endpoints]\nchat = \"ftp://x\"\n",
+                "instance.endpoints.chat",
+            ),
+            (
+                "[instance]\nmanifest_url = \"x\"\n",
+                "instance.manifest_url",
+            ),
+            ("[instance]\nname = \" \"\n", "instance.name"),
         ];
         for (text, key) in cases {
             match load(text, &[]) {
@@ -776,6 +920,45 @@ mod tests {
                 other => panic!("{text}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn instance_defaults_follow_database_and_public_url() {
+        let c = load(
+            "[database]\nurl = \"sqlite:///var/lib/flatline/db.sqlite?mode=rwc\"\n[server]\npublic_url = \"https://chat.example.org/\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.signing_key_path(),
+            PathBuf::from("/var/lib/flatline/flatline-signing.key")
+        );
+        assert_eq!(
+            c.sealed_sender_key_path(),
+            PathBuf::from("/var/lib/flatline/flatline-sealed-sender.key")
+        );
+        assert_eq!(
+            c.manifest_url(),
+            "https://chat.example.org/.well-known/flatline/manifest"
+        );
+        assert_eq!(
+            c.manifest_endpoints(),
+            BTreeMap::from([("chat".into(), "https://chat.example.org/".into())])
+        );
+        assert_eq!(c.instance.manifest_lifetime_days, 30);
+        let d = load("", &[]).unwrap();
+        assert_eq!(
+            d.signing_key_path(),
+            PathBuf::from("./flatline-signing.key")
+        );
+        let e = load(
+            "[instance]\nsigning_key_file = \"/k\"\nmanifest_url = \"https://cdn.example.org/m\"\n[instance.endpoints]\nchat = \"https://a\"\ncdn = \"https://b\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(e.signing_key_path(), PathBuf::from("/k"));
+        assert_eq!(e.manifest_url(), "https://cdn.example.org/m");
+        assert_eq!(e.manifest_endpoints().len(), 2);
     }
 
     #[test]

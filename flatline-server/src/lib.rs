@@ -9,3 +9,4 @@ pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod system;
+pub mod trust;

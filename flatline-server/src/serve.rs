@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flatline_core::store::Store;
+use flatline_core::manifest::IdentityProvider;
+use flatline_core::store::{FingerprintRecord, Store};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -21,6 +22,14 @@ pub enum ServeError {
     /// The store could not be opened or migrated.
     #[error(transparent)]
     Store(#[from] flatline_core::store::StoreError),
+    /// The instance keys or manifest could not be set up (including a key that does not match the database).
+    #[error(transparent)]
+    Trust(#[from] crate::trust::TrustError),
+    /// A secret file differs from the one the database was set up with.
+    #[error(
+        "the secret in {0} does not match the fingerprint recorded in the database; restore the original file"
+    )]
+    SecretMismatch(String),
     /// A listener could not be bound or failed.
     #[error("listener {addr}: {source}")]
     Listen {
@@ -31,15 +40,72 @@ pub enum ServeError {
     },
 }
 
-/// Builds the production state: the configured store, the system clock and the OS random source.
+/// Builds the production state: the configured store, the system clock, the OS random source, and the instance
+/// trust material (refusing to start when a key file does not match the database).
 pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
-    Ok(AppState::new(
-        config,
-        store,
-        Arc::new(SystemClock),
-        Arc::new(OsRandom),
-    )?)
+    let clock = Arc::new(SystemClock);
+    let rng = Arc::new(OsRandom);
+    let state = AppState::new(config, store.clone(), clock.clone(), rng.clone())?;
+    check_principal_secret(&state).await?;
+    // The manifest lists each provider with its authorization endpoint. A provider whose discovery fails now is
+    // left out (and logged); configure `authorization_endpoint` explicitly for a manifest that never depends on it.
+    let mut providers = vec![];
+    for p in state.registration.providers() {
+        match state.registration.client().endpoints(p).await {
+            Ok(e) => providers.push(IdentityProvider {
+                id: p.id.clone(),
+                name: p.name.clone(),
+                issuer: p.issuer.clone(),
+                authorization_endpoint: e.authorization,
+            }),
+            Err(e) => {
+                tracing::error!(provider = %p.id, error = %e, "provider discovery failed; left out of the manifest")
+            }
+        }
+    }
+    let now = flatline_core::time::Clock::now(clock.as_ref());
+    let trust = crate::trust::Trust::bootstrap(
+        &state.config,
+        store.as_ref(),
+        rng.as_ref(),
+        &providers,
+        now,
+    )
+    .await?;
+    Ok(state.with_trust(Arc::new(trust)))
+}
+
+/// Name under which the principal secret's fingerprint is recorded.
+pub const PRINCIPAL_SECRET_NAME: &str = "principal-secret";
+
+/// Records the principal secret's fingerprint on first start and refuses a different secret afterwards: every
+/// process sharing the database must derive the same opaque principals and tombstone keys.
+async fn check_principal_secret(state: &AppState) -> Result<(), ServeError> {
+    use sha2::Digest as _;
+    let secret = crate::secrets::load_or_create_hex(
+        &state.config.registration.principal_secret_file,
+        32,
+        state.rng.as_ref(),
+    )
+    .map_err(crate::http::SetupError::from)?;
+    let fingerprint = hex::encode(sha2::Sha256::digest(&*secret));
+    match state
+        .store
+        .record_key_fingerprint(PRINCIPAL_SECRET_NAME, &fingerprint, state.clock.now())
+        .await?
+    {
+        FingerprintRecord::Recorded => Ok(()),
+        FingerprintRecord::Existing(recorded) if recorded == fingerprint => Ok(()),
+        FingerprintRecord::Existing(_) => Err(ServeError::SecretMismatch(
+            state
+                .config
+                .registration
+                .principal_secret_file
+                .display()
+                .to_string(),
+        )),
+    }
 }
 
 /// The bound sockets of a server.

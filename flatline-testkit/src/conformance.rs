@@ -14,6 +14,9 @@ use flatline_core::ratelimit::{Admission, BucketConfig};
 use flatline_core::store::{Conflict, Store, StoreError};
 use flatline_core::time::Timestamp;
 
+mod server_state;
+pub use server_state::*;
+
 use crate::clock::SeededRng;
 use crate::fixtures::{fake_ec, fake_kem, fake_signed_ec, new_account};
 
@@ -45,7 +48,9 @@ macro_rules! conformance_suite {
             contact_policy_roundtrip_and_open_purges, contact_invite_create_list_delete,
             contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
-            concurrent_redemptions_single_use, delete_account_removes_contacts);
+            concurrent_redemptions_single_use, delete_account_removes_contacts,
+            key_fingerprints_recorded_once, concurrent_fingerprint_records_have_one_winner,
+            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

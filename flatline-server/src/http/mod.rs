@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod keys;
+pub mod manifest;
 pub mod registration;
 pub mod usernames;
 pub mod verification;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<[IpNet]>,
     /// The configuration the server runs with.
     pub config: Arc<Config>,
+    /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
+    pub trust: Option<Arc<crate::trust::Trust>>,
 }
 
 /// The identity-provider side of the state, injectable so tests can substitute fakes.
@@ -167,7 +170,14 @@ impl AppState {
             clock,
             rng,
             config: Arc::new(config),
+            trust: None,
         })
+    }
+
+    /// Adds the instance trust material (see [`crate::trust::Trust::bootstrap`]).
+    pub fn with_trust(mut self, trust: Arc<crate::trust::Trust>) -> Self {
+        self.trust = Some(trust);
+        self
     }
 }
 
@@ -179,7 +189,8 @@ pub fn app(state: AppState) -> Router {
         .merge(verification::routes())
         .merge(registration::routes())
         .merge(usernames::routes())
-        .merge(contacts::routes());
+        .merge(contacts::routes())
+        .merge(manifest::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

@@ -5,6 +5,7 @@ mod auth;
 mod contacts;
 mod contacts_props;
 mod keys;
+mod manifest;
 mod registration;
 mod server;
 mod sqlite;

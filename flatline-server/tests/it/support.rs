@@ -145,6 +145,16 @@ impl TestApp {
         )
     }
 
+    /// A harness around an already built state (for example one with trust material attached).
+    pub fn with_state(state: AppState, clock: Arc<MockClock>, rng: Arc<SeededRng>) -> Self {
+        TestApp {
+            router: app(state.clone()),
+            state,
+            clock,
+            rng,
+        }
+    }
+
     /// A registered account with real keys, seeded directly into the store.
     pub async fn seed(&self, principal: &str) -> SimClient {
         let client = SimClient::new(self.rng.as_ref());

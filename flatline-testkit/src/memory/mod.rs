@@ -3,6 +3,7 @@
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
 mod contacts;
+mod server_state;
 mod usernames;
 
 use std::collections::{BTreeMap, HashMap};
@@ -40,6 +41,7 @@ struct State {
     invites: invites::InviteState,
     usernames: usernames::Usernames,
     contacts: contacts::ContactState,
+    server: server_state::ServerState,
 }
 
 impl State {

@@ -4,6 +4,8 @@
 //! `SQLITE_BUSY` on lock upgrades), and a pool of readers serves lookups concurrently thanks to WAL mode.
 //! Every trait method that writes runs in one transaction on the writer, which makes it atomic.
 
+mod server_state;
+
 use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::time::Duration;
@@ -59,6 +61,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "contacts",
         sql: include_str!("../../../migrations/sqlite/0005_contacts.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "server_state",
+        sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
     },
 ];
 

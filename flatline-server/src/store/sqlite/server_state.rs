@@ -1,0 +1,92 @@
+//! Instance-wide server state: key fingerprints and the manifest version counter.
+
+use async_trait::async_trait;
+use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+use sqlx::Row;
+
+use super::{SqliteStore, db};
+
+fn version_of(v: i64) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::corrupt("negative manifest version"))
+}
+
+#[async_trait]
+impl ServerStateStore for SqliteStore {
+    async fn record_key_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<FingerprintRecord> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let inserted = sqlx::query(
+            "INSERT INTO key_fingerprints (name, fingerprint, recorded_at) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        let outcome = if inserted {
+            FingerprintRecord::Recorded
+        } else {
+            let stored: String =
+                sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = ?")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            FingerprintRecord::Existing(stored)
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)
+    }
+
+    async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64> {
+        // One statement, so it is atomic even against other processes writing the same file. In the SET clause
+        // every column reference is to the old row.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO manifest_state (id, version, content_hash, updated_at) VALUES (1, 1, ?1, ?2) \
+             ON CONFLICT (id) DO UPDATE SET \
+               version = CASE WHEN content_hash = excluded.content_hash THEN version ELSE version + 1 END, \
+               updated_at = CASE WHEN content_hash = excluded.content_hash THEN updated_at ELSE excluded.updated_at END, \
+               content_hash = excluded.content_hash \
+             RETURNING version",
+        )
+        .bind(content_hash.as_slice())
+        .bind(now.as_millis())
+        .fetch_one(&self.writer)
+        .await
+        .map_err(db)?;
+        version_of(version)
+    }
+
+    async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>> {
+        let Some(row) =
+            sqlx::query("SELECT version, content_hash FROM manifest_state WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let hash: Vec<u8> = row.get("content_hash");
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::corrupt("manifest content hash is not 32 bytes"))?;
+        Ok(Some((version_of(row.get("version"))?, hash)))
+    }
+}

@@ -1,0 +1,55 @@
+//! Instance-wide server state: key fingerprints and the manifest version counter.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreResult};
+use flatline_core::time::Timestamp;
+
+use super::MemoryStore;
+
+#[derive(Default)]
+pub(super) struct ServerState {
+    fingerprints: HashMap<String, String>,
+    manifest: Option<(u64, [u8; 32])>,
+}
+
+#[async_trait]
+impl ServerStateStore for MemoryStore {
+    async fn record_key_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        _now: Timestamp,
+    ) -> StoreResult<FingerprintRecord> {
+        let mut s = self.state();
+        match s.server.fingerprints.get(name) {
+            Some(stored) => Ok(FingerprintRecord::Existing(stored.clone())),
+            None => {
+                s.server
+                    .fingerprints
+                    .insert(name.to_owned(), fingerprint.to_owned());
+                Ok(FingerprintRecord::Recorded)
+            }
+        }
+    }
+
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>> {
+        Ok(self.state().server.fingerprints.get(name).cloned())
+    }
+
+    async fn advance_manifest(&self, content_hash: &[u8; 32], _now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.state();
+        let version = match s.server.manifest {
+            Some((v, h)) if h == *content_hash => v,
+            Some((v, _)) => v + 1,
+            None => 1,
+        };
+        s.server.manifest = Some((version, *content_hash));
+        Ok(version)
+    }
+
+    async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>> {
+        Ok(self.state().server.manifest)
+    }
+}
