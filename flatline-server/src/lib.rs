@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod dev_idp;
 pub mod http;
 pub mod metrics;
 pub mod oidc;
