@@ -503,8 +503,8 @@ async fn callback(Query(q): Query<HashMap<String, String>>) -> Response {
     }
     let body = format!(
         "<p>Copy these into <code>PATCH /v1/verification/session/&lt;id&gt;</code> \
-         together with your PKCE <code>codeVerifier</code>:</p><pre id=\"values\">\
-         code={code}\nstate={state}\niss={iss}</pre>\
+         together with your PKCE <code>codeVerifier</code>:</p><pre id=\"values\">\n\
+         code={code}\nstate={state}\niss={iss}\n</pre>\
          <pre id=\"json\">{{\"code\": \"{code}\", \"state\": \"{state}\", \"iss\": \"{iss}\", \
          \"codeVerifier\": \"&lt;your verifier&gt;\"}}</pre>",
         code = escape(get("code")),

@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! cargo run -p flatline-testkit --example register -- [SERVER_URL] [LOGIN]
+//! cargo run -p flatline-testkit --example register -- body SESSION_ID
 //! ```
+//!
+//! The second form only prints a `POST /v1/registration` body for a session you verified yourself (with curl):
+//! fresh identity keys and prekeys with valid signatures. Its private keys are thrown away, which is fine for
+//! trying the API, not for messaging.
 //!
 //! SERVER_URL defaults to `http://127.0.0.1:8080`, LOGIN to `dev-user`; the provider is `dev` unless
 //! `FLATLINE_PROVIDER` names another, and the redirect URI is `<SERVER_URL>/dev-idp/callback` unless
@@ -33,7 +38,17 @@ async fn main() {
 }
 
 async fn run() -> Result<(), String> {
-    let mut args = std::env::args().skip(1);
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("body") {
+        let session = args.nth(1).ok_or("usage: register body SESSION_ID")?;
+        let client = flatline_testkit::SimClient::new(&OsRandom);
+        let body = client.registration_body(&session, &OsRandom);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).map_err(|e| e.to_string())?
+        );
+        return Ok(());
+    }
     let base = args
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:8080".to_owned());
