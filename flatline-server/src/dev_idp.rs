@@ -115,8 +115,8 @@ impl DevIdp {
         let seed = zeroize::Zeroizing::new(signing_seed(principal_secret));
         // PKCS#8 v1 for Ed25519 is a fixed 16-byte prefix followed by the 32-byte seed (RFC 8410).
         let mut der = zeroize::Zeroizing::new(vec![
-            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
-            0x20,
+            0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22,
+            0x04, 0x20,
         ]);
         der.extend_from_slice(&*seed);
         let public = ed25519_dalek::SigningKey::from_bytes(&seed)
@@ -626,8 +626,8 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(crate::system::SystemClock);
     let rng: Arc<dyn SecureRandom> = Arc::new(crate::system::OsRandom);
-    let state = AppState::new(config, store, clock.clone(), rng.clone())
-        .map_err(ServeError::from)?;
+    let state =
+        AppState::new(config, store, clock.clone(), rng.clone()).map_err(ServeError::from)?;
     // The manifest cannot discover the development IdP now (the listener does not serve yet); its endpoints are
     // known anyway.
     let mut manifest_providers = vec![IdentityProvider {
@@ -636,7 +636,11 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
         issuer: issuer.clone(),
         authorization_endpoint: format!("{issuer}/authorize"),
     }];
-    for p in state.registration.providers().filter(|p| p.id != PROVIDER_ID) {
+    for p in state
+        .registration
+        .providers()
+        .filter(|p| p.id != PROVIDER_ID)
+    {
         match state.registration.client().endpoints(p).await {
             Ok(e) => manifest_providers.push(IdentityProvider {
                 id: p.id.clone(),

@@ -24,7 +24,10 @@ struct OsRandom;
 
 impl SecureRandom for OsRandom {
     fn fill(&self, dest: &mut [u8]) {
-        #[expect(clippy::expect_used, reason = "an example without randomness cannot go on")]
+        #[expect(
+            clippy::expect_used,
+            reason = "an example without randomness cannot go on"
+        )]
         getrandom::fill(dest).expect("OS random source");
     }
 }
@@ -76,7 +79,10 @@ async fn run() -> Result<(), String> {
         .await?;
     let whoami = remote.whoami(&client).await?;
     if whoami.status != 200 {
-        return Err(format!("whoami answered {}: {}", whoami.status, whoami.body));
+        return Err(format!(
+            "whoami answered {}: {}",
+            whoami.status, whoami.body
+        ));
     }
     println!("registered {login} through provider {provider}");
     println!(
@@ -98,9 +104,6 @@ async fn run() -> Result<(), String> {
         client.aci, client.device_id, client.password
     );
     // The header form, for tools that want it.
-    println!(
-        "  Authorization: {}",
-        client.basic_auth(UsernameForm::Dot)
-    );
+    println!("  Authorization: {}", client.basic_auth(UsernameForm::Dot));
     Ok(())
 }

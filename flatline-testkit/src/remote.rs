@@ -132,7 +132,10 @@ impl Remote {
     pub async fn providers(&self) -> FlowResult<Vec<Value>> {
         let a = self.get("/v1/verification", None).await?;
         if a.status != 200 {
-            return Err(format!("GET /v1/verification answered {}: {}", a.status, a.body));
+            return Err(format!(
+                "GET /v1/verification answered {}: {}",
+                a.status, a.body
+            ));
         }
         Ok(a.body["providers"].as_array().cloned().unwrap_or_default())
     }
@@ -242,7 +245,9 @@ impl Remote {
             .ok_or("verify returned no principal")?
             .to_owned();
         let mut client = SimClient::new(rng);
-        let r = self.register(&client, &principal, attempt.id(), rng).await?;
+        let r = self
+            .register(&client, &principal, attempt.id(), rng)
+            .await?;
         if r.status != 200 {
             return Err(format!("register answered {}: {}", r.status, r.body));
         }
@@ -291,7 +296,9 @@ impl Browser {
         let endpoint = session["authorizationEndpoint"]
             .as_str()
             .ok_or("session has no authorizationEndpoint")?;
-        let client_id = session["clientId"].as_str().ok_or("session has no clientId")?;
+        let client_id = session["clientId"]
+            .as_str()
+            .ok_or("session has no clientId")?;
         let request_uri = session["requestUri"]
             .as_str()
             .ok_or("session has no requestUri")?;
@@ -300,12 +307,7 @@ impl Browser {
             [("client_id", client_id), ("request_uri", request_uri)],
         )
         .map_err(err)?;
-        let response = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .map_err(err)?;
+        let response = self.http.get(url).send().await.map_err(err)?;
         let location = response
             .headers()
             .get("location")

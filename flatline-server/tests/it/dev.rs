@@ -67,8 +67,10 @@ async fn registers_through_the_built_in_idp_and_survives_a_restart() {
     let providers = dev.remote.providers().await.unwrap();
     assert_eq!(
         providers,
-        vec![json!({"id": "dev", "name": "INSECURE development login", "issuer": dev.issuer,
-            "authorizationEndpoint": format!("{}/authorize", dev.issuer), "principalClaim": "email", "inviteRequired": false})]
+        vec![
+            json!({"id": "dev", "name": "INSECURE development login", "issuer": dev.issuer,
+            "authorizationEndpoint": format!("{}/authorize", dev.issuer), "principalClaim": "email", "inviteRequired": false})
+        ]
     );
     let browser = Browser::new(vec![dev.redirect.clone()]).unwrap();
     let (client, j) = dev
@@ -81,7 +83,10 @@ async fn registers_through_the_built_in_idp_and_survives_a_restart() {
         (json!("erin@dev.invalid"), json!(false))
     );
     let who = dev.remote.whoami(&client).await.unwrap();
-    assert_eq!((who.status, who.body["uuid"].clone()), (200, j["uuid"].clone()));
+    assert_eq!(
+        (who.status, who.body["uuid"].clone()),
+        (200, j["uuid"].clone())
+    );
 
     // Without a login hint the IdP logs in as dev-user.
     let (_, d) = dev
@@ -97,7 +102,10 @@ async fn registers_through_the_built_in_idp_and_survives_a_restart() {
         .start("dev", &dev.redirect, Some("mallory"), &OsRandom)
         .await
         .unwrap();
-    let callback = browser.authorize(&attempt.session, &dev.redirect).await.unwrap();
+    let callback = browser
+        .authorize(&attempt.session, &dev.redirect)
+        .await
+        .unwrap();
     assert_eq!(callback.iss.as_deref(), Some(dev.issuer.as_str()));
     let mut wrong = attempt.clone();
     wrong.verifier = "x".repeat(43);
@@ -128,7 +136,10 @@ async fn registers_through_the_built_in_idp_and_survives_a_restart() {
     let page = dev
         .remote
         .get(
-            &format!("/dev-idp/callback?code=abc%3Cdef&state=st&iss={}", dev.issuer),
+            &format!(
+                "/dev-idp/callback?code=abc%3Cdef&state=st&iss={}",
+                dev.issuer
+            ),
             None,
         )
         .await

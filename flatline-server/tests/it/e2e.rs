@@ -76,7 +76,9 @@ fn client(provider: &str) -> &'static Client {
 /// Whether to run: `None` skips (only with `FLATLINE_SKIP_NODE=1`); a missing `node` or missing npm packages fail.
 fn node_idp_dir() -> Option<PathBuf> {
     if std::env::var("FLATLINE_SKIP_NODE").as_deref() == Ok("1") {
-        eprintln!("FLATLINE_SKIP_NODE=1: skipping the end-to-end test against the real oidc-provider");
+        eprintln!(
+            "FLATLINE_SKIP_NODE=1: skipping the end-to-end test against the real oidc-provider"
+        );
         return None;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/idp");
@@ -399,7 +401,12 @@ async fn principal_change_rotates_the_pni_and_conflicts_are_refused() {
     assert_eq!(started.status, 200, "{}", started.body);
     let callback = browser.authorize(&attempt.session, REDIRECT).await.unwrap();
     let v = e2e.remote.verify(&attempt, &callback).await.unwrap();
-    assert_eq!((v.status, v.code()), (403, "principal_conflict"), "{}", v.body);
+    assert_eq!(
+        (v.status, v.code()),
+        (403, "principal_conflict"),
+        "{}",
+        v.body
+    );
     // carol keeps her account and principal.
     let who = e2e.remote.whoami(&client).await.unwrap();
     assert_eq!(
@@ -439,11 +446,7 @@ async fn backchannel_logout_from_the_idp_locks_until_reregistration() {
 
         let (again, j2) = e2e.register(provider, "dave").await;
         assert_eq!(aci(&j2), aci(&j), "{provider}: same account");
-        assert_eq!(
-            e2e.whoami(&again).await,
-            200,
-            "{provider}: access restored"
-        );
+        assert_eq!(e2e.whoami(&again).await, 200, "{provider}: access restored");
         assert_eq!(e2e.whoami(&dave).await, 401, "the old device stays out");
     }
 }

@@ -120,7 +120,10 @@ async fn the_binary_reports_the_key_count_and_fails_loudly() {
     std::fs::write(d.join("jwks.json"), &keys).unwrap();
     let out = run();
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("3 keys"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("3 keys"),
+        "{out:?}"
+    );
 
     std::fs::write(d.join("jwks.json"), "{}").unwrap();
     let out = run();
