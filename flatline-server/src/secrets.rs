@@ -55,9 +55,17 @@ pub fn load_or_create_hex(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = Zeroizing::new(vec![0u8; len]);
             rng.fill(&mut bytes);
-            write_private(path, hex::encode(&*bytes).as_bytes())?;
-            tracing::warn!(path = %path.display(), "created a new secret file; back it up");
-            Ok(bytes)
+            match write_private(path, hex::encode(&*bytes).as_bytes()) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "created a new secret file; back it up");
+                    Ok(bytes)
+                }
+                // Another process starting at the same moment created it first: use theirs.
+                Err(SecretError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                    load_or_create_hex(path, len, rng)
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(io(path)(e)),
     }
