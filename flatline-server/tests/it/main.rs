@@ -9,6 +9,7 @@ mod e2e;
 mod jwks_refresh;
 mod keys;
 mod manifest;
+mod multiprocess;
 mod registration;
 mod server;
 mod sqlite;
