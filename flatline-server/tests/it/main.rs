@@ -3,6 +3,7 @@
 mod accounts;
 mod auth;
 mod keys;
+mod postgres;
 mod server;
 mod sqlite;
 mod support;

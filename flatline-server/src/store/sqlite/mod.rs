@@ -298,9 +298,19 @@ impl AccountStore for SqliteStore {
         // Checked explicitly (inside the single-writer transaction) to name the conflict precisely.
         let taken = |sql: &'static str| sqlx::query(sql);
         for (conflict, query) in [
-            (Conflict::Aci, taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec())),
-            (Conflict::Pni, taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec())),
-            (Conflict::Principal, taken("SELECT 1 FROM accounts WHERE principal = ?").bind(a.principal.as_str().to_owned())),
+            (
+                Conflict::Aci,
+                taken("SELECT 1 FROM accounts WHERE aci = ?").bind(a.aci.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Pni,
+                taken("SELECT 1 FROM accounts WHERE pni = ?").bind(a.pni.as_bytes().to_vec()),
+            ),
+            (
+                Conflict::Principal,
+                taken("SELECT 1 FROM accounts WHERE principal = ?")
+                    .bind(a.principal.as_str().to_owned()),
+            ),
         ] {
             if query.fetch_optional(&mut *tx).await.map_err(db)?.is_some() {
                 return Err(StoreError::Conflict(conflict));
