@@ -6,6 +6,7 @@ mod contacts;
 mod contacts_props;
 mod keys;
 mod manifest;
+mod postgres;
 mod registration;
 mod server;
 mod sqlite;
