@@ -23,7 +23,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult,
+    AccountStore, Conflict, InitialKeys, KeyStore, NewAccount, RateLimitStore, StoreError,
+    StoreResult,
 };
 use flatline_core::time::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -33,17 +34,79 @@ use uuid::Uuid;
 use super::Migration;
 use crate::config::DatabaseConfig;
 
+mod contacts;
+mod invites;
+mod registration;
+mod server_state;
+mod usernames;
+
 /// Embedded migrations, applied in order at start-up.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "accounts_keys_limits",
-    sql: include_str!("../../../migrations/postgres/0001_accounts_keys_limits.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "accounts_keys_limits",
+        sql: include_str!("../../../migrations/postgres/0001_accounts_keys_limits.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "registration",
+        sql: include_str!("../../../migrations/postgres/0002_registration.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "invites",
+        sql: include_str!("../../../migrations/postgres/0003_invites.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "usernames",
+        sql: include_str!("../../../migrations/postgres/0004_usernames.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "contacts",
+        sql: include_str!("../../../migrations/postgres/0005_contacts.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "server_state",
+        sql: include_str!("../../../migrations/postgres/0006_server_state.sql"),
+    },
+];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".
 const MIGRATION_LOCK: i64 = 0x666c_6174_6d69_6772;
 /// Advisory lock class (two 32-bit key space, which does not overlap the 64-bit one) for per-device key uploads.
 const KEY_UPLOAD_LOCK_CLASS: i32 = 0x666b_6579;
+/// Advisory lock class serializing registrations (and deletions) of one OIDC subject: "fsub".
+const SUBJECT_LOCK_CLASS: i32 = 0x6673_7562;
+/// Advisory lock class serializing registrations that claim one principal: "fprn".
+const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
+/// Advisory lock class for one username hash, held while a claim on it is decided: "funm".
+const USERNAME_LOCK_CLASS: i32 = 0x6675_6e6d;
+/// Advisory lock class serializing writes to one owner's contact graph: "fcon".
+const CONTACT_OWNER_LOCK_CLASS: i32 = 0x6663_6f6e;
+
+/// A 32-bit advisory-lock key for `bytes` (FNV-1a). Collisions only make unrelated transactions wait for each other.
+fn lock_key(bytes: &[u8]) -> i32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in bytes {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    i32::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// Takes the transaction-scoped advisory lock (`class`, `key`); released at commit or rollback.
+async fn xact_lock(tx: &mut Transaction<'_, Postgres>, class: i32, key: i32) -> StoreResult<()> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+        .bind(class)
+        .bind(key)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
@@ -437,74 +500,61 @@ async fn delete_keys_of(tx: &mut Transaction<'_, Postgres>, owner: ServiceId) ->
     Ok(())
 }
 
+/// Inserts the account row and its devices; a unique violation on `accounts` becomes its [`Conflict`].
+async fn insert_account(tx: &mut Transaction<'_, Postgres>, a: &Account) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO accounts (aci, pni, principal, principal_opaque, aci_identity_key, pni_identity_key,
+         unidentified_access_key, unrestricted_unidentified_access, discoverable_by_principal, username_hash,
+         username_link_handle, created_at)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
+    )
+    .bind(a.aci.as_bytes().to_vec())
+    .bind(a.pni.as_bytes().to_vec())
+    .bind(a.principal.as_str())
+    .bind(a.principal_opaque)
+    .bind(&a.aci_identity_key)
+    .bind(&a.pni_identity_key)
+    .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
+    .bind(a.settings.unrestricted_unidentified_access)
+    .bind(a.settings.discoverable_by_principal)
+    .bind(&a.username_hash)
+    .bind(a.username_link_handle.map(|h| h.as_bytes().to_vec()))
+    .bind(a.created_at.as_millis())
+    .execute(&mut **tx)
+    .await
+    .map_err(|e| match account_conflict(&e) {
+        Some(c) => StoreError::Conflict(c),
+        None => db(e),
+    })?;
+    for d in &a.devices {
+        insert_device(tx, a.aci, d).await?;
+    }
+    Ok(())
+}
+
+/// Writes the primary device's signed and last-resort keys for both identities.
+async fn put_initial_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    aci: Aci,
+    pni: Pni,
+    k: &InitialKeys,
+) -> StoreResult<()> {
+    let primary = DeviceId::PRIMARY;
+    let (aci, pni) = (ServiceId::Aci(aci), ServiceId::Pni(pni));
+    put_signed(tx, aci, primary, SIGNED_EC, &k.aci_signed).await?;
+    put_signed(tx, pni, primary, SIGNED_EC, &k.pni_signed).await?;
+    put_signed(tx, aci, primary, LAST_RESORT, &k.aci_last_resort).await?;
+    put_signed(tx, pni, primary, LAST_RESORT, &k.pni_last_resort).await
+}
+
 #[async_trait]
 impl AccountStore for PgStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
-        let a = &new.account;
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The unique constraints decide (atomically, across processes); the violated one names the conflict. An
         // error drops `tx`, which rolls back, so a refused account writes nothing.
-        sqlx::query(
-            "INSERT INTO accounts (aci, pni, principal, principal_opaque, aci_identity_key, pni_identity_key,
-             unidentified_access_key, unrestricted_unidentified_access, discoverable_by_principal, username_hash,
-             username_link_handle, created_at)
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12)",
-        )
-        .bind(a.aci.as_bytes().to_vec())
-        .bind(a.pni.as_bytes().to_vec())
-        .bind(a.principal.as_str())
-        .bind(a.principal_opaque)
-        .bind(&a.aci_identity_key)
-        .bind(&a.pni_identity_key)
-        .bind(a.settings.unidentified_access_key.map(|k| k.to_vec()))
-        .bind(a.settings.unrestricted_unidentified_access)
-        .bind(a.settings.discoverable_by_principal)
-        .bind(&a.username_hash)
-        .bind(a.username_link_handle.map(|h| h.as_bytes().to_vec()))
-        .bind(a.created_at.as_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| match account_conflict(&e) {
-            Some(c) => StoreError::Conflict(c),
-            None => db(e),
-        })?;
-        for d in &a.devices {
-            insert_device(&mut tx, a.aci, d).await?;
-        }
-        let k = &new.keys;
-        let primary = DeviceId::PRIMARY;
-        put_signed(
-            &mut tx,
-            ServiceId::Aci(a.aci),
-            primary,
-            SIGNED_EC,
-            &k.aci_signed,
-        )
-        .await?;
-        put_signed(
-            &mut tx,
-            ServiceId::Pni(a.pni),
-            primary,
-            SIGNED_EC,
-            &k.pni_signed,
-        )
-        .await?;
-        put_signed(
-            &mut tx,
-            ServiceId::Aci(a.aci),
-            primary,
-            LAST_RESORT,
-            &k.aci_last_resort,
-        )
-        .await?;
-        put_signed(
-            &mut tx,
-            ServiceId::Pni(a.pni),
-            primary,
-            LAST_RESORT,
-            &k.pni_last_resort,
-        )
-        .await?;
+        insert_account(&mut tx, &new.account).await?;
+        put_initial_keys(&mut tx, new.account.aci, new.account.pni, &new.keys).await?;
         tx.commit().await.map_err(db)
     }
 
@@ -603,11 +653,22 @@ impl AccountStore for PgStore {
         Ok(exists)
     }
 
-    async fn delete_account(&self, aci: Aci) -> StoreResult<bool> {
+    async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db)?;
-        // Deleting the account row first both locks it and decides which of two concurrent deletes wins.
+        // Serialize with registrations of the same subject, which would otherwise re-register into an account
+        // that is going away (same lock order as `register`: subject, then the account row).
+        let subject_hash: Option<Vec<u8>> =
+            sqlx::query_scalar("SELECT subject_hash FROM account_subjects WHERE aci = $1")
+                .bind(aci.as_bytes().to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if let Some(hash) = &subject_hash {
+            xact_lock(&mut tx, SUBJECT_LOCK_CLASS, lock_key(hash)).await?;
+        }
+        // Locking the account row decides which of two concurrent deletes wins: the loser finds no row.
         let Some(pni): Option<Vec<u8>> =
-            sqlx::query_scalar("DELETE FROM accounts WHERE aci = $1 RETURNING pni")
+            sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = $1 FOR UPDATE")
                 .bind(aci.as_bytes().to_vec())
                 .fetch_optional(&mut *tx)
                 .await
@@ -615,9 +676,19 @@ impl AccountStore for PgStore {
         else {
             return Ok(false);
         };
-        // Devices went with the account (ON DELETE CASCADE); keys are keyed by identity, not by account.
+        // Keys are keyed by identity, not by account.
         delete_keys_of(&mut tx, ServiceId::Aci(aci)).await?;
         delete_keys_of(&mut tx, ServiceId::Pni(Pni(uuid_of(&pni)?))).await?;
+        // Before the account row goes: the subject binding it reads is removed by the cascade.
+        registration::tombstone(&mut tx, aci, now).await?;
+        invites::revoke_all_of(&mut tx, aci, now).await?;
+        contacts::delete_contacts_of(&mut tx, aci).await?;
+        // Devices, the subject binding, username claims and holds go with the account (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM accounts WHERE aci = $1")
+            .bind(aci.as_bytes().to_vec())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
