@@ -309,3 +309,217 @@ async fn open_from_config_applies_settings_and_hides_password() {
     assert!(!text.contains("sup3rsecret"), "{text}");
     assert!(text.contains("flatline:***@127.0.0.1:1"), "{text}");
 }
+
+fn session_for(
+    rng: &SeededRng,
+    invite: Option<flatline_core::invites::CodeHash>,
+) -> flatline_core::registration::VerificationSession {
+    use flatline_core::registration::{SessionId, VerificationSession};
+    VerificationSession {
+        id: SessionId::generate(rng),
+        provider_id: "idp".into(),
+        state: "state".into(),
+        nonce: "nonce".into(),
+        redirect_uri: "app://cb".into(),
+        request_uri: "urn:x".into(),
+        request_uri_lifetime: 60,
+        invite_code: invite,
+        created_at: T0,
+        expires_at: T0.plus(Duration::from_secs(600)),
+        verified: None,
+        reserved_invite: None,
+    }
+}
+
+fn identity_for(sub: &str) -> flatline_core::registration::VerifiedIdentity {
+    use flatline_core::registration::{Subject, VerifiedIdentity};
+    let mut subject_hash = [0u8; 32];
+    subject_hash[..sub.len().min(32)].copy_from_slice(&sub.as_bytes()[..sub.len().min(32)]);
+    VerifiedIdentity {
+        subject: Subject {
+            provider: "idp".into(),
+            sub: sub.into(),
+        },
+        subject_hash,
+        principal: flatline_core::ids::Principal::parse(&format!("{sub}@example.org")).unwrap(),
+        principal_opaque: false,
+        sid: None,
+    }
+}
+
+fn commit_for(
+    rng: &SeededRng,
+    id: &flatline_core::registration::SessionId,
+) -> flatline_core::registration::RegistrationCommit {
+    let template = new_account(rng, "template", "pw", T0);
+    flatline_core::registration::RegistrationCommit {
+        session_id: id.clone(),
+        candidate_aci: Aci::random(rng),
+        candidate_pni: flatline_core::ids::Pni::random(rng),
+        aci_identity_key: template.account.aci_identity_key.clone(),
+        pni_identity_key: template.account.pni_identity_key.clone(),
+        device: template.account.devices[0].clone(),
+        settings: Default::default(),
+        keys: template.keys,
+        now: T0,
+    }
+}
+
+/// Verifies (reserving an invite use when `invite` is set) and registers session `id` for `sub`; None when the
+/// invite was unavailable.
+async fn verify_and_register(
+    store: Arc<PgStore>,
+    rng: Arc<SeededRng>,
+    id: flatline_core::registration::SessionId,
+    sub: String,
+    invite: bool,
+) -> Option<flatline_core::registration::RegistrationOutcome> {
+    use flatline_core::registration::{RegistrationStore, VerifyOutcome};
+    let outcome = store
+        .verify_session(
+            &id,
+            &identity_for(&sub),
+            invite,
+            T0.plus(Duration::from_secs(600)),
+            T0,
+        )
+        .await
+        .unwrap();
+    if outcome != VerifyOutcome::Verified {
+        assert_eq!(outcome, VerifyOutcome::InviteUnavailable);
+        return None;
+    }
+    Some(store.register(commit_for(&rng, &id)).await.unwrap())
+}
+
+/// Two processes racing for a 5-use invite register exactly 5 accounts; two sessions of one subject registering at
+/// once in two processes end in one account (created once, then re-registered), not in an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_racing_registrations_respect_invites_and_subjects() {
+    use flatline_core::invites::{InviteCode, InviteId, InviteOwner, InviteStore, NewInvite};
+    use flatline_core::registration::{RegistrationOutcome, RegistrationStore};
+    let (_, stores) = stores_sharing_one_schema(2).await;
+    let rng = Arc::new(SeededRng::new(14));
+    let code = InviteCode::generate(rng.as_ref());
+    let invite = InviteId::random(rng.as_ref());
+    stores[0]
+        .create_invite(&NewInvite {
+            id: invite,
+            code_hash: code.hash(),
+            owner: InviteOwner::Operator,
+            max_uses: 5,
+            expires_at: None,
+            note: None,
+            created_at: T0,
+        })
+        .await
+        .unwrap();
+    let mut tasks = vec![];
+    for i in 0..60 {
+        let s = session_for(&rng, Some(code.hash()));
+        stores[0].create_session(&s).await.unwrap();
+        tasks.push(tokio::spawn(verify_and_register(
+            stores[i % 2].clone(),
+            rng.clone(),
+            s.id,
+            format!("racer{i}"),
+            true,
+        )));
+    }
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(RegistrationOutcome::Created { .. }) => created += 1,
+            None => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 5);
+    let i = stores[1].invite(invite, T0).await.unwrap().unwrap();
+    assert_eq!((i.uses, i.pending), (5, 0));
+
+    for round in 0..5 {
+        let sub = format!("twice{round}");
+        let mut tasks = vec![];
+        for (n, store) in stores.iter().enumerate() {
+            let s = session_for(&rng, None);
+            store.create_session(&s).await.unwrap();
+            tasks.push(tokio::spawn(verify_and_register(
+                stores[(n + 1) % 2].clone(),
+                rng.clone(),
+                s.id,
+                sub.clone(),
+                false,
+            )));
+        }
+        let mut acis = vec![];
+        let mut created = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Some(RegistrationOutcome::Created { aci, .. }) => {
+                    created += 1;
+                    acis.push(aci)
+                }
+                Some(RegistrationOutcome::Reregistered { aci, .. }) => acis.push(aci),
+                other => panic!("{sub}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(created, 1, "{sub}");
+        assert_eq!(acis[0], acis[1], "{sub}: one account");
+    }
+}
+
+/// Forty accounts in two processes reserve and confirm one username hash at once: exactly one owns it (three
+/// rounds, each on a fresh hash and fresh accounts, to make a lost race likely to show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_racing_for_one_username_have_one_owner() {
+    use flatline_core::usernames::{ConfirmOutcome, ReserveOutcome, UsernameStore};
+    let (_, stores) = stores_sharing_one_schema(2).await;
+    let rng = SeededRng::new(15);
+    for round in 0..3u8 {
+        let mut acis = vec![];
+        for i in 0..40 {
+            let new = new_account(&rng, &format!("u{round}-{i}"), "pw", T0);
+            acis.push(new.account.aci);
+            stores[0].create_account(new).await.unwrap();
+        }
+        let hash = vec![round + 7; 32];
+        let tasks: Vec<_> = acis
+            .iter()
+            .enumerate()
+            .map(|(i, &aci)| {
+                let (store, hash) = (stores[i % 2].clone(), hash.clone());
+                tokio::spawn(async move {
+                    let reserved = store
+                        .reserve_username_hash(aci, &[hash.clone()], T0)
+                        .await
+                        .unwrap();
+                    let handle = uuid::Uuid::from_u128(u128::from(round) << 8 | i as u128);
+                    let confirmed = store
+                        .confirm_username_hash(aci, &hash, Some(b"blob"), handle, T0)
+                        .await
+                        .unwrap();
+                    (reserved, confirmed)
+                })
+            })
+            .collect();
+        let (mut reservers, mut winners) = (0, 0);
+        for t in tasks {
+            let (reserved, confirmed) = t.await.unwrap();
+            reservers += usize::from(matches!(reserved, ReserveOutcome::Reserved(_)));
+            winners += usize::from(matches!(confirmed, ConfirmOutcome::Confirmed { .. }));
+        }
+        // A live reservation blocks every other reserver, so only the eventual owner ever held one.
+        assert_eq!((reservers, winners), (1, 1), "round {round}");
+        let owner = stores[1]
+            .account_by_username_hash(&hash)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stores[1].account(owner).await.unwrap().unwrap().username_hash,
+            Some(hash)
+        );
+        assert_eq!(stores[0].username_claims_of(owner).await.unwrap().len(), 1);
+    }
+}
