@@ -517,7 +517,12 @@ async fn two_processes_racing_for_one_username_have_one_owner() {
             .unwrap()
             .unwrap();
         assert_eq!(
-            stores[1].account(owner).await.unwrap().unwrap().username_hash,
+            stores[1]
+                .account(owner)
+                .await
+                .unwrap()
+                .unwrap()
+                .username_hash,
             Some(hash)
         );
         assert_eq!(stores[0].username_claims_of(owner).await.unwrap().len(), 1);

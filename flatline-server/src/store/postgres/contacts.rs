@@ -127,11 +127,7 @@ async fn invite_only(conn: &mut PgConnection, aci: Aci) -> StoreResult<bool> {
         .is_some_and(|p| p.mode == PolicyMode::InviteOnly))
 }
 
-async fn grant_of(
-    conn: &mut PgConnection,
-    owner: Aci,
-    grantee: Aci,
-) -> StoreResult<Option<Grant>> {
+async fn grant_of(conn: &mut PgConnection, owner: Aci, grantee: Aci) -> StoreResult<Option<Grant>> {
     sqlx::query("SELECT * FROM contact_grants WHERE owner = $1 AND grantee = $2")
         .bind(id(owner))
         .bind(id(grantee))
@@ -523,13 +519,15 @@ impl ContactStore for PgStore {
         }
         for (list, state) in [(approve, GrantState::Active), (deny, GrantState::Denied)] {
             for grantee in list {
-                sqlx::query("UPDATE contact_grants SET state = $1 WHERE owner = $2 AND grantee = $3")
-                    .bind(state.as_str())
-                    .bind(id(owner))
-                    .bind(id(*grantee))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
+                sqlx::query(
+                    "UPDATE contact_grants SET state = $1 WHERE owner = $2 AND grantee = $3",
+                )
+                .bind(state.as_str())
+                .bind(id(owner))
+                .bind(id(*grantee))
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
             }
         }
         if let Some(invite) = deny_all_from {

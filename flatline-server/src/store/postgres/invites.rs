@@ -267,16 +267,14 @@ impl InviteStore for PgStore {
     }
 
     async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<Redemption>> {
-        sqlx::query(
-            "SELECT * FROM invite_redemptions WHERE invitee = $1 ORDER BY at, seq LIMIT 1",
-        )
-        .bind(invitee.as_bytes().to_vec())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .as_ref()
-        .map(redemption_from_row)
-        .transpose()
+        sqlx::query("SELECT * FROM invite_redemptions WHERE invitee = $1 ORDER BY at, seq LIMIT 1")
+            .bind(invitee.as_bytes().to_vec())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(redemption_from_row)
+            .transpose()
     }
 
     async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<Redemption>> {
@@ -284,10 +282,10 @@ impl InviteStore for PgStore {
             InviteOwner::Operator => sqlx::query(
                 "SELECT * FROM invite_redemptions WHERE inviter IS NULL ORDER BY at, seq",
             ),
-            InviteOwner::Account(a) => sqlx::query(
-                "SELECT * FROM invite_redemptions WHERE inviter = $1 ORDER BY at, seq",
-            )
-            .bind(a.as_bytes().to_vec()),
+            InviteOwner::Account(a) => {
+                sqlx::query("SELECT * FROM invite_redemptions WHERE inviter = $1 ORDER BY at, seq")
+                    .bind(a.as_bytes().to_vec())
+            }
         };
         q.fetch_all(&self.pool)
             .await

@@ -426,14 +426,13 @@ impl RegistrationStore for PgStore {
     }
 
     async fn accounts_with_sid(&self, provider: &str, sid: &str) -> StoreResult<Vec<Aci>> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar(
-            "SELECT aci FROM account_subjects WHERE provider = $1 AND sid = $2",
-        )
-        .bind(provider)
-        .bind(sid)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db)?;
+        let rows: Vec<Vec<u8>> =
+            sqlx::query_scalar("SELECT aci FROM account_subjects WHERE provider = $1 AND sid = $2")
+                .bind(provider)
+                .bind(sid)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db)?;
         let mut acis = rows
             .iter()
             .map(|b| uuid_of(b).map(Aci))

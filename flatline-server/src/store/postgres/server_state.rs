@@ -78,10 +78,11 @@ impl ServerStateStore for PgStore {
     }
 
     async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>> {
-        let Some(row) = sqlx::query("SELECT version, content_hash FROM manifest_state WHERE id = 1")
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db)?
+        let Some(row) =
+            sqlx::query("SELECT version, content_hash FROM manifest_state WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
         else {
             return Ok(None);
         };
