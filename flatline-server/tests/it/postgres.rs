@@ -491,7 +491,7 @@ async fn two_processes_racing_for_one_username_have_one_owner() {
                 let (store, hash) = (stores[i % 2].clone(), hash.clone());
                 tokio::spawn(async move {
                     let reserved = store
-                        .reserve_username_hash(aci, &[hash.clone()], T0)
+                        .reserve_username_hash(aci, std::slice::from_ref(&hash), T0)
                         .await
                         .unwrap();
                     let handle = uuid::Uuid::from_u128(u128::from(round) << 8 | i as u128);

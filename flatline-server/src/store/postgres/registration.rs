@@ -259,10 +259,10 @@ impl RegistrationStore for PgStore {
                 .await
                 .map_err(db)?,
         )?;
-        if let Some(holder) = holder {
-            if Some(holder) != existing {
-                return Ok(RegistrationOutcome::PrincipalConflict);
-            }
+        if let Some(holder) = holder
+            && Some(holder) != existing
+        {
+            return Ok(RegistrationOutcome::PrincipalConflict);
         }
         let outcome = match existing {
             Some(aci) => {
