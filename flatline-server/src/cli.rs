@@ -114,7 +114,14 @@ pub async fn main() -> i32 {
     };
     init_logging(&config);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => match toml::to_string_pretty(&config) {
+        Command::CheckConfig => match toml::to_string_pretty(&Config {
+            // The database URL may carry a password.
+            database: crate::config::DatabaseConfig {
+                url: crate::store::redact_url(&config.database.url),
+                ..config.database.clone()
+            },
+            ..config.clone()
+        }) {
             Ok(text) => {
                 println!("{text}");
                 0

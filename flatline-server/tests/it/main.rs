@@ -10,6 +10,7 @@ mod jwks_refresh;
 mod keys;
 mod manifest;
 mod multiprocess;
+mod postgres;
 mod registration;
 mod server;
 mod sqlite;
