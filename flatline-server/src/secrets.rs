@@ -61,7 +61,9 @@ pub fn load_or_create_hex(
                     Ok(bytes)
                 }
                 // Another process starting at the same moment created it first: use theirs.
-                Err(SecretError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(SecretError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
                     load_or_create_hex(path, len, rng)
                 }
                 Err(e) => Err(e),
@@ -78,7 +80,10 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<(), SecretError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(path))?;
     }
-    let mut tmp_name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let mut options = std::fs::OpenOptions::new();

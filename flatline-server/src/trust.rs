@@ -122,7 +122,9 @@ pub fn load_or_create_key<K>(
     match crate::secrets::write_private(path, to_pem(&key).as_bytes()) {
         Ok(()) => Ok((key, KeyFileState::Created)),
         // Someone else created it in between: theirs wins (it appears complete, see `write_private`).
-        Err(crate::secrets::SecretError::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+        Err(crate::secrets::SecretError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
             read().map(|k| (k, KeyFileState::Loaded))
         }
         Err(crate::secrets::SecretError::Io { source, .. }) => Err(io(source)),
