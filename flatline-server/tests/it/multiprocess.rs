@@ -136,19 +136,21 @@ async fn spawn(config: &Path, port: u16, log: &Path) -> Process {
     }
 }
 
-async fn wait_healthy(http: &reqwest::Client, port: u16) {
-    for _ in 0..1200 {
+async fn healthy(http: &reqwest::Client, port: u16) -> bool {
+    // Generous: a loaded 2-core CI machine can take a while to start a process and migrate.
+    for _ in 0..2400 {
+        let url = format!("http://127.0.0.1:{port}/healthz");
         if http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .get(url)
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return;
+            return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("server on port {port} did not become healthy");
+    false
 }
 
 impl Cluster {
@@ -170,8 +172,13 @@ impl Cluster {
             procs.push(spawn(&config, port, &dir.path().join(format!("server{i}.log"))).await);
         }
         let ports: Vec<u16> = procs.iter().map(|p| p.port).collect();
-        for port in &ports {
-            wait_healthy(&http, *port).await;
+        for (i, port) in ports.iter().enumerate() {
+            let log = std::fs::read_to_string(dir.path().join(format!("server{i}.log")))
+                .unwrap_or_default();
+            assert!(
+                healthy(&http, *port).await,
+                "server {i} did not become healthy:\n{log}"
+            );
         }
         let store = flatline_server::store::open(&DatabaseConfig {
             url: db.clone(),
@@ -209,7 +216,11 @@ impl Cluster {
         let log = self.dir.path().join(format!("server{i}.log"));
         procs[i] = spawn(&config, port, &log).await;
         drop(procs);
-        wait_healthy(&self.http, port).await;
+        assert!(
+            healthy(&self.http, port).await,
+            "restarted server {i} did not become healthy:\n{}",
+            self.logs()
+        );
     }
 
     fn logs(&self) -> String {
