@@ -51,6 +51,15 @@ impl InviteState {
         (current.state(now, self.suspended_owner(invite)) == State::Active).then_some(invite.id)
     }
 
+    /// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
+    pub(super) fn still_usable(&self, id: InviteId, now: Timestamp) -> bool {
+        self.invites.get(&id).is_some_and(|i| {
+            i.revoked_at.is_none()
+                && i.expires_at.is_none_or(|e| e > now)
+                && !self.suspended_owner(i)
+        })
+    }
+
     /// Turns a reservation into a use and logs the redemption.
     pub(super) fn consume(&mut self, id: InviteId, invitee: Aci, now: Timestamp) {
         if let Some(invite) = self.invites.get_mut(&id) {

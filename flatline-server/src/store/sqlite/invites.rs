@@ -87,6 +87,19 @@ pub(super) async fn reservable(
         .map(|(i, _)| i.id))
 }
 
+/// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
+pub(super) async fn still_usable(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: InviteId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    Ok(find(tx, "i.id", id.0.as_bytes().to_vec(), now)
+        .await?
+        .is_some_and(|(i, suspended)| {
+            i.revoked_at.is_none() && i.expires_at.is_none_or(|e| e > now) && !suspended
+        }))
+}
+
 /// Turns a reservation into a use and logs the redemption (inside registration's transaction).
 pub(super) async fn consume(
     tx: &mut Transaction<'_, Sqlite>,
