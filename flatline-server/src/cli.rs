@@ -44,6 +44,31 @@ pub enum Command {
     /// Account moderation.
     #[command(subcommand)]
     Accounts(crate::cli_invites::AccountsCommand),
+    /// Pinned identity-provider key sets.
+    #[command(subcommand)]
+    Jwks(JwksCommand),
+    /// INSECURE development mode: SQLite in a data directory, generated keys, and a built-in identity provider at
+    /// `/dev-idp` that logs anyone in (docs/DEVELOPMENT.md). Loopback only; never expose it.
+    Dev {
+        /// Directory for the database (`flatline-dev.db`), keys and secrets; created if missing.
+        #[arg(long, default_value = ".")]
+        data_dir: PathBuf,
+        /// Listener address (loopback only; port 0 picks a free one).
+        #[arg(long, default_value = crate::dev_idp::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// `jwks` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JwksCommand {
+    /// Fetch a provider's JWKS now and replace the pinned set atomically (after an IdP key rotation). On failure
+    /// the old set stays pinned and the exit code is 1.
+    Refresh {
+        /// The provider id.
+        #[arg(long)]
+        provider: String,
+    },
 }
 
 /// `keys` subcommands.
@@ -95,7 +120,14 @@ pub async fn main() -> i32 {
     };
     init_logging(&config);
     match cli.command.unwrap_or(Command::Serve) {
-        Command::CheckConfig => match toml::to_string_pretty(&config) {
+        Command::CheckConfig => match toml::to_string_pretty(&Config {
+            // The database URL may carry a password.
+            database: crate::config::DatabaseConfig {
+                url: crate::store::redact_url(&config.database.url),
+                ..config.database.clone()
+            },
+            ..config.clone()
+        }) {
             Ok(text) => {
                 println!("{text}");
                 0
@@ -119,6 +151,38 @@ pub async fn main() -> i32 {
         Command::Manifest(cmd) => manifest(&config, cmd).await,
         Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
         Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
+        Command::Jwks(JwksCommand::Refresh { provider }) => {
+            match jwks_refresh(config, &provider).await {
+                Ok(n) => {
+                    println!("provider {provider}: pinned a new JWKS with {n} keys");
+                    0
+                }
+                Err(e) => {
+                    eprintln!(
+                        "flatline-server: JWKS refresh for {provider} failed; the old set stays pinned: {e}"
+                    );
+                    1
+                }
+            }
+        }
+        Command::Dev { data_dir, listen } => {
+            let opts = crate::dev_idp::DevOptions { data_dir, listen };
+            crate::dev_idp::warn_insecure(&opts);
+            let server = match crate::dev_idp::prepare(config, &opts).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the development server");
+                    return 1;
+                }
+            };
+            match server.run(crate::serve::shutdown_signal()).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    1
+                }
+            }
+        }
         Command::Serve => {
             let state = match crate::serve::production_state(config).await {
                 Ok(s) => s,
@@ -143,6 +207,29 @@ pub async fn main() -> i32 {
             }
         }
     }
+}
+
+/// `jwks refresh`: fetches the provider's JWKS (its `jwks_uri`, `https://` or `file://`, or the discovered one) and
+/// replaces the pinned set; returns the number of keys. The old set stays when anything fails.
+pub async fn jwks_refresh(config: Config, provider: &str) -> Result<usize, String> {
+    if !config.providers.iter().any(|p| p.id == provider) {
+        return Err(format!("no provider `{provider}` is configured"));
+    }
+    let store = crate::store::open(&config.database)
+        .await
+        .map_err(|e| e.to_string())?;
+    let state = crate::http::AppState::new(
+        config,
+        store,
+        std::sync::Arc::new(SystemClock),
+        std::sync::Arc::new(crate::system::OsRandom),
+    )
+    .map_err(|e| e.to_string())?;
+    state
+        .registration
+        .refresh_jwks(provider)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn keys_init(config: &Config) -> i32 {

@@ -531,6 +531,13 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Milliseconds a SQLite writer waits for a lock before failing. Default 5000.
     pub busy_timeout_ms: u64,
+    /// PostgreSQL: seconds a query waits for a free pool connection before failing. Default 10.
+    pub acquire_timeout_seconds: u64,
+    /// PostgreSQL: seconds after which an idle pool connection is closed; 0 keeps them open. Default 600.
+    pub idle_timeout_seconds: u64,
+    /// PostgreSQL: `statement_timeout` set on every connection, in milliseconds; 0 disables it. Default 30000.
+    /// Migrations run without it.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -539,6 +546,9 @@ impl Default for DatabaseConfig {
             url: "sqlite://flatline.db".into(),
             max_connections: 8,
             busy_timeout_ms: 5000,
+            acquire_timeout_seconds: 10,
+            idle_timeout_seconds: 600,
+            statement_timeout_ms: 30_000,
         }
     }
 }
@@ -836,6 +846,12 @@ impl Config {
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be at least 1"));
         }
+        if self.database.acquire_timeout_seconds == 0 {
+            return Err(invalid(
+                "database.acquire_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
         if !(self.server.public_url.starts_with("https://")
             || self.server.public_url.starts_with("http://"))
         {
@@ -1003,6 +1019,10 @@ mod tests {
                 "instance.manifest_url",
             ),
             ("[instance]\nname = \" \"\n", "instance.name"),
+            (
+                "[database]\nacquire_timeout_seconds = 0\n",
+                "database.acquire_timeout_seconds",
+            ),
         ];
         for (text, key) in cases {
             match load(text, &[]) {
@@ -1051,6 +1071,18 @@ mod tests {
         assert_eq!(e.signing_key_path(), PathBuf::from("/k"));
         assert_eq!(e.manifest_url(), "https://cdn.example.org/m");
         assert_eq!(e.manifest_endpoints().len(), 2);
+    }
+
+    #[test]
+    fn postgres_pool_settings_have_defaults_and_env_overrides() {
+        let c = load(
+            "[database]\nurl = \"postgresql://flatline@db/flatline\"\n",
+            &[("FLATLINE_DATABASE__STATEMENT_TIMEOUT_MS", "1500")],
+        )
+        .unwrap();
+        assert_eq!(c.database.acquire_timeout_seconds, 10);
+        assert_eq!(c.database.idle_timeout_seconds, 600);
+        assert_eq!(c.database.statement_timeout_ms, 1500);
     }
 
     #[test]

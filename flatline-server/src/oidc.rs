@@ -362,10 +362,10 @@ impl JwsVerifier for JoseVerifier {
                     .is_none_or(|u| *u == PublicKeyUse::Signature)
             })
             .ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
-        if let Some(key_alg) = jwk.common.key_algorithm {
-            if key_alg != KeyAlgorithm::from(alg) {
-                return Err(TokenError::Algorithm(alg_name.to_owned()));
-            }
+        if let Some(key_alg) = jwk.common.key_algorithm
+            && key_alg != KeyAlgorithm::from(alg)
+        {
+            return Err(TokenError::Algorithm(alg_name.to_owned()));
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|_| TokenError::UnknownKey(kid.clone()))?;
         let mut validation = Validation::new(alg);

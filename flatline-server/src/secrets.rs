@@ -55,30 +55,53 @@ pub fn load_or_create_hex(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = Zeroizing::new(vec![0u8; len]);
             rng.fill(&mut bytes);
-            write_private(path, hex::encode(&*bytes).as_bytes())?;
-            tracing::warn!(path = %path.display(), "created a new secret file; back it up");
-            Ok(bytes)
+            match write_private(path, hex::encode(&*bytes).as_bytes()) {
+                Ok(()) => {
+                    tracing::warn!(path = %path.display(), "created a new secret file; back it up");
+                    Ok(bytes)
+                }
+                // Another process starting at the same moment created it first: use theirs.
+                Err(SecretError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    load_or_create_hex(path, len, rng)
+                }
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(io(path)(e)),
     }
 }
 
-/// Writes `content` to a new file readable only by its owner.
+/// Writes `content` to a new file readable only by its owner. The file appears complete or not at all (written
+/// to a temporary name, then hard-linked), so a process racing to create the same file never reads half of it; if
+/// the file exists already the error has kind `AlreadyExists`.
 pub fn write_private(path: &Path, content: &[u8]) -> Result<(), SecretError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io(path))?;
     }
+    let mut tmp_name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
+    options.write(true).create(true).truncate(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file = options.open(path).map_err(io(path))?;
-    file.write_all(content).map_err(io(path))?;
-    file.write_all(b"\n").map_err(io(path))?;
-    file.sync_all().map_err(io(path))
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(content)?;
+        file.write_all(b"\n")?;
+        file.sync_all()?;
+        std::fs::hard_link(&tmp, path)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result.map_err(io(path))
 }
 
 /// A secret string from a file (trimmed) or a named environment variable.

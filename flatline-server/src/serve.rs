@@ -46,10 +46,37 @@ pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
     let clock = Arc::new(SystemClock);
     let rng = Arc::new(OsRandom);
-    let state = AppState::new(config, store.clone(), clock.clone(), rng.clone())?;
+    let state = AppState::new(config, store, clock, rng)?;
+    finish_state(state, None).await
+}
+
+/// Checks the principal secret against the database and attaches the instance trust material. The manifest lists
+/// `manifest_providers` when given; otherwise each provider's authorization endpoint is discovered now (the
+/// development IdP passes its own, as it cannot answer discovery before the server runs).
+pub async fn finish_state(
+    state: AppState,
+    manifest_providers: Option<Vec<IdentityProvider>>,
+) -> Result<AppState, ServeError> {
     check_principal_secret(&state).await?;
-    // The manifest lists each provider with its authorization endpoint. A provider whose discovery fails now is
-    // left out (and logged); configure `authorization_endpoint` explicitly for a manifest that never depends on it.
+    let providers = match manifest_providers {
+        Some(p) => p,
+        None => discover_manifest_providers(&state).await,
+    };
+    let now = state.clock.now();
+    let trust = crate::trust::Trust::bootstrap(
+        &state.config,
+        state.store.as_ref(),
+        state.rng.as_ref(),
+        &providers,
+        now,
+    )
+    .await?;
+    Ok(state.with_trust(Arc::new(trust)))
+}
+
+/// The manifest lists each provider with its authorization endpoint. A provider whose discovery fails now is
+/// left out (and logged); configure `authorization_endpoint` explicitly for a manifest that never depends on it.
+async fn discover_manifest_providers(state: &AppState) -> Vec<IdentityProvider> {
     let mut providers = vec![];
     for p in state.registration.providers() {
         match state.registration.client().endpoints(p).await {
@@ -64,16 +91,7 @@ pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
             }
         }
     }
-    let now = flatline_core::time::Clock::now(clock.as_ref());
-    let trust = crate::trust::Trust::bootstrap(
-        &state.config,
-        store.as_ref(),
-        rng.as_ref(),
-        &providers,
-        now,
-    )
-    .await?;
-    Ok(state.with_trust(Arc::new(trust)))
+    providers
 }
 
 /// Name under which the principal secret's fingerprint is recorded.
@@ -138,6 +156,17 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let router = app(state.clone());
+    run_router(state, router, listeners, shutdown).await
+}
+
+/// Like [`run`], serving `router` (the API plus extra routes, such as the development IdP) on the main listener.
+pub async fn run_router(
+    state: AppState,
+    router: axum::Router,
+    listeners: Listeners,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let config = state.config.clone();
     let Listeners { main, admin } = listeners;
     let main_addr = main.local_addr().map_err(|source| ServeError::Listen {
@@ -158,7 +187,7 @@ pub async fn run(
     tracing::info!(addr = %main_addr, "listening");
     let main_server = axum::serve(
         main,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        router.into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let admin_server = admin.map(|l| {

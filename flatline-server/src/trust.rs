@@ -1,7 +1,6 @@
 //! Server trust bootstrap (API.md §7, §8): key files, the fingerprint check against the database, the manifest
 //! version, and the signed manifest that `GET /.well-known/flatline/manifest` serves.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -120,24 +119,16 @@ pub fn load_or_create_key<K>(
         Err(e) => return Err(e),
     }
     let key = generate();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(to_pem(&key).as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            Ok((key, KeyFileState::Created))
-        }
-        // Someone else created it in between: theirs wins.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+    match crate::secrets::write_private(path, to_pem(&key).as_bytes()) {
+        Ok(()) => Ok((key, KeyFileState::Created)),
+        // Someone else created it in between: theirs wins (it appears complete, see `write_private`).
+        Err(crate::secrets::SecretError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::AlreadyExists =>
+        {
             read().map(|k| (k, KeyFileState::Loaded))
         }
-        Err(e) => Err(io(e)),
+        Err(crate::secrets::SecretError::Io { source, .. }) => Err(io(source)),
+        Err(e) => Err(io(std::io::Error::other(e.to_string()))),
     }
 }
 

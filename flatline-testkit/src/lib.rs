@@ -7,6 +7,7 @@ pub mod conformance;
 pub mod fake_idp;
 pub mod fixtures;
 pub mod memory;
+pub mod remote;
 pub mod usernames;
 
 pub use client::{SimClient, UsernameForm};

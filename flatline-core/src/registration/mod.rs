@@ -312,11 +312,7 @@ impl Registration {
         if !printable(&req.state, 512) {
             return Err(invalid("state must be 1..=512 printable ASCII characters"));
         }
-        if !provider
-            .redirect_uris
-            .iter()
-            .any(|u| *u == req.redirect_uri)
-        {
+        if !provider.redirect_uris.contains(&req.redirect_uri) {
             return Err(invalid(
                 "redirectUri is not one of the provider's redirect URIs",
             ));
@@ -499,10 +495,10 @@ impl Registration {
         )
         .map_err(RegistrationError::PrincipalInvalid)?;
         let existing = self.store.account_of_subject(&subject).await?;
-        if let Some(holder) = self.store.account_by_principal(&principal).await? {
-            if Some(holder.aci) != existing {
-                return Err(RegistrationError::PrincipalConflict);
-            }
+        if let Some(holder) = self.store.account_by_principal(&principal).await?
+            && Some(holder.aci) != existing
+        {
+            return Err(RegistrationError::PrincipalConflict);
         }
         let needs_invite =
             existing.is_none() && (self.settings.invite_required || provider.invite_required);

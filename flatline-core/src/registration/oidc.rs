@@ -234,10 +234,10 @@ fn check_common(
         None => return Err(TokenError::Claim("iat")),
         _ => {}
     }
-    if let Some(nbf) = seconds(claims, "nbf")? {
-        if nbf - leeway > now_s {
-            return Err(TokenError::Claim("nbf"));
-        }
+    if let Some(nbf) = seconds(claims, "nbf")?
+        && nbf - leeway > now_s
+    {
+        return Err(TokenError::Claim("nbf"));
     }
     Ok(())
 }

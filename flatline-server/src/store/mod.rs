@@ -3,6 +3,7 @@
 //! SQLite (embedded, the default) and PostgreSQL (for several processes) each implement every trait; both are held
 //! to the same contracts by the conformance suite in `flatline-testkit`.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -19,26 +20,59 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError>
                 .await?;
         store.migrate().await?;
         Ok(Arc::new(store))
+    } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
+        let settings = postgres::PoolSettings::from(config);
+        let store = postgres::PgStore::open(&config.url, &settings)
+            .await
+            .map_err(|e| with_url(&config.url, e))?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
     } else {
         Err(StoreError::corrupt(format!(
-            "database.url `{}`: PostgreSQL support is not built yet; use sqlite://",
+            "database.url `{}`: unsupported scheme; use sqlite:// or postgres://",
             redact_url(&config.url)
         )))
     }
 }
 
-/// A database URL with any password replaced, for logs and errors.
+/// Names the (redacted) database in a connection failure, so operators see which one failed.
+fn with_url(url: &str, e: StoreError) -> StoreError {
+    match e {
+        StoreError::Backend(source) => {
+            StoreError::corrupt(format!("cannot connect to `{}`: {source}", redact_url(url)))
+        }
+        other => other,
+    }
+}
+
+/// A database URL with any password (in the user info or a `password=` parameter) replaced, for logs and errors.
 pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (base.find("://"), base.rfind('@')) {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
+            let userinfo = &base[scheme_end + 3..at];
             match userinfo.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
+                Some((user, _)) => format!("{}{user}:***{}", &base[..scheme_end + 3], &base[at..]),
+                None => base.to_owned(),
             }
         }
-        _ => url.to_owned(),
+        _ => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// An ordered, embedded schema migration.
@@ -61,5 +95,13 @@ mod tests {
         );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(super::redact_url("sqlite://x.db"), "sqlite://x.db");
+        assert_eq!(
+            super::redact_url("postgres://u@h/db?sslmode=disable&password=secret"),
+            "postgres://u@h/db?sslmode=disable&password=***"
+        );
+        assert_eq!(
+            super::redact_url("postgres://u:p@h/db?application_name=a"),
+            "postgres://u:***@h/db?application_name=a"
+        );
     }
 }

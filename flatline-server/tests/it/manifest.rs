@@ -53,6 +53,7 @@ async fn store_for(backend: Backend) -> Arc<dyn Store> {
     match backend {
         Backend::Memory => Arc::new(MemoryStore::new()),
         Backend::Sqlite => open_sqlite(&sqlite_url()).await,
+        Backend::Postgres => crate::support::pg_store().await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! A test harness around the real router: in-memory or SQLite store, mock clock, seeded RNG, `oneshot` requests.
+//! A test harness around the real router: in-memory, SQLite or PostgreSQL store, mock clock, seeded RNG, `oneshot`
+//! requests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use flatline_server::config::ProviderConfig;
 use flatline_server::http::OidcParts;
 use flatline_server::http::{AppState, app};
 use flatline_server::oidc::{HttpOidcClient, JoseVerifier, ProviderRuntime, provider_view};
+use flatline_server::store::postgres::{PgStore, PoolSettings};
 use flatline_server::store::sqlite::SqliteStore;
 use flatline_testkit::fake_idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
 use flatline_testkit::{MemoryStore, MockClock, SeededRng, SimClient};
@@ -27,10 +29,12 @@ use zeroize::Zeroizing;
 pub enum Backend {
     Memory,
     Sqlite,
+    /// The server at `FLATLINE_TEST_DATABASE_URL`, one fresh schema per store.
+    Postgres,
 }
 
 impl Backend {
-    pub const ALL: [Backend; 2] = [Backend::Memory, Backend::Sqlite];
+    pub const ALL: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Postgres];
 }
 
 /// A fresh SQLite database file under cargo's per-target scratch directory (`target/tmp`).
@@ -48,6 +52,95 @@ pub async fn sqlite_store() -> Arc<SqliteStore> {
     let store = SqliteStore::open(&sqlite_url(), 4, 10_000)
         .await
         .expect("open sqlite");
+    store.migrate().await.expect("migrate");
+    Arc::new(store)
+}
+
+/// The PostgreSQL server tests use (`FLATLINE_TEST_DATABASE_URL`; default a local server with trust auth).
+pub fn pg_url() -> String {
+    std::env::var("FLATLINE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Schemas of earlier runs older than this are dropped by the first test that needs PostgreSQL.
+const STALE_SCHEMA_SECS: u64 = 3600;
+static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+/// Creates a fresh, empty schema `flatline_t_<created unix secs>_<uuid>` and returns connect options whose
+/// `search_path` is that schema, so each test sees a database of its own. Schemas left by runs more than an hour old
+/// are swept once per test process (the creation time in the name tells their age).
+pub async fn pg_schema() -> sqlx::postgres::PgConnectOptions {
+    use sqlx::Connection;
+    let url = pg_url();
+    let options: sqlx::postgres::PgConnectOptions = url
+        .parse()
+        .unwrap_or_else(|e| panic!("FLATLINE_TEST_DATABASE_URL: {e}"));
+    let mut admin = sqlx::PgConnection::connect_with(&options)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {} is needed for these tests (set FLATLINE_TEST_DATABASE_URL): {e}",
+                flatline_server::store::redact_url(&url)
+            )
+        });
+    if !SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        let names: Vec<String> = sqlx::query_scalar(
+            r"SELECT nspname::TEXT FROM pg_namespace WHERE nspname LIKE 'flatline\_t\_%'",
+        )
+        .fetch_all(&mut admin)
+        .await
+        .expect("list test schemas");
+        let cutoff = unix_secs().saturating_sub(STALE_SCHEMA_SECS);
+        for name in names {
+            let created = name
+                .strip_prefix("flatline_t_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse::<u64>().ok());
+            if created.is_some_and(|c| c < cutoff) {
+                // Another process may be sweeping too; losing that race is fine.
+                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+    }
+    let schema = format!(
+        "flatline_t_{}_{}",
+        unix_secs(),
+        uuid::Uuid::new_v4().simple()
+    );
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test schema");
+    admin.close().await.ok();
+    options.options([("search_path", schema)])
+}
+
+/// Pool settings for tests: few connections (many tests share one server), generous waits (the machine is busy).
+pub fn pg_test_settings() -> PoolSettings {
+    PoolSettings {
+        max_connections: 4,
+        acquire_timeout: std::time::Duration::from_secs(120),
+        idle_timeout: None,
+        statement_timeout_ms: 60_000,
+    }
+}
+
+/// A fresh, migrated PostgreSQL store in its own schema.
+pub async fn pg_store() -> Arc<PgStore> {
+    let store = PgStore::connect_with(pg_schema().await, &pg_test_settings())
+        .await
+        .expect("connect to PostgreSQL");
     store.migrate().await.expect("migrate");
     Arc::new(store)
 }
@@ -84,6 +177,7 @@ impl TestApp {
         let store: Arc<dyn Store> = match backend {
             Backend::Memory => Arc::new(MemoryStore::new()),
             Backend::Sqlite => sqlite_store().await,
+            Backend::Postgres => pg_store().await,
         };
         let clock = Arc::new(MockClock::default());
         let rng = Arc::new(SeededRng::new(1));
@@ -125,6 +219,7 @@ impl TestApp {
         let store: Arc<dyn Store> = match backend {
             Backend::Memory => Arc::new(MemoryStore::new()),
             Backend::Sqlite => sqlite_store().await,
+            Backend::Postgres => pg_store().await,
         };
         let clock = Arc::new(MockClock::at(flatline_core::time::Timestamp::from_secs(
             1_800_000_000,

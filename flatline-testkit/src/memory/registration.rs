@@ -157,10 +157,10 @@ impl RegistrationStore for MemoryStore {
             .get(&v.subject)
             .map(|b| b.aci)
             .filter(|a| s.accounts.contains_key(a));
-        if let Some(holder) = s.by_principal.get(&v.principal) {
-            if Some(*holder) != existing {
-                return Ok(RegistrationOutcome::PrincipalConflict);
-            }
+        if let Some(holder) = s.by_principal.get(&v.principal)
+            && Some(*holder) != existing
+        {
+            return Ok(RegistrationOutcome::PrincipalConflict);
         }
         let (outcome, aci, pni) = match existing {
             Some(aci) => {

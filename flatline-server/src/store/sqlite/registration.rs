@@ -212,10 +212,10 @@ impl RegistrationStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?;
-        if let Some(holder) = holder.map(|b| uuid_of(&b).map(Aci)).transpose()? {
-            if Some(holder) != existing {
-                return Ok(RegistrationOutcome::PrincipalConflict);
-            }
+        if let Some(holder) = holder.map(|b| uuid_of(&b).map(Aci)).transpose()?
+            && Some(holder) != existing
+        {
+            return Ok(RegistrationOutcome::PrincipalConflict);
         }
         let outcome = match existing {
             Some(aci) => {

@@ -1,0 +1,95 @@
+//! PostgreSQL: instance-wide server state (key fingerprints, the manifest version counter). Both writes are single
+//! statements whose conflicts the database resolves, so concurrent processes agree.
+
+use async_trait::async_trait;
+use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+
+use super::{PgStore, db, get};
+
+fn version_of(v: i64) -> StoreResult<u64> {
+    u64::try_from(v).map_err(|_| StoreError::corrupt("negative manifest version"))
+}
+
+#[async_trait]
+impl ServerStateStore for PgStore {
+    async fn record_key_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now: Timestamp,
+    ) -> StoreResult<FingerprintRecord> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // ON CONFLICT waits for a concurrent inserter to commit; the SELECT (a new statement, so a new snapshot
+        // under READ COMMITTED) then sees the winner's row.
+        let inserted = sqlx::query(
+            "INSERT INTO key_fingerprints (name, fingerprint, recorded_at) VALUES ($1, $2, $3)
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        let outcome = if inserted {
+            FingerprintRecord::Recorded
+        } else {
+            let stored: String =
+                sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db)?;
+            FingerprintRecord::Existing(stored)
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
+    async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT fingerprint FROM key_fingerprints WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64> {
+        // One statement: the upsert locks the row, so concurrent advances with different content get distinct
+        // versions. Unqualified references in SET are to the existing row.
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO manifest_state AS m (id, version, content_hash, updated_at) VALUES (1, 1, $1, $2)
+             ON CONFLICT (id) DO UPDATE SET
+               version = CASE WHEN m.content_hash = excluded.content_hash THEN m.version ELSE m.version + 1 END,
+               updated_at = CASE WHEN m.content_hash = excluded.content_hash THEN m.updated_at
+                                 ELSE excluded.updated_at END,
+               content_hash = excluded.content_hash
+             RETURNING version",
+        )
+        .bind(content_hash.as_slice())
+        .bind(now.as_millis())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        version_of(version)
+    }
+
+    async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>> {
+        let Some(row) =
+            sqlx::query("SELECT version, content_hash FROM manifest_state WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let hash: Vec<u8> = get(&row, "content_hash")?;
+        let hash: [u8; 32] = hash
+            .try_into()
+            .map_err(|_| StoreError::corrupt("manifest content hash is not 32 bytes"))?;
+        Ok(Some((version_of(get(&row, "version")?)?, hash)))
+    }
+}
