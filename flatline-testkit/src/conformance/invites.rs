@@ -14,7 +14,12 @@ use crate::clock::SeededRng;
 
 const T0: Timestamp = Timestamp(1_767_225_600_000);
 
-fn new_invite(rng: &SeededRng, owner: Aci, expires_at: Option<Timestamp>, now: Timestamp) -> NewInvite {
+fn new_invite(
+    rng: &SeededRng,
+    owner: Aci,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> NewInvite {
     NewInvite {
         id: InviteId::random(rng),
         code_hash: InviteCode::generate(rng).hash(),
