@@ -15,6 +15,12 @@ use crate::ids::Aci;
 use crate::random::{SecureRandom, random_array};
 use crate::time::Timestamp;
 
+pub mod policy;
+pub mod service;
+
+pub use policy::{InvitePolicy, InviterFacts, Refusal};
+pub use service::{InviteError, Invites, NewInviteRequest, TreeEdge};
+
 /// Crockford's base32 alphabet (no I, L, O, U).
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Characters in a code: 16 × 5 bits = 80 bits.
@@ -327,11 +333,40 @@ pub struct InviteFilter {
     pub state: Option<InviteState>,
 }
 
+/// Counting limits an account's new invite is created within.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerLimits {
+    /// The owner may have created fewer than this many invites before (every state counts).
+    pub max_created: u32,
+    /// The owner may hold fewer than this many active invites (state evaluated at the creation time).
+    pub max_open: u32,
+}
+
+/// Result of [`InviteStore::create_invite_within`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// Stored.
+    Created,
+    /// The owner already created `max_created` invites; nothing stored.
+    QuotaSpent,
+    /// The owner already holds `max_open` active invites; nothing stored.
+    TooManyOpen,
+}
+
 /// Registration invites.
 #[async_trait::async_trait]
 pub trait InviteStore: Send + Sync {
     /// Stores a new invite.
     async fn create_invite(&self, invite: &NewInvite) -> crate::store::StoreResult<()>;
+
+    /// Stores a new invite owned by an account only if, atomically with the insert, the owner created fewer than
+    /// `limits.max_created` invites and holds fewer than `limits.max_open` active ones at `invite.created_at`.
+    /// Concurrent calls for one owner never exceed either limit.
+    async fn create_invite_within(
+        &self,
+        invite: &NewInvite,
+        limits: OwnerLimits,
+    ) -> crate::store::StoreResult<CreateOutcome>;
 
     /// The invite `id`, with `pending` counted from sessions live at `now`.
     async fn invite(

@@ -38,6 +38,12 @@ pub enum Command {
     /// The signed instance manifest and the server descriptor.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Registration invites: create (outside quotas), list, show the invite tree, revoke (docs/INVITES.md).
+    #[command(subcommand)]
+    Invites(crate::cli_invites::InvitesCommand),
+    /// Account moderation.
+    #[command(subcommand)]
+    Accounts(crate::cli_invites::AccountsCommand),
     /// Pinned identity-provider key sets.
     #[command(subcommand)]
     Jwks(JwksCommand),
@@ -143,6 +149,8 @@ pub async fn main() -> i32 {
         },
         Command::Keys(KeysCommand::Init) => keys_init(&config),
         Command::Manifest(cmd) => manifest(&config, cmd).await,
+        Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
+        Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
         Command::Jwks(JwksCommand::Refresh { provider }) => {
             match jwks_refresh(config, &provider).await {
                 Ok(n) => {

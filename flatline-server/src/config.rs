@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flatline_core::contacts::{ContactsConfig, FloodConfig};
+use flatline_core::invites::InvitePolicy;
 use flatline_core::ratelimit::{BucketConfig, Limiter, Limits};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -133,12 +134,102 @@ impl Default for ContactsSection {
     }
 }
 
-/// Registration invite policy.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+/// `[invites]`: registration invite policy (see docs/INVITES.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InvitesConfig {
     /// New subjects need an invite on every provider (providers can also require it alone). Default false.
     pub required: bool,
+    /// Accounts may create invites (`POST /v1/invites`). Default true.
+    pub users_may_invite: bool,
+    /// Account age in days from which an account may invite. Default 7.
+    pub min_account_age_days: u32,
+    /// One more invite is earned per this many days of account age past `min_account_age_days`:
+    /// earned = min(quota_max, 1 + ⌊(age − min_account_age_days) / quota_per_days⌋). Default 7.
+    pub quota_per_days: u32,
+    /// Cap on the invites an account earns in total. Default 10.
+    pub quota_max: u32,
+    /// Most active invites one account may hold at once. Default 5.
+    pub max_open_invites: u32,
+    /// Largest `maxUses` of an account's invite. Default 10.
+    pub max_uses_per_user_invite: u32,
+    /// Lifetime in days of an invite created without `expiresInSeconds`. Default 7.
+    pub default_expiry_days: u32,
+    /// Longest lifetime in days an account may ask for. Default 30.
+    pub max_expiry_days: u32,
+    /// An invite tree (an account admitted without an account's invite, and everyone transitively admitted from
+    /// it) with this many members lets none of them create invites. Default 1000.
+    pub tree_size_limit: u64,
+    /// Fast-chain rule: refuse invites from an account whose admission and those of its inviters, `chain_hops`
+    /// levels up, all happened within `chain_window_minutes`. Default 3.
+    pub chain_hops: u32,
+    /// The fast-chain window in minutes; 0 disables the rule. Default 5.
+    pub chain_window_minutes: u32,
+}
+
+impl Default for InvitesConfig {
+    fn default() -> Self {
+        let p = InvitePolicy::default();
+        let days = |d: Duration| u32::try_from(d.as_secs() / 86_400).unwrap_or(u32::MAX);
+        InvitesConfig {
+            required: false,
+            users_may_invite: p.users_may_invite,
+            min_account_age_days: days(p.min_account_age),
+            quota_per_days: days(p.quota_interval),
+            quota_max: p.quota_max,
+            max_open_invites: p.max_open_invites,
+            max_uses_per_user_invite: p.max_uses_per_user_invite,
+            default_expiry_days: days(p.default_expiry),
+            max_expiry_days: days(p.max_expiry),
+            tree_size_limit: p.tree_size_limit,
+            chain_hops: p.chain_hops,
+            chain_window_minutes: u32::try_from(p.chain_window.as_secs() / 60).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+impl InvitesConfig {
+    /// The validated policy for the invites service.
+    pub fn to_policy(&self) -> Result<InvitePolicy, ConfigError> {
+        for (key, v) in [
+            ("quota_per_days", u64::from(self.quota_per_days)),
+            (
+                "max_uses_per_user_invite",
+                u64::from(self.max_uses_per_user_invite),
+            ),
+            ("default_expiry_days", u64::from(self.default_expiry_days)),
+            ("max_expiry_days", u64::from(self.max_expiry_days)),
+            ("tree_size_limit", self.tree_size_limit),
+            ("chain_hops", u64::from(self.chain_hops)),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("invites.{key}"), "must be at least 1"));
+            }
+        }
+        if self.default_expiry_days > self.max_expiry_days {
+            return Err(invalid(
+                "invites.default_expiry_days",
+                "must not exceed invites.max_expiry_days",
+            ));
+        }
+        if self.max_expiry_days > 3650 {
+            return Err(invalid("invites.max_expiry_days", "must be at most 3650"));
+        }
+        let days = |d: u32| Duration::from_secs(u64::from(d) * 86_400);
+        Ok(InvitePolicy {
+            users_may_invite: self.users_may_invite,
+            min_account_age: days(self.min_account_age_days),
+            quota_interval: days(self.quota_per_days),
+            quota_max: self.quota_max,
+            max_open_invites: self.max_open_invites,
+            max_uses_per_user_invite: self.max_uses_per_user_invite,
+            default_expiry: days(self.default_expiry_days),
+            max_expiry: days(self.max_expiry_days),
+            tree_size_limit: self.tree_size_limit,
+            chain_hops: self.chain_hops,
+            chain_window: Duration::from_secs(u64::from(self.chain_window_minutes) * 60),
+        })
+    }
 }
 
 /// How we authenticate to a provider's PAR and token endpoints.
@@ -741,6 +832,7 @@ impl Config {
         self.trusted_proxies()?;
         self.limits.to_limits()?;
         self.contacts.to_contacts_config()?;
+        self.invites.to_policy()?;
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -1001,5 +1093,46 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn invites_section_defaults_overrides_and_errors() {
+        let c = load("", &[]).unwrap();
+        let p = c.invites.to_policy().unwrap();
+        assert_eq!(p, InvitePolicy::default());
+        let c = load(
+            "[invites]\nmin_account_age_days = 0\nquota_per_days = 2\nchain_window_minutes = 0\n",
+            &[("FLATLINE_INVITES__MAX_OPEN_INVITES", "2")],
+        )
+        .unwrap();
+        let p = c.invites.to_policy().unwrap();
+        assert_eq!(p.min_account_age, Duration::ZERO);
+        assert_eq!(p.quota_interval, Duration::from_secs(2 * 86_400));
+        assert_eq!(p.chain_window, Duration::ZERO);
+        assert_eq!(p.max_open_invites, 2);
+        for (text, key) in [
+            ("[invites]\nquota_per_days = 0\n", "invites.quota_per_days"),
+            ("[invites]\nchain_hops = 0\n", "invites.chain_hops"),
+            (
+                "[invites]\ntree_size_limit = 0\n",
+                "invites.tree_size_limit",
+            ),
+            (
+                "[invites]\nmax_uses_per_user_invite = 0\n",
+                "invites.max_uses_per_user_invite",
+            ),
+            (
+                "[invites]\ndefault_expiry_days = 31\n",
+                "invites.default_expiry_days",
+            ),
+            ("[invites]\nquota = 3\n", "invites.quota"),
+        ] {
+            match load(text, &[]) {
+                Err(ConfigError::Invalid { key: k, message }) => {
+                    assert_eq!(k, key, "{text}: {message}")
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The Flatline server: HTTP API, configuration, authentication and SQL stores around `flatline-core`.
 
 pub mod cli;
+pub mod cli_invites;
 pub mod config;
 pub mod dev_idp;
 pub mod http;

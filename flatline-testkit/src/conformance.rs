@@ -26,6 +26,8 @@ pub use registration::*;
 pub use usernames::*;
 mod contacts;
 pub use contacts::*;
+mod invites;
+pub use invites::*;
 
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
@@ -42,6 +44,7 @@ macro_rules! conformance_suite {
             principal_conflict_writes_nothing, tombstone_reuses_aci,
             invite_reservations, invite_states_gate_reservation,
             concurrent_invite_reservations, oidc_state,
+            invite_owner_limits, concurrent_invite_creations_respect_limits,
             purge_expired_registrations,
             username_reservation, username_confirmation, username_holds, username_links, username_reclaim,
             username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations,

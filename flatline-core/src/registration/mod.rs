@@ -638,6 +638,9 @@ impl Registration {
             RegistrationOutcome::PrincipalConflict => {
                 return Err(RegistrationError::PrincipalConflict);
             }
+            RegistrationOutcome::InviteInvalid => {
+                return Err(RegistrationError::InviteInvalid);
+            }
         };
         let account = self
             .store

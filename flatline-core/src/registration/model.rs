@@ -155,6 +155,9 @@ pub enum RegistrationOutcome {
     SessionInvalid,
     /// The principal belongs to another subject's account.
     PrincipalConflict,
+    /// The session's reserved invite was revoked, expired or its owner suspended since the reservation; nothing
+    /// was written (the reservation is not consumed).
+    InviteInvalid,
 }
 
 /// Sessions, subjects and the atomic registration.
@@ -183,7 +186,8 @@ pub trait RegistrationStore: Send + Sync {
     ) -> StoreResult<VerifyOutcome>;
 
     /// In one transaction: consumes the live verified session; consumes its reserved invite use (logging the
-    /// redemption); then re-registers the subject's account (same ACI; devices replaced; one-time keys of both
+    /// redemption) unless that invite has been revoked, has expired or its owner is suspended meanwhile
+    /// ([`RegistrationOutcome::InviteInvalid`], nothing written); then re-registers the subject's account (same ACI; devices replaced; one-time keys of both
     /// identities wiped; principal updated and PNI rotated when the principal changed) or creates one (reusing the
     /// ACI of a live tombstone of the same subject). Refuses a principal held by another subject's account.
     async fn register(&self, commit: RegistrationCommit) -> StoreResult<RegistrationOutcome>;

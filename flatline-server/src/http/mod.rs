@@ -8,6 +8,7 @@ pub mod contacts;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod registration;
@@ -26,6 +27,7 @@ use axum::response::{IntoResponse, Response};
 use flatline_core::accounts::Accounts;
 use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
+use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
@@ -63,6 +65,8 @@ pub struct AppState {
     pub usernames: Usernames,
     /// Contact policies, invites, grants and introductions.
     pub contacts: Contacts,
+    /// Registration invites (user API and operator operations).
+    pub invites: Invites,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -163,6 +167,13 @@ impl AppState {
                 limiters.clone(),
                 config.contacts.to_contacts_config()?,
             ),
+            invites: Invites::new(
+                store.clone(),
+                clock.clone(),
+                rng.clone(),
+                limiters.clone(),
+                config.invites.to_policy()?,
+            ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
             limiters,
@@ -190,6 +201,7 @@ pub fn app(state: AppState) -> Router {
         .merge(registration::routes())
         .merge(usernames::routes())
         .merge(contacts::routes())
+        .merge(invites::routes())
         .merge(manifest::routes());
     let mut router = api;
     if state.config.server.admin_listen.is_none() {

@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use flatline_core::ids::Aci;
 use flatline_core::invites::{
-    CodeHash, Invite, InviteFilter, InviteId, InviteOwner, InviteState as State, InviteStore,
-    NewInvite, Redemption,
+    CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteState as State,
+    InviteStore, NewInvite, OwnerLimits, Redemption,
 };
 use flatline_core::store::StoreResult;
 use flatline_core::time::Timestamp;
@@ -51,6 +51,15 @@ impl InviteState {
         (current.state(now, self.suspended_owner(invite)) == State::Active).then_some(invite.id)
     }
 
+    /// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
+    pub(super) fn still_usable(&self, id: InviteId, now: Timestamp) -> bool {
+        self.invites.get(&id).is_some_and(|i| {
+            i.revoked_at.is_none()
+                && i.expires_at.is_none_or(|e| e > now)
+                && !self.suspended_owner(i)
+        })
+    }
+
     /// Turns a reservation into a use and logs the redemption.
     pub(super) fn consume(&mut self, id: InviteId, invitee: Aci, now: Timestamp) {
         if let Some(invite) = self.invites.get_mut(&id) {
@@ -77,8 +86,50 @@ impl InviteState {
     }
 }
 
+fn stored(new: &NewInvite) -> Invite {
+    Invite {
+        id: new.id,
+        code_hash: new.code_hash,
+        owner: new.owner,
+        max_uses: new.max_uses,
+        uses: 0,
+        pending: 0,
+        created_at: new.created_at,
+        expires_at: new.expires_at,
+        last_used_at: None,
+        revoked_at: None,
+        note: new.note.clone(),
+    }
+}
+
 #[async_trait]
 impl InviteStore for MemoryStore {
+    async fn create_invite_within(
+        &self,
+        new: &NewInvite,
+        limits: OwnerLimits,
+    ) -> StoreResult<CreateOutcome> {
+        let mut s = self.state();
+        let now = new.created_at;
+        let (mut created, mut open) = (0u32, 0u32);
+        for i in s.invites.invites.values().filter(|i| i.owner == new.owner) {
+            created += 1;
+            let current = s.invites.with_pending(i, now, &s.registration);
+            if current.state(now, s.invites.suspended_owner(i)) == State::Active {
+                open += 1;
+            }
+        }
+        if created >= limits.max_created {
+            return Ok(CreateOutcome::QuotaSpent);
+        }
+        if open >= limits.max_open {
+            return Ok(CreateOutcome::TooManyOpen);
+        }
+        s.invites.by_code.insert(new.code_hash, new.id);
+        s.invites.invites.insert(new.id, stored(new));
+        Ok(CreateOutcome::Created)
+    }
+
     async fn create_invite(&self, new: &NewInvite) -> StoreResult<()> {
         let mut s = self.state();
         let invite = Invite {

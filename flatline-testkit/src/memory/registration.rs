@@ -146,6 +146,11 @@ impl RegistrationStore for MemoryStore {
         let Some(v) = session.verified.clone() else {
             return Ok(RegistrationOutcome::SessionInvalid);
         };
+        if let Some(invite) = session.reserved_invite
+            && !s.invites.still_usable(invite, now)
+        {
+            return Ok(RegistrationOutcome::InviteInvalid);
+        }
         let existing = s
             .registration
             .subjects

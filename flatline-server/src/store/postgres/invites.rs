@@ -6,15 +6,18 @@
 use async_trait::async_trait;
 use flatline_core::ids::Aci;
 use flatline_core::invites::{
-    CodeHash, Invite, InviteFilter, InviteId, InviteOwner, InviteState, InviteStore, NewInvite,
-    Redemption,
+    CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteState, InviteStore,
+    NewInvite, OwnerLimits, Redemption,
 };
 use flatline_core::store::{StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::postgres::PgRow;
 use sqlx::{PgExecutor, Postgres, Transaction};
 
-use super::{PgStore, db, get, uuid_of};
+use super::{PgStore, db, get, lock_key, uuid_of, xact_lock};
+
+/// Advisory-lock class serializing invite creation per owner across processes ("finv").
+const INVITE_OWNER_LOCK_CLASS: i32 = 0x6669_6e76;
 
 /// Reservations are the live sessions holding the invite.
 const SELECT_INVITE: &str = "SELECT i.*, (SELECT COUNT(*) FROM verification_sessions s
@@ -103,6 +106,19 @@ pub(super) async fn reservable(
         .map(|(i, _)| i.id))
 }
 
+/// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
+pub(super) async fn still_usable(
+    tx: &mut Transaction<'_, Postgres>,
+    id: InviteId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    Ok(find(&mut **tx, "i.id", id.0.as_bytes().to_vec(), now)
+        .await?
+        .is_some_and(|(i, suspended)| {
+            i.revoked_at.is_none() && i.expires_at.is_none_or(|e| e > now) && !suspended
+        }))
+}
+
 /// Turns a reservation into a use and logs the redemption (inside registration's transaction).
 pub(super) async fn consume(
     tx: &mut Transaction<'_, Postgres>,
@@ -161,6 +177,57 @@ fn redemption_from_row(r: &PgRow) -> StoreResult<Redemption> {
 
 #[async_trait]
 impl InviteStore for PgStore {
+    async fn create_invite_within(
+        &self,
+        new: &NewInvite,
+        limits: OwnerLimits,
+    ) -> StoreResult<CreateOutcome> {
+        let InviteOwner::Account(owner) = new.owner else {
+            self.create_invite(new).await?;
+            return Ok(CreateOutcome::Created);
+        };
+        let now = new.created_at;
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One creator per owner at a time, across processes; the count below then sees every committed creation.
+        xact_lock(&mut tx, INVITE_OWNER_LOCK_CLASS, lock_key(owner.as_bytes())).await?;
+        let rows = sqlx::query(&format!("{SELECT_INVITE} WHERE i.owner = $2"))
+            .bind(now.as_millis())
+            .bind(owner.as_bytes().to_vec())
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?;
+        let (mut created, mut open) = (0u32, 0u32);
+        for r in &rows {
+            let (invite, suspended) = invite_from_row(r)?;
+            created += 1;
+            if invite.state(now, suspended) == InviteState::Active {
+                open += 1;
+            }
+        }
+        if created >= limits.max_created {
+            return Ok(CreateOutcome::QuotaSpent);
+        }
+        if open >= limits.max_open {
+            return Ok(CreateOutcome::TooManyOpen);
+        }
+        sqlx::query(
+            "INSERT INTO invites (id, code_hash, owner, max_uses, created_at, expires_at, note)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(new.id.0.as_bytes().to_vec())
+        .bind(new.code_hash.0.to_vec())
+        .bind(owner_bytes(new.owner))
+        .bind(i64::from(new.max_uses))
+        .bind(new.created_at.as_millis())
+        .bind(new.expires_at.map(Timestamp::as_millis))
+        .bind(&new.note)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(CreateOutcome::Created)
+    }
+
     async fn create_invite(&self, i: &NewInvite) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO invites (id, code_hash, owner, max_uses, created_at, expires_at, note)

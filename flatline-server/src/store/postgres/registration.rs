@@ -233,6 +233,11 @@ impl RegistrationStore for PgStore {
         let Some(v) = session.verified.clone() else {
             return Ok(RegistrationOutcome::SessionInvalid);
         };
+        if let Some(invite) = session.reserved_invite
+            && !super::invites::still_usable(&mut tx, invite, now).await?
+        {
+            return Ok(RegistrationOutcome::InviteInvalid);
+        }
         // Two sessions of one subject (or two subjects wanting one principal) registering at once would both see
         // "no account yet"; these locks make the second see the first's result, as the single SQLite writer does.
         xact_lock(&mut tx, SUBJECT_LOCK_CLASS, lock_key(&v.subject_hash)).await?;

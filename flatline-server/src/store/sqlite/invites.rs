@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use flatline_core::ids::Aci;
 use flatline_core::invites::{
-    CodeHash, Invite, InviteFilter, InviteId, InviteOwner, InviteState, InviteStore, NewInvite,
-    Redemption,
+    CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteState, InviteStore,
+    NewInvite, OwnerLimits, Redemption,
 };
 use flatline_core::store::{StoreError, StoreResult};
 use flatline_core::time::Timestamp;
@@ -87,6 +87,19 @@ pub(super) async fn reservable(
         .map(|(i, _)| i.id))
 }
 
+/// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
+pub(super) async fn still_usable(
+    tx: &mut Transaction<'_, Sqlite>,
+    id: InviteId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    Ok(find(tx, "i.id", id.0.as_bytes().to_vec(), now)
+        .await?
+        .is_some_and(|(i, suspended)| {
+            i.revoked_at.is_none() && i.expires_at.is_none_or(|e| e > now) && !suspended
+        }))
+}
+
 /// Turns a reservation into a use and logs the redemption (inside registration's transaction).
 pub(super) async fn consume(
     tx: &mut Transaction<'_, Sqlite>,
@@ -141,8 +154,62 @@ fn redemption_from_row(r: &SqliteRow) -> StoreResult<Redemption> {
     })
 }
 
+const INSERT_INVITE: &str = "INSERT INTO invites (id, code_hash, owner, max_uses, created_at, expires_at, note) VALUES (?,?,?,?,?,?,?)";
+
+async fn insert(conn: &mut SqliteConnection, i: &NewInvite) -> StoreResult<()> {
+    sqlx::query(INSERT_INVITE)
+        .bind(i.id.0.as_bytes().to_vec())
+        .bind(i.code_hash.0.to_vec())
+        .bind(owner_bytes(i.owner))
+        .bind(i64::from(i.max_uses))
+        .bind(i.created_at.as_millis())
+        .bind(i.expires_at.map(Timestamp::as_millis))
+        .bind(&i.note)
+        .execute(conn)
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
 #[async_trait]
 impl InviteStore for SqliteStore {
+    async fn create_invite_within(
+        &self,
+        new: &NewInvite,
+        limits: OwnerLimits,
+    ) -> StoreResult<CreateOutcome> {
+        let now = new.created_at;
+        // Count and insert in one write transaction: the writer connection serializes this against every other
+        // write, so two concurrent creations cannot both see the last free slot.
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let rows = sqlx::query(&format!(
+            "{SELECT_INVITE} WHERE i.owner IS ?2 AND i.owner IS NOT NULL"
+        ))
+        .bind(now.as_millis())
+        .bind(owner_bytes(new.owner))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let (mut created, mut open) = (0u32, 0u32);
+        for r in &rows {
+            let (invite, suspended) = invite_from_row(r)?;
+            created += 1;
+            if invite.state(now, suspended) == InviteState::Active {
+                open += 1;
+            }
+        }
+        let outcome = if created >= limits.max_created {
+            CreateOutcome::QuotaSpent
+        } else if open >= limits.max_open {
+            CreateOutcome::TooManyOpen
+        } else {
+            insert(&mut tx, new).await?;
+            CreateOutcome::Created
+        };
+        tx.commit().await.map_err(db)?;
+        Ok(outcome)
+    }
+
     async fn create_invite(&self, i: &NewInvite) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO invites (id, code_hash, owner, max_uses, created_at, expires_at, note) VALUES (?,?,?,?,?,?,?)",

@@ -192,6 +192,11 @@ impl RegistrationStore for SqliteStore {
         let Some(v) = session.verified.clone() else {
             return Ok(RegistrationOutcome::SessionInvalid);
         };
+        if let Some(invite) = session.reserved_invite
+            && !super::invites::still_usable(&mut tx, invite, now).await?
+        {
+            return Ok(RegistrationOutcome::InviteInvalid);
+        }
         let existing: Option<Vec<u8>> = sqlx::query_scalar(
             "SELECT aci FROM account_subjects WHERE provider = ? AND subject = ?",
         )
