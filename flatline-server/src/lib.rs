@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod oidc;

@@ -4,6 +4,7 @@ mod accounts;
 mod auth;
 mod contacts;
 mod contacts_props;
+mod fuzz_corpus;
 mod keys;
 mod manifest;
 mod registration;
