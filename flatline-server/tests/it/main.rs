@@ -8,6 +8,7 @@ mod fuzz_corpus;
 mod keys;
 mod manifest;
 mod registration;
+mod replay;
 mod server;
 mod sqlite;
 mod support;
