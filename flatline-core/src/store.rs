@@ -329,8 +329,8 @@ pub trait ContactStore: Send + Sync {
 
     /// Applies an owner's decisions atomically: grants of `approve` become active; grants of `deny` become denied;
     /// with `deny_all_from`, every quarantined or pending grant made through that invite and not in `approve`
-    /// becomes denied. Accounts without a grant are skipped. Returns false (writing nothing) when the owner is not
-    /// `invite_only`.
+    /// becomes denied. An account in both `approve` and `deny` is approved. Accounts without a grant are skipped.
+    /// Returns false (writing nothing) when the owner is not `invite_only`.
     async fn decide_contact_requests(
         &self,
         owner: Aci,

@@ -4,6 +4,7 @@ pub mod cli;
 pub mod cli_invites;
 pub mod config;
 pub mod dev_idp;
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod oidc;

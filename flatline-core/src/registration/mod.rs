@@ -234,6 +234,92 @@ pub struct Registration {
     settings: RegistrationSettings,
 }
 
+/// The fields of a registration request after validation: what [`Registration::register`] commits.
+#[derive(Debug, Clone)]
+pub struct ValidRegistration {
+    /// `sessionId` (its shape is checked later, with the session lookup).
+    pub session_id: String,
+    /// Validated account attributes.
+    pub attributes: AccountAttributes,
+    /// ACI identity key (33 bytes).
+    pub aci_identity_key: Vec<u8>,
+    /// PNI identity key (33 bytes).
+    pub pni_identity_key: Vec<u8>,
+    /// Signed keys, every signature verified.
+    pub keys: InitialKeys,
+}
+
+/// Every field rule of `POST /v1/registration` (422 on failure), in Signal-Server's order: session id xor
+/// recovery password, attributes, delivery channel, identity keys, signed keys and their signatures. Pure, so the
+/// request body can be fuzzed without a store.
+pub fn validate_registration(
+    raw: &RawRegistration,
+) -> Result<ValidRegistration, RegistrationError> {
+    let session_id = match (&raw.session_id, raw.recovery_password) {
+        (Some(id), false) => id.clone(),
+        (None, true) => {
+            return Err(invalid(
+                "recovery passwords are not supported; register with a sessionId",
+            ));
+        }
+        _ => {
+            return Err(invalid(
+                "exactly one of sessionId and recoveryPassword is required",
+            ));
+        }
+    };
+    let raw_attributes = raw
+        .attributes
+        .clone()
+        .ok_or_else(|| invalid("accountAttributes is required"))?;
+    match (raw_attributes.fetches_messages, raw.push_tokens) {
+        (true, 0) | (false, 1) => {}
+        _ => {
+            return Err(invalid(
+                "exactly one of fetchesMessages, apnToken and gcmToken is required",
+            ));
+        }
+    }
+    let attributes = AccountAttributes::validate(raw_attributes)?;
+    let identity = |k: &Option<Vec<u8>>, field: &str| -> Result<Vec<u8>, RegistrationError> {
+        let bytes = k
+            .clone()
+            .ok_or_else(|| invalid(format!("{field} is required")))?;
+        PublicKey::from_bytes(&bytes).map_err(|e| invalid(format!("{field}: {e}")))?;
+        Ok(bytes)
+    };
+    let aci_identity_key = identity(&raw.aci_identity_key, "aciIdentityKey")?;
+    let pni_identity_key = identity(&raw.pni_identity_key, "pniIdentityKey")?;
+    let key =
+        |k: &Option<RawKey>, field: &str, kem: bool| -> Result<SignedPreKey, RegistrationError> {
+            let raw = k
+                .as_ref()
+                .ok_or_else(|| invalid(format!("{field} is required")))?;
+            Ok(validate_signed_key(field, raw, kem)?)
+        };
+    let keys = InitialKeys {
+        aci_signed: key(&raw.aci_signed_pre_key, "aciSignedPreKey", false)?,
+        pni_signed: key(&raw.pni_signed_pre_key, "pniSignedPreKey", false)?,
+        aci_last_resort: key(&raw.aci_pq_last_resort, "aciPqLastResortPreKey", true)?,
+        pni_last_resort: key(&raw.pni_pq_last_resort, "pniPqLastResortPreKey", true)?,
+    };
+    verify_signatures(
+        &aci_identity_key,
+        &[&keys.aci_signed, &keys.aci_last_resort],
+    )?;
+    verify_signatures(
+        &pni_identity_key,
+        &[&keys.pni_signed, &keys.pni_last_resort],
+    )?;
+    Ok(ValidRegistration {
+        session_id,
+        attributes,
+        aci_identity_key,
+        pni_identity_key,
+        keys,
+    })
+}
+
 fn invalid(msg: impl Into<String>) -> RegistrationError {
     RegistrationError::Invalid(msg.into())
 }
@@ -534,64 +620,13 @@ impl Registration {
     ) -> Result<Registered, RegistrationError> {
         let (username, password) = decode_basic(authorization, true)?;
         // Field validation first (422), as Signal-Server does.
-        let session_id = match (&raw.session_id, raw.recovery_password) {
-            (Some(id), false) => id.clone(),
-            (None, true) => {
-                return Err(invalid(
-                    "recovery passwords are not supported; register with a sessionId",
-                ));
-            }
-            _ => {
-                return Err(invalid(
-                    "exactly one of sessionId and recoveryPassword is required",
-                ));
-            }
-        };
-        let raw_attributes = raw
-            .attributes
-            .clone()
-            .ok_or_else(|| invalid("accountAttributes is required"))?;
-        match (raw_attributes.fetches_messages, raw.push_tokens) {
-            (true, 0) | (false, 1) => {}
-            _ => {
-                return Err(invalid(
-                    "exactly one of fetchesMessages, apnToken and gcmToken is required",
-                ));
-            }
-        }
-        let attributes = AccountAttributes::validate(raw_attributes)?;
-        let identity = |k: &Option<Vec<u8>>, field: &str| -> Result<Vec<u8>, RegistrationError> {
-            let bytes = k
-                .clone()
-                .ok_or_else(|| invalid(format!("{field} is required")))?;
-            PublicKey::from_bytes(&bytes).map_err(|e| invalid(format!("{field}: {e}")))?;
-            Ok(bytes)
-        };
-        let aci_identity_key = identity(&raw.aci_identity_key, "aciIdentityKey")?;
-        let pni_identity_key = identity(&raw.pni_identity_key, "pniIdentityKey")?;
-        let key = |k: &Option<RawKey>,
-                   field: &str,
-                   kem: bool|
-         -> Result<SignedPreKey, RegistrationError> {
-            let raw = k
-                .as_ref()
-                .ok_or_else(|| invalid(format!("{field} is required")))?;
-            Ok(validate_signed_key(field, raw, kem)?)
-        };
-        let keys = InitialKeys {
-            aci_signed: key(&raw.aci_signed_pre_key, "aciSignedPreKey", false)?,
-            pni_signed: key(&raw.pni_signed_pre_key, "pniSignedPreKey", false)?,
-            aci_last_resort: key(&raw.aci_pq_last_resort, "aciPqLastResortPreKey", true)?,
-            pni_last_resort: key(&raw.pni_pq_last_resort, "pniPqLastResortPreKey", true)?,
-        };
-        verify_signatures(
-            &aci_identity_key,
-            &[&keys.aci_signed, &keys.aci_last_resort],
-        )?;
-        verify_signatures(
-            &pni_identity_key,
-            &[&keys.pni_signed, &keys.pni_last_resort],
-        )?;
+        let ValidRegistration {
+            session_id,
+            attributes,
+            aci_identity_key,
+            pni_identity_key,
+            keys,
+        } = validate_registration(&raw)?;
 
         self.limiters
             .check(Limiter::Registration, &username)

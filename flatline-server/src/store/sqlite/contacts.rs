@@ -499,7 +499,11 @@ impl ContactStore for SqliteStore {
             return Ok(false);
         }
         for (list, state) in [(approve, GrantState::Active), (deny, GrantState::Denied)] {
-            for grantee in list {
+            // An account in both lists is approved (the contract; the service refuses such a request anyway).
+            for grantee in list
+                .iter()
+                .filter(|g| state == GrantState::Active || !approve.contains(g))
+            {
                 sqlx::query("UPDATE contact_grants SET state = ? WHERE owner = ? AND grantee = ?")
                     .bind(state.as_str())
                     .bind(id(owner))
