@@ -34,8 +34,11 @@ use crate::http::registration::RegistrationDto;
 use crate::http::wire;
 use crate::oidc::JoseVerifier;
 
-/// Every target, by name: the corpus directory and the cargo-fuzz binary carry the same name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A fuzz target: its name (the corpus directory and the cargo-fuzz binary carry it) and its body.
+pub type Target = (&'static str, fn(&[u8]));
+
+/// Every target, by name.
+pub const TARGETS: &[Target] = &[
     ("basic_auth", basic_auth),
     ("base64", base64),
     ("ec_key", ec_key),
