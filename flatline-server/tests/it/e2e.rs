@@ -3,7 +3,7 @@
 //! scripted browser (cookie jar, redirects followed up to the redirect URI).
 //!
 //! These tests need `node` and `npm ci --prefix flatline-testkit/idp` (`.ci/run` does both). Without them they fail
-//! with a message saying so; `FLATLINE_SKIP_NODE=1` skips them on purpose.
+//! with a message saying so; `TESTS_SKIP_NODE=1` skips them on purpose.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -73,12 +73,10 @@ fn client(provider: &str) -> &'static Client {
         .expect("known provider")
 }
 
-/// Whether to run: `None` skips (only with `FLATLINE_SKIP_NODE=1`); a missing `node` or missing npm packages fail.
+/// Whether to run: `None` skips (only with `TESTS_SKIP_NODE=1`); a missing `node` or missing npm packages fail.
 fn node_idp_dir() -> Option<PathBuf> {
-    if std::env::var("FLATLINE_SKIP_NODE").as_deref() == Ok("1") {
-        eprintln!(
-            "FLATLINE_SKIP_NODE=1: skipping the end-to-end test against the real oidc-provider"
-        );
+    if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
+        eprintln!("TESTS_SKIP_NODE=1: skipping the end-to-end test against the real oidc-provider");
         return None;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/idp");
@@ -87,13 +85,13 @@ fn node_idp_dir() -> Option<PathBuf> {
         Ok(out) if out.status.success() => {}
         _ => panic!(
             "the end-to-end tests need Node.js (`node` on PATH) to run the test IdP in {}; install it, or set \
-             FLATLINE_SKIP_NODE=1 to skip these tests",
+             TESTS_SKIP_NODE=1 to skip these tests",
             dir.display()
         ),
     }
     assert!(
         dir.join("node_modules/oidc-provider").is_dir(),
-        "the test IdP's packages are missing: run `npm ci --prefix flatline-testkit/idp` (or set FLATLINE_SKIP_NODE=1)"
+        "the test IdP's packages are missing: run `npm ci --prefix flatline-testkit/idp` (or set TESTS_SKIP_NODE=1)"
     );
     Some(dir)
 }

@@ -27,9 +27,9 @@ use tokio::process::{Child, Command};
 
 const REDIRECT: &str = "flatline://oidc/callback";
 
-/// A fresh, empty database: a new PostgreSQL database next to `FLATLINE_TEST_DATABASE_URL`.
+/// A fresh, empty database: a new PostgreSQL database next to `TEST_POSTGRES_URL`.
 async fn fresh_database() -> String {
-    let admin = std::env::var("FLATLINE_TEST_DATABASE_URL")
+    let admin = std::env::var("TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let name = format!("flatline_mp_{}", uuid::Uuid::new_v4().simple());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)

@@ -29,7 +29,7 @@ use zeroize::Zeroizing;
 pub enum Backend {
     Memory,
     Sqlite,
-    /// The server at `FLATLINE_TEST_DATABASE_URL`, one fresh schema per store.
+    /// The server at `TEST_POSTGRES_URL`, one fresh schema per store.
     Postgres,
 }
 
@@ -56,9 +56,9 @@ pub async fn sqlite_store() -> Arc<SqliteStore> {
     Arc::new(store)
 }
 
-/// The PostgreSQL server tests use (`FLATLINE_TEST_DATABASE_URL`; default a local server with trust auth).
+/// The PostgreSQL server tests use (`TEST_POSTGRES_URL`; default a local server with trust auth).
 pub fn pg_url() -> String {
-    std::env::var("FLATLINE_TEST_DATABASE_URL")
+    std::env::var("TEST_POSTGRES_URL")
         .ok()
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
@@ -83,12 +83,12 @@ pub async fn pg_schema() -> sqlx::postgres::PgConnectOptions {
     let url = pg_url();
     let options: sqlx::postgres::PgConnectOptions = url
         .parse()
-        .unwrap_or_else(|e| panic!("FLATLINE_TEST_DATABASE_URL: {e}"));
+        .unwrap_or_else(|e| panic!("TEST_POSTGRES_URL: {e}"));
     let mut admin = sqlx::PgConnection::connect_with(&options)
         .await
         .unwrap_or_else(|e| {
             panic!(
-                "PostgreSQL at {} is needed for these tests (set FLATLINE_TEST_DATABASE_URL): {e}",
+                "PostgreSQL at {} is needed for these tests (set TEST_POSTGRES_URL): {e}",
                 flatline_server::store::redact_url(&url)
             )
         });
