@@ -225,6 +225,13 @@ pub trait ServerStateStore: Send + Sync {
     /// The fingerprint recorded under `name`, if any (read-only).
     async fn key_fingerprint(&self, name: &str) -> StoreResult<Option<String>>;
 
+    /// Every recorded `(name, fingerprint)`, sorted by name (read-only).
+    async fn key_fingerprints(&self) -> StoreResult<Vec<(String, String)>>;
+
+    /// Removes the fingerprint recorded under `name` (an operator rotating a key or secret on purpose); returns
+    /// whether one was recorded. The next start records the new one.
+    async fn forget_key_fingerprint(&self, name: &str) -> StoreResult<bool>;
+
     /// The manifest version for content with hash `content_hash`, bumping the counter iff the hash differs from the
     /// last recorded one; records the hash. The first call ever returns 1. Atomic: concurrent calls with distinct
     /// hashes get distinct, increasing versions; the counter never decreases and a version is never handed out

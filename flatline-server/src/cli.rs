@@ -76,6 +76,14 @@ pub enum JwksCommand {
 pub enum KeysCommand {
     /// Create the signing and sealed-sender key files (mode 0600) unless they exist; print their fingerprints.
     Init,
+    /// List the key and secret fingerprints recorded in the database (what every process is checked against).
+    Fingerprints,
+    /// Forget one recorded fingerprint after rotating that key or secret on purpose (docs/OPERATIONS.md): the next
+    /// process to start records its own. Every process must already have the new key or secret.
+    Forget {
+        /// The fingerprint's name as `keys fingerprints` lists it (e.g. `oidc-client-secret:corp`).
+        name: String,
+    },
 }
 
 /// `manifest` subcommands. All but `verify` open the database like a server start: they record or check the key
@@ -148,6 +156,8 @@ pub async fn main() -> i32 {
             }
         },
         Command::Keys(KeysCommand::Init) => keys_init(&config),
+        Command::Keys(KeysCommand::Fingerprints) => keys_fingerprints(&config).await,
+        Command::Keys(KeysCommand::Forget { name }) => keys_forget(&config, &name).await,
         Command::Manifest(cmd) => manifest(&config, cmd).await,
         Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
         Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
@@ -260,6 +270,46 @@ fn keys_init(config: &Config) -> i32 {
                 );
             }
             0
+        }
+        Err(e) => {
+            eprintln!("flatline-server: {e}");
+            1
+        }
+    }
+}
+
+async fn keys_fingerprints(config: &Config) -> i32 {
+    let listed = async {
+        let store = crate::store::open(&config.database).await?;
+        store.key_fingerprints().await
+    };
+    match listed.await {
+        Ok(all) => {
+            for (name, fingerprint) in all {
+                println!("{name}\t{fingerprint}");
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("flatline-server: {e}");
+            1
+        }
+    }
+}
+
+async fn keys_forget(config: &Config, name: &str) -> i32 {
+    let forgotten = async {
+        let store = crate::store::open(&config.database).await?;
+        store.forget_key_fingerprint(name).await
+    };
+    match forgotten.await {
+        Ok(true) => {
+            println!("forgot the fingerprint `{name}`; the next process to start records its own");
+            0
+        }
+        Ok(false) => {
+            eprintln!("flatline-server: no fingerprint named `{name}` is recorded (see `keys fingerprints`)");
+            1
         }
         Err(e) => {
             eprintln!("flatline-server: {e}");

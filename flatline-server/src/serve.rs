@@ -30,6 +30,26 @@ pub enum ServeError {
         "the secret in {0} does not match the fingerprint recorded in the database; restore the original file"
     )]
     SecretMismatch(String),
+    /// A provider's client secret differs from the one the other processes of this instance were started with.
+    #[error(
+        "the client secret of provider {provider} does not match the fingerprint recorded in the database (another \
+         process of this instance uses a different one). If you rotated it on purpose, give every process the new \
+         secret and run `flatline-server keys forget {name}` once; refusing to start"
+    )]
+    ClientSecretMismatch {
+        /// The provider id.
+        provider: String,
+        /// The fingerprint's name in the database.
+        name: String,
+    },
+    /// A provider's client secret could not be read.
+    #[error("provider {provider}: {source}")]
+    ClientSecret {
+        /// The provider id.
+        provider: String,
+        /// Why.
+        source: crate::secrets::SecretError,
+    },
     /// A listener could not be bound or failed.
     #[error("listener {addr}: {source}")]
     Listen {
@@ -57,7 +77,8 @@ pub async fn finish_state(
     state: AppState,
     manifest_providers: Option<Vec<IdentityProvider>>,
 ) -> Result<AppState, ServeError> {
-    check_principal_secret(&state).await?;
+    let principal_secret = check_principal_secret(&state).await?;
+    check_client_secrets(&state, &principal_secret).await?;
     let providers = match manifest_providers {
         Some(p) => p,
         None => discover_manifest_providers(&state).await,
@@ -97,9 +118,14 @@ async fn discover_manifest_providers(state: &AppState) -> Vec<IdentityProvider> 
 /// Name under which the principal secret's fingerprint is recorded.
 pub const PRINCIPAL_SECRET_NAME: &str = "principal-secret";
 
+/// Prefix of the names under which providers' client-secret fingerprints are recorded.
+pub const CLIENT_SECRET_NAME_PREFIX: &str = "oidc-client-secret:";
+
 /// Records the principal secret's fingerprint on first start and refuses a different secret afterwards: every
-/// process sharing the database must derive the same opaque principals and tombstone keys.
-async fn check_principal_secret(state: &AppState) -> Result<(), ServeError> {
+/// process sharing the database must derive the same opaque principals and tombstone keys. Returns the secret.
+async fn check_principal_secret(
+    state: &AppState,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, ServeError> {
     use sha2::Digest as _;
     let secret = crate::secrets::load_or_create_hex(
         &state.config.registration.principal_secret_file,
@@ -113,8 +139,8 @@ async fn check_principal_secret(state: &AppState) -> Result<(), ServeError> {
         .record_key_fingerprint(PRINCIPAL_SECRET_NAME, &fingerprint, state.clock.now())
         .await?
     {
-        FingerprintRecord::Recorded => Ok(()),
-        FingerprintRecord::Existing(recorded) if recorded == fingerprint => Ok(()),
+        FingerprintRecord::Recorded => Ok(secret),
+        FingerprintRecord::Existing(recorded) if recorded == fingerprint => Ok(secret),
         FingerprintRecord::Existing(_) => Err(ServeError::SecretMismatch(
             state
                 .config
@@ -124,6 +150,47 @@ async fn check_principal_secret(state: &AppState) -> Result<(), ServeError> {
                 .to_string(),
         )),
     }
+}
+
+/// Records each provider's client-secret fingerprint on first start and refuses a process whose secret differs:
+/// processes behind one load balancer must present the same client to the IdP, or logins fail at random. Client
+/// secrets may be short, so the fingerprint is keyed with the (random, 32-byte) principal secret instead of a
+/// plain hash that could be brute-forced from a database dump.
+async fn check_client_secrets(state: &AppState, principal_secret: &[u8]) -> Result<(), ServeError> {
+    use sha2::Digest as _;
+    for p in &state.config.providers {
+        let secret = crate::secrets::read_secret(
+            p.client_secret_file.as_deref(),
+            p.client_secret_env.as_deref(),
+        )
+        .map_err(|source| ServeError::ClientSecret {
+            provider: p.id.clone(),
+            source,
+        })?;
+        let mut hash = sha2::Sha256::new();
+        hash.update(b"flatline client-secret fingerprint\0");
+        hash.update(principal_secret);
+        hash.update(secret.as_bytes());
+        let fingerprint = hex::encode(hash.finalize());
+        let name = format!("{CLIENT_SECRET_NAME_PREFIX}{}", p.id);
+        match state
+            .store
+            .record_key_fingerprint(&name, &fingerprint, state.clock.now())
+            .await?
+        {
+            FingerprintRecord::Recorded => {
+                tracing::info!(provider = %p.id, "recorded the client secret's fingerprint")
+            }
+            FingerprintRecord::Existing(recorded) if recorded == fingerprint => {}
+            FingerprintRecord::Existing(_) => {
+                return Err(ServeError::ClientSecretMismatch {
+                    provider: p.id.clone(),
+                    name,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The bound sockets of a server.

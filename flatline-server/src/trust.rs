@@ -363,12 +363,14 @@ impl Trust {
         now: Timestamp,
     ) -> Result<Trust, TrustError> {
         // A missing key file with a recorded fingerprint is a lost key, not a first start: never mint a new one.
+        // The database is read before the file is looked at: a process starting at the same moment creates the
+        // file before it records the fingerprint, so a fingerprint seen first means its file is visible by now.
         for (name, path) in [
             (SIGNING_KEY_NAME, config.signing_key_path()),
             (SEALED_SENDER_KEY_NAME, config.sealed_sender_key_path()),
         ] {
-            if !path.exists()
-                && let Some(recorded) = store.key_fingerprint(name).await?
+            if let Some(recorded) = store.key_fingerprint(name).await?
+                && !path.exists()
             {
                 return Err(TrustError::KeyMissing {
                     name,

@@ -52,7 +52,7 @@ macro_rules! conformance_suite {
             contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
             concurrent_redemptions_single_use, delete_account_removes_contacts,
-            key_fingerprints_recorded_once, concurrent_fingerprint_records_have_one_winner,
+            key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
             manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {

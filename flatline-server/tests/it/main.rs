@@ -18,6 +18,7 @@ mod postgres;
 mod registration;
 mod replay;
 mod server;
+mod secrets;
 mod sqlite;
 mod support;
 mod usernames;

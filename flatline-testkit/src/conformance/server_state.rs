@@ -56,6 +56,38 @@ pub async fn key_fingerprints_recorded_once(store: Arc<dyn Store>) {
     assert_eq!(s.key_fingerprint("other").await.unwrap(), None);
 }
 
+/// Forgetting a fingerprint removes only that name; the next record under it wins again (a deliberate rotation).
+pub async fn forgotten_fingerprint_can_be_recorded_anew(store: Arc<dyn Store>) {
+    let s = store.as_ref();
+    assert!(!s.forget_key_fingerprint("signing").await.unwrap());
+    for (name, fp) in [("signing", "fp-a"), ("oidc-client-secret:x", "fp-x")] {
+        s.record_key_fingerprint(name, fp, T0).await.unwrap();
+    }
+    assert_eq!(
+        s.key_fingerprints().await.unwrap(),
+        vec![
+            ("oidc-client-secret:x".to_owned(), "fp-x".to_owned()),
+            ("signing".to_owned(), "fp-a".to_owned()),
+        ]
+    );
+    assert!(s.forget_key_fingerprint("signing").await.unwrap());
+    assert!(!s.forget_key_fingerprint("signing").await.unwrap());
+    assert_eq!(s.key_fingerprint("signing").await.unwrap(), None);
+    assert_eq!(
+        s.key_fingerprint("oidc-client-secret:x")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("fp-x")
+    );
+    assert_eq!(
+        s.record_key_fingerprint("signing", "fp-b", T0)
+            .await
+            .unwrap(),
+        FingerprintRecord::Recorded
+    );
+}
+
 /// Of many concurrent first records exactly one wins and every other caller sees the winner's fingerprint.
 pub async fn concurrent_fingerprint_records_have_one_winner(store: Arc<dyn Store>) {
     let tasks: Vec<_> = (0..16)

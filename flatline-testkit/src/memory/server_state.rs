@@ -38,6 +38,22 @@ impl ServerStateStore for MemoryStore {
         Ok(self.state().server.fingerprints.get(name).cloned())
     }
 
+    async fn key_fingerprints(&self) -> StoreResult<Vec<(String, String)>> {
+        let mut all: Vec<_> = self
+            .state()
+            .server
+            .fingerprints
+            .iter()
+            .map(|(n, f)| (n.clone(), f.clone()))
+            .collect();
+        all.sort();
+        Ok(all)
+    }
+
+    async fn forget_key_fingerprint(&self, name: &str) -> StoreResult<bool> {
+        Ok(self.state().server.fingerprints.remove(name).is_some())
+    }
+
     async fn advance_manifest(&self, content_hash: &[u8; 32], _now: Timestamp) -> StoreResult<u64> {
         let mut s = self.state();
         let version = match s.server.manifest {

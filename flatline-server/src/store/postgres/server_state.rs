@@ -57,6 +57,23 @@ impl ServerStateStore for PgStore {
             .map_err(db)
     }
 
+    async fn key_fingerprints(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT name, fingerprint FROM key_fingerprints ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn forget_key_fingerprint(&self, name: &str) -> StoreResult<bool> {
+        let removed = sqlx::query("DELETE FROM key_fingerprints WHERE name = $1")
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(removed == 1)
+    }
+
     async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64> {
         // One statement: the upsert locks the row, so concurrent advances with different content get distinct
         // versions. Unqualified references in SET are to the existing row.

@@ -55,6 +55,23 @@ impl ServerStateStore for SqliteStore {
             .map_err(db)
     }
 
+    async fn key_fingerprints(&self) -> StoreResult<Vec<(String, String)>> {
+        sqlx::query_as("SELECT name, fingerprint FROM key_fingerprints ORDER BY name")
+            .fetch_all(&self.reader)
+            .await
+            .map_err(db)
+    }
+
+    async fn forget_key_fingerprint(&self, name: &str) -> StoreResult<bool> {
+        let removed = sqlx::query("DELETE FROM key_fingerprints WHERE name = ?")
+            .bind(name)
+            .execute(&self.writer)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        Ok(removed == 1)
+    }
+
     async fn advance_manifest(&self, content_hash: &[u8; 32], now: Timestamp) -> StoreResult<u64> {
         // One statement, so it is atomic even against other processes writing the same file. In the SET clause
         // every column reference is to the old row.
