@@ -273,7 +273,9 @@ impl<T> Store for T where
 /// Every rule that must hold under concurrency (an invite's last use, the flood breaker, the owner window, a
 /// denial) is applied inside one method, using the pure rules of [`crate::contacts`] on the state read in the same
 /// transaction. The graph exists only for `invite_only` owners: writes for an owner that is not `invite_only`
-/// report it instead of storing anything.
+/// report it instead of storing anything. A write naming an account that does not exist (anymore) stores nothing
+/// either — checked inside the write's transaction, so an account deleted concurrently never keeps a grant, invite
+/// or policy: redemption answers `Invalid`, introduction `NotGranted`, the others as for a non-`invite_only` owner.
 #[async_trait]
 pub trait ContactStore: Send + Sync {
     /// The account's policy; `None` when it never set one (meaning the default).

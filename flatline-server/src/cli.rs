@@ -308,7 +308,9 @@ async fn keys_forget(config: &Config, name: &str) -> i32 {
             0
         }
         Ok(false) => {
-            eprintln!("flatline-server: no fingerprint named `{name}` is recorded (see `keys fingerprints`)");
+            eprintln!(
+                "flatline-server: no fingerprint named `{name}` is recorded (see `keys fingerprints`)"
+            );
             1
         }
         Err(e) => {

@@ -51,7 +51,7 @@ macro_rules! conformance_suite {
             contact_policy_roundtrip_and_open_purges, contact_invite_create_list_delete,
             contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
-            concurrent_redemptions_single_use, delete_account_removes_contacts,
+            concurrent_redemptions_single_use, delete_account_removes_contacts, deletion_racing_new_grants_leaves_none,
             key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
             manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
     };

@@ -72,7 +72,9 @@ async fn a_different_client_secret_refuses_to_start_until_its_fingerprint_is_for
 
     std::fs::write(d.join("client.secret"), "first-secret\n").unwrap();
     production_state(config.clone()).await.expect("first start");
-    let first = recorded(&config, &name).await.expect("fingerprint recorded");
+    let first = recorded(&config, &name)
+        .await
+        .expect("fingerprint recorded");
     // Keyed with the principal secret: a database dump does not let anyone test guesses of a short secret.
     assert_ne!(first, hex::encode(sha2::Sha256::digest(b"first-secret")));
     production_state(config.clone())
@@ -93,7 +95,10 @@ async fn a_different_client_secret_refuses_to_start_until_its_fingerprint_is_for
     let (ok, listed, _) = cli(&config_path, &["keys", "fingerprints"]);
     assert!(ok);
     for expected in [name.as_str(), "principal-secret", "instance_signing_key"] {
-        assert!(listed.contains(expected), "{expected} missing from:\n{listed}");
+        assert!(
+            listed.contains(expected),
+            "{expected} missing from:\n{listed}"
+        );
     }
     assert!(!listed.contains("first-secret") && !listed.contains("second-secret"));
 

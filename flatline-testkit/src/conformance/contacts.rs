@@ -651,6 +651,51 @@ pub async fn concurrent_redemptions_single_use(store: Arc<dyn Store>) {
     );
 }
 
+/// Accounts deleted while they redeem an invite or are introduced leave no grant behind, whichever finishes first.
+pub async fn deletion_racing_new_grants_leaves_none(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let alice = account(&store, &rng, "alice").await;
+    invite_only(&store, bob, IntroductionPolicy::Auto).await;
+    create(&store, &invite(&rng, bob, 1, 100, at(0))).await;
+    assert!(matches!(
+        redeem(&store, 1, alice, at(1)).await,
+        Redemption::Granted { .. }
+    ));
+    let mut tasks = vec![];
+    for n in 0..24u32 {
+        let racer = account(&store, &rng, &format!("racer{n}")).await;
+        let (s1, s2) = (store.clone(), store.clone());
+        // Hours apart, so neither the flood breaker nor the owner window decides the outcome.
+        let when = at(2 + u64::from(n) * 600);
+        tasks.push(tokio::spawn(async move {
+            if n % 2 == 0 {
+                s1.redeem_contact_invite(&hash(1), racer, when, &FloodConfig::default())
+                    .await
+                    .map(|_| ())
+            } else {
+                s1.introduce(bob, alice, racer, when, &FloodConfig::default())
+                    .await
+                    .map(|_| ())
+            }
+        }));
+        tasks.push(tokio::spawn(async move {
+            s2.delete_account(racer, when).await.map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let grantees: Vec<Aci> = store
+        .contact_grants(bob)
+        .await
+        .unwrap()
+        .iter()
+        .map(|g| g.grantee)
+        .collect();
+    assert_eq!(grantees, vec![alice], "grants of deleted accounts remain");
+}
+
 /// Deleting an account removes its policy, its invites and every grant it gave or holds.
 pub async fn delete_account_removes_contacts(store: Arc<dyn Store>) {
     let rng = rng();

@@ -78,6 +78,9 @@ impl ContactStore for MemoryStore {
         max_per_owner: u32,
     ) -> StoreResult<CreateInvite> {
         let mut s = self.state();
+        if !s.accounts.contains_key(&invite.owner) {
+            return Ok(CreateInvite::NotInviteOnly);
+        }
         let c = &mut s.contacts;
         if !c.invite_only(invite.owner) {
             return Ok(CreateInvite::NotInviteOnly);
@@ -167,6 +170,9 @@ impl ContactStore for MemoryStore {
         config: &FloodConfig,
     ) -> StoreResult<Redemption> {
         let mut s = self.state();
+        if !s.accounts.contains_key(&redeemer) {
+            return Ok(Redemption::Invalid);
+        }
         let c = &mut s.contacts;
         // Lookup by hash: timing reveals at most bits of a hash, never of a code.
         let Some(invite) = c
@@ -283,6 +289,9 @@ impl ContactStore for MemoryStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut s = self.state();
+        if !s.accounts.contains_key(&owner) || !s.accounts.contains_key(&grantee) {
+            return Ok(false);
+        }
         let c = &mut s.contacts;
         if !c.invite_only(owner) {
             return Ok(false);
@@ -309,6 +318,9 @@ impl ContactStore for MemoryStore {
         config: &FloodConfig,
     ) -> StoreResult<Introduction> {
         let mut s = self.state();
+        if !s.accounts.contains_key(&recipient) || !s.accounts.contains_key(&introducee) {
+            return Ok(Introduction::NotGranted);
+        }
         let c = &mut s.contacts;
         let policy = c.policies.get(&recipient).copied().unwrap_or_default();
         let outcome = contacts::plan_introduction(

@@ -152,6 +152,24 @@ async fn recent(conn: &mut PgConnection, owner: Aci, since: Timestamp) -> StoreR
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
+/// Share-locks the accounts that a new grant will name (until the transaction ends), so `delete_account`, which
+/// locks its row for update before it removes the account's grants, cannot remove them between our read and our
+/// insert and leave a grant of a deleted account behind. False when one of them is gone already.
+async fn accounts_stay(tx: &mut Transaction<'_, Postgres>, acis: &[Aci]) -> StoreResult<bool> {
+    for aci in acis {
+        let found: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = $1 FOR SHARE")
+                .bind(aci.as_bytes().to_vec())
+                .fetch_optional(&mut **tx)
+                .await
+                .map_err(db)?;
+        if found.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Serializes every decision about `owner`'s contact graph with the others (until the transaction ends).
 async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Aci) -> StoreResult<()> {
     xact_lock(tx, CONTACT_OWNER_LOCK_CLASS, lock_key(owner.as_bytes())).await
@@ -209,14 +227,7 @@ impl ContactStore for PgStore {
     async fn set_contact_policy(&self, aci: Aci, policy: ContactPolicy) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owner(&mut tx, aci).await?;
-        // The share lock keeps a concurrent account deletion from leaving this policy behind.
-        if sqlx::query("SELECT 1 FROM accounts WHERE aci = $1 FOR SHARE")
-            .bind(id(aci))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .is_none()
-        {
+        if !accounts_stay(&mut tx, &[aci]).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -252,7 +263,9 @@ impl ContactStore for PgStore {
     ) -> StoreResult<CreateInvite> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owner(&mut tx, invite.owner).await?;
-        if !invite_only(&mut tx, invite.owner).await? {
+        if !accounts_stay(&mut tx, &[invite.owner]).await?
+            || !invite_only(&mut tx, invite.owner).await?
+        {
             return Ok(CreateInvite::NotInviteOnly);
         }
         let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contact_invites WHERE owner = $1")
@@ -407,6 +420,10 @@ impl ContactStore for PgStore {
             return Ok(Redemption::Invalid);
         };
         let owner = invite.owner;
+        // The owner's side is covered by the invite row locked above (deleting the owner deletes it first).
+        if !accounts_stay(&mut tx, &[redeemer]).await? {
+            return Ok(Redemption::Invalid);
+        }
         let existing = grant_of(&mut tx, owner, redeemer).await?;
         let recent = recent(&mut tx, owner, contacts::owner_window_start(now, config)).await?;
         let plan =
@@ -555,7 +572,8 @@ impl ContactStore for PgStore {
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owner(&mut tx, owner).await?;
-        if !invite_only(&mut tx, owner).await? {
+        if !accounts_stay(&mut tx, &[owner, grantee]).await? || !invite_only(&mut tx, owner).await?
+        {
             return Ok(false);
         }
         sqlx::query(
@@ -583,6 +601,9 @@ impl ContactStore for PgStore {
     ) -> StoreResult<Introduction> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owner(&mut tx, recipient).await?;
+        if !accounts_stay(&mut tx, &[recipient, introducee]).await? {
+            return Ok(Introduction::NotGranted);
+        }
         let policy = policy_of(&mut tx, recipient).await?.unwrap_or_default();
         let introducer_grant = grant_of(&mut tx, recipient, introducer).await?;
         let existing = grant_of(&mut tx, recipient, introducee).await?;

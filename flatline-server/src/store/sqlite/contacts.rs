@@ -99,6 +99,22 @@ fn grant_from_row(r: &SqliteRow) -> StoreResult<Grant> {
     })
 }
 
+/// Whether every one of `acis` is an account. Read inside the write transaction, so an account deleted before it
+/// gets no new grant, invite or policy (the deletion removed those it had, and SQLite runs one writer at a time).
+async fn accounts_exist(conn: &mut SqliteConnection, acis: &[Aci]) -> StoreResult<bool> {
+    for aci in acis {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
+            .bind(id(*aci))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(db)?;
+        if found.is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 async fn policy_of(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<Option<ContactPolicy>> {
     let Some(r) = sqlx::query("SELECT policy, introductions FROM contact_policies WHERE aci = ?")
         .bind(id(aci))
@@ -205,13 +221,7 @@ impl ContactStore for SqliteStore {
 
     async fn set_contact_policy(&self, aci: Aci, policy: ContactPolicy) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        if sqlx::query("SELECT 1 FROM accounts WHERE aci = ?")
-            .bind(id(aci))
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .is_none()
-        {
+        if !accounts_exist(&mut tx, &[aci]).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -246,7 +256,9 @@ impl ContactStore for SqliteStore {
         max_per_owner: u32,
     ) -> StoreResult<CreateInvite> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        if !invite_only(&mut tx, invite.owner).await? {
+        if !accounts_exist(&mut tx, &[invite.owner]).await?
+            || !invite_only(&mut tx, invite.owner).await?
+        {
             return Ok(CreateInvite::NotInviteOnly);
         }
         let held: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM contact_invites WHERE owner = ?")
@@ -389,6 +401,9 @@ impl ContactStore for SqliteStore {
             return Ok(Redemption::Invalid);
         };
         let owner = invite.owner;
+        if !accounts_exist(&mut tx, &[redeemer]).await? {
+            return Ok(Redemption::Invalid);
+        }
         let existing = grant_of(&mut tx, owner, redeemer).await?;
         let recent = recent(&mut tx, owner, contacts::owner_window_start(now, config)).await?;
         let plan =
@@ -537,7 +552,9 @@ impl ContactStore for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let mut tx = self.writer.begin().await.map_err(db)?;
-        if !invite_only(&mut tx, owner).await? {
+        if !accounts_exist(&mut tx, &[owner, grantee]).await?
+            || !invite_only(&mut tx, owner).await?
+        {
             return Ok(false);
         }
         sqlx::query(
@@ -564,6 +581,9 @@ impl ContactStore for SqliteStore {
         config: &FloodConfig,
     ) -> StoreResult<Introduction> {
         let mut tx = self.writer.begin().await.map_err(db)?;
+        if !accounts_exist(&mut tx, &[recipient, introducee]).await? {
+            return Ok(Introduction::NotGranted);
+        }
         let policy = policy_of(&mut tx, recipient).await?.unwrap_or_default();
         let introducer_grant = grant_of(&mut tx, recipient, introducer).await?;
         let existing = grant_of(&mut tx, recipient, introducee).await?;
