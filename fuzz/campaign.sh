@@ -16,12 +16,18 @@ SANITIZER=${SANITIZER:-none}
 mkdir -p "$WORK/logs" "$WORK/artifacts"
 
 cargo +nightly fuzz build -O -s "$SANITIZER" >/dev/null
+# Run copies of the binaries: editing the tree during a campaign must not rebuild or change what is fuzzed.
+mkdir -p "$WORK/bin"
+for t in "${TARGETS[@]}"; do
+  cp "target/x86_64-unknown-linux-gnu/release/$t" "$WORK/bin/$t"
+done
+git rev-parse --short HEAD >"$WORK/commit" 2>/dev/null || true
 
 run_one() {
   local t=$1
   mkdir -p "$WORK/corpus/$t" "$WORK/artifacts/$t"
   # nice: the campaign shares the machine with builds; wall-clock time is what -max_total_time counts.
-  nice -n 19 cargo +nightly fuzz run -O -s "$SANITIZER" "$t" "$WORK/corpus/$t" "corpus/$t" -- \
+  nice -n 19 "$WORK/bin/$t" "$WORK/corpus/$t" "$(pwd)/corpus/$t" \
     -max_total_time="$SECS" -print_final_stats=1 -artifact_prefix="$WORK/artifacts/$t/" \
     >"$WORK/logs/$t.log" 2>&1 && echo "$t ok" || echo "$t FAILED (see $WORK/logs/$t.log)"
 }

@@ -528,3 +528,41 @@ async fn two_processes_racing_for_one_username_have_one_owner() {
         assert_eq!(stores[0].username_claims_of(owner).await.unwrap().len(), 1);
     }
 }
+
+/// With `sslmode=require` the store talks TLS to a server that offers it (managed PostgreSQL services demand it);
+/// against a server without TLS the same URL is refused rather than silently sent in the clear.
+#[tokio::test]
+async fn sslmode_require_uses_tls_or_refuses() {
+    let plain = pg_url();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&plain)
+        .await
+        .unwrap();
+    let offered: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    let sep = if plain.contains('?') { '&' } else { '?' };
+    let config = DatabaseConfig {
+        url: format!("{plain}{sep}sslmode=require"),
+        ..DatabaseConfig::default()
+    };
+    match flatline_server::store::open(&config).await {
+        Ok(_) => {
+            assert_eq!(offered, "on", "a TLS-only URL connected to a server without TLS");
+            let mut tls = <sqlx::PgConnection as sqlx::Connection>::connect(&config.url)
+                .await
+                .unwrap();
+            let encrypted: bool = sqlx::query_scalar(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            )
+            .fetch_one(&mut tls)
+            .await
+            .unwrap();
+            assert!(encrypted, "the connection is not encrypted");
+        }
+        Err(e) => {
+            assert_eq!(offered, "off", "TLS failed although the server offers it: {e}");
+            assert!(!e.to_string().contains("built without TLS"), "{e}");
+        }
+    }
+}
