@@ -351,6 +351,8 @@ pub enum CreateOutcome {
     QuotaSpent,
     /// The owner already holds `max_open` active invites; nothing stored.
     TooManyOpen,
+    /// The owning account does not exist (it was deleted meanwhile); nothing stored.
+    OwnerGone,
 }
 
 /// Registration invites.
@@ -360,7 +362,8 @@ pub trait InviteStore: Send + Sync {
     async fn create_invite(&self, invite: &NewInvite) -> crate::store::StoreResult<()>;
 
     /// Stores a new invite owned by an account only if, atomically with the insert, the owner created fewer than
-    /// `limits.max_created` invites and holds fewer than `limits.max_open` active ones at `invite.created_at`.
+    /// `limits.max_created` invites and holds fewer than `limits.max_open` active ones at `invite.created_at`, and
+    /// the owning account still exists (an account deleted concurrently never keeps an unrevoked invite).
     /// Concurrent calls for one owner never exceed either limit.
     async fn create_invite_within(
         &self,

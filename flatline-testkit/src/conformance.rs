@@ -44,7 +44,7 @@ macro_rules! conformance_suite {
             principal_conflict_writes_nothing, tombstone_reuses_aci,
             invite_reservations, invite_states_gate_reservation,
             concurrent_invite_reservations, oidc_state,
-            invite_owner_limits, concurrent_invite_creations_respect_limits,
+            invite_owner_limits, concurrent_invite_creations_respect_limits, deleted_owners_keep_no_active_invite,
             purge_expired_registrations,
             username_reservation, username_confirmation, username_holds, username_links, username_reclaim,
             username_released_on_account_deletion, username_race_one_owner, username_race_lapsed_reservations,

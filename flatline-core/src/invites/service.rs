@@ -200,6 +200,7 @@ impl Invites {
         };
         match self.store.create_invite_within(&new, limits).await? {
             CreateOutcome::Created => Ok((stored(&new), code)),
+            CreateOutcome::OwnerGone => Err(InviteError::Disabled),
             // A concurrent creation took the last slot: report when the next one frees up.
             CreateOutcome::QuotaSpent | CreateOutcome::TooManyOpen => {
                 let facts = self.facts(owner, now).await?;

@@ -548,20 +548,25 @@ async fn sslmode_require_uses_tls_or_refuses() {
     };
     match flatline_server::store::open(&config).await {
         Ok(_) => {
-            assert_eq!(offered, "on", "a TLS-only URL connected to a server without TLS");
+            assert_eq!(
+                offered, "on",
+                "a TLS-only URL connected to a server without TLS"
+            );
             let mut tls = <sqlx::PgConnection as sqlx::Connection>::connect(&config.url)
                 .await
                 .unwrap();
-            let encrypted: bool = sqlx::query_scalar(
-                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-            )
-            .fetch_one(&mut tls)
-            .await
-            .unwrap();
+            let encrypted: bool =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_one(&mut tls)
+                    .await
+                    .unwrap();
             assert!(encrypted, "the connection is not encrypted");
         }
         Err(e) => {
-            assert_eq!(offered, "off", "TLS failed although the server offers it: {e}");
+            assert_eq!(
+                offered, "off",
+                "TLS failed although the server offers it: {e}"
+            );
             assert!(!e.to_string().contains("built without TLS"), "{e}");
         }
     }

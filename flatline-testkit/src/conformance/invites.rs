@@ -31,6 +31,13 @@ fn new_invite(
     }
 }
 
+async fn account(store: &Arc<dyn Store>, rng: &SeededRng, name: &str) -> Aci {
+    let new = crate::fixtures::new_account(rng, name, "pw", T0);
+    let aci = new.account.aci;
+    store.create_account(new).await.unwrap();
+    aci
+}
+
 async fn count(store: &Arc<dyn Store>, owner: Aci) -> usize {
     store
         .list_invites(
@@ -49,7 +56,10 @@ async fn count(store: &Arc<dyn Store>, owner: Aci) -> usize {
 /// store nothing; other owners are independent.
 pub async fn invite_owner_limits(store: Arc<dyn Store>) {
     let rng = SeededRng::new(31);
-    let (alice, bob) = (Aci::random(&rng), Aci::random(&rng));
+    let (alice, bob) = (
+        account(&store, &rng, "alice").await,
+        account(&store, &rng, "bob").await,
+    );
     let limits = OwnerLimits {
         max_created: 3,
         max_open: 2,
@@ -104,7 +114,7 @@ pub async fn invite_owner_limits(store: Arc<dyn Store>) {
 /// 30 concurrent creations for one owner with an open cap of 4: exactly 4 are stored.
 pub async fn concurrent_invite_creations_respect_limits(store: Arc<dyn Store>) {
     let rng = Arc::new(SeededRng::new(32));
-    let owner = Aci::random(rng.as_ref());
+    let owner = account(&store, &rng, "owner").await;
     let tasks: Vec<_> = (0..30)
         .map(|_| {
             let (store, invite) = (store.clone(), new_invite(&rng, owner, None, T0));
@@ -130,4 +140,58 @@ pub async fn concurrent_invite_creations_respect_limits(store: Arc<dyn Store>) {
     }
     assert_eq!(created, 4);
     assert_eq!(count(&store, owner).await, 4);
+}
+
+/// No invite is created for an account that does not exist; accounts deleted while they create invites end up
+/// with none active, whichever finishes first.
+pub async fn deleted_owners_keep_no_active_invite(store: Arc<dyn Store>) {
+    let rng = Arc::new(SeededRng::new(33));
+    let limits = OwnerLimits {
+        max_created: 100,
+        max_open: 100,
+    };
+    let nobody = Aci::random(rng.as_ref());
+    assert_eq!(
+        store
+            .create_invite_within(&new_invite(&rng, nobody, None, T0), limits)
+            .await
+            .unwrap(),
+        CreateOutcome::OwnerGone
+    );
+    assert_eq!(count(&store, nobody).await, 0);
+    let mut owners = vec![];
+    let mut tasks = vec![];
+    for n in 0..12 {
+        let owner = account(&store, &rng, &format!("owner{n}")).await;
+        owners.push(owner);
+        for _ in 0..3 {
+            let (store, invite) = (store.clone(), new_invite(&rng, owner, None, T0));
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_invite_within(&invite, limits)
+                    .await
+                    .map(|_| ())
+            }));
+        }
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.delete_account(owner, T0).await.map(|_| ())
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    for owner in owners {
+        let active = store
+            .list_invites(
+                &InviteFilter {
+                    owner: Some(InviteOwner::Account(owner)),
+                    state: Some(flatline_core::invites::InviteState::Active),
+                },
+                T0,
+            )
+            .await
+            .unwrap();
+        assert!(active.is_empty(), "a deleted account keeps active invites");
+    }
 }

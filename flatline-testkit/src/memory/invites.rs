@@ -110,6 +110,11 @@ impl InviteStore for MemoryStore {
         limits: OwnerLimits,
     ) -> StoreResult<CreateOutcome> {
         let mut s = self.state();
+        if let InviteOwner::Account(owner) = new.owner
+            && !s.accounts.contains_key(&owner)
+        {
+            return Ok(CreateOutcome::OwnerGone);
+        }
         let now = new.created_at;
         let (mut created, mut open) = (0u32, 0u32);
         for i in s.invites.invites.values().filter(|i| i.owner == new.owner) {

@@ -190,6 +190,17 @@ impl InviteStore for PgStore {
         let mut tx = self.pool.begin().await.map_err(db)?;
         // One creator per owner at a time, across processes; the count below then sees every committed creation.
         xact_lock(&mut tx, INVITE_OWNER_LOCK_CLASS, lock_key(owner.as_bytes())).await?;
+        // The share lock waits for (or holds off) `delete_account`, which locks the row for update before it
+        // revokes the owner's invites: an invite created here is either revoked by it or refused.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = $1 FOR SHARE")
+                .bind(owner.as_bytes().to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if exists.is_none() {
+            return Ok(CreateOutcome::OwnerGone);
+        }
         let rows = sqlx::query(&format!("{SELECT_INVITE} WHERE i.owner = $2"))
             .bind(now.as_millis())
             .bind(owner.as_bytes().to_vec())

@@ -182,6 +182,16 @@ impl InviteStore for SqliteStore {
         // Count and insert in one write transaction: the writer connection serializes this against every other
         // write, so two concurrent creations cannot both see the last free slot.
         let mut tx = self.writer.begin().await.map_err(db)?;
+        if let InviteOwner::Account(owner) = new.owner {
+            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
+                .bind(owner.as_bytes().to_vec())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+            if exists.is_none() {
+                return Ok(CreateOutcome::OwnerGone);
+            }
+        }
         let rows = sqlx::query(&format!(
             "{SELECT_INVITE} WHERE i.owner IS ?2 AND i.owner IS NOT NULL"
         ))
