@@ -20,11 +20,11 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::{Extension, Router};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use flatline_core::accounts::Accounts;
 use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;

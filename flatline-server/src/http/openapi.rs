@@ -29,7 +29,8 @@ pub const REGISTRATION_AUTH: &str = "registrationAuth";
 pub const ACCESS_KEY: &str = "unidentifiedAccessKey";
 
 /// 400 for a JSON body that does not parse, has a wrong type, or lacks `Content-Type: application/json`.
-pub const INVALID_JSON: &str = "`invalid_json`: malformed JSON, a wrong type, an undecodable field, or no JSON content type";
+pub const INVALID_JSON: &str =
+    "`invalid_json`: malformed JSON, a wrong type, an undecodable field, or no JSON content type";
 /// 401 for missing or wrong device credentials.
 pub const UNAUTHORIZED: &str = "`unauthorized`: missing or invalid credentials";
 /// 413 for an oversized body.
