@@ -173,8 +173,9 @@ impl From<AttributesDto> for RawAccountAttributes {
     }
 }
 
-/// Sets the calling device's account attributes. `registrationLock` and `recoveryPassword` are accepted and
-/// ignored; unknown fields are ignored.
+/// Sets the calling device's account attributes.
+///
+/// `registrationLock` and `recoveryPassword` are accepted and ignored; unknown fields are ignored.
 #[utoipa::path(
     put,
     path = "/v1/accounts/attributes",
@@ -204,8 +205,10 @@ async fn set_attributes(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes the account. When its identity provider offers RP-initiated logout, the answer carries the URL in
-/// `Flatline-End-Session` for the app to open (so the user is also signed out at the IdP).
+/// Deletes the account.
+///
+/// When its identity provider offers RP-initiated logout, the answer carries the URL in `Flatline-End-Session` for
+/// the app to open (so the user is also signed out at the IdP).
 #[utoipa::path(
     delete,
     path = "/v1/accounts/me",

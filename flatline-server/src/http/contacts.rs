@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::Authenticated;
-use super::openapi::{BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
+use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -87,10 +87,10 @@ fn secs(t: Timestamp) -> i64 {
 #[derive(Serialize, ToSchema)]
 struct PolicyDto {
     /// `open` or `invite_only`.
-    #[schema(value_type = String, example = "invite_only")]
+    #[schema(schema_with = openapi::contact_policy_schema)]
     policy: &'static str,
     /// `ask`, `auto` or `off`.
-    #[schema(value_type = String, example = "ask")]
+    #[schema(schema_with = openapi::introductions_schema)]
     introductions: &'static str,
 }
 
@@ -225,7 +225,7 @@ struct InviteDto {
     /// Creation time.
     created_at: i64,
     /// `active`, `paused`, `exhausted` or `expired`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = openapi::contact_invite_state_schema)]
     state: &'static str,
     /// End of the current pause, or null.
     paused_until: Option<i64>,
@@ -459,7 +459,7 @@ struct RedeemedDto {
     #[schema(value_type = Uuid)]
     owner: Aci,
     /// `active`, `pending` or `quarantined`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = openapi::grant_state_schema)]
     state: &'static str,
 }
 
@@ -510,7 +510,7 @@ async fn redeem(
 #[serde(rename_all = "camelCase")]
 struct ViaDto {
     /// `invite`, `introduction` or `direct`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = openapi::grant_via_schema)]
     kind: &'static str,
     /// The invite, for `invite`; null otherwise.
     invite_id: Option<Uuid>,
@@ -543,7 +543,7 @@ struct GrantDto {
     #[schema(value_type = Uuid)]
     aci: Aci,
     /// `active`, `pending`, `quarantined` or `denied`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = openapi::grant_state_schema)]
     state: &'static str,
     /// Its origin.
     via: ViaDto,

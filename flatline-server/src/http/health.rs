@@ -16,8 +16,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
 }
 
-/// Health check: 200 when the database answers, 503 otherwise. Served on the admin listener instead when
-/// `server.admin_listen` is set.
+/// Health check.
+///
+/// 200 when the database answers, 503 otherwise. Served on the admin listener instead when `server.admin_listen`
+/// is set.
 #[utoipa::path(
     get,
     path = "/healthz",
@@ -40,8 +42,9 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus metrics in the OpenMetrics text format. Served on the admin listener instead when
-/// `server.admin_listen` is set.
+/// Prometheus metrics.
+///
+/// The OpenMetrics text format. Served on the admin listener instead when `server.admin_listen` is set.
 #[utoipa::path(
     get,
     path = "/metrics",

@@ -36,7 +36,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::{Authenticated, ClientIp};
-use super::openapi::{BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
+use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -152,7 +152,7 @@ struct InviteDto {
     /// The owner's note.
     note: Option<String>,
     /// `active`, `exhausted`, `expired`, `revoked` or `owner_suspended`.
-    #[schema(value_type = String)]
+    #[schema(schema_with = openapi::registration_invite_state_schema)]
     state: &'static str,
 }
 

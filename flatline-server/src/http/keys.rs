@@ -322,9 +322,10 @@ impl From<PreKeyBundle> for BundleDto {
     }
 }
 
-/// Fetches the prekeys of one device (or `*`: all devices) of an account, consuming one-time keys. Authorized by
-/// the caller's device credentials, or anonymously by the target's unidentified-access key (never both).
-/// Unauthenticated misses are 401, not 404.
+/// Fetches prekeys of one device (or `*`: all devices) of an account.
+///
+/// Consumes one-time keys. Authorized by the caller's device credentials, or anonymously by the target's
+/// unidentified-access key (never both). Unauthenticated misses are 401, not 404.
 #[utoipa::path(
     get,
     path = "/v2/keys/{identifier}/{device}",

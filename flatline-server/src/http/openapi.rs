@@ -106,6 +106,60 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// A string schema whose value is one of `values`.
+fn string_enum(description: &str, values: &[&str]) -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(description))
+        .enum_values(Some(values.iter().copied()))
+        .build()
+        .into()
+}
+
+/// Contact policy modes.
+pub fn contact_policy_schema() -> utoipa::openapi::schema::Schema {
+    string_enum("Who may fetch the prekeys", &["open", "invite_only"])
+}
+/// Introduction policies.
+pub fn introductions_schema() -> utoipa::openapi::schema::Schema {
+    string_enum("How introductions are handled", &["ask", "auto", "off"])
+}
+/// Contact invite states.
+pub fn contact_invite_state_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "The invite's state now",
+        &["active", "paused", "exhausted", "expired"],
+    )
+}
+/// Contact grant states.
+pub fn grant_state_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "The grant's state",
+        &["active", "pending", "quarantined", "denied"],
+    )
+}
+/// How a grant came about.
+pub fn grant_via_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "How the grant came about",
+        &["invite", "introduction", "direct"],
+    )
+}
+/// Registration invite states.
+pub fn registration_invite_state_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "The invite's state now",
+        &[
+            "active",
+            "exhausted",
+            "expired",
+            "revoked",
+            "owner_suspended",
+        ],
+    )
+}
+
 /// The serialized document, shared by every request.
 #[derive(Clone)]
 pub struct Document(Bytes);

@@ -88,8 +88,10 @@ struct RegisteredDto {
     reregistration: bool,
 }
 
-/// Creates an account (or re-registers one, with a new primary device) from a verified session. The Basic
-/// credentials are the session's principal and the new device's password.
+/// Creates an account from a verified session.
+///
+/// Or re-registers one, with a new primary device. The Basic credentials are the session's principal and the new
+/// device's password.
 #[utoipa::path(
     post,
     path = "/v1/registration",

@@ -412,8 +412,10 @@ async fn get_link(
     }))
 }
 
-/// Principal discovery: the ACI holding exactly this principal, only when that account opted in
-/// (`discoverableByPrincipal`) and its principal is not opaque; everything else is 404.
+/// Principal discovery.
+///
+/// The ACI holding exactly this principal, only when that account opted in (`discoverableByPrincipal`) and its
+/// principal is not opaque; everything else is 404.
 #[utoipa::path(
     get,
     path = "/v1/accounts/principal/{principal}",

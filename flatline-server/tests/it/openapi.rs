@@ -93,7 +93,10 @@ async fn the_document_is_openapi_3_1_with_the_security_schemes() {
         let at = format!("{method} {path}");
         let id = op["operationId"].as_str().expect("operationId");
         assert!(operation_ids.insert(id.to_owned()), "{at}: duplicate {id}");
-        assert!(op["summary"].is_string(), "{at}: no summary");
+        let summary = op["summary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{at}: no summary"));
+        assert!(!summary.contains('\n'), "{at}: the summary is one line");
         // Responses: at least one, keyed by a status code, each with a description.
         let responses = op["responses"].as_object().expect("responses");
         assert!(!responses.is_empty(), "{at}: no responses");
