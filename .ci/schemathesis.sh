@@ -34,10 +34,11 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install -q --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-# --- the server and the register example (no-ops when `cargo test` already built them) -----------------------
+# --- the server and the register example ----------------------------------------------------------------------
+# `cargo test --no-run` builds the same artifacts with the same features as the test run before it in .ci/run,
+# so it is a no-op there; `cargo build -p …` would rebuild them without the dev-dependency features.
 log "building flatline-server and the register example"
-cargo build -q --locked -p flatline-server --bin flatline-server
-cargo build -q --locked -p flatline-testkit --example register
+cargo test -q --workspace --locked --no-run
 SERVER="$TARGET_DIR/debug/flatline-server"
 REGISTER="$TARGET_DIR/debug/examples/register"
 
