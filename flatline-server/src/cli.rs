@@ -32,6 +32,8 @@ pub enum Command {
     CheckConfig,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Print the OpenAPI description of the HTTP API (what `GET /openapi.json` serves with this configuration).
+    Openapi,
     /// Instance key files.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -152,6 +154,16 @@ pub async fn main() -> i32 {
             }
             Err(e) => {
                 tracing::error!(error = %e, "migration failed");
+                1
+            }
+        },
+        Command::Openapi => match crate::http::openapi_document(&config).to_pretty_json() {
+            Ok(text) => {
+                println!("{text}");
+                0
+            }
+            Err(e) => {
+                eprintln!("flatline-server: {e}");
                 1
             }
         },

@@ -2,28 +2,30 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, put};
 use flatline_core::account::{Account, RawAccountAttributes};
 use flatline_core::accounts::AccountError;
 use flatline_core::ids::{Aci, Pni};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json};
 use super::extract::Authenticated;
+use super::openapi::{BODY_TOO_LARGE, INTERNAL, INVALID_JSON, UNAUTHORIZED};
 use super::wire;
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/whoami", get(whoami))
-        .route("/v1/accounts/attributes", put(set_attributes))
-        .route("/v1/accounts/me", delete(delete_account))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(whoami))
+        .routes(routes!(set_attributes))
+        .routes(routes!(delete_account))
 }
 
 /// Status table of this group.
@@ -41,14 +43,16 @@ fn error(e: AccountError) -> ApiError {
 }
 
 /// `AccountIdentityResponse` with Flatline's wire names.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AccountIdentity {
     /// The ACI.
+    #[schema(value_type = Uuid)]
     pub uuid: Aci,
     /// The principal.
     pub principal: String,
     /// The PNI.
+    #[schema(value_type = Uuid)]
     pub pni: Pni,
     /// URL-safe base64 of the confirmed username hash, or null.
     pub username_hash: Option<String>,
@@ -61,7 +65,7 @@ pub struct AccountIdentity {
 }
 
 /// Entitlements: always present, empty in Flatline.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct Entitlements {
     /// Badges (none).
     pub badges: Vec<Badge>,
@@ -70,7 +74,7 @@ pub struct Entitlements {
 }
 
 /// A badge entitlement (shape kept for client compatibility).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Badge {
     /// Badge id.
@@ -82,7 +86,7 @@ pub struct Badge {
 }
 
 /// A backup entitlement (shape kept for client compatibility).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Backup {
     /// Level.
@@ -108,26 +112,41 @@ impl From<&Account> for AccountIdentity {
     }
 }
 
+/// The caller's account.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/whoami",
+    tag = "accounts",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = AccountIdentity),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn whoami(Authenticated(caller): Authenticated) -> axum::Json<AccountIdentity> {
     axum::Json(AccountIdentity::from(&caller.account))
 }
 
 /// `AccountAttributes` as clients send it. Unknown fields are ignored; `registrationLock` and `recoveryPassword`
 /// are accepted and ignored (Flatline has no PIN/SVR recovery).
-#[derive(Debug, Default, Deserialize)]
+// `Serialize` only lets the OpenAPI derive render the (all-null) defaults that `#[serde(default)]` implies.
+#[derive(Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct AttributesDto {
     /// `fetchesMessages`.
     pub fetches_messages: Option<bool>,
-    /// `registrationId` (1..=16383).
+    /// `registrationId` (1..=16383; absent counts as 0 and fails validation).
     pub registration_id: Option<i64>,
     /// `pniRegistrationId` (1..=16383).
     pub pni_registration_id: Option<i64>,
-    /// Encrypted device name, std base64.
+    /// Encrypted device name, standard base64.
     #[serde(deserialize_with = "wire::opt_std")]
+    #[schema(value_type = Option<String>, format = Byte, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$")]
     pub name: Option<Vec<u8>>,
-    /// 16-byte access key: base64 or an int array.
+    /// 16-byte unidentified-access key: standard base64, or an array of byte values (-128..=255).
     #[serde(deserialize_with = "wire::access_key")]
+    #[schema(schema_with = wire::access_key_schema)]
     pub unidentified_access_key: Option<Vec<u8>>,
     /// `unrestrictedUnidentifiedAccess`.
     pub unrestricted_unidentified_access: Option<bool>,
@@ -154,6 +173,25 @@ impl From<AttributesDto> for RawAccountAttributes {
     }
 }
 
+/// Sets the calling device's account attributes.
+///
+/// `registrationLock` and `recoveryPassword` are accepted and ignored; unknown fields are ignored.
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/attributes",
+    tag = "accounts",
+    security(("basicAuth" = [])),
+    request_body = AttributesDto,
+    responses(
+        (status = 204, description = "Attributes stored"),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`primary_device_required`: only the primary device may change this", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an attribute is out of range", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn set_attributes(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -167,8 +205,24 @@ async fn set_attributes(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Deletes the account. When its identity provider offers RP-initiated logout, the answer carries the URL in
-/// `Flatline-End-Session` for the app to open (so the user is also signed out at the IdP).
+/// Deletes the account.
+///
+/// When its identity provider offers RP-initiated logout, the answer carries the URL in `Flatline-End-Session` for
+/// the app to open (so the user is also signed out at the IdP).
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/me",
+    tag = "accounts",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 204, description = "The account, its devices, keys, username and contact grants are gone",
+            headers(("Flatline-End-Session" = String,
+                description = "RP-initiated logout URL at the account's identity provider, when it has one"))),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`primary_device_required`: only the primary device may delete the account", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn delete_account(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

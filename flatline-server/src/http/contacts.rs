@@ -1,10 +1,8 @@
 //! Contact gating (API §6): `/v1/accounts/contact_policy`, `/v1/contact_invites*`, `/v1/contacts/*`,
 //! `/v1/introductions`.
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post, put};
 use flatline_core::contacts::{
     ContactError, ContactInvite, ContactInviteId, ContactPolicy, Flood, Grant, GrantState,
     InviteCode, NewContactInvite, RequestFilter, Via,
@@ -12,32 +10,30 @@ use flatline_core::contacts::{
 use flatline_core::ids::Aci;
 use flatline_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::Authenticated;
+use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/accounts/contact_policy",
-            get(get_policy).put(set_policy),
-        )
-        .route("/v1/contact_invites", post(create_invite).get(list_invites))
-        .route("/v1/contact_invites/redeem", post(redeem))
-        .route("/v1/contact_invites/{id}", delete(delete_invite))
-        .route("/v1/contact_invites/{id}/rotate", post(rotate_invite))
-        .route("/v1/contact_invites/{id}/resume", post(resume_invite))
-        .route("/v1/contacts/requests", get(requests))
-        .route("/v1/contacts/requests/decide", post(decide))
-        .route("/v1/contacts/grants", get(grants))
-        .route(
-            "/v1/contacts/grants/{aci}",
-            put(allow_grant).delete(block_grant),
-        )
-        .route("/v1/introductions", post(introduce))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(get_policy, set_policy))
+        .routes(routes!(create_invite, list_invites))
+        .routes(routes!(redeem))
+        .routes(routes!(delete_invite))
+        .routes(routes!(rotate_invite))
+        .routes(routes!(resume_invite))
+        .routes(routes!(requests))
+        .routes(routes!(decide))
+        .routes(routes!(grants))
+        .routes(routes!(allow_grant, block_grant))
+        .routes(routes!(introduce))
 }
 
 /// Status table of this group.
@@ -87,12 +83,29 @@ fn secs(t: Timestamp) -> i64 {
 
 // ---- policy ----
 
-#[derive(Serialize)]
+/// Who may fetch the account's prekeys, and how introductions are handled.
+#[derive(Serialize, ToSchema)]
 struct PolicyDto {
+    /// `open` or `invite_only`.
+    #[schema(schema_with = openapi::contact_policy_schema)]
     policy: &'static str,
+    /// `ask`, `auto` or `off`.
+    #[schema(schema_with = openapi::introductions_schema)]
     introductions: &'static str,
 }
 
+/// The caller's contact policy (the default when never set).
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/contact_policy",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The policy", body = PolicyDto),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn get_policy(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -108,12 +121,31 @@ async fn get_policy(
     }))
 }
 
-#[derive(Deserialize)]
+/// A policy change; an absent field keeps its current value.
+#[derive(Deserialize, ToSchema)]
 struct SetPolicyDto {
+    /// `open` or `invite_only`. Switching to `open` deletes the contact graph.
     policy: Option<String>,
+    /// `ask`, `auto` or `off`.
     introductions: Option<String>,
 }
 
+/// Sets the caller's contact policy.
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/contact_policy",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    request_body = SetPolicyDto,
+    responses(
+        (status = 204, description = "Policy stored"),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: an unknown policy or introductions value", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn set_policy(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -150,11 +182,15 @@ async fn set_policy(
 
 // ---- contact invites ----
 
-#[derive(Serialize)]
+/// A flood the breaker detected on an invite.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct FloodDto {
+    /// When the flood was detected.
     detected_at: i64,
+    /// Redemptions since this time were quarantined.
     since: i64,
+    /// How many.
     quarantined: u32,
 }
 
@@ -168,20 +204,32 @@ impl From<Flood> for FloodDto {
     }
 }
 
-#[derive(Serialize)]
+/// A contact invite.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InviteDto {
+    /// Invite id.
     id: Uuid,
-    /// Only in the create and rotate answers.
+    /// The code: only in the create and rotate answers, null otherwise.
     code: Option<String>,
+    /// A shareable link with the code in its fragment; null when `code` is.
     link: Option<String>,
+    /// The owner's label.
     label: Option<String>,
+    /// Redemptions allowed.
     max_uses: u32,
+    /// Redemptions so far.
     uses: u32,
+    /// Expiry.
     expires_at: i64,
+    /// Creation time.
     created_at: i64,
+    /// `active`, `paused`, `exhausted` or `expired`.
+    #[schema(schema_with = openapi::contact_invite_state_schema)]
     state: &'static str,
+    /// End of the current pause, or null.
     paused_until: Option<i64>,
+    /// The flood that paused it, or null.
     flood: Option<FloodDto>,
 }
 
@@ -216,14 +264,36 @@ fn invite_dto(
     }
 }
 
-#[derive(Deserialize)]
+/// A new contact invite; absent fields take the server's defaults.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CreateInviteDto {
+    /// Redemptions allowed (default 1).
     max_uses: Option<i64>,
+    /// Lifetime in seconds.
     expires_in_seconds: Option<i64>,
+    /// A label only the owner sees.
     label: Option<String>,
 }
 
+/// Creates a contact invite (the account must be `invite_only`). The answer is the only one with the code.
+#[utoipa::path(
+    post,
+    path = "/v1/contact_invites",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    request_body = CreateInviteDto,
+    responses(
+        (status = 201, description = "The invite, with its code and link", body = InviteDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`quota_exceeded`: too many contact invites", body = ErrorBody),
+        (status = 409, description = "`contacts_not_invite_only`: set the policy to invite_only first", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: maxUses, expiresInSeconds or label out of bounds", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn create_invite(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -248,12 +318,25 @@ async fn create_invite(
     ))
 }
 
-#[derive(Serialize)]
+/// The caller's contact invites.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InvitesDto {
     contact_invites: Vec<InviteDto>,
 }
 
+/// The caller's contact invites (without codes).
+#[utoipa::path(
+    get,
+    path = "/v1/contact_invites",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The invites", body = InvitesDto),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn list_invites(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -277,6 +360,21 @@ fn invite_id(s: &str) -> Result<ContactInviteId, ApiError> {
     s.parse().map_err(|_| error(ContactError::NotFound))
 }
 
+/// Deletes one of the caller's contact invites (grants made through it stay).
+#[utoipa::path(
+    delete,
+    path = "/v1/contact_invites/{id}",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Invite id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such invite of the caller", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn delete_invite(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -290,6 +388,21 @@ async fn delete_invite(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Gives one of the caller's contact invites a new code; the old code stops working.
+#[utoipa::path(
+    post,
+    path = "/v1/contact_invites/{id}/rotate",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Invite id")),
+    responses(
+        (status = 200, description = "The invite with its new code", body = InviteDto),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such invite of the caller", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn rotate_invite(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -304,6 +417,21 @@ async fn rotate_invite(
     Ok(axum::Json(invite_dto(&state, invite, Some(&code), now)))
 }
 
+/// Ends the pause of one of the caller's contact invites.
+#[utoipa::path(
+    post,
+    path = "/v1/contact_invites/{id}/resume",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Invite id")),
+    responses(
+        (status = 204, description = "Resumed"),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such invite of the caller", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn resume_invite(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -317,17 +445,44 @@ async fn resume_invite(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A contact invite code to redeem.
+#[derive(Deserialize, ToSchema)]
 struct RedeemDto {
+    /// The code, as shown (dashes and case do not matter).
     code: String,
 }
 
-#[derive(Serialize)]
+/// The invite's owner and the state of the caller's grant.
+#[derive(Serialize, ToSchema)]
 struct RedeemedDto {
+    /// The owner's ACI.
+    #[schema(value_type = Uuid)]
     owner: Aci,
+    /// `active`, `pending` or `quarantined`.
+    #[schema(schema_with = openapi::grant_state_schema)]
     state: &'static str,
 }
 
+/// Redeems a contact invite code: the caller becomes an allowed (or pending) contact of its owner.
+#[utoipa::path(
+    post,
+    path = "/v1/contact_invites/redeem",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    request_body = RedeemDto,
+    responses(
+        (status = 200, description = "Redeemed", body = RedeemedDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`invite_invalid`: the code cannot be used", body = ErrorBody),
+        (status = 409, description = "`invite_paused`: the invite is paused", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the caller's own invite", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn redeem(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -350,11 +505,17 @@ async fn redeem(
 
 // ---- requests, decisions, grants ----
 
-#[derive(Serialize)]
+/// How a grant came about.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ViaDto {
+    /// `invite`, `introduction` or `direct`.
+    #[schema(schema_with = openapi::grant_via_schema)]
     kind: &'static str,
+    /// The invite, for `invite`; null otherwise.
     invite_id: Option<Uuid>,
+    /// The introducer, for `introduction`; null otherwise.
+    #[schema(value_type = Option<Uuid>)]
     introducer: Option<Aci>,
 }
 
@@ -374,12 +535,19 @@ impl From<Via> for ViaDto {
     }
 }
 
-#[derive(Serialize)]
+/// A contact grant the caller gave.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct GrantDto {
+    /// The grantee.
+    #[schema(value_type = Uuid)]
     aci: Aci,
+    /// `active`, `pending`, `quarantined` or `denied`.
+    #[schema(schema_with = openapi::grant_state_schema)]
     state: &'static str,
+    /// Its origin.
     via: ViaDto,
+    /// Creation time.
     created_at: i64,
 }
 
@@ -394,16 +562,34 @@ impl From<Grant> for GrantDto {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RequestsQuery {
+    /// `quarantined` or `pending`; both when absent.
     state: Option<String>,
 }
 
-#[derive(Serialize)]
+/// Grants waiting for the caller's decision.
+#[derive(Serialize, ToSchema)]
 struct RequestsDto {
     requests: Vec<GrantDto>,
 }
 
+/// Contact requests: the caller's grants in quarantine or pending.
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/requests",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(RequestsQuery),
+    responses(
+        (status = 200, description = "The requests", body = RequestsDto),
+        (status = 400, description = "`invalid_query`: the query string does not parse", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: state is neither quarantined nor pending", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn requests(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -429,16 +615,39 @@ async fn requests(
     }))
 }
 
-#[derive(Deserialize)]
+/// Bulk decisions on contact requests (at most 1000).
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DecideDto {
+    /// ACIs to allow.
     #[serde(default)]
+    #[schema(value_type = Vec<Uuid>)]
     approve: Vec<Aci>,
+    /// ACIs to deny.
     #[serde(default)]
+    #[schema(value_type = Vec<Uuid>)]
     deny: Vec<Aci>,
+    /// Deny every pending or quarantined request that came through this invite.
     deny_all_from_invite: Option<Uuid>,
 }
 
+/// Approves or denies contact requests.
+#[utoipa::path(
+    post,
+    path = "/v1/contacts/requests/decide",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    request_body = DecideDto,
+    responses(
+        (status = 204, description = "Applied"),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`contacts_not_invite_only`", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: too many, or an ACI both approved and denied", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn decide(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -457,11 +666,24 @@ async fn decide(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+/// Every grant the caller gave.
+#[derive(Serialize, ToSchema)]
 struct GrantsDto {
     grants: Vec<GrantDto>,
 }
 
+/// Every contact grant the caller gave.
+#[utoipa::path(
+    get,
+    path = "/v1/contacts/grants",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The grants", body = GrantsDto),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn grants(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -481,6 +703,23 @@ fn aci_of(s: &str) -> Result<Aci, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_identifier", "not an ACI"))
 }
 
+/// Allows `aci` to fetch the caller's keys (an active grant).
+#[utoipa::path(
+    put,
+    path = "/v1/contacts/grants/{aci}",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(("aci" = uuid::Uuid, Path, description = "The grantee's ACI")),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "`invalid_identifier` (not an ACI) or `invalid_path`", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = ErrorBody),
+        (status = 409, description = "`contacts_not_invite_only`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the caller's own ACI", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn allow_grant(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -494,6 +733,23 @@ async fn allow_grant(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Blocks `aci` (a denied grant); blocking an unknown account is a no-op.
+#[utoipa::path(
+    delete,
+    path = "/v1/contacts/grants/{aci}",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    params(("aci" = uuid::Uuid, Path, description = "The grantee's ACI")),
+    responses(
+        (status = 204, description = "Stored"),
+        (status = 400, description = "`invalid_identifier` (not an ACI) or `invalid_path`", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = ErrorBody),
+        (status = 409, description = "`contacts_not_invite_only`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the caller's own ACI", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn block_grant(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -509,20 +765,49 @@ async fn block_grant(
 
 // ---- introductions ----
 
-#[derive(Deserialize)]
+/// Introduces `introducee` to `recipient`.
+#[derive(Deserialize, ToSchema)]
 struct IntroduceDto {
+    /// Who is introduced.
+    #[schema(value_type = Uuid)]
     introducee: Aci,
+    /// To whom.
+    #[schema(value_type = Uuid)]
     recipient: Aci,
 }
 
-#[derive(Serialize)]
+/// The recorded introduction.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct IntroducedDto {
+    /// To whom.
+    #[schema(value_type = Uuid)]
     recipient: Aci,
+    /// Who was introduced.
+    #[schema(value_type = Uuid)]
     introducee: Aci,
+    /// When.
     created_at: i64,
 }
 
+/// Introduces one of the caller's contacts to another account that allows the caller.
+#[utoipa::path(
+    post,
+    path = "/v1/introductions",
+    tag = "contacts",
+    security(("basicAuth" = [])),
+    request_body = IntroduceDto,
+    responses(
+        (status = 201, description = "Recorded", body = IntroducedDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`introductions_off` or `contact_not_allowed`", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such account", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: introducee equals recipient, or the recipient is the caller", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn introduce(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

@@ -1,8 +1,9 @@
 //! The error body every handler group shares, and JSON extraction with Signal's 400-vs-422 split.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flatline_core::ratelimit::{LimitError, RateLimited};
 use flatline_core::store::StoreError;
@@ -22,10 +23,14 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The body of every Flatline error: `{"code": "<snake_case_reason>", "message": "<human text>"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Stable, documented reason (`unauthorized`, `invalid_json`, `validation_failed`, `rate_limited`, …).
+    #[schema(example = "validation_failed")]
+    pub code: &'static str,
+    /// Human text; never contains secrets.
+    pub message: String,
 }
 
 impl ApiError {
@@ -105,9 +110,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (
             self.status,
-            axum::Json(Body {
+            axum::Json(ErrorBody {
                 code: self.code,
-                message: &self.message,
+                message: self.message,
             }),
         )
             .into_response();
@@ -120,30 +125,95 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// JSON body extractor: malformed JSON, wrong types and a wrong content type give 400 `invalid_json` (validation
-/// of well-formed values is the handler's job and gives 422), an oversized body 413.
+/// JSON body extractor: malformed JSON, wrong types, a body that is not a JSON object and a wrong content type give
+/// 400 `invalid_json` (validation of well-formed values is the handler's job and gives 422), an oversized body 413.
+///
+/// Every request body of the API is an object. serde's derived structs would also take a JSON array of the fields
+/// in declaration order, so a top-level array is refused before deserializing (found by schemathesis).
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(JsonRejection::BytesRejection(e))
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(ApiError::new(
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::bad_request(
+                "invalid_json",
+                "expected Content-Type: application/json",
+            ));
+        }
+        let bytes = match Bytes::from_request(req, state).await {
+            Ok(b) => b,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "body_too_large",
                     "request body too large",
-                ))
+                ));
             }
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::bad_request(
+            Err(e) => return Err(ApiError::bad_request("invalid_json", e.body_text())),
+        };
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request(
                 "invalid_json",
-                "expected Content-Type: application/json",
-            )),
+                "the body must be a JSON object",
+            ));
+        }
+        match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(v)) => Ok(Json(v)),
             Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
         }
+    }
+}
+
+/// `application/json` or any `application/*+json`, parameters allowed (what axum's own extractor accepts).
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence
+            .strip_prefix("application/")
+            .is_some_and(|sub| sub.ends_with("+json") && !sub.contains('/'))
+}
+
+/// Path parameters. A segment that does not decode (invalid UTF-8 after percent-decoding, or not the expected type)
+/// is 400 `invalid_path` with the usual error body, not axum's plain-text rejection (found by schemathesis).
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            // Missing or mismatched route parameters are a routing bug, not bad input.
+            Err(e) if e.status().is_server_error() => Err(ApiError::internal(&e)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters. A query string that does not deserialize (a repeated parameter, a wrong type) is 400
+/// `invalid_query` with the usual error body, not axum's plain-text rejection (found by schemathesis).
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Query(v))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
     }
 }

@@ -1,22 +1,36 @@
 //! `/healthz` and `/metrics`.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
 use flatline_core::ids::Aci;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
 }
 
-/// 200 when the store answers, 503 otherwise.
+/// Health check.
+///
+/// 200 when the database answers, 503 otherwise. Served on the admin listener instead when `server.admin_listen`
+/// is set.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The database answers", content_type = "text/plain", body = String,
+            example = "ok"),
+        (status = 503, description = "The database does not answer", content_type = "text/plain", body = String,
+            example = "store unavailable"),
+    )
+)]
 async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // A lookup of a nil id exercises the read path without touching data.
     match state.store.account(Aci(uuid::Uuid::nil())).await {
@@ -28,6 +42,18 @@ async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// Prometheus metrics.
+///
+/// The OpenMetrics text format. Served on the admin listener instead when `server.admin_listen` is set.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Metrics",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+    )
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(

@@ -15,11 +15,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use flatline_core::invites::{
@@ -30,19 +28,23 @@ use flatline_core::registration::percent_encode;
 use flatline_core::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::{Authenticated, ClientIp};
+use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/invites", post(create).get(list))
-        .route("/v1/invites/validity", post(validity))
-        .route("/v1/invites/{id}", delete(revoke))
-        .route("/invite", get(landing))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(validity))
+        .routes(routes!(revoke))
+        .routes(routes!(landing))
 }
 
 /// The shareable link for `code`: `flatline://invite?url=…&fp=sha256:…&code=…` when the instance has a manifest
@@ -63,18 +65,23 @@ pub fn invite_link(descriptor: Option<&Descriptor>, public_url: &str, code: &Inv
     }
 }
 
-#[derive(Serialize)]
+/// A 403 refusal: the usual error body, plus `availableAt` for `quota_exceeded` and `chain_limit`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody {
+struct InviteRefusal {
+    /// `quota_exceeded`, `chain_limit`, `invites_disabled` or `tree_limit`.
+    #[schema(example = "quota_exceeded")]
     code: &'static str,
+    /// Human text.
     message: String,
+    /// When the account may invite again, if known (absent for `invites_disabled` and `tree_limit`).
     available_at: Option<i64>,
 }
 
 fn refusal(code: &'static str, message: &str, available_at: Option<Timestamp>) -> Response {
     (
         StatusCode::FORBIDDEN,
-        axum::Json(ErrorBody {
+        axum::Json(InviteRefusal {
             code,
             message: message.to_owned(),
             available_at: available_at.map(Timestamp::as_secs),
@@ -115,23 +122,37 @@ fn error(e: InviteError) -> Response {
     }
 }
 
-#[derive(Serialize)]
+/// A registration invite.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RegistrationInvite)]
 #[serde(rename_all = "camelCase")]
 struct InviteDto {
+    /// Invite id.
     id: Uuid,
-    /// Only in the creation answer.
+    /// The code: only in the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<String>,
+    /// The shareable link: only in the creation answer.
     #[serde(skip_serializing_if = "Option::is_none")]
     link: Option<String>,
+    /// Registrations allowed.
     max_uses: u32,
+    /// Registrations so far.
     uses: u32,
+    /// Reservations by verified sessions that have not registered yet.
     pending: u32,
+    /// Expiry, or null.
     expires_at: Option<i64>,
+    /// Creation time.
     created_at: i64,
+    /// Last registration through it, or null.
     last_used_at: Option<i64>,
+    /// Revocation time, or null.
     revoked_at: Option<i64>,
+    /// The owner's note.
     note: Option<String>,
+    /// `active`, `exhausted`, `expired`, `revoked` or `owner_suspended`.
+    #[schema(schema_with = openapi::registration_invite_state_schema)]
     state: &'static str,
 }
 
@@ -153,14 +174,36 @@ fn dto(invite: Invite, state: InviteState, code: Option<(String, String)>) -> In
     }
 }
 
-#[derive(Deserialize)]
+/// A new registration invite; absent fields take the server's defaults.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = CreateRegistrationInvite)]
 #[serde(rename_all = "camelCase")]
 struct CreateDto {
+    /// Registrations allowed.
     max_uses: Option<u32>,
+    /// Lifetime in seconds.
     expires_in_seconds: Option<u64>,
+    /// A note only the owner sees.
     note: Option<String>,
 }
 
+/// Creates a registration invite. The answer is the only one that carries the code.
+#[utoipa::path(
+    post,
+    path = "/v1/invites",
+    tag = "invites",
+    security(("basicAuth" = [])),
+    request_body = CreateDto,
+    responses(
+        (status = 201, description = "The invite, with its code and link", body = InviteDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 403, description = "`quota_exceeded`, `chain_limit` (both with `availableAt`), `invites_disabled` or `tree_limit`", body = InviteRefusal),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: maxUses, expiresInSeconds or note out of bounds", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn create(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -190,11 +233,25 @@ async fn create(
     ))
 }
 
-#[derive(Serialize)]
+/// The caller's registration invites.
+#[derive(Serialize, ToSchema)]
+#[schema(as = RegistrationInvites)]
 struct ListDto {
     invites: Vec<InviteDto>,
 }
 
+/// The caller's registration invites (without codes).
+#[utoipa::path(
+    get,
+    path = "/v1/invites",
+    tag = "invites",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 200, description = "The invites", body = ListDto),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -209,6 +266,21 @@ async fn list(
     }))
 }
 
+/// Revokes one of the caller's registration invites.
+#[utoipa::path(
+    delete,
+    path = "/v1/invites/{id}",
+    tag = "invites",
+    security(("basicAuth" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Invite id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`: no such invite of the caller", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn revoke(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -225,16 +297,37 @@ async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// A registration invite code to check.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = InviteValidityRequest)]
 struct ValidityDto {
+    /// The code, as shown.
     code: String,
 }
 
-#[derive(Serialize)]
+/// Whether the code can be used now.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InviteValidity)]
 struct ValidDto {
+    /// True when the code names an usable invite.
     valid: bool,
 }
 
+/// Checks a registration invite code before registering (anonymous, limited per client IP).
+#[utoipa::path(
+    post,
+    path = "/v1/invites/validity",
+    tag = "invites",
+    request_body = ValidityDto,
+    responses(
+        (status = 200, description = "The answer", body = ValidDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn validity(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -296,6 +389,16 @@ fn escape(s: &str) -> String {
         .collect()
 }
 
+/// The invite landing page for browsers: reads the code from the URL fragment and offers the app deep link.
+#[utoipa::path(
+    get,
+    path = "/invite",
+    tag = "invites",
+    responses(
+        (status = 200, description = "An HTML page (the code stays in the fragment, which never reaches a server)",
+            content_type = "text/html; charset=utf-8", body = String),
+    )
+)]
 async fn landing(State(state): State<AppState>) -> Response {
     let data = match state.trust.as_deref().map(|t| t.descriptor()) {
         Some(d) => format!(

@@ -1,26 +1,28 @@
 //! `/v2/keys*`: upload, counts, check and fetch of prekeys, exactly as Signal-Server answers them.
 
-use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
 use flatline_core::ids::{DeviceId, IdentityType, ServiceId};
 use flatline_core::keys::{
     DeviceSelector, FetchError, KeyError, PreKeyBundle, RawKey, RawKeyUpload, Requester,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::{Authenticated, MaybeAuthenticated};
+use super::openapi::{BODY_TOO_LARGE, INTERNAL, RATE_LIMITED, UNAUTHORIZED};
 use super::wire;
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v2/keys", get(counts).put(upload))
-        .route("/v2/keys/check", post(check))
-        .route("/v2/keys/{identifier}/{device}", get(fetch))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(counts, upload))
+        .routes(routes!(check))
+        .routes(routes!(fetch))
 }
 
 /// Status table for uploads and checks.
@@ -51,8 +53,11 @@ fn fetch_error(e: FetchError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct IdentityQuery {
+    /// Which identity's keys: `aci` (default) or `pni`, case-insensitive. Anything else is 400 `invalid_identity`.
+    #[param(example = "aci", pattern = "^([aA][cC][iI]|[pP][nN][iI])$")]
     identity: Option<String>,
 }
 
@@ -64,13 +69,28 @@ fn identity_of(q: &IdentityQuery) -> Result<IdentityType, ApiError> {
         .map_err(|_| ApiError::bad_request("invalid_identity", "identity must be aci or pni"))
 }
 
-#[derive(Serialize)]
+/// Remaining one-time keys of the calling device.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CountsDto {
     count: u32,
     pq_count: u32,
 }
 
+/// How many one-time EC and Kyber prekeys the calling device has left.
+#[utoipa::path(
+    get,
+    path = "/v2/keys",
+    tag = "keys",
+    security(("basicAuth" = [])),
+    params(IdentityQuery),
+    responses(
+        (status = 200, description = "Key counts", body = CountsDto),
+        (status = 400, description = "`invalid_identity` (`identity` is neither aci nor pni) or `invalid_query`", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn counts(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -84,27 +104,30 @@ async fn counts(
 }
 
 /// A one-time EC prekey on the wire.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EcKeyDto {
-    /// Key id.
+    /// Key id (0..2^31-1).
     pub key_id: i64,
-    /// Public key, std base64 (padded on output).
+    /// Public key (33 bytes, `0x05`‖u), standard base64 (padded on output).
     #[serde(with = "wire::std_padded")]
+    #[schema(value_type = String, format = Byte, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$")]
     pub public_key: Vec<u8>,
 }
 
 /// A signed prekey (EC or Kyber) on the wire.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SignedKeyDto {
-    /// Key id.
+    /// Key id (0..2^31-1).
     pub key_id: i64,
-    /// Public key, std base64 (padded on output).
+    /// Public key (EC: 33 bytes; Kyber: 1569 bytes), standard base64 (padded on output).
     #[serde(with = "wire::std_padded")]
+    #[schema(value_type = String, format = Byte, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$")]
     pub public_key: Vec<u8>,
-    /// Signature, std base64 (unpadded on output).
+    /// XEdDSA signature (64 bytes) by the identity key, standard base64 (unpadded on output).
     #[serde(with = "wire::std_unpadded")]
+    #[schema(value_type = String, format = Byte, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$")]
     pub signature: Vec<u8>,
 }
 
@@ -118,8 +141,8 @@ impl From<&SignedKeyDto> for RawKey {
     }
 }
 
-/// `SetKeysRequest`.
-#[derive(Debug, Default, Deserialize)]
+/// `SetKeysRequest`. A non-empty list replaces the stored keys of its kind; an empty or absent one keeps them.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SetKeysDto {
     /// One-time EC keys.
@@ -152,6 +175,23 @@ impl From<&SetKeysDto> for RawKeyUpload {
     }
 }
 
+/// Uploads the calling device's prekeys for one identity. All or nothing: every signature is checked first.
+#[utoipa::path(
+    put,
+    path = "/v2/keys",
+    tag = "keys",
+    security(("basicAuth" = [])),
+    params(IdentityQuery),
+    request_body = SetKeysDto,
+    responses(
+        (status = 204, description = "Keys stored"),
+        (status = 400, description = "`invalid_json`, `invalid_identity` or `invalid_query`", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed` (counts, ids, key sizes) or `invalid_signature`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn upload(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -167,14 +207,36 @@ async fn upload(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+/// `CheckKeysRequest`.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CheckDto {
+    /// `aci` (default) or `pni`, case-insensitive.
+    #[schema(pattern = "^([aA][cC][iI]|[pP][nN][iI])$")]
     identity_type: Option<String>,
+    /// SHA-256 over the identity key, signed prekey id and key, last-resort key id and key; standard base64.
     #[serde(default, deserialize_with = "wire::opt_std")]
+    #[schema(value_type = Option<String>, format = Byte, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$")]
     digest: Option<Vec<u8>>,
 }
 
+/// Compares the client's digest of its identity, signed and last-resort keys with what the server stores.
+#[utoipa::path(
+    post,
+    path = "/v2/keys/check",
+    tag = "keys",
+    security(("basicAuth" = [])),
+    request_body = CheckDto,
+    responses(
+        (status = 200, description = "The stored keys match the digest"),
+        (status = 400, description = "`invalid_json`, or `invalid_identity`", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`keys_mismatch`: the stored keys differ (or are missing)", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: no digest, or not 32 bytes", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn check(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -202,21 +264,31 @@ async fn check(
     }
 }
 
-#[derive(Serialize)]
+/// `PreKeyResponse`.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct BundleDto {
+    /// The target identity's public key, standard base64.
     #[serde(with = "wire::std_padded")]
+    #[schema(value_type = String, format = Byte)]
     identity_key: Vec<u8>,
+    /// One entry per selected device that has keys.
     devices: Vec<DeviceBundleDto>,
 }
 
-#[derive(Serialize)]
+/// One device's keys.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DeviceBundleDto {
+    /// Device id (1..=127).
     device_id: u8,
+    /// The device's registration id.
     registration_id: u16,
+    /// Signed EC prekey.
     signed_pre_key: SignedKeyDto,
+    /// A one-time EC prekey, handed out once; null when none is left.
     pre_key: Option<EcKeyDto>,
+    /// A one-time Kyber prekey, or the last-resort key when none is left.
     pq_pre_key: SignedKeyDto,
 }
 
@@ -250,6 +322,33 @@ impl From<PreKeyBundle> for BundleDto {
     }
 }
 
+/// Fetches prekeys of one device (or `*`: all devices) of an account.
+///
+/// Consumes one-time keys. Authorized by the caller's device credentials, or anonymously by the target's
+/// unidentified-access key (never both). Unauthenticated misses are 401, not 404.
+#[utoipa::path(
+    get,
+    path = "/v2/keys/{identifier}/{device}",
+    tag = "keys",
+    security(("basicAuth" = []), ("unidentifiedAccessKey" = [])),
+    params(
+        ("identifier" = String, Path, description = "The target: an ACI, or `PNI:` followed by a PNI",
+            example = "PNI:9d0652a3-dcc3-4d11-975f-74d61598733f"),
+        ("device" = String, Path, description = "A device id 1..=127, or `*` for every device"),
+    ),
+    responses(
+        (status = 200, description = "The prekey bundle", body = BundleDto),
+        (status = 400, description = "`ambiguous_credentials` (Authorization and Unidentified-Access-Key both sent), \
+            `invalid_identifier` or `invalid_path`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: bad credentials, no credentials, or a wrong access key", body = ErrorBody),
+        (status = 403, description = "`contact_not_allowed`: the target accepts contacts by invite only", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such account or device, or no keys", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the device is neither 1..=127 nor `*`", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn fetch(
     State(state): State<AppState>,
     MaybeAuthenticated(caller): MaybeAuthenticated,

@@ -5,21 +5,33 @@
 //! | 200 | | the compact JWS, `application/jose` |
 //! | 404 | `manifest_not_configured` | the process runs without trust material (embedded/test setups) |
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use flatline_core::manifest::{CONTENT_TYPE, WELL_KNOWN_PATH};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new().route(WELL_KNOWN_PATH, get(manifest))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(manifest))
 }
 
+/// The signed instance manifest: a compact JWS signed with the instance key (docs/TRUST.md).
+#[utoipa::path(
+    get,
+    path = WELL_KNOWN_PATH,
+    tag = "trust",
+    responses(
+        (status = 200, description = "The manifest as a compact JWS", content_type = "application/jose",
+            body = String, headers(("Cache-Control" = String, description = "`public, max-age=300`"))),
+        (status = 404, description = "`manifest_not_configured`: this process runs without trust material",
+            body = ErrorBody),
+    )
+)]
 async fn manifest(State(state): State<AppState>) -> Response {
     let Some(trust) = &state.trust else {
         return ApiError::new(

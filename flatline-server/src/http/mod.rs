@@ -11,6 +11,7 @@ pub mod health;
 pub mod invites;
 pub mod keys;
 pub mod manifest;
+pub mod openapi;
 pub mod registration;
 pub mod usernames;
 pub mod verification;
@@ -19,11 +20,11 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Router};
 use flatline_core::accounts::Accounts;
 use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
@@ -37,6 +38,8 @@ use flatline_core::store::Store;
 use flatline_core::time::Clock;
 use flatline_core::usernames::Usernames;
 use ipnet::IpNet;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
@@ -192,9 +195,21 @@ impl AppState {
     }
 }
 
-/// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`.
+/// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`, serving its own
+/// OpenAPI description at `/openapi.json`.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
+    let (router, api) = api_router(&state.config).split_for_parts();
+    router
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(Extension(openapi::Document::new(&api)))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Every route of the main listener, each registered together with its OpenAPI operation (see [`openapi`]).
+pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
+    let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(keys::routes())
         .merge(verification::routes())
@@ -202,21 +217,22 @@ pub fn app(state: AppState) -> Router {
         .merge(usernames::routes())
         .merge(contacts::routes())
         .merge(invites::routes())
-        .merge(manifest::routes());
-    let mut router = api;
-    if state.config.server.admin_listen.is_none() {
+        .merge(manifest::routes())
+        .merge(openapi::routes());
+    if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
     }
     router
-        .fallback(|| async { ApiError::not_found("no such endpoint") })
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .with_state(state)
+}
+
+/// The OpenAPI description of the main listener for `config` (what `/openapi.json` serves).
+pub fn openapi_document(config: &Config) -> utoipa::openapi::OpenApi {
+    api_router(config).into_openapi()
 }
 
 /// The admin listener's router (`/healthz`, `/metrics`), when it is separate.
 pub fn admin_app(state: AppState) -> Router {
-    health::routes().with_state(state)
+    Router::from(health::routes()).with_state(state)
 }
 
 /// Times out slow requests, and records metrics and a log line for every request.

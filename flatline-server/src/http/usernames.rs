@@ -6,34 +6,33 @@
 //! took the hash), `no_username` (409: a link needs a username), `authenticated_lookup` (400: lookups must be
 //! anonymous), `not_found`, `rate_limited`.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{delete, get, put};
 use flatline_core::ids::Aci;
 use flatline_core::usernames::UsernamesError;
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::{Authenticated, ClientIp};
+use super::openapi::{BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 use super::wire;
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/accounts/username_hash/reserve", put(reserve))
-        .route("/v1/accounts/username_hash/confirm", put(confirm))
-        .route("/v1/accounts/username_hash", delete(delete_username))
-        .route("/v1/accounts/username_hash/{hash}", get(lookup))
-        .route(
-            "/v1/accounts/username_link",
-            put(set_link).delete(delete_link),
-        )
-        .route("/v1/accounts/username_link/{handle}", get(get_link))
-        .route("/v1/accounts/principal/{principal}", get(discover))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(reserve))
+        .routes(routes!(confirm))
+        .routes(routes!(delete_username))
+        .routes(routes!(lookup))
+        .routes(routes!(set_link, delete_link))
+        .routes(routes!(get_link))
+        .routes(routes!(discover))
 }
 
 /// Status table of this group.
@@ -101,23 +100,44 @@ fn url_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error
 }
 
 /// `ReserveUsernameHashRequest`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ReserveDto {
-    /// 1..20 hashes of 32 bytes.
+    /// 1..=20 username hashes of 32 bytes each, URL-safe base64, in order of preference.
     #[serde(deserialize_with = "opt_url_list")]
+    #[schema(value_type = Option<Vec<String>>)]
     pub username_hashes: Option<Vec<Vec<u8>>>,
 }
 
 /// `ReserveUsernameHashResponse` (also the hash part of the confirm response).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReservedDto {
-    /// The reserved hash.
+    /// The reserved hash, URL-safe base64 without padding.
     #[serde(serialize_with = "url_bytes")]
+    #[schema(value_type = String, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub username_hash: Vec<u8>,
 }
 
+/// Reserves the first available of the given username hashes for the caller (for a few minutes).
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/username_hash/reserve",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    request_body = ReserveDto,
+    responses(
+        (status = 200, description = "The reserved hash", body = ReservedDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`username_unavailable`: every hash is taken", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: not 1..=20 hashes, or one is not 32 bytes", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn reserve(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -133,31 +153,55 @@ async fn reserve(
 }
 
 /// `ConfirmUsernameHashRequest`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConfirmDto {
-    /// The reserved hash.
+    /// The reserved hash (32 bytes), URL-safe base64.
     #[serde(deserialize_with = "opt_url")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub username_hash: Option<Vec<u8>>,
-    /// The 128-byte proof.
+    /// The 128-byte username proof, URL-safe base64.
     #[serde(deserialize_with = "opt_url")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub zk_proof: Option<Vec<u8>>,
-    /// Optional 1..128-byte encrypted username for the link.
+    /// Optional 1..=128-byte encrypted username for the link, URL-safe base64.
     #[serde(deserialize_with = "opt_url")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub encrypted_username: Option<Vec<u8>>,
 }
 
 /// `UsernameHashResponse`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfirmedDto {
-    /// The confirmed hash.
+    /// The confirmed hash, URL-safe base64 without padding.
     #[serde(serialize_with = "url_bytes")]
+    #[schema(value_type = String, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub username_hash: Vec<u8>,
     /// The link handle, or null.
     pub username_link_handle: Option<Uuid>,
 }
 
+/// Confirms the caller's reserved username hash with a zero-knowledge proof of the username behind it.
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/username_hash/confirm",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    request_body = ConfirmDto,
+    responses(
+        (status = 200, description = "The confirmed hash and the link handle", body = ConfirmedDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`no_reservation`: the caller holds no reservation of this hash", body = ErrorBody),
+        (status = 410, description = "`username_taken`: the reservation lapsed and someone else took the hash", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed` (sizes) or `invalid_proof`", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn confirm(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -179,6 +223,18 @@ async fn confirm(
     }))
 }
 
+/// Deletes the caller's username (and its link); a no-op without one.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/username_hash",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 204, description = "No username any more"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn delete_username(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -188,12 +244,30 @@ async fn delete_username(
 }
 
 /// `AccountIdentifierResponse`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct UuidDto {
     /// The ACI.
+    #[schema(value_type = Uuid)]
     pub uuid: Aci,
 }
 
+/// The account holding a confirmed username hash. Must be anonymous.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/username_hash/{hash}",
+    tag = "usernames",
+    params(("hash" = String, Path, description = "The 32-byte username hash, URL-safe base64",
+        pattern = "^[A-Za-z0-9_-]{43}=?$")),
+    responses(
+        (status = 200, description = "The owner", body = UuidDto),
+        (status = 400, description = "`authenticated_lookup` (an Authorization header was sent) or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: not base64, or not 32 bytes", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn lookup(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -211,18 +285,19 @@ async fn lookup(
 }
 
 /// `EncryptedUsername` as sent.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LinkDto {
-    /// 1..128 bytes.
+    /// The encrypted username (1..=128 bytes), URL-safe base64.
     #[serde(deserialize_with = "opt_url")]
+    #[schema(value_type = Option<String>, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub username_link_encrypted_value: Option<Vec<u8>>,
     /// Keep the existing handle.
     pub keep_link_handle: bool,
 }
 
 /// `UsernameLinkHandle`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkHandleDto {
     /// The handle.
@@ -230,16 +305,36 @@ pub struct LinkHandleDto {
 }
 
 /// `EncryptedUsername` as returned (Signal's record carries `keepLinkHandle`, always false here).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LinkValueDto {
-    /// The blob.
+    /// The blob, URL-safe base64 without padding.
     #[serde(serialize_with = "url_bytes")]
+    #[schema(value_type = String, pattern = "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$")]
     pub username_link_encrypted_value: Vec<u8>,
     /// Always false.
     pub keep_link_handle: bool,
 }
 
+/// Sets the caller's username link blob; a new handle unless `keepLinkHandle`.
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/username_link",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    request_body = LinkDto,
+    responses(
+        (status = 200, description = "The link handle", body = LinkHandleDto),
+        (status = 400, description = INVALID_JSON, body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 409, description = "`no_username`: a link needs a username", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: the blob is not 1..=128 bytes", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn set_link(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -261,6 +356,20 @@ async fn set_link(
     }))
 }
 
+/// Removes the caller's username link.
+#[utoipa::path(
+    delete,
+    path = "/v1/accounts/username_link",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    responses(
+        (status = 204, description = "No link any more"),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn delete_link(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
@@ -269,6 +378,22 @@ async fn delete_link(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The encrypted username behind a link handle. Must be anonymous.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/username_link/{handle}",
+    tag = "usernames",
+    params(("handle" = uuid::Uuid, Path, description = "The link handle")),
+    responses(
+        (status = 200, description = "The blob", body = LinkValueDto),
+        (status = 400, description = "`authenticated_lookup` (an Authorization header was sent) or `invalid_path`", body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: not a UUID", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn get_link(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -287,6 +412,26 @@ async fn get_link(
     }))
 }
 
+/// Principal discovery.
+///
+/// The ACI holding exactly this principal, only when that account opted in (`discoverableByPrincipal`) and its
+/// principal is not opaque; everything else is 404.
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/principal/{principal}",
+    tag = "usernames",
+    security(("basicAuth" = [])),
+    params(("principal" = String, Path, description = "The principal, e.g. an e-mail address")),
+    responses(
+        (status = 200, description = "The ACI", body = UuidDto),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 401, description = UNAUTHORIZED, body = ErrorBody),
+        (status = 404, description = "`not_found`", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn discover(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,

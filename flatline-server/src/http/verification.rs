@@ -1,30 +1,29 @@
 //! `/v1/verification*`: providers, verification sessions, back-channel logout.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use flatline_core::registration::oidc::TokenError;
 use flatline_core::registration::{
     RegistrationError, StartRequest, VerificationSession, VerifyRequest,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
-use super::error::{ApiError, Json};
+use super::error::{ApiError, ErrorBody, Json, Path};
 use super::extract::ClientIp;
+use super::openapi::{BODY_TOO_LARGE, INTERNAL, RATE_LIMITED};
 
 /// Routes of this group.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/verification", get(providers))
-        .route("/v1/verification/session", post(start))
-        .route("/v1/verification/session/{id}", get(session).patch(verify))
-        .route(
-            "/v1/verification/providers/{provider}/backchannel-logout",
-            post(backchannel_logout),
-        )
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(providers))
+        .routes(routes!(start))
+        .routes(routes!(session, verify))
+        .routes(routes!(backchannel_logout))
 }
 
 /// Status table of registration errors (shared with `POST /v1/registration`).
@@ -67,22 +66,37 @@ pub fn error(state: &AppState, e: RegistrationError) -> ApiError {
     ApiError::new(status, code, e.to_string())
 }
 
-#[derive(Serialize)]
+/// An identity provider the app can register through.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ProviderDto {
+    /// The provider id (`providerId` in requests).
     id: String,
+    /// Display name.
     name: String,
+    /// The OpenID issuer.
     issuer: String,
+    /// Where the app sends the user's browser.
     authorization_endpoint: String,
+    /// The ID-token claim that becomes the principal; null when principals are opaque.
     principal_claim: Option<String>,
+    /// Whether registering through it needs a registration invite.
     invite_required: bool,
 }
 
-#[derive(Serialize)]
+/// The providers whose discovery works right now.
+#[derive(Serialize, ToSchema)]
 struct ProvidersDto {
     providers: Vec<ProviderDto>,
 }
 
+/// The identity providers this server accepts (a provider whose discovery fails right now is left out).
+#[utoipa::path(
+    get,
+    path = "/v1/verification",
+    tag = "verification",
+    responses((status = 200, description = "The providers", body = ProvidersDto))
+)]
 async fn providers(State(state): State<AppState>) -> axum::Json<ProvidersDto> {
     let mut providers = vec![];
     for p in state.registration.providers() {
@@ -104,26 +118,39 @@ async fn providers(State(state): State<AppState>) -> axum::Json<ProvidersDto> {
     axum::Json(ProvidersDto { providers })
 }
 
-#[derive(Deserialize)]
+/// Starts a verification: the server pushes an authorization request (PAR) to the provider.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct StartDto {
+    /// The provider's `id`.
     provider_id: Option<String>,
+    /// PKCE S256 challenge (43 characters of base64url).
     code_challenge: Option<String>,
+    /// The app's OAuth `state`.
     state: Option<String>,
+    /// One of the provider's configured redirect URIs.
     redirect_uri: Option<String>,
+    /// Passed to the provider as `login_hint`.
     login_hint: Option<String>,
+    /// A registration invite code, where the provider or the server requires one.
     invite_code: Option<String>,
 }
 
-/// A session as the app sees it.
-#[derive(Serialize)]
+/// A verification session as the app sees it.
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionDto {
+    /// Session id.
     id: String,
+    /// Where to send the browser, with `client_id` and `request_uri`; null when discovery fails right now.
     authorization_endpoint: Option<String>,
+    /// Our client id at the provider; null when the provider is no longer configured.
     client_id: Option<String>,
+    /// The pushed request's URI.
     request_uri: String,
+    /// Seconds the request URI stays usable.
     request_uri_lifetime: u64,
+    /// Whether the session has been verified.
     verified: bool,
 }
 
@@ -149,6 +176,24 @@ async fn session_dto(state: &AppState, s: &VerificationSession) -> SessionDto {
     }
 }
 
+/// Starts a verification session with an identity provider.
+#[utoipa::path(
+    post,
+    path = "/v1/verification/session",
+    tag = "verification",
+    request_body = StartDto,
+    responses(
+        (status = 200, description = "The new session", body = SessionDto),
+        (status = 400, description = "`invalid_json`, or `unknown_provider`", body = ErrorBody),
+        (status = 403, description = "`invite_required` or `invite_invalid`", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`: challenge, state, redirect URI or login hint", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 502, description = "`idp_error`: the identity provider failed", body = ErrorBody),
+    )
+)]
 async fn start(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -179,6 +224,19 @@ async fn start(
     }))
 }
 
+/// A verification session.
+#[utoipa::path(
+    get,
+    path = "/v1/verification/session/{id}",
+    tag = "verification",
+    params(("id" = String, Path, description = "Session id")),
+    responses(
+        (status = 200, description = "The session", body = SessionDto),
+        (status = 400, description = "`invalid_path`: a path segment does not decode", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+    )
+)]
 async fn session(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -191,22 +249,53 @@ async fn session(
     Ok(axum::Json(session_dto(&state, &s).await))
 }
 
-#[derive(Deserialize)]
+/// What the provider sent to the redirect URI, and the PKCE verifier.
+#[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct VerifyDto {
+    /// Authorization code.
     code: Option<String>,
+    /// PKCE verifier.
     code_verifier: Option<String>,
+    /// The `state` the provider echoed.
     state: Option<String>,
+    /// RFC 9207 `iss`, when the provider sent it.
     iss: Option<String>,
 }
 
-#[derive(Serialize)]
+/// A verified session.
+#[derive(Serialize, ToSchema)]
 struct VerifiedDto {
+    /// Session id.
     id: String,
+    /// The principal the ID token maps to.
     principal: String,
+    /// Always true.
     verified: bool,
 }
 
+/// Finishes a verification: exchanges the code, checks the ID token and derives the principal.
+#[utoipa::path(
+    patch,
+    path = "/v1/verification/session/{id}",
+    tag = "verification",
+    params(("id" = String, Path, description = "Session id")),
+    request_body = VerifyDto,
+    responses(
+        (status = 200, description = "The session is verified", body = VerifiedDto),
+        (status = 400, description = "`invalid_json`, `invalid_path`, `unknown_provider`, `state_mismatch` or `issuer_mismatch`", body = ErrorBody),
+        (status = 401, description = "`code_invalid`, `id_token_invalid` or `principal_invalid`", body = ErrorBody),
+        (status = 403, description = "`principal_conflict`, `invite_required` or `invite_invalid`", body = ErrorBody),
+        (status = 404, description = "`session_not_found`", body = ErrorBody),
+        (status = 409, description = "`already_verified`", body = ErrorBody),
+        (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
+        (status = 422, description = "`validation_failed`", body = ErrorBody),
+        (status = 429, description = RATE_LIMITED, body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 502, description = "`idp_error`: the identity provider failed", body = ErrorBody),
+    )
+)]
 async fn verify(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -234,18 +323,42 @@ async fn verify(
     }))
 }
 
-#[derive(Deserialize)]
+/// OpenID Back-Channel Logout request body.
+#[derive(Deserialize, ToSchema)]
 struct LogoutForm {
+    /// The logout token (a JWT signed by the provider).
     logout_token: Option<String>,
 }
 
-/// OpenID Back-Channel Logout 1.0: 200 with `Cache-Control: no-store`, or 400 `{"error":"invalid_request"}`.
+/// The OpenID Back-Channel Logout error body.
+#[derive(Serialize, ToSchema)]
+struct LogoutErrorDto {
+    /// Always `invalid_request`.
+    #[schema(example = "invalid_request")]
+    error: String,
+}
+
+/// OpenID Back-Channel Logout 1.0, called by the identity provider: signs out the accounts of the token's subject.
+#[utoipa::path(
+    post,
+    path = "/v1/verification/providers/{provider}/backchannel-logout",
+    tag = "verification",
+    params(("provider" = String, Path, description = "The provider id")),
+    request_body(content = LogoutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Logged out", headers(("Cache-Control" = String, description = "`no-store`"))),
+        (status = 400, description = "The logout token was rejected (or the body is not a form)", body = LogoutErrorDto,
+            headers(("Cache-Control" = String, description = "`no-store`"))),
+    )
+)]
 async fn backchannel_logout(
     State(state): State<AppState>,
-    Path(provider): Path<String>,
+    provider: Result<Path<String>, ApiError>,
     form: Result<axum::Form<LogoutForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let no_store = [(header::CACHE_CONTROL, "no-store")];
+    // An undecodable provider segment names no provider: the same rejection as for an unknown one.
+    let provider = provider.map(|Path(p)| p).unwrap_or_default();
     let token = form.ok().and_then(|f| f.0.logout_token).unwrap_or_default();
     match state
         .registration
@@ -264,7 +377,9 @@ async fn backchannel_logout(
             (
                 StatusCode::BAD_REQUEST,
                 no_store,
-                axum::Json(serde_json::json!({"error": "invalid_request"})),
+                axum::Json(LogoutErrorDto {
+                    error: "invalid_request".to_owned(),
+                }),
             )
                 .into_response()
         }

@@ -14,6 +14,13 @@ pub const STD_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::STANDARD,
 /// URL-safe alphabet, any padding.
 pub const URL_LENIENT: GeneralPurpose = GeneralPurpose::new(&alphabet::URL_SAFE, LENIENT);
 
+/// JSON-schema pattern of standard base64 with or without padding (documentation; decoding is what validates).
+pub const STD_PATTERN: &str =
+    "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}(?:==)?|[A-Za-z0-9+/]{3}=?)?$";
+/// JSON-schema pattern of URL-safe base64 with or without padding.
+pub const URL_PATTERN: &str =
+    "^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}(?:==)?|[A-Za-z0-9_-]{3}=?)?$";
+
 /// Decodes standard base64 with or without padding.
 pub fn decode_std(s: &str) -> Result<Vec<u8>, base64::DecodeError> {
     STD_LENIENT.decode(s)
@@ -96,6 +103,34 @@ pub fn access_key<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D:
             .map(Some)
             .map_err(|_| serde::de::Error::custom("byte value out of range")),
     }
+}
+
+/// OpenAPI schema of an `unidentifiedAccessKey` field: standard base64 text, an array of byte values, or null.
+pub fn access_key_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{
+        ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, SchemaFormat, Type,
+    };
+    OneOfBuilder::new()
+        .description(Some(
+            "16-byte unidentified-access key: standard base64, or an array of byte values (-128..=255)",
+        ))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Byte)))
+                .pattern(Some(STD_PATTERN)),
+        )
+        .item(
+            ArrayBuilder::new().items(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(-128))
+                    .maximum(Some(255)),
+            ),
+        )
+        .item(ObjectBuilder::new().schema_type(Type::Null))
+        .build()
+        .into()
 }
 
 #[cfg(test)]

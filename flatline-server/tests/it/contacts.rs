@@ -822,3 +822,39 @@ async fn account_deletion_removes_the_graph() {
         assert_code(&redeem(&app, &alice, &code).await, 404, "invite_invalid");
     }
 }
+
+/// Regression (schemathesis): `["invite_only", "off"]` used to set the policy (serde reads a struct from a
+/// sequence of its fields). A body that is not a JSON object is 400 `invalid_json` and changes nothing.
+#[tokio::test]
+async fn policy_body_must_be_an_object() {
+    let app = TestApp::new(Backend::Memory).await;
+    let bob = app.seed("bob").await;
+    let r = app
+        .put_json(
+            "/v1/accounts/contact_policy",
+            &auth(&bob),
+            &json!(["invite_only", "off"]),
+        )
+        .await;
+    assert_code(&r, 400, "invalid_json");
+    assert_eq!(
+        get(&app, "/v1/accounts/contact_policy", &bob).await.json(),
+        json!({"policy": "open", "introductions": "ask"})
+    );
+    // A repeated query parameter and an undecodable path segment get the error body too.
+    assert_code(
+        &get(
+            &app,
+            "/v1/contacts/requests?state=pending&state=pending",
+            &bob,
+        )
+        .await,
+        400,
+        "invalid_query",
+    );
+    assert_code(
+        &delete(&app, "/v1/contact_invites/%C3%28", &bob).await,
+        400,
+        "invalid_path",
+    );
+}

@@ -738,3 +738,79 @@ async fn concurrent_fetches_hand_out_each_key_once() {
         );
     }
 }
+
+/// Regression (schemathesis): a repeated query parameter and an undecodable path segment were answered with
+/// axum's plain-text rejections; they are 400 with the usual `{code, message}` body, and store nothing.
+#[tokio::test]
+async fn query_and_path_rejections_have_the_error_body() {
+    let app = TestApp::new(Backend::Memory).await;
+    let bob = app.seed("bob").await;
+    let auth = bob.basic_auth(UsernameForm::Aci);
+    let body = bob.set_keys_body(IdentityType::Aci, 1, 2, 2, app.rng.as_ref());
+    let r = app
+        .put_json("/v2/keys?identity=aci&identity=pni", &auth, &body)
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_query")
+    );
+    assert_eq!(r.headers["content-type"], "application/json");
+    let r = app
+        .get("/v2/keys?identity=aci&identity=aci", Some(&auth))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_query")
+    );
+    // The refused upload stored nothing.
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 0, "pqCount": 0})
+    );
+    let r = app.get("/v2/keys/%FF%FE/1", Some(&auth)).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_path")
+    );
+    assert_eq!(r.headers["content-type"], "application/json");
+}
+
+/// Regression (schemathesis): a JSON array was accepted where the body is an object, because serde's derived
+/// structs also read a sequence of their fields. It is 400 `invalid_json` and stores nothing.
+#[tokio::test]
+async fn a_json_array_is_not_a_body() {
+    let app = TestApp::new(Backend::Memory).await;
+    let bob = app.seed("bob").await;
+    let auth = bob.basic_auth(UsernameForm::Aci);
+    let body = bob.set_keys_body(IdentityType::Aci, 1, 2, 2, app.rng.as_ref());
+    // The same keys in field order: preKeys, signedPreKey, pqPreKeys, pqLastResortPreKey.
+    let as_array = json!([
+        body["preKeys"],
+        body["signedPreKey"],
+        body["pqPreKeys"],
+        body["pqLastResortPreKey"]
+    ]);
+    let r = app.put_json("/v2/keys", &auth, &as_array).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code().as_str()),
+        (400, "invalid_json")
+    );
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 0, "pqCount": 0})
+    );
+    // Whitespace before the object is still JSON.
+    let r = app
+        .send(
+            Method::PUT,
+            "/v2/keys",
+            &[("authorization", &auth)],
+            Some(&format!("\n  {body}")),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        counts(&app, &auth, "aci").await,
+        json!({"count": 2, "pqCount": 2})
+    );
+}

@@ -14,6 +14,7 @@ mod jwks_refresh;
 mod keys;
 mod manifest;
 mod multiprocess;
+mod openapi;
 mod postgres;
 mod registration;
 mod replay;
