@@ -107,7 +107,10 @@ impl Fixture {
             let has_one_time = bundle
                 .as_ref()
                 .is_ok_and(|b| b.devices.first().is_some_and(|d| d.one_time.is_some()));
-            assert!(has_one_time, "fetch must hand out a one-time key: {bundle:?}");
+            assert!(
+                has_one_time,
+                "fetch must hand out a one-time key: {bundle:?}"
+            );
             left -= 1;
         }
         total
