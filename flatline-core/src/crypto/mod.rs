@@ -9,6 +9,7 @@
 //! * [`ShoHmacSha256`]: poksho's stateful hash object.
 //! * Usernames: [`username_hash`], [`verify_username_proof`], [`generate_username_proof`].
 
+mod field;
 mod keys;
 mod sho;
 mod username;

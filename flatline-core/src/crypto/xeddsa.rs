@@ -8,12 +8,12 @@ use std::sync::OnceLock;
 
 use curve25519_dalek::constants::ED25519_BASEPOINT_TABLE;
 use curve25519_dalek::edwards::EdwardsPoint;
-use curve25519_dalek::montgomery::MontgomeryPoint;
 use curve25519_dalek::scalar::Scalar;
 use sha2::{Digest, Sha512};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+use super::field::edwards_from_montgomery;
 use super::keys::{PrivateKey, PublicKey};
 use crate::random::{SecureRandom, random_array};
 
@@ -65,10 +65,10 @@ impl PublicKey {
         let Some((sign, r_bytes, s)) = split_signature(sig) else {
             return false;
         };
-        let Some(a) = MontgomeryPoint(self.u).to_edwards(sign) else {
+        // The Edwards key and its encoding from one inversion (see `field`), not to_edwards + compress.
+        let Some((a, a_bytes)) = edwards_from_montgomery(&self.u, sign) else {
             return false;
         };
-        let a_bytes = a.compress().to_bytes();
         let h = challenge(r_bytes, &a_bytes, msg);
         let r_check = EdwardsPoint::vartime_double_scalar_mul_basepoint(&h, &(-a), &s);
         r_check.compress().as_bytes().ct_eq(r_bytes).into()
@@ -122,11 +122,8 @@ struct Prepared {
 
 impl Prepared {
     fn new(u: &[u8; 32], sign: u8) -> Option<Self> {
-        let a = MontgomeryPoint(*u).to_edwards(sign)?;
-        Some(Self {
-            a_bytes: a.compress().to_bytes(),
-            neg_a: -a,
-        })
+        let (a, a_bytes) = edwards_from_montgomery(u, sign)?;
+        Some(Self { a_bytes, neg_a: -a })
     }
 
     /// `R' = s·B − h·A`, not yet compressed (so a batch can share one field inversion).
