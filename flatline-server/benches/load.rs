@@ -320,7 +320,9 @@ where
 
 /// The servers of one scenario.
 struct Cluster {
-    dir: tempfile::TempDir,
+    /// Configs, key files and logs (the scenario's temporary directory, which outlives the cluster: the SQLite
+    /// database lives there too).
+    dir: PathBuf,
     children: Vec<Child>,
     remotes: Vec<Remote>,
 }
@@ -388,21 +390,21 @@ impl Cluster {
         db: &str,
         connections: u32,
         idp: &FakeIdp,
-        dir: tempfile::TempDir,
+        dir: &Path,
     ) -> Result<Cluster, String> {
-        std::fs::write(dir.path().join("client.secret"), CLIENT_SECRET)
+        std::fs::write(dir.join("client.secret"), CLIENT_SECRET)
             .map_err(|e| format!("client secret: {e}"))?;
         let mut cluster = Cluster {
-            dir,
+            dir: dir.to_owned(),
             children: vec![],
             remotes: vec![],
         };
         for i in 0..processes {
             let port = free_port()?;
-            let config = cluster.dir.path().join(format!("server{i}.toml"));
+            let config = cluster.dir.join(format!("server{i}.toml"));
             std::fs::write(
                 &config,
-                config_text(cluster.dir.path(), port, db, connections, &idp.issuer()),
+                config_text(&cluster.dir, port, db, connections, &idp.issuer()),
             )
             .map_err(|e| format!("config: {e}"))?;
             let log = std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
@@ -433,7 +435,7 @@ impl Cluster {
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
-        self.dir.path().join(format!("server{i}.log"))
+        self.dir.join(format!("server{i}.log"))
     }
 
     fn logs(&self) -> String {
@@ -705,7 +707,7 @@ async fn run_scenario(
         eprintln!("   seeded in {:.1} s", t.elapsed().as_secs_f64());
 
         let cluster =
-            Cluster::start(scenario.processes, &url, s.db_connections, idp, dir).await?;
+            Cluster::start(scenario.processes, &url, s.db_connections, idp, dir.path()).await?;
         let warm = s.warmup();
         let w = http_fetches(s, m, &cluster.remotes, 0, warm).await;
         if w.failed() > 0 {
