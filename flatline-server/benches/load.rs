@@ -51,6 +51,9 @@ struct Settings {
     fetches: usize,
     /// `LOAD_CONCURRENCY`: concurrent clients for fetches, service fetches and raw takes.
     concurrency: usize,
+    /// `LOAD_ROUNDS`: the fetch, service-fetch and raw-take measurements are split into this many interleaved
+    /// rounds.
+    rounds: usize,
     /// `LOAD_REGISTRATIONS`: measured registrations per scenario.
     registrations: usize,
     /// `LOAD_REG_CONCURRENCY`: concurrent registrations.
@@ -77,7 +80,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 
 impl Settings {
     fn from_env() -> Settings {
-        let scenarios = std::env::var("LOAD_SCENARIOS").unwrap_or_else(|_| "sqlite1,pg1,pg3".into());
+        let scenarios =
+            std::env::var("LOAD_SCENARIOS").unwrap_or_else(|_| "sqlite1,pg1,pg3".into());
         Settings {
             scenarios: scenarios
                 .split(',')
@@ -91,6 +95,7 @@ impl Settings {
                 .collect(),
             fetches: env_or("LOAD_FETCHES", 20_000),
             concurrency: env_or("LOAD_CONCURRENCY", 32usize).max(1),
+            rounds: env_or("LOAD_ROUNDS", 4usize).max(1),
             registrations: env_or("LOAD_REGISTRATIONS", 600),
             reg_concurrency: env_or("LOAD_REG_CONCURRENCY", 16usize).max(1),
             targets: env_or("LOAD_TARGETS", 100usize).max(1),
@@ -106,11 +111,13 @@ impl Settings {
         (self.concurrency * 8).min(self.fetches.max(1))
     }
 
-    /// One-time keys each target needs so that no fetch in `rounds` runs of warm-up + measurement comes back
-    /// without a one-time key.
-    fn keys_per_target(&self, rounds: usize) -> u32 {
-        let needed = rounds * (self.fetches + self.warmup());
-        u32::try_from(needed.div_ceil(self.targets) + 1).unwrap_or(u32::MAX)
+    /// One-time keys each target needs so that none of `workloads` workloads (each a warm-up plus `rounds` runs,
+    /// every run spreading its requests round-robin over the targets) gets an answer without a one-time key. A run
+    /// can put one request more than the average on a target, hence the margin.
+    fn keys_per_target(&self, workloads: usize) -> u32 {
+        let needed = workloads * (self.fetches + self.warmup());
+        let margin = workloads * (self.rounds + 1) + 1;
+        u32::try_from(needed.div_ceil(self.targets) + margin).unwrap_or(u32::MAX)
     }
 }
 
@@ -142,7 +149,11 @@ impl Scenario {
             Backend::Sqlite => "SQLite",
             Backend::Postgres => "PostgreSQL",
         };
-        let unit = if self.processes == 1 { "process" } else { "processes" };
+        let unit = if self.processes == 1 {
+            "process"
+        } else {
+            "processes"
+        };
         format!("{db} × {} {unit}", self.processes)
     }
 }
@@ -160,7 +171,11 @@ struct Material {
 fn account_with_keys(keys: u32) -> (SimClient, KeyUpload) {
     let client = SimClient::new(&OsRandom);
     let upload = KeyUpload {
-        ec: Some((0..keys).map(|i| client.one_time_ec(i, &OsRandom)).collect()),
+        ec: Some(
+            (0..keys)
+                .map(|i| client.one_time_ec(i, &OsRandom))
+                .collect(),
+        ),
         kem: Some(
             (0..keys)
                 .map(|i| client.kem(IdentityType::Aci, i, &OsRandom))
@@ -228,6 +243,26 @@ struct Outcome {
 }
 
 impl Outcome {
+    fn empty() -> Outcome {
+        Outcome {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            latencies: vec![],
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// Adds another run of the same workload (throughput is then over the summed running time).
+    fn merge(&mut self, other: Outcome) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        for (k, n) in other.failures {
+            *self.failures.entry(k).or_default() += n;
+        }
+    }
+
     fn per_second(&self) -> f64 {
         self.latencies.len() as f64 / self.elapsed.as_secs_f64()
     }
@@ -374,9 +409,22 @@ allowed_algs = ["EdDSA", "ES256"]
     )
 }
 
+/// `LOAD_SERVER_BIN`, e.g. another build to compare against, or the `flatline-server` cargo built with this
+/// benchmark.
+fn server_binary() -> PathBuf {
+    std::env::var_os("LOAD_SERVER_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_flatline-server")),
+        PathBuf::from,
+    )
+}
+
 async fn healthy(remote: &Remote) -> bool {
     for _ in 0..1200 {
-        if remote.get("/healthz", None).await.is_ok_and(|a| a.status == 200) {
+        if remote
+            .get("/healthz", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -407,8 +455,9 @@ impl Cluster {
                 config_text(&cluster.dir, port, db, connections, &idp.issuer()),
             )
             .map_err(|e| format!("config: {e}"))?;
-            let log = std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
-            let child = Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+            let log =
+                std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
+            let child = Command::new(&server_binary())
                 .args(["--config", &config.to_string_lossy(), "serve"])
                 .env_remove("RUST_LOG")
                 .stdout(Stdio::null())
@@ -594,8 +643,12 @@ async fn service_fetches(
         store.clone(),
         RateLimiters::new(store, clock, limits),
     ));
-    let targets: Arc<Vec<ServiceId>> =
-        Arc::new(m.direct.iter().map(|(c, _)| ServiceId::Aci(c.aci)).collect());
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
     let callers: Arc<Vec<DeviceCredentials>> = Arc::new(
         m.callers
             .iter()
@@ -623,7 +676,12 @@ async fn service_fetches(
                 )
                 .await
                 .map_err(|e| Failure::Error(format!("fetch: {e:?}")))?;
-            if bundle.devices.first().and_then(|d| d.one_time.as_ref()).is_none() {
+            if bundle
+                .devices
+                .first()
+                .and_then(|d| d.one_time.as_ref())
+                .is_none()
+            {
                 return Err(Failure::NoOneTimeKey);
             }
             Ok(())
@@ -640,8 +698,12 @@ async fn raw_takes(
     first: usize,
     n: usize,
 ) -> Outcome {
-    let targets: Arc<Vec<ServiceId>> =
-        Arc::new(m.direct.iter().map(|(c, _)| ServiceId::Aci(c.aci)).collect());
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
     drive(n, s.concurrency, move |i| {
         let (store, targets) = (store.clone(), targets.clone());
         async move {
@@ -709,33 +771,61 @@ async fn run_scenario(
         let cluster =
             Cluster::start(scenario.processes, &url, s.db_connections, idp, dir.path()).await?;
         let warm = s.warmup();
+        // Warm-up of each path: connections, prepared statements, the first rate-limit bucket rows.
         let w = http_fetches(s, m, &cluster.remotes, 0, warm).await;
+        let _ = service_fetches(s, m, store.clone(), 0, warm).await;
+        let _ = raw_takes(s, m, store.clone(), 0, warm).await;
         if w.failed() > 0 {
             eprintln!("   warm-up failures: {}", w.failure_text());
         }
-        let fetch = http_fetches(s, m, &cluster.remotes, warm, s.fetches).await;
-        eprintln!("   HTTP fetch: {:.0}/s", fetch.per_second());
+        // The three fetch-like workloads run in interleaved rounds (in a rotating order), so that load from
+        // elsewhere on the machine lands on all of them alike and their ratio stays meaningful. The idle servers
+        // stay up during the in-process rounds.
+        let (mut fetch, mut service, mut raw) =
+            (Outcome::empty(), Outcome::empty(), Outcome::empty());
+        let (mut http_at, mut direct_at) = (warm, warm);
+        for round in 0..s.rounds {
+            let n = s.fetches / s.rounds + usize::from(round < s.fetches % s.rounds);
+            for step in 0..3 {
+                match (round + step) % 3 {
+                    0 => fetch.merge(http_fetches(s, m, &cluster.remotes, http_at, n).await),
+                    1 => service.merge(service_fetches(s, m, store.clone(), direct_at, n).await),
+                    _ => raw.merge(raw_takes(s, m, store.clone(), direct_at, n).await),
+                }
+            }
+            http_at += n;
+            direct_at += n;
+        }
+        eprintln!(
+            "   HTTP fetch {:.0}/s, service fetch {:.0}/s, raw take {:.0}/s",
+            fetch.per_second(),
+            service.per_second(),
+            raw.per_second()
+        );
         // Warm-up: discovery, JWKS pinning and connections to the IdP happen on the first registrations.
         let reg_warm = s.reg_concurrency.min(s.registrations.max(1));
         let tag = format!("{}-{}", scenario.processes, uuid::Uuid::new_v4().simple());
-        registrations(s, &cluster.remotes, idp.clone(), &format!("w{tag}"), reg_warm).await;
-        let register =
-            registrations(s, &cluster.remotes, idp.clone(), &format!("r{tag}"), s.registrations)
-                .await;
+        registrations(
+            s,
+            &cluster.remotes,
+            idp.clone(),
+            &format!("w{tag}"),
+            reg_warm,
+        )
+        .await;
+        let register = registrations(
+            s,
+            &cluster.remotes,
+            idp.clone(),
+            &format!("r{tag}"),
+            s.registrations,
+        )
+        .await;
         eprintln!("   registration: {:.0}/s", register.per_second());
         if fetch.failed() + register.failed() > 0 {
             eprintln!("   server logs:\n{}", tail(&cluster.logs(), 40));
         }
-        // The in-process runs do not share the cores with idle servers' housekeeping.
         cluster.stop().await;
-
-        let _ = service_fetches(s, m, store.clone(), 0, warm).await;
-        let service = service_fetches(s, m, store.clone(), warm, s.fetches).await;
-        eprintln!("   service fetch: {:.0}/s", service.per_second());
-        let first = 2 * warm + s.fetches;
-        let _ = raw_takes(s, m, store.clone(), first, warm).await;
-        let raw = raw_takes(s, m, store.clone(), first + warm, s.fetches).await;
-        eprintln!("   raw take: {:.0}/s", raw.per_second());
         drop(store);
 
         let (f, sv, r) = (fetch.per_second(), service.per_second(), raw.per_second());
@@ -803,6 +893,7 @@ fn main() {
 async fn run(s: Settings) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!("settings: {s:?}");
+    eprintln!("server binary: {}", server_binary().display());
     eprintln!("cores: {cores}, load average before: {}", load_average());
     let t = Instant::now();
     let m = Material::generate(&s);
