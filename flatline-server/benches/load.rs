@@ -54,6 +54,8 @@ struct Settings {
     /// `LOAD_ROUNDS`: the fetch, service-fetch and raw-take measurements are split into this many interleaved
     /// rounds.
     rounds: usize,
+    /// `LOAD_BREAKDOWN` (default 1; 0 turns it off): also time each store call of a fetch alone.
+    breakdown: bool,
     /// `LOAD_REGISTRATIONS`: measured registrations per scenario.
     registrations: usize,
     /// `LOAD_REG_CONCURRENCY`: concurrent registrations.
@@ -96,6 +98,7 @@ impl Settings {
             fetches: env_or("LOAD_FETCHES", 20_000),
             concurrency: env_or("LOAD_CONCURRENCY", 32usize).max(1),
             rounds: env_or("LOAD_ROUNDS", 4usize).max(1),
+            breakdown: env_or("LOAD_BREAKDOWN", 1u8) != 0,
             registrations: env_or("LOAD_REGISTRATIONS", 600),
             reg_concurrency: env_or("LOAD_REG_CONCURRENCY", 16usize).max(1),
             targets: env_or("LOAD_TARGETS", 100usize).max(1),
@@ -360,6 +363,8 @@ struct Cluster {
     dir: PathBuf,
     children: Vec<Child>,
     remotes: Vec<Remote>,
+    /// The fetch workload's client (keep-alive connections to every process).
+    http: reqwest::Client,
 }
 
 fn free_port() -> Result<u16, String> {
@@ -446,6 +451,10 @@ impl Cluster {
             dir: dir.to_owned(),
             children: vec![],
             remotes: vec![],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
         };
         for i in 0..processes {
             let port = free_port()?;
@@ -525,18 +534,25 @@ async fn drop_postgres(admin: &str, name: &str) {
     }
 }
 
-/// Authenticated bundle fetches over HTTP, spread round-robin over the processes.
+/// Authenticated bundle fetches over HTTP, spread round-robin over the processes. The client does as little as it
+/// can (it shares the cores with the servers): no JSON parsing, only a look for the one-time key in the answer.
 async fn http_fetches(
     s: &Settings,
     m: &Material,
-    remotes: &[Remote],
+    cluster: &Cluster,
     first: usize,
     n: usize,
 ) -> Outcome {
-    let targets: Arc<Vec<String>> = Arc::new(
-        m.targets
+    let urls: Arc<Vec<Vec<String>>> = Arc::new(
+        cluster
+            .remotes
             .iter()
-            .map(|(c, _)| format!("/v2/keys/{}/*", c.aci))
+            .map(|r| {
+                m.targets
+                    .iter()
+                    .map(|(c, _)| format!("{}/v2/keys/{}/*", r.base(), c.aci))
+                    .collect()
+            })
             .collect(),
     );
     let auths: Arc<Vec<String>> = Arc::new(
@@ -545,20 +561,25 @@ async fn http_fetches(
             .map(|c| c.basic_auth(UsernameForm::Aci))
             .collect(),
     );
-    let remotes: Arc<Vec<Remote>> = Arc::new(remotes.to_vec());
+    let http = cluster.http.clone();
     drive(n, s.concurrency, move |i| {
-        let (targets, auths, remotes) = (targets.clone(), auths.clone(), remotes.clone());
+        let (urls, auths, http) = (urls.clone(), auths.clone(), http.clone());
         async move {
             let i = first + i;
-            let remote = &remotes[i % remotes.len()];
-            let a = remote
-                .get(&targets[i % targets.len()], Some(&auths[i % auths.len()]))
+            let urls = &urls[i % urls.len()];
+            let r = http
+                .get(&urls[i % urls.len()])
+                .header("authorization", &auths[i % auths.len()])
+                .send()
                 .await
-                .map_err(Failure::Error)?;
-            if a.status != 200 {
-                return Err(Failure::Status(a.status));
+                .map_err(|e| Failure::Error(e.to_string()))?;
+            let status = r.status().as_u16();
+            let body = r.bytes().await.map_err(|e| Failure::Error(e.to_string()))?;
+            if status != 200 {
+                return Err(Failure::Status(status));
             }
-            if a.body["devices"][0]["preKey"].is_null() {
+            // A device answer without a one-time key carries `"preKey":null`.
+            if !body.windows(10).any(|w| w == b"\"preKey\":{") {
                 return Err(Failure::NoOneTimeKey);
             }
             Ok(())
@@ -720,6 +741,96 @@ async fn raw_takes(
     .await
 }
 
+/// Each store call of an authenticated fetch alone, at the same concurrency: where a fetch's time goes.
+async fn breakdown(
+    s: &Settings,
+    m: &Material,
+    store: Arc<dyn Store>,
+) -> Vec<(&'static str, Outcome)> {
+    let n = (s.fetches / 4).max(1);
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
+    let callers: Arc<Vec<String>> = Arc::new(m.callers.iter().map(|c| c.aci.to_string()).collect());
+    let mut out = vec![];
+    let st = store.clone();
+    let t = targets.clone();
+    out.push((
+        "in-process: load account",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                let aci = match t[i % t.len()] {
+                    ServiceId::Aci(aci) => aci,
+                    ServiceId::Pni(_) => return Err(Failure::Error("PNI target".into())),
+                };
+                match st.account(aci).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Failure::Error("no account".into())),
+                    Err(e) => Err(Failure::Error(format!("account: {e}"))),
+                }
+            }
+        })
+        .await,
+    ));
+    let (st, t, c) = (store.clone(), targets.clone(), callers.clone());
+    out.push((
+        "in-process: rate-limit check",
+        drive(n, s.concurrency, move |i| {
+            let (st, t, c) = (st.clone(), t.clone(), c.clone());
+            async move {
+                // The prekeys limiter's key shape: caller device and target.
+                let key = format!("bench.1__{}.{}.*", c[i % c.len()], t[i % t.len()].uuid());
+                let config = BucketConfig {
+                    bucket_size: 1_000_000,
+                    permit_regeneration: Duration::from_millis(1),
+                };
+                st.acquire(&key, &config, 1, SystemClock.now())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Failure::Error(format!("acquire: {e}")))
+            }
+        })
+        .await,
+    ));
+    let (st, t) = (store.clone(), targets.clone());
+    out.push((
+        "in-process: contact policy",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                let ServiceId::Aci(aci) = t[i % t.len()] else {
+                    return Err(Failure::Error("PNI target".into()));
+                };
+                st.contact_policy(aci)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Failure::Error(format!("policy: {e}")))
+            }
+        })
+        .await,
+    ));
+    let (st, t) = (store, targets);
+    out.push((
+        "in-process: signed prekey",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                match st.signed_pre_key(t[i % t.len()], DeviceId::PRIMARY).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Failure::Error("no signed prekey".into())),
+                    Err(e) => Err(Failure::Error(format!("signed: {e}"))),
+                }
+            }
+        })
+        .await,
+    ));
+    out
+}
+
 struct Row {
     scenario: String,
     workload: &'static str,
@@ -772,7 +883,7 @@ async fn run_scenario(
             Cluster::start(scenario.processes, &url, s.db_connections, idp, dir.path()).await?;
         let warm = s.warmup();
         // Warm-up of each path: connections, prepared statements, the first rate-limit bucket rows.
-        let w = http_fetches(s, m, &cluster.remotes, 0, warm).await;
+        let w = http_fetches(s, m, &cluster, 0, warm).await;
         let _ = service_fetches(s, m, store.clone(), 0, warm).await;
         let _ = raw_takes(s, m, store.clone(), 0, warm).await;
         if w.failed() > 0 {
@@ -788,7 +899,7 @@ async fn run_scenario(
             let n = s.fetches / s.rounds + usize::from(round < s.fetches % s.rounds);
             for step in 0..3 {
                 match (round + step) % 3 {
-                    0 => fetch.merge(http_fetches(s, m, &cluster.remotes, http_at, n).await),
+                    0 => fetch.merge(http_fetches(s, m, &cluster, http_at, n).await),
                     1 => service.merge(service_fetches(s, m, store.clone(), direct_at, n).await),
                     _ => raw.merge(raw_takes(s, m, store.clone(), direct_at, n).await),
                 }
@@ -826,6 +937,11 @@ async fn run_scenario(
             eprintln!("   server logs:\n{}", tail(&cluster.logs(), 40));
         }
         cluster.stop().await;
+        let parts = if s.breakdown {
+            breakdown(s, m, store.clone()).await
+        } else {
+            vec![]
+        };
         drop(store);
 
         let (f, sv, r) = (fetch.per_second(), service.per_second(), raw.per_second());
@@ -841,7 +957,14 @@ async fn run_scenario(
                 row("HTTP registration (OIDC)", s.reg_concurrency, register),
                 row("in-process service fetch", s.concurrency, service),
                 row("raw store take", s.concurrency, raw),
-            ],
+            ]
+            .into_iter()
+            .chain(
+                parts
+                    .into_iter()
+                    .map(|(name, outcome)| row(name, s.concurrency, outcome)),
+            )
+            .collect(),
             label: label.clone(),
             fetch: f,
             service: sv,
