@@ -71,8 +71,6 @@ pub const MIGRATIONS: &[Migration] = &[
 
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
-/// Compare-and-set rounds of a rate-limit check before it takes the writer for a whole transaction.
-const OPTIMISTIC_ATTEMPTS: usize = 3;
 
 /// The SQLite store.
 #[derive(Clone)]
@@ -757,52 +755,6 @@ impl RateLimitStore for SqliteStore {
         amount: u32,
         now: Timestamp,
     ) -> StoreResult<Admission> {
-        // Optimistic first: read the bucket on a reader, then write the new state with one statement on the
-        // single writer, only if the bucket still holds what was read (compare-and-set on the whole state, so a
-        // bucket that changed and changed back is still computed correctly). The writer serializes every write of
-        // the process, so taking one statement there instead of a four-statement transaction matters
-        // (docs/PERFORMANCE.md, "Load"). A bucket contended by many requests falls back to the transaction.
-        for _ in 0..OPTIMISTIC_ATTEMPTS {
-            let previous = sqlx::query(
-                "SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?",
-            )
-            .bind(key)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?
-            .map(|r| BucketState {
-                credit_ms: r.get("credit_ms"),
-                updated_at: Timestamp(r.get("updated_at")),
-            });
-            let (state, admission) = ratelimit::apply(config, previous, amount, now);
-            let full_at = ratelimit::full_at(config, &state).as_millis();
-            let written = match previous {
-                Some(old) => sqlx::query(
-                    "UPDATE rate_limit_buckets SET credit_ms = ?, updated_at = ?, full_at = ?
-                     WHERE bucket = ? AND credit_ms = ? AND updated_at = ?",
-                )
-                .bind(state.credit_ms)
-                .bind(state.updated_at.as_millis())
-                .bind(full_at)
-                .bind(key)
-                .bind(old.credit_ms)
-                .bind(old.updated_at.as_millis()),
-                None => sqlx::query(
-                    "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES (?,?,?,?)
-                     ON CONFLICT (bucket) DO NOTHING",
-                )
-                .bind(key)
-                .bind(state.credit_ms)
-                .bind(state.updated_at.as_millis())
-                .bind(full_at),
-            }
-            .execute(&self.writer)
-            .await
-            .map_err(db)?;
-            if written.rows_affected() == 1 {
-                return Ok(admission);
-            }
-        }
         let mut tx = self.writer.begin().await.map_err(db)?;
         let previous =
             sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
