@@ -466,7 +466,7 @@ impl Cluster {
             .map_err(|e| format!("config: {e}"))?;
             let log =
                 std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
-            let child = Command::new(&server_binary())
+            let child = Command::new(server_binary())
                 .args(["--config", &config.to_string_lossy(), "serve"])
                 .env_remove("RUST_LOG")
                 .stdout(Stdio::null())
@@ -1017,7 +1017,8 @@ async fn run(s: Settings) -> Result<(), String> {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!("settings: {s:?}");
     eprintln!("server binary: {}", server_binary().display());
-    eprintln!("cores: {cores}, load average before: {}", load_average());
+    let load_before = load_average();
+    eprintln!("cores: {cores}, load average before: {load_before}");
     let t = Instant::now();
     let m = Material::generate(&s);
     eprintln!(
@@ -1034,8 +1035,8 @@ async fn run(s: Settings) -> Result<(), String> {
 
     println!();
     println!(
-        "Machine: {cores} cores; load generator ({} tokio threads), servers and database share them. \
-         Load average before/after: see stderr / {load_after}.",
+        "Machine: {cores} cores, shared by the load generator ({} tokio threads), the servers and the database. \
+         Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
         s.threads
     );
     println!();
