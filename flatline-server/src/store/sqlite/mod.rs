@@ -148,23 +148,27 @@ impl SqliteStore {
             .map_err(db)
     }
 
+    /// The account and its devices in one statement: every authenticated request loads an account, so a second
+    /// query for the devices would be a second trip through the reader pool each time (docs/PERFORMANCE.md).
     async fn load_account(&self, where_clause: &str, key: Vec<u8>) -> StoreResult<Option<Account>> {
-        let sql = format!("SELECT * FROM accounts WHERE {where_clause} = ?");
-        let Some(row) = sqlx::query(&sql)
+        let sql = format!(
+            "SELECT a.*, d.device_id AS d_device_id, d.credential_hash AS d_credential_hash,
+                    d.credential_salt AS d_credential_salt, d.registration_id AS d_registration_id,
+                    d.pni_registration_id AS d_pni_registration_id, d.name AS d_name,
+                    d.fetches_messages AS d_fetches_messages, d.capabilities AS d_capabilities,
+                    d.created_at AS d_created_at, d.last_seen AS d_last_seen
+             FROM accounts a LEFT JOIN devices d ON d.aci = a.aci
+             WHERE a.{where_clause} = ? ORDER BY d.device_id"
+        );
+        let rows = sqlx::query(&sql)
             .bind(key)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(db)?
-        else {
-            return Ok(None);
-        };
-        let aci: Vec<u8> = row.get("aci");
-        let devices = sqlx::query("SELECT * FROM devices WHERE aci = ? ORDER BY device_id")
-            .bind(&aci)
             .fetch_all(&self.reader)
             .await
             .map_err(db)?;
-        account_from_rows(&row, &devices).map(Some)
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        account_from_rows(first, &rows).map(Some)
     }
 }
 
@@ -195,16 +199,19 @@ fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Acco
         username_hash: row.get("username_hash"),
         username_link_handle: link.map(|l| uuid_of(&l)).transpose()?,
         created_at: Timestamp(row.get("created_at")),
+        // A LEFT JOIN row without a device (NULL device id) stands for "no devices".
         devices: devices
             .iter()
+            .filter(|r| matches!(r.try_get::<Option<i64>, _>("d_device_id"), Ok(Some(_))))
             .map(device_from_row)
             .collect::<StoreResult<_>>()?,
     })
 }
 
+/// A device from the `d_`-prefixed columns of [`SqliteStore::load_account`]'s join.
 fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
-    let id: i64 = row.get("device_id");
-    let capabilities: String = row.get("capabilities");
+    let id: i64 = row.get("d_device_id");
+    let capabilities: String = row.get("d_capabilities");
     let small =
         |v: i64| u16::try_from(v).map_err(|_| StoreError::corrupt("registration id out of range"));
     Ok(Device {
@@ -213,17 +220,17 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
             .and_then(|i| DeviceId::new(i).ok())
             .ok_or_else(|| StoreError::corrupt("device id"))?,
         credential: SaltedTokenHash {
-            hash: row.get("credential_hash"),
-            salt: row.get("credential_salt"),
+            hash: row.get("d_credential_hash"),
+            salt: row.get("d_credential_salt"),
         },
         settings: DeviceSettings {
-            registration_id: small(row.get("registration_id"))?,
-            pni_registration_id: small(row.get("pni_registration_id"))?,
-            name: row.get("name"),
-            fetches_messages: row.get("fetches_messages"),
+            registration_id: small(row.get("d_registration_id"))?,
+            pni_registration_id: small(row.get("d_pni_registration_id"))?,
+            name: row.get("d_name"),
+            fetches_messages: row.get("d_fetches_messages"),
         },
-        created_at: Timestamp(row.get("created_at")),
-        last_seen: Timestamp(row.get("last_seen")),
+        created_at: Timestamp(row.get("d_created_at")),
+        last_seen: Timestamp(row.get("d_last_seen")),
         capabilities: split_capabilities(&capabilities),
     })
 }

@@ -1,0 +1,1071 @@
+//! Load benchmark: real `flatline-server` processes driven over HTTP on 127.0.0.1.
+//!
+//! `cargo bench -p flatline-server --bench load` runs, per scenario (SQLite × 1 process, PostgreSQL × 1,
+//! PostgreSQL × 3 on one database), on a fresh database:
+//!
+//! - **fetch**: authenticated `GET /v2/keys/{aci}/*` by `LOAD_CONCURRENCY` clients against seeded accounts that
+//!   hold enough one-time keys for every request (each answer must carry a one-time EC key);
+//! - **register**: the whole OIDC registration (verification session with PAR → fake IdP approval → `PATCH` with
+//!   the code → `POST /v1/registration`), with each step on a different process when there are several;
+//! - **service fetch**: `Authenticator::authenticate` + `KeyService::fetch` called in this process on the same
+//!   store type (what a fetch costs without HTTP, to show where the time goes);
+//! - **raw take**: `KeyStore::take_one_time_keys` called directly on the store, the one transaction a fetch cannot
+//!   avoid. The ratio HTTP fetch / raw take is the headline number (goal ≥ 0.5).
+//!
+//! Rate limits are raised in the servers' configuration so the run measures work, not 429s; any non-2xx answer
+//! is counted and printed. Everything is configured by `LOAD_*` environment variables (see [`Settings`]); never
+//! `FLATLINE_*`, which the server binary would read as its own configuration. Without `--bench` (as under
+//! `cargo test --benches`) the binary does nothing, so a test run never starts a load run by accident.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use flatline_core::auth::Authenticator;
+use flatline_core::credentials::DeviceCredentials;
+use flatline_core::ids::{DeviceId, IdentityType, ServiceId};
+use flatline_core::keys::{DeviceSelector, KeyService, KeyUpload, Requester};
+use flatline_core::ratelimit::{BucketConfig, Limiter, Limits, RateLimiters};
+use flatline_core::store::Store;
+use flatline_core::time::Clock;
+use flatline_server::config::DatabaseConfig;
+use flatline_server::system::{OsRandom, SystemClock};
+use flatline_testkit::fake_idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
+use flatline_testkit::remote::{Callback, Remote};
+use flatline_testkit::{SimClient, UsernameForm};
+use tokio::process::{Child, Command};
+
+const REDIRECT: &str = "flatline://oidc/callback";
+
+/// Knobs, each from an environment variable.
+#[derive(Debug, Clone)]
+struct Settings {
+    /// `LOAD_SCENARIOS`: comma-separated `sqlite1`, `pg1`, `pg3` (any `sqliteN`/`pgN`, though SQLite is for one
+    /// process).
+    scenarios: Vec<Scenario>,
+    /// `LOAD_FETCHES`: measured bundle fetches per scenario (and as many service fetches and raw takes).
+    fetches: usize,
+    /// `LOAD_CONCURRENCY`: concurrent clients for fetches, service fetches and raw takes.
+    concurrency: usize,
+    /// `LOAD_ROUNDS`: the fetch, service-fetch and raw-take measurements are split into this many interleaved
+    /// rounds.
+    rounds: usize,
+    /// `LOAD_BREAKDOWN` (default 1; 0 turns it off): also time each store call of a fetch alone.
+    breakdown: bool,
+    /// `LOAD_REGISTRATIONS`: measured registrations per scenario.
+    registrations: usize,
+    /// `LOAD_REG_CONCURRENCY`: concurrent registrations.
+    reg_concurrency: usize,
+    /// `LOAD_TARGETS`: accounts whose bundles are fetched (keys are spread over them).
+    targets: usize,
+    /// `LOAD_DB_CONNECTIONS`: `database.max_connections` of every server process and of the in-process stores.
+    db_connections: u32,
+    /// `LOAD_THREADS`: tokio worker threads of this load generator.
+    threads: usize,
+    /// `TEST_POSTGRES_URL`: the PostgreSQL server; each PostgreSQL scenario creates (and drops) a database there.
+    postgres: String,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!("{name}={v} is not valid; using the default");
+            default
+        }),
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let scenarios =
+            std::env::var("LOAD_SCENARIOS").unwrap_or_else(|_| "sqlite1,pg1,pg3".into());
+        Settings {
+            scenarios: scenarios
+                .split(',')
+                .filter_map(|s| {
+                    let parsed = Scenario::parse(s.trim());
+                    if parsed.is_none() {
+                        eprintln!("unknown scenario `{s}` skipped (use sqliteN or pgN)");
+                    }
+                    parsed
+                })
+                .collect(),
+            fetches: env_or("LOAD_FETCHES", 20_000),
+            concurrency: env_or("LOAD_CONCURRENCY", 32usize).max(1),
+            rounds: env_or("LOAD_ROUNDS", 4usize).max(1),
+            breakdown: env_or("LOAD_BREAKDOWN", 1u8) != 0,
+            registrations: env_or("LOAD_REGISTRATIONS", 600),
+            reg_concurrency: env_or("LOAD_REG_CONCURRENCY", 16usize).max(1),
+            targets: env_or("LOAD_TARGETS", 100usize).max(1),
+            db_connections: env_or("LOAD_DB_CONNECTIONS", 8u32).max(1),
+            threads: env_or("LOAD_THREADS", 2usize).max(1),
+            postgres: std::env::var("TEST_POSTGRES_URL")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
+        }
+    }
+
+    /// Requests run before each measurement and not counted: connections, statement caches, first bucket rows.
+    fn warmup(&self) -> usize {
+        (self.concurrency * 8).min(self.fetches.max(1))
+    }
+
+    /// One-time keys each target needs so that none of `workloads` workloads (each a warm-up plus `rounds` runs,
+    /// every run spreading its requests round-robin over the targets) gets an answer without a one-time key. A run
+    /// can put one request more than the average on a target, hence the margin.
+    fn keys_per_target(&self, workloads: usize) -> u32 {
+        let needed = workloads * (self.fetches + self.warmup());
+        let margin = workloads * (self.rounds + 1) + 1;
+        u32::try_from(needed.div_ceil(self.targets) + margin).unwrap_or(u32::MAX)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Scenario {
+    backend: Backend,
+    processes: usize,
+}
+
+impl Scenario {
+    fn parse(s: &str) -> Option<Scenario> {
+        let (backend, n) = if let Some(n) = s.strip_prefix("sqlite") {
+            (Backend::Sqlite, n)
+        } else {
+            (Backend::Postgres, s.strip_prefix("pg")?)
+        };
+        let processes: usize = n.parse().ok()?;
+        (processes >= 1).then_some(Scenario { backend, processes })
+    }
+
+    fn label(&self) -> String {
+        let db = match self.backend {
+            Backend::Sqlite => "SQLite",
+            Backend::Postgres => "PostgreSQL",
+        };
+        let unit = if self.processes == 1 {
+            "process"
+        } else {
+            "processes"
+        };
+        format!("{db} × {} {unit}", self.processes)
+    }
+}
+
+/// Accounts and key material, generated once and seeded into every scenario's fresh database.
+struct Material {
+    /// Fetched over HTTP.
+    targets: Vec<(SimClient, KeyUpload)>,
+    /// Fetched in-process (service fetch) and taken from directly (raw take); twice the stock of `targets`.
+    direct: Vec<(SimClient, KeyUpload)>,
+    /// The fetching accounts, one per concurrent client.
+    callers: Vec<SimClient>,
+}
+
+fn account_with_keys(keys: u32) -> (SimClient, KeyUpload) {
+    let client = SimClient::new(&OsRandom);
+    let upload = KeyUpload {
+        ec: Some(
+            (0..keys)
+                .map(|i| client.one_time_ec(i, &OsRandom))
+                .collect(),
+        ),
+        kem: Some(
+            (0..keys)
+                .map(|i| client.kem(IdentityType::Aci, i, &OsRandom))
+                .collect(),
+        ),
+        ..KeyUpload::default()
+    };
+    (client, upload)
+}
+
+impl Material {
+    fn generate(s: &Settings) -> Material {
+        let http = s.keys_per_target(1);
+        let direct = s.keys_per_target(2);
+        Material {
+            targets: (0..s.targets).map(|_| account_with_keys(http)).collect(),
+            direct: (0..s.targets).map(|_| account_with_keys(direct)).collect(),
+            callers: (0..s.concurrency)
+                .map(|_| SimClient::new(&OsRandom))
+                .collect(),
+        }
+    }
+
+    async fn seed(&self, store: &dyn Store) -> Result<(), String> {
+        let now = SystemClock.now();
+        let all = self
+            .targets
+            .iter()
+            .chain(&self.direct)
+            .map(|(c, u)| (c, Some(u)))
+            .chain(self.callers.iter().map(|c| (c, None)));
+        for (i, (client, upload)) in all.enumerate() {
+            store
+                .create_account(client.new_account(&format!("load{i}@example.org"), &OsRandom, now))
+                .await
+                .map_err(|e| format!("seed account: {e}"))?;
+            if let Some(upload) = upload {
+                store
+                    .store_keys(ServiceId::Aci(client.aci), DeviceId::PRIMARY, upload)
+                    .await
+                    .map_err(|e| format!("seed keys: {e}"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why one operation did not count as a success.
+enum Failure {
+    /// A non-2xx HTTP answer.
+    Status(u16),
+    /// A 200 without a one-time key (the seeded stock ran out: the measurement would be of a cheaper path).
+    NoOneTimeKey,
+    /// Transport or other error.
+    Error(String),
+}
+
+/// One measured run.
+struct Outcome {
+    ops: usize,
+    elapsed: Duration,
+    /// Latencies of successful operations, sorted, in microseconds.
+    latencies: Vec<u64>,
+    failures: BTreeMap<String, usize>,
+}
+
+impl Outcome {
+    fn empty() -> Outcome {
+        Outcome {
+            ops: 0,
+            elapsed: Duration::ZERO,
+            latencies: vec![],
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// Adds another run of the same workload (throughput is then over the summed running time).
+    fn merge(&mut self, other: Outcome) {
+        self.ops += other.ops;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self.latencies.sort_unstable();
+        for (k, n) in other.failures {
+            *self.failures.entry(k).or_default() += n;
+        }
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1] as f64 / 1000.0
+    }
+
+    fn failed(&self) -> usize {
+        self.failures.values().sum()
+    }
+
+    fn failure_text(&self) -> String {
+        if self.failures.is_empty() {
+            return "0".into();
+        }
+        let parts: Vec<String> = self
+            .failures
+            .iter()
+            .map(|(k, n)| format!("{n}× {k}"))
+            .collect();
+        format!("{} ({})", self.failed(), parts.join(", "))
+    }
+}
+
+/// Runs `op(0..n)` on `concurrency` tasks pulling indices from one counter; times each call.
+async fn drive<F, Fut>(n: usize, concurrency: usize, op: F) -> Outcome
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Failure>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..concurrency.min(n.max(1)))
+        .map(|_| {
+            let (op, next) = (op.clone(), next.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let t = Instant::now();
+                    match op(i).await {
+                        Ok(()) => latencies.push(t.elapsed().as_micros() as u64),
+                        Err(f) => {
+                            let key = match f {
+                                Failure::Status(s) => format!("HTTP {s}"),
+                                Failure::NoOneTimeKey => "no one-time key".into(),
+                                // Error texts carry ids; the first 60 characters group them well enough.
+                                Failure::Error(e) => e.chars().take(60).collect(),
+                            };
+                            *failures.entry(key).or_default() += 1;
+                        }
+                    }
+                }
+                (latencies, failures)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(n);
+    let mut failures: BTreeMap<String, usize> = BTreeMap::new();
+    for t in tasks {
+        match t.await {
+            Ok((l, f)) => {
+                latencies.extend(l);
+                for (k, v) in f {
+                    *failures.entry(k).or_default() += v;
+                }
+            }
+            Err(e) => *failures.entry(format!("task: {e}")).or_default() += 1,
+        }
+    }
+    let elapsed = start.elapsed();
+    latencies.sort_unstable();
+    Outcome {
+        ops: n,
+        elapsed,
+        latencies,
+        failures,
+    }
+}
+
+/// The servers of one scenario.
+struct Cluster {
+    /// Configs, key files and logs (the scenario's temporary directory, which outlives the cluster: the SQLite
+    /// database lives there too).
+    dir: PathBuf,
+    children: Vec<Child>,
+    remotes: Vec<Remote>,
+    /// The fetch workload's client (keep-alive connections to every process).
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("free port: {e}"))
+}
+
+/// A server configuration for load: every rate limit raised out of the way, logs at `warn`, no invites.
+fn config_text(dir: &Path, port: u16, db: &str, connections: u32, issuer: &str) -> String {
+    let d = dir.display();
+    let mut limits = String::new();
+    for l in Limiter::ALL {
+        limits.push_str(&format!(
+            "[limits.{}]\nbucket_size = 1000000\npermit_regeneration_seconds = 0.001\n",
+            l.name()
+        ));
+    }
+    format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+shutdown_grace_seconds = 1
+[database]
+url = "{db}"
+max_connections = {connections}
+[registration]
+principal_secret_file = "{d}/principal.key"
+[invites]
+required = false
+[instance]
+signing_key_file = "{d}/signing.key"
+sealed_sender_key_file = "{d}/sealed-sender.key"
+[log]
+filter = "warn"
+{limits}
+[[providers]]
+id = "fake"
+name = "Fake"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{d}/client.secret"
+redirect_uris = ["{REDIRECT}"]
+allowed_algs = ["EdDSA", "ES256"]
+"#
+    )
+}
+
+/// `LOAD_SERVER_BIN`, e.g. another build to compare against, or the `flatline-server` cargo built with this
+/// benchmark.
+fn server_binary() -> PathBuf {
+    std::env::var_os("LOAD_SERVER_BIN").map_or_else(
+        || PathBuf::from(env!("CARGO_BIN_EXE_flatline-server")),
+        PathBuf::from,
+    )
+}
+
+async fn healthy(remote: &Remote) -> bool {
+    for _ in 0..1200 {
+        if remote
+            .get("/healthz", None)
+            .await
+            .is_ok_and(|a| a.status == 200)
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+impl Cluster {
+    async fn start(
+        processes: usize,
+        db: &str,
+        connections: u32,
+        idp: &FakeIdp,
+        dir: &Path,
+    ) -> Result<Cluster, String> {
+        std::fs::write(dir.join("client.secret"), CLIENT_SECRET)
+            .map_err(|e| format!("client secret: {e}"))?;
+        let mut cluster = Cluster {
+            dir: dir.to_owned(),
+            children: vec![],
+            remotes: vec![],
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?,
+        };
+        for i in 0..processes {
+            let port = free_port()?;
+            let config = cluster.dir.join(format!("server{i}.toml"));
+            std::fs::write(
+                &config,
+                config_text(&cluster.dir, port, db, connections, &idp.issuer()),
+            )
+            .map_err(|e| format!("config: {e}"))?;
+            let log =
+                std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
+            let child = Command::new(server_binary())
+                .args(["--config", &config.to_string_lossy(), "serve"])
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|e| format!("start flatline-server: {e}"))?;
+            cluster.children.push(child);
+            cluster
+                .remotes
+                .push(Remote::new(&format!("http://127.0.0.1:{port}"))?);
+        }
+        for (i, remote) in cluster.remotes.iter().enumerate() {
+            if !healthy(remote).await {
+                return Err(format!("server {i} did not start:\n{}", cluster.logs()));
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("server{i}.log"))
+    }
+
+    fn logs(&self) -> String {
+        (0..self.children.len().max(1))
+            .map(|i| std::fs::read_to_string(self.log_path(i)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    }
+
+    async fn stop(mut self) {
+        for child in &mut self.children {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
+    }
+}
+
+async fn fresh_postgres(admin: &str) -> Result<(String, String), String> {
+    let name = format!("flatline_load_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+        .await
+        .map_err(|e| format!("PostgreSQL at TEST_POSTGRES_URL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .map_err(|e| format!("create database: {e}"))?;
+    let (base, _) = admin
+        .rsplit_once('/')
+        .ok_or("TEST_POSTGRES_URL has no database path")?;
+    Ok((format!("{base}/{name}"), name))
+}
+
+async fn drop_postgres(admin: &str, name: &str) {
+    if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(admin).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
+    }
+}
+
+/// Authenticated bundle fetches over HTTP, spread round-robin over the processes. The client does as little as it
+/// can (it shares the cores with the servers): no JSON parsing, only a look for the one-time key in the answer.
+async fn http_fetches(
+    s: &Settings,
+    m: &Material,
+    cluster: &Cluster,
+    first: usize,
+    n: usize,
+) -> Outcome {
+    let urls: Arc<Vec<Vec<String>>> = Arc::new(
+        cluster
+            .remotes
+            .iter()
+            .map(|r| {
+                m.targets
+                    .iter()
+                    .map(|(c, _)| format!("{}/v2/keys/{}/*", r.base(), c.aci))
+                    .collect()
+            })
+            .collect(),
+    );
+    let auths: Arc<Vec<String>> = Arc::new(
+        m.callers
+            .iter()
+            .map(|c| c.basic_auth(UsernameForm::Aci))
+            .collect(),
+    );
+    let http = cluster.http.clone();
+    drive(n, s.concurrency, move |i| {
+        let (urls, auths, http) = (urls.clone(), auths.clone(), http.clone());
+        async move {
+            let i = first + i;
+            let urls = &urls[i % urls.len()];
+            let r = http
+                .get(&urls[i % urls.len()])
+                .header("authorization", &auths[i % auths.len()])
+                .send()
+                .await
+                .map_err(|e| Failure::Error(e.to_string()))?;
+            let status = r.status().as_u16();
+            let body = r.bytes().await.map_err(|e| Failure::Error(e.to_string()))?;
+            if status != 200 {
+                return Err(Failure::Status(status));
+            }
+            // A device answer without a one-time key carries `"preKey":null`.
+            if !body.windows(10).any(|w| w == b"\"preKey\":{") {
+                return Err(Failure::NoOneTimeKey);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Whole OIDC registrations; with several processes each step goes to the next one.
+async fn registrations(
+    s: &Settings,
+    remotes: &[Remote],
+    idp: Arc<FakeIdp>,
+    tag: &str,
+    n: usize,
+) -> Outcome {
+    let remotes: Arc<Vec<Remote>> = Arc::new(remotes.to_vec());
+    let tag = tag.to_owned();
+    drive(n, s.reg_concurrency, move |i| {
+        let (remotes, idp, login) = (remotes.clone(), idp.clone(), format!("{tag}-{i}"));
+        async move {
+            let at = |k: usize| &remotes[(i + k) % remotes.len()];
+            let (a, attempt) = at(0)
+                .start("fake", REDIRECT, Some(&login), &OsRandom)
+                .await
+                .map_err(Failure::Error)?;
+            if a.status != 200 {
+                return Err(Failure::Status(a.status));
+            }
+            let request_uri = attempt.session["requestUri"].as_str().unwrap_or_default();
+            let (code, state, iss) = idp
+                .approve(request_uri, &login)
+                .ok_or_else(|| Failure::Error("the IdP knows no such request_uri".into()))?;
+            let callback = Callback {
+                code,
+                state,
+                iss: Some(iss),
+            };
+            let v = at(1)
+                .verify(&attempt, &callback)
+                .await
+                .map_err(Failure::Error)?;
+            if v.status != 200 {
+                return Err(Failure::Status(v.status));
+            }
+            let principal = v.body["principal"].as_str().unwrap_or_default().to_owned();
+            let client = SimClient::new(&OsRandom);
+            let r = at(2)
+                .register(&client, &principal, attempt.id(), &OsRandom)
+                .await
+                .map_err(Failure::Error)?;
+            if r.status != 200 {
+                return Err(Failure::Status(r.status));
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `Authenticator::authenticate` + `KeyService::fetch` in this process, as the HTTP handler calls them.
+async fn service_fetches(
+    s: &Settings,
+    m: &Material,
+    store: Arc<dyn Store>,
+    first: usize,
+    n: usize,
+) -> Outcome {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let mut limits = Limits::default();
+    for l in Limiter::ALL {
+        limits.set(
+            l,
+            BucketConfig {
+                bucket_size: 1_000_000,
+                permit_regeneration: Duration::from_millis(1),
+            },
+        );
+    }
+    let auth = Arc::new(Authenticator::new(store.clone(), clock.clone()));
+    let keys = Arc::new(KeyService::new(
+        store.clone(),
+        RateLimiters::new(store, clock, limits),
+    ));
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
+    let callers: Arc<Vec<DeviceCredentials>> = Arc::new(
+        m.callers
+            .iter()
+            .map(|c| DeviceCredentials {
+                aci: c.aci,
+                device_id: DeviceId::PRIMARY,
+                password: c.password.clone(),
+            })
+            .collect(),
+    );
+    drive(n, s.concurrency, move |i| {
+        let (auth, keys, targets, callers) =
+            (auth.clone(), keys.clone(), targets.clone(), callers.clone());
+        async move {
+            let i = first + i;
+            let caller = auth
+                .authenticate(&callers[i % callers.len()])
+                .await
+                .map_err(|e| Failure::Error(format!("authenticate: {e:?}")))?;
+            let bundle = keys
+                .fetch(
+                    &Requester::Device(Box::new(caller)),
+                    targets[i % targets.len()],
+                    DeviceSelector::All,
+                )
+                .await
+                .map_err(|e| Failure::Error(format!("fetch: {e:?}")))?;
+            if bundle
+                .devices
+                .first()
+                .and_then(|d| d.one_time.as_ref())
+                .is_none()
+            {
+                return Err(Failure::NoOneTimeKey);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `take_one_time_keys` on the store directly.
+async fn raw_takes(
+    s: &Settings,
+    m: &Material,
+    store: Arc<dyn Store>,
+    first: usize,
+    n: usize,
+) -> Outcome {
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
+    drive(n, s.concurrency, move |i| {
+        let (store, targets) = (store.clone(), targets.clone());
+        async move {
+            let taken = store
+                .take_one_time_keys(targets[(first + i) % targets.len()], DeviceId::PRIMARY)
+                .await
+                .map_err(|e| Failure::Error(format!("take: {e}")))?;
+            if taken.ec.is_none() {
+                return Err(Failure::NoOneTimeKey);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// Each store call of an authenticated fetch alone, at the same concurrency: where a fetch's time goes.
+async fn breakdown(
+    s: &Settings,
+    m: &Material,
+    store: Arc<dyn Store>,
+) -> Vec<(&'static str, Outcome)> {
+    let n = (s.fetches / 4).max(1);
+    let targets: Arc<Vec<ServiceId>> = Arc::new(
+        m.direct
+            .iter()
+            .map(|(c, _)| ServiceId::Aci(c.aci))
+            .collect(),
+    );
+    let callers: Arc<Vec<String>> = Arc::new(m.callers.iter().map(|c| c.aci.to_string()).collect());
+    let mut out = vec![];
+    let st = store.clone();
+    let t = targets.clone();
+    out.push((
+        "in-process: load account",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                let aci = match t[i % t.len()] {
+                    ServiceId::Aci(aci) => aci,
+                    ServiceId::Pni(_) => return Err(Failure::Error("PNI target".into())),
+                };
+                match st.account(aci).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Failure::Error("no account".into())),
+                    Err(e) => Err(Failure::Error(format!("account: {e}"))),
+                }
+            }
+        })
+        .await,
+    ));
+    let (st, t, c) = (store.clone(), targets.clone(), callers.clone());
+    out.push((
+        "in-process: rate-limit check",
+        drive(n, s.concurrency, move |i| {
+            let (st, t, c) = (st.clone(), t.clone(), c.clone());
+            async move {
+                // The prekeys limiter's key shape: caller device and target.
+                let key = format!("bench.1__{}.{}.*", c[i % c.len()], t[i % t.len()].uuid());
+                let config = BucketConfig {
+                    bucket_size: 1_000_000,
+                    permit_regeneration: Duration::from_millis(1),
+                };
+                st.acquire(&key, &config, 1, SystemClock.now())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Failure::Error(format!("acquire: {e}")))
+            }
+        })
+        .await,
+    ));
+    let (st, t) = (store.clone(), targets.clone());
+    out.push((
+        "in-process: contact policy",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                let ServiceId::Aci(aci) = t[i % t.len()] else {
+                    return Err(Failure::Error("PNI target".into()));
+                };
+                st.contact_policy(aci)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| Failure::Error(format!("policy: {e}")))
+            }
+        })
+        .await,
+    ));
+    let (st, t) = (store, targets);
+    out.push((
+        "in-process: signed prekey",
+        drive(n, s.concurrency, move |i| {
+            let (st, t) = (st.clone(), t.clone());
+            async move {
+                match st.signed_pre_key(t[i % t.len()], DeviceId::PRIMARY).await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err(Failure::Error("no signed prekey".into())),
+                    Err(e) => Err(Failure::Error(format!("signed: {e}"))),
+                }
+            }
+        })
+        .await,
+    ));
+    out
+}
+
+struct Row {
+    scenario: String,
+    workload: &'static str,
+    concurrency: usize,
+    outcome: Outcome,
+}
+
+struct ScenarioResult {
+    rows: Vec<Row>,
+    label: String,
+    fetch: f64,
+    service: f64,
+    raw: f64,
+}
+
+async fn run_scenario(
+    s: &Settings,
+    m: &Material,
+    idp: &Arc<FakeIdp>,
+    scenario: Scenario,
+) -> Result<ScenarioResult, String> {
+    let label = scenario.label();
+    eprintln!("== {label}");
+    let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let (url, pg_name) = match scenario.backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}", dir.path().join("flatline.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, name) = fresh_postgres(&s.postgres).await?;
+            (url, Some(name))
+        }
+    };
+    let result = async {
+        // Seeded before the servers start: the fetch path is measured, not seeding, and SQLite is then written by
+        // one process at a time.
+        let store = flatline_server::store::open(&DatabaseConfig {
+            url: url.clone(),
+            max_connections: s.db_connections,
+            ..DatabaseConfig::default()
+        })
+        .await
+        .map_err(|e| format!("open store: {e}"))?;
+        let t = Instant::now();
+        m.seed(store.as_ref()).await?;
+        eprintln!("   seeded in {:.1} s", t.elapsed().as_secs_f64());
+
+        let cluster =
+            Cluster::start(scenario.processes, &url, s.db_connections, idp, dir.path()).await?;
+        let warm = s.warmup();
+        // Warm-up of each path: connections, prepared statements, the first rate-limit bucket rows.
+        let w = http_fetches(s, m, &cluster, 0, warm).await;
+        let _ = service_fetches(s, m, store.clone(), 0, warm).await;
+        let _ = raw_takes(s, m, store.clone(), 0, warm).await;
+        if w.failed() > 0 {
+            eprintln!("   warm-up failures: {}", w.failure_text());
+        }
+        // The three fetch-like workloads run in interleaved rounds (in a rotating order), so that load from
+        // elsewhere on the machine lands on all of them alike and their ratio stays meaningful. The idle servers
+        // stay up during the in-process rounds.
+        let (mut fetch, mut service, mut raw) =
+            (Outcome::empty(), Outcome::empty(), Outcome::empty());
+        let (mut http_at, mut direct_at) = (warm, warm);
+        for round in 0..s.rounds {
+            let n = s.fetches / s.rounds + usize::from(round < s.fetches % s.rounds);
+            for step in 0..3 {
+                match (round + step) % 3 {
+                    0 => fetch.merge(http_fetches(s, m, &cluster, http_at, n).await),
+                    1 => service.merge(service_fetches(s, m, store.clone(), direct_at, n).await),
+                    _ => raw.merge(raw_takes(s, m, store.clone(), direct_at, n).await),
+                }
+            }
+            http_at += n;
+            direct_at += n;
+        }
+        eprintln!(
+            "   HTTP fetch {:.0}/s, service fetch {:.0}/s, raw take {:.0}/s",
+            fetch.per_second(),
+            service.per_second(),
+            raw.per_second()
+        );
+        // Warm-up: discovery, JWKS pinning and connections to the IdP happen on the first registrations.
+        let reg_warm = s.reg_concurrency.min(s.registrations.max(1));
+        let tag = format!("{}-{}", scenario.processes, uuid::Uuid::new_v4().simple());
+        registrations(
+            s,
+            &cluster.remotes,
+            idp.clone(),
+            &format!("w{tag}"),
+            reg_warm,
+        )
+        .await;
+        let register = registrations(
+            s,
+            &cluster.remotes,
+            idp.clone(),
+            &format!("r{tag}"),
+            s.registrations,
+        )
+        .await;
+        eprintln!("   registration: {:.0}/s", register.per_second());
+        if fetch.failed() + register.failed() > 0 {
+            eprintln!("   server logs:\n{}", tail(&cluster.logs(), 40));
+        }
+        cluster.stop().await;
+        let parts = if s.breakdown {
+            breakdown(s, m, store.clone()).await
+        } else {
+            vec![]
+        };
+        drop(store);
+
+        let (f, sv, r) = (fetch.per_second(), service.per_second(), raw.per_second());
+        let row = |workload, concurrency, outcome| Row {
+            scenario: label.clone(),
+            workload,
+            concurrency,
+            outcome,
+        };
+        Ok(ScenarioResult {
+            rows: vec![
+                row("HTTP bundle fetch", s.concurrency, fetch),
+                row("HTTP registration (OIDC)", s.reg_concurrency, register),
+                row("in-process service fetch", s.concurrency, service),
+                row("raw store take", s.concurrency, raw),
+            ]
+            .into_iter()
+            .chain(
+                parts
+                    .into_iter()
+                    .map(|(name, outcome)| row(name, s.concurrency, outcome)),
+            )
+            .collect(),
+            label: label.clone(),
+            fetch: f,
+            service: sv,
+            raw: r,
+        })
+    }
+    .await;
+    if let Some(name) = pg_name {
+        drop_postgres(&s.postgres, &name).await;
+    }
+    result
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and must not start a load run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("load benchmark: run it with `cargo bench -p flatline-server --bench load`");
+        return;
+    }
+    let s = Settings::from_env();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(s.threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(s)) {
+        eprintln!("load benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(s: Settings) -> Result<(), String> {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    eprintln!("settings: {s:?}");
+    eprintln!("server binary: {}", server_binary().display());
+    let load_before = load_average();
+    eprintln!("cores: {cores}, load average before: {load_before}");
+    let t = Instant::now();
+    let m = Material::generate(&s);
+    eprintln!(
+        "generated {} accounts and their keys in {:.1} s",
+        m.targets.len() + m.direct.len() + m.callers.len(),
+        t.elapsed().as_secs_f64()
+    );
+    let idp = Arc::new(FakeIdp::start(Arc::new(SystemClock), Arc::new(OsRandom)).await);
+    let mut results = vec![];
+    for scenario in s.scenarios.clone() {
+        results.push(run_scenario(&s, &m, &idp, scenario).await?);
+    }
+    let load_after = load_average();
+
+    println!();
+    println!(
+        "Machine: {cores} cores, shared by the load generator ({} tokio threads), the servers and the database. \
+         Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
+        s.threads
+    );
+    println!();
+    println!("| Scenario | Workload | Concurrency | Ops | Ops/s | p50 ms | p99 ms | Failed |");
+    println!("|---|---|---:|---:|---:|---:|---:|---|");
+    for r in results.iter().flat_map(|r| &r.rows) {
+        let o = &r.outcome;
+        println!(
+            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+            r.scenario,
+            r.workload,
+            r.concurrency,
+            o.ops,
+            o.per_second(),
+            o.percentile_ms(50.0),
+            o.percentile_ms(99.0),
+            o.failure_text()
+        );
+    }
+    println!();
+    println!(
+        "| Scenario | HTTP fetch/s | Service fetch/s | Raw take/s | HTTP / raw (goal ≥ 0.5) | Service / raw |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
+    for r in &results {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
+            r.label,
+            r.fetch,
+            r.service,
+            r.raw,
+            r.fetch / r.raw,
+            r.service / r.raw
+        );
+    }
+    Ok(())
+}
