@@ -34,7 +34,7 @@ use flatline_core::store::Store;
 use flatline_core::time::Clock;
 use flatline_server::config::DatabaseConfig;
 use flatline_server::system::{OsRandom, SystemClock};
-use flatline_testkit::fake_idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
+use flatline_testkit::fake_idp::{CLIENT_SECRET, FakeIdp, ServerProcessConfig};
 use flatline_testkit::remote::{Callback, Remote};
 use flatline_testkit::{SimClient, UsernameForm};
 use tokio::process::{Child, Command};
@@ -376,42 +376,16 @@ fn free_port() -> Result<u16, String> {
 
 /// A server configuration for load: every rate limit raised out of the way, logs at `warn`, no invites.
 fn config_text(dir: &Path, port: u16, db: &str, connections: u32, issuer: &str) -> String {
-    let d = dir.display();
-    let mut limits = String::new();
-    for l in Limiter::ALL {
-        limits.push_str(&format!(
-            "[limits.{}]\nbucket_size = 1000000\npermit_regeneration_seconds = 0.001\n",
-            l.name()
-        ));
+    ServerProcessConfig {
+        dir,
+        port,
+        database_url: db,
+        max_connections: connections,
+        issuer,
+        invites_required: false,
+        redirect_uri: REDIRECT,
     }
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-shutdown_grace_seconds = 1
-[database]
-url = "{db}"
-max_connections = {connections}
-[registration]
-principal_secret_file = "{d}/principal.key"
-[invites]
-required = false
-[instance]
-signing_key_file = "{d}/signing.key"
-sealed_sender_key_file = "{d}/sealed-sender.key"
-[log]
-filter = "warn"
-{limits}
-[[providers]]
-id = "fake"
-name = "Fake"
-issuer = "{issuer}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{d}/client.secret"
-redirect_uris = ["{REDIRECT}"]
-allowed_algs = ["EdDSA", "ES256"]
-"#
-    )
+    .to_toml()
 }
 
 /// `LOAD_SERVER_BIN`, e.g. another build to compare against, or the `flatline-server` cargo built with this

@@ -380,3 +380,73 @@ async fn token(
     let id_token = sign(&s, &claims, None, knobs.signing);
     Json(json!({"access_token": "unused", "token_type": "Bearer", "expires_in": 300, "id_token": id_token})).into_response()
 }
+
+/// The configuration file of a `flatline-server` process that trusts a [`FakeIdp`] (provider id `fake`), for tests
+/// and benchmarks that run real server processes. Several processes given the same `dir` and database share their
+/// secret and key files, as the processes of one instance must. Every rate limit is raised out of the way: such
+/// runs measure or race the rules, not the limiters.
+#[derive(Debug, Clone)]
+pub struct ServerProcessConfig<'a> {
+    /// Where the shared secret and key files live; `client.secret` there must hold [`CLIENT_SECRET`].
+    pub dir: &'a std::path::Path,
+    /// The loopback port to listen on.
+    pub port: u16,
+    /// `database.url`.
+    pub database_url: &'a str,
+    /// `database.max_connections`.
+    pub max_connections: u32,
+    /// The fake IdP's issuer.
+    pub issuer: &'a str,
+    /// `invites.required`.
+    pub invites_required: bool,
+    /// The redirect URI clients use.
+    pub redirect_uri: &'a str,
+}
+
+impl ServerProcessConfig<'_> {
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        let d = self.dir.display();
+        let mut limits = String::new();
+        for l in flatline_core::ratelimit::Limiter::ALL {
+            limits.push_str(&format!(
+                "[limits.{}]\nbucket_size = 1000000\npermit_regeneration_seconds = 0.001\n",
+                l.name()
+            ));
+        }
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+shutdown_grace_seconds = 1
+[database]
+url = "{db}"
+max_connections = {connections}
+[registration]
+principal_secret_file = "{d}/principal.key"
+[invites]
+required = {invites}
+[instance]
+signing_key_file = "{d}/signing.key"
+sealed_sender_key_file = "{d}/sealed-sender.key"
+[log]
+filter = "warn"
+{limits}
+[[providers]]
+id = "fake"
+name = "Fake"
+issuer = "{issuer}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{d}/client.secret"
+redirect_uris = ["{redirect}"]
+allowed_algs = ["EdDSA", "ES256"]
+"#,
+            port = self.port,
+            db = self.database_url,
+            connections = self.max_connections,
+            invites = self.invites_required,
+            issuer = self.issuer,
+            redirect = self.redirect_uri,
+        )
+    }
+}

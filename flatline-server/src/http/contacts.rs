@@ -741,10 +741,9 @@ async fn allow_grant(
     security(("basicAuth" = [])),
     params(("aci" = uuid::Uuid, Path, description = "The grantee's ACI")),
     responses(
-        (status = 204, description = "Stored"),
+        (status = 204, description = "Stored (also for an unknown account, which is blocked already)"),
         (status = 400, description = "`invalid_identifier` (not an ACI) or `invalid_path`", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
-        (status = 404, description = "`not_found`: no such account", body = ErrorBody),
         (status = 409, description = "`contacts_not_invite_only`", body = ErrorBody),
         (status = 422, description = "`validation_failed`: the caller's own ACI", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),

@@ -19,7 +19,7 @@ use flatline_core::time::Clock;
 use flatline_server::config::DatabaseConfig;
 use flatline_server::system::{OsRandom, SystemClock};
 use flatline_testkit::client::pkce;
-use flatline_testkit::fake_idp::{CLIENT_ID, CLIENT_SECRET, FakeIdp};
+use flatline_testkit::fake_idp::{CLIENT_SECRET, FakeIdp, ServerProcessConfig};
 use flatline_testkit::usernames::SimUsername;
 use flatline_testkit::{SeededRng, SimClient, UsernameForm};
 use serde_json::{Value, json};
@@ -69,50 +69,16 @@ struct Cluster {
 }
 
 fn config_text(dir: &Path, port: u16, db: &str, issuer: &str) -> String {
-    let d = dir.display();
-    let mut limits = String::new();
-    for l in [
-        "verificationAuthorization",
-        "verificationTokenExchange",
-        "inviteAttempt",
-        "registration",
-        "prekeys",
-        "usernameReserve",
-        "usernameSet",
-        "contactRedeem",
-    ] {
-        limits.push_str(&format!(
-            "[limits.{l}]\nbucket_size = 100000\npermit_regeneration_seconds = 0.01\n"
-        ));
+    ServerProcessConfig {
+        dir,
+        port,
+        database_url: db,
+        max_connections: 6,
+        issuer,
+        invites_required: true,
+        redirect_uri: REDIRECT,
     }
-    format!(
-        r#"[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-shutdown_grace_seconds = 2
-[database]
-url = "{db}"
-max_connections = 6
-[registration]
-principal_secret_file = "{d}/principal.key"
-[invites]
-required = true
-[instance]
-signing_key_file = "{d}/signing.key"
-sealed_sender_key_file = "{d}/sealed-sender.key"
-[log]
-filter = "warn"
-{limits}
-[[providers]]
-id = "fake"
-name = "Fake"
-issuer = "{issuer}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{d}/client.secret"
-redirect_uris = ["{REDIRECT}"]
-allowed_algs = ["EdDSA", "ES256"]
-"#
-    )
+    .to_toml()
 }
 
 async fn spawn(config: &Path, port: u16, log: &Path) -> Process {
