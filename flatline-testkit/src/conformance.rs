@@ -38,7 +38,7 @@ macro_rules! conformance_suite {
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
-            rate_limit_bucket, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
+            rate_limit_bucket, rate_limit_matches_the_reference, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
             session_lifecycle, register_creates_and_consumes,
             reregistration_keeps_aci, principal_change_rotates_pni,
             principal_conflict_writes_nothing, tombstone_reuses_aci,
@@ -524,6 +524,59 @@ pub async fn rate_limit_bucket(store: Arc<dyn Store>) {
         Admission::Denied {
             retry_after: Duration::from_secs(20)
         }
+    );
+}
+
+/// A long pseudo-random sequence of requests (amounts 0–4, time moving forward by up to a minute and sometimes
+/// back, configurations from a millisecond to a year per permit and buckets up to `u32::MAX`) gets exactly the
+/// verdicts of `ratelimit::apply` run on a local copy, and a purge removes exactly the buckets that are full again.
+pub async fn rate_limit_matches_the_reference(store: Arc<dyn Store>) {
+    use flatline_core::ratelimit::{BucketState, apply, full_at};
+    let configs = [
+        BucketConfig::new(3, Duration::from_secs(10)),
+        BucketConfig::new(1, Duration::from_millis(1)),
+        BucketConfig::new(7, Duration::from_millis(1_500)),
+        BucketConfig::new(u32::MAX, Duration::from_secs(365 * 86_400)),
+    ];
+    let mut reference: std::collections::HashMap<String, BucketState> = Default::default();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |bound: u64| {
+        // xorshift64*: deterministic and good enough to mix the operations.
+        seed ^= seed >> 12;
+        seed ^= seed << 25;
+        seed ^= seed >> 27;
+        seed.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound
+    };
+    let mut now = T0.as_millis();
+    for _ in 0..300 {
+        let c = usize::try_from(next(4)).unwrap();
+        let key = format!("ref::{c}::{}", next(2));
+        let amount = u32::try_from(next(5)).unwrap();
+        now = if next(10) == 0 {
+            now - i64::try_from(next(5_000)).unwrap()
+        } else {
+            now + i64::try_from(next(60_000)).unwrap()
+        };
+        let at = Timestamp(now);
+        let (state, expected) = apply(&configs[c], reference.get(&key).copied(), amount, at);
+        reference.insert(key.clone(), state);
+        assert_eq!(
+            store.acquire(&key, &configs[c], amount, at).await.unwrap(),
+            expected,
+            "{key}: {amount} at {now}"
+        );
+    }
+    let later = Timestamp(now + 120_000);
+    let full = reference
+        .iter()
+        .filter(|(k, st)| {
+            let c: usize = k.split("::").nth(1).unwrap().parse().unwrap();
+            full_at(&configs[c], st) <= later
+        })
+        .count();
+    assert_eq!(
+        store.purge_full_buckets(later).await.unwrap(),
+        u64::try_from(full).unwrap()
     );
 }
 
