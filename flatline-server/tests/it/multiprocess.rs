@@ -27,14 +27,37 @@ use tokio::process::{Child, Command};
 
 const REDIRECT: &str = "flatline://oidc/callback";
 
-/// A fresh, empty database: a new PostgreSQL database next to `TEST_POSTGRES_URL`.
+/// A fresh, empty database: a new PostgreSQL database `flatline_mp_<unix secs>_<uuid>` next to
+/// `TEST_POSTGRES_URL`. Databases of runs more than an hour old are dropped first (the name tells their age), so
+/// repeated runs do not pile them up on a shared server.
 async fn fresh_database() -> String {
-    let admin = std::env::var("TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let name = format!("flatline_mp_{}", uuid::Uuid::new_v4().simple());
+    let admin = crate::support::pg_url();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs();
+    let name = format!("flatline_mp_{now}_{}", uuid::Uuid::new_v4().simple());
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
         .await
         .expect("PostgreSQL for the multi-process tests");
+    let existing: Vec<String> = sqlx::query_scalar(
+        r"SELECT datname::TEXT FROM pg_database WHERE datname LIKE 'flatline\_mp\_%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("list databases");
+    for old in existing {
+        let created = old
+            .strip_prefix("flatline_mp_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        // Unparseable names are from older runs too; a database still in use is refused and left alone.
+        if created.is_none_or(|c| c + 3600 < now) {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {old}"))
+                .execute(&mut conn)
+                .await;
+        }
+    }
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut conn)
         .await

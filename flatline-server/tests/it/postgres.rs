@@ -530,29 +530,28 @@ async fn two_processes_racing_for_one_username_have_one_owner() {
 }
 
 /// With `sslmode=require` the store talks TLS to a server that offers it (managed PostgreSQL services demand it);
-/// against a server without TLS the same URL is refused rather than silently sent in the clear.
+/// against a server without TLS the same setting is refused rather than silently sent in the clear.
 #[tokio::test]
 async fn sslmode_require_uses_tls_or_refuses() {
-    let plain = pg_url();
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&plain)
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&pg_url())
         .await
         .unwrap();
     let offered: String = sqlx::query_scalar("SHOW ssl")
         .fetch_one(&mut conn)
         .await
         .unwrap();
-    let sep = if plain.contains('?') { '&' } else { '?' };
-    let config = DatabaseConfig {
-        url: format!("{plain}{sep}sslmode=require"),
-        ..DatabaseConfig::default()
-    };
-    match flatline_server::store::open(&config).await {
-        Ok(_) => {
+    // A fresh schema of its own, like every other test here; only the TLS mode differs.
+    let options = pg_schema()
+        .await
+        .ssl_mode(sqlx::postgres::PgSslMode::Require);
+    match PgStore::connect_with(options.clone(), &pg_test_settings()).await {
+        Ok(store) => {
             assert_eq!(
                 offered, "on",
-                "a TLS-only URL connected to a server without TLS"
+                "a TLS-only connection to a server without TLS"
             );
-            let mut tls = <sqlx::PgConnection as sqlx::Connection>::connect(&config.url)
+            store.migrate().await.unwrap();
+            let mut tls = <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)
                 .await
                 .unwrap();
             let encrypted: bool =
