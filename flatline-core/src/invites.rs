@@ -229,6 +229,25 @@ pub struct NewInvite {
     pub created_at: Timestamp,
 }
 
+impl NewInvite {
+    /// The invite as it stands right after it was stored: unused, unreserved, not revoked.
+    pub fn as_stored(&self) -> Invite {
+        Invite {
+            id: self.id,
+            code_hash: self.code_hash,
+            owner: self.owner,
+            max_uses: self.max_uses,
+            uses: 0,
+            pending: 0,
+            created_at: self.created_at,
+            expires_at: self.expires_at,
+            last_used_at: None,
+            revoked_at: None,
+            note: self.note.clone(),
+        }
+    }
+}
+
 /// One consumption: who was admitted by which invite, when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Redemption {

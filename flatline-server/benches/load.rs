@@ -171,6 +171,18 @@ struct Material {
     callers: Vec<SimClient>,
 }
 
+impl Material {
+    /// The identities of the in-process targets.
+    fn direct_targets(&self) -> Arc<Vec<ServiceId>> {
+        Arc::new(
+            self.direct
+                .iter()
+                .map(|(c, _)| ServiceId::Aci(c.aci))
+                .collect(),
+        )
+    }
+}
+
 fn account_with_keys(keys: u32) -> (SimClient, KeyUpload) {
     let client = SimClient::new(&OsRandom);
     let upload = KeyUpload {
@@ -633,12 +645,7 @@ async fn service_fetches(
         store.clone(),
         RateLimiters::new(store, clock, limits),
     ));
-    let targets: Arc<Vec<ServiceId>> = Arc::new(
-        m.direct
-            .iter()
-            .map(|(c, _)| ServiceId::Aci(c.aci))
-            .collect(),
-    );
+    let targets = m.direct_targets();
     let callers: Arc<Vec<DeviceCredentials>> = Arc::new(
         m.callers
             .iter()
@@ -688,12 +695,7 @@ async fn raw_takes(
     first: usize,
     n: usize,
 ) -> Outcome {
-    let targets: Arc<Vec<ServiceId>> = Arc::new(
-        m.direct
-            .iter()
-            .map(|(c, _)| ServiceId::Aci(c.aci))
-            .collect(),
-    );
+    let targets = m.direct_targets();
     drive(n, s.concurrency, move |i| {
         let (store, targets) = (store.clone(), targets.clone());
         async move {
@@ -717,12 +719,7 @@ async fn breakdown(
     store: Arc<dyn Store>,
 ) -> Vec<(&'static str, Outcome)> {
     let n = (s.fetches / 4).max(1);
-    let targets: Arc<Vec<ServiceId>> = Arc::new(
-        m.direct
-            .iter()
-            .map(|(c, _)| ServiceId::Aci(c.aci))
-            .collect(),
-    );
+    let targets = m.direct_targets();
     let callers: Arc<Vec<String>> = Arc::new(m.callers.iter().map(|c| c.aci.to_string()).collect());
     let mut out = vec![];
     let st = store.clone();

@@ -199,7 +199,7 @@ impl Invites {
             max_open: p.max_open_invites,
         };
         match self.store.create_invite_within(&new, limits).await? {
-            CreateOutcome::Created => Ok((stored(&new), code)),
+            CreateOutcome::Created => Ok((new.as_stored(), code)),
             CreateOutcome::OwnerGone => Err(InviteError::Disabled),
             // A concurrent creation took the last slot: report when the next one frees up.
             CreateOutcome::QuotaSpent | CreateOutcome::TooManyOpen => {
@@ -235,7 +235,7 @@ impl Invites {
             now,
         );
         self.store.create_invite(&new).await?;
-        Ok((stored(&new), code))
+        Ok((new.as_stored(), code))
     }
 
     fn new_invite(
@@ -449,21 +449,5 @@ impl Invites {
             Some(i) => Ok(self.state_of(&i, now).await? == InviteState::Active),
             None => Ok(false),
         }
-    }
-}
-
-fn stored(new: &NewInvite) -> Invite {
-    Invite {
-        id: new.id,
-        code_hash: new.code_hash,
-        owner: new.owner,
-        max_uses: new.max_uses,
-        uses: 0,
-        pending: 0,
-        created_at: new.created_at,
-        expires_at: new.expires_at,
-        last_used_at: None,
-        revoked_at: None,
-        note: new.note.clone(),
     }
 }

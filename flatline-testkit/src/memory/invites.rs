@@ -86,22 +86,6 @@ impl InviteState {
     }
 }
 
-fn stored(new: &NewInvite) -> Invite {
-    Invite {
-        id: new.id,
-        code_hash: new.code_hash,
-        owner: new.owner,
-        max_uses: new.max_uses,
-        uses: 0,
-        pending: 0,
-        created_at: new.created_at,
-        expires_at: new.expires_at,
-        last_used_at: None,
-        revoked_at: None,
-        note: new.note.clone(),
-    }
-}
-
 #[async_trait]
 impl InviteStore for MemoryStore {
     async fn create_invite_within(
@@ -131,27 +115,14 @@ impl InviteStore for MemoryStore {
             return Ok(CreateOutcome::TooManyOpen);
         }
         s.invites.by_code.insert(new.code_hash, new.id);
-        s.invites.invites.insert(new.id, stored(new));
+        s.invites.invites.insert(new.id, new.as_stored());
         Ok(CreateOutcome::Created)
     }
 
     async fn create_invite(&self, new: &NewInvite) -> StoreResult<()> {
         let mut s = self.state();
-        let invite = Invite {
-            id: new.id,
-            code_hash: new.code_hash,
-            owner: new.owner,
-            max_uses: new.max_uses,
-            uses: 0,
-            pending: 0,
-            created_at: new.created_at,
-            expires_at: new.expires_at,
-            last_used_at: None,
-            revoked_at: None,
-            note: new.note.clone(),
-        };
         s.invites.by_code.insert(new.code_hash, new.id);
-        s.invites.invites.insert(new.id, invite);
+        s.invites.invites.insert(new.id, new.as_stored());
         Ok(())
     }
 
