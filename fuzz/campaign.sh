@@ -2,7 +2,8 @@
 # Runs every cargo-fuzz target for a fixed wall-clock time and prints one summary line per target
 # (executions, coverage, features, corpus size) for docs/SECURITY.md. Needs nightly + cargo-fuzz.
 #   fuzz/campaign.sh [seconds-per-target] [parallel-jobs] [targets...]
-# New inputs go to a scratch corpus under $WORK (default /tmp/flatline-fuzz); the committed corpus is only read.
+# New inputs go to a scratch corpus under $WORK (default fuzz/target/campaign, ignored by git); the committed corpus
+# is only read.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-600}
@@ -10,7 +11,7 @@ JOBS=${2:-2}
 shift $(( $# > 2 ? 2 : $# )) || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || mapfile -t TARGETS < <(cargo +nightly fuzz list)
-WORK=${WORK:-/tmp/flatline-fuzz}
+WORK=${WORK:-$(pwd)/target/campaign}
 # Our code forbids `unsafe`, so a panic is the failure we look for; without ASan a run gets ~2x the executions.
 SANITIZER=${SANITIZER:-none}
 mkdir -p "$WORK/logs" "$WORK/artifacts"
