@@ -7,6 +7,7 @@
 pub mod account;
 pub mod accounts;
 pub mod auth;
+pub mod chat;
 pub mod contacts;
 pub mod credentials;
 pub mod crypto;
