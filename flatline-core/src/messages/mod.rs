@@ -234,6 +234,100 @@ pub fn check_devices(
     DeviceCheck::Ok
 }
 
+/// How a send is authenticated (M§2.1 steps 1–4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendAuth {
+    /// Basic auth as `aci.device`.
+    Identified,
+    /// `Unidentified-Access-Key` whose constant-time comparison with the destination's key gave `key_matches`.
+    Unidentified {
+        /// Result of the constant-time comparison (false when the destination has no key).
+        key_matches: bool,
+    },
+    /// `?story=true` without credentials.
+    Story,
+}
+
+/// The destination as loaded for a send decision (`None` fields mean "not loaded / not applicable").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationView {
+    /// The destination account exists.
+    pub exists: bool,
+    /// The destination was addressed by PNI.
+    pub is_pni: bool,
+    /// The destination is the sender's own account (identified sends only).
+    pub is_self: bool,
+    /// The destination allows unrestricted unidentified access.
+    pub unrestricted: bool,
+    /// The destination's contact policy is `invite_only`.
+    pub invite_only: bool,
+    /// The sender holds an *active* grant from the destination (quarantined, pending, denied → false).
+    pub sender_granted: bool,
+}
+
+/// The access decision taken before the device check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendAccess {
+    /// Go on to the device check; `sync` = send to own ACI (exclude the sending device, needsSync).
+    Proceed {
+        /// A sync send to the sender's own account.
+        sync: bool,
+    },
+    /// 200 without storing (story to a non-grantee of an invite_only account, or a story to a missing account).
+    DropSilently,
+    /// 401 (no existence oracle for unidentified sends).
+    Unauthorized,
+    /// 403 for a send to one's own PNI.
+    ForbiddenOwnPni,
+    /// 403 `contact_not_allowed` (API.md §10).
+    ContactNotAllowed,
+    /// 404 for an identified send to a missing account.
+    NotFound,
+}
+
+/// Decides access for a send (M§2.1 steps 1–4 and API.md §10 gating, before the device check).
+pub fn plan_access(auth: SendAuth, dest: DestinationView) -> SendAccess {
+    match auth {
+        SendAuth::Identified => {
+            if !dest.exists {
+                return SendAccess::NotFound;
+            }
+            if dest.is_self {
+                return if dest.is_pni {
+                    SendAccess::ForbiddenOwnPni
+                } else {
+                    SendAccess::Proceed { sync: true }
+                };
+            }
+            if dest.invite_only && !dest.sender_granted {
+                return SendAccess::ContactNotAllowed;
+            }
+            SendAccess::Proceed { sync: false }
+        }
+        SendAuth::Unidentified { key_matches } => {
+            if !dest.exists || dest.is_pni {
+                return SendAccess::Unauthorized;
+            }
+            // `unrestrictedUnidentifiedAccess` is ignored for invite_only accounts.
+            let unrestricted = dest.unrestricted && !dest.invite_only;
+            if unrestricted || key_matches {
+                SendAccess::Proceed { sync: false }
+            } else {
+                SendAccess::Unauthorized
+            }
+        }
+        SendAuth::Story => {
+            if !dest.exists {
+                return SendAccess::DropSilently;
+            }
+            if dest.invite_only && !dest.sender_granted {
+                return SendAccess::DropSilently;
+            }
+            SendAccess::Proceed { sync: false }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,6 +397,94 @@ mod tests {
         );
         let msgs = validate_messages(&[raw(1, 10, "AAAA"), raw(2, 20, "AAAA")]).unwrap();
         assert_eq!(check_devices(&msgs, &devices, None), DeviceCheck::Ok);
+    }
+
+    #[test]
+    fn access() {
+        let base = DestinationView {
+            exists: true,
+            is_pni: false,
+            is_self: false,
+            unrestricted: false,
+            invite_only: false,
+            sender_granted: false,
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, base),
+            SendAccess::Proceed { sync: false }
+        );
+        let gated = DestinationView {
+            invite_only: true,
+            ..base
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, gated),
+            SendAccess::ContactNotAllowed
+        );
+        let granted = DestinationView {
+            sender_granted: true,
+            ..gated
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, granted),
+            SendAccess::Proceed { sync: false }
+        );
+        let own = DestinationView {
+            is_self: true,
+            ..gated
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, own),
+            SendAccess::Proceed { sync: true }
+        );
+        let own_pni = DestinationView {
+            is_pni: true,
+            ..own
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, own_pni),
+            SendAccess::ForbiddenOwnPni
+        );
+        let missing = DestinationView {
+            exists: false,
+            ..base
+        };
+        assert_eq!(
+            plan_access(SendAuth::Identified, missing),
+            SendAccess::NotFound
+        );
+        assert_eq!(
+            plan_access(SendAuth::Unidentified { key_matches: true }, missing),
+            SendAccess::Unauthorized
+        );
+        assert_eq!(
+            plan_access(SendAuth::Unidentified { key_matches: false }, base),
+            SendAccess::Unauthorized
+        );
+        let open = DestinationView {
+            unrestricted: true,
+            ..base
+        };
+        assert_eq!(
+            plan_access(SendAuth::Unidentified { key_matches: false }, open),
+            SendAccess::Proceed { sync: false }
+        );
+        let open_gated = DestinationView {
+            invite_only: true,
+            ..open
+        };
+        assert_eq!(
+            plan_access(SendAuth::Unidentified { key_matches: false }, open_gated),
+            SendAccess::Unauthorized
+        );
+        assert_eq!(
+            plan_access(SendAuth::Story, gated),
+            SendAccess::DropSilently
+        );
+        assert_eq!(
+            plan_access(SendAuth::Story, granted),
+            SendAccess::Proceed { sync: false }
+        );
     }
 
     #[test]
