@@ -15,6 +15,7 @@ pub mod ids;
 pub mod invites;
 pub mod keys;
 pub mod manifest;
+pub mod messages;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;
