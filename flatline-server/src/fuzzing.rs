@@ -50,6 +50,7 @@ pub const TARGETS: &[Target] = &[
     ("jws", jws),
     ("json_bodies", json_bodies),
     ("manifest_verify", manifest_verify),
+    ("websocket_frame", websocket_frame),
 ];
 
 /// "Now" for every time-dependent check: 2026-11-01, so that committed seeds stay valid or expired as written.
@@ -538,6 +539,49 @@ pub fn manifest_verify(data: &[u8]) {
     }
 }
 
+/// The chat socket's frame decoder: never panics; an accepted frame re-encodes to a frame that decodes to the same
+/// value (header lines as parsed, empty bodies omitted).
+pub fn websocket_frame(data: &[u8]) {
+    use flatline_core::chat::{Frame, decode_frame, encode_request, encode_response, parse_header};
+    let Ok(frame) = decode_frame(data) else {
+        return;
+    };
+    let again = match &frame {
+        Frame::Request(r) => {
+            let headers: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            encode_request(r.id, &r.verb, &r.path, &headers, &r.body)
+        }
+        Frame::Response(r) => {
+            let headers: Vec<(&str, &str)> = r
+                .headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            match u16::try_from(r.status) {
+                Ok(status) => encode_response(r.id, status, &r.message, &headers, &r.body),
+                Err(_) => return,
+            }
+        }
+    };
+    assert_eq!(decode_frame(&again).as_ref(), Ok(&frame));
+    let headers = match &frame {
+        Frame::Request(r) => &r.headers,
+        Frame::Response(r) => &r.headers,
+    };
+    for (name, value) in headers {
+        assert!(!name.is_empty() && name.trim() == name && value.trim() == value);
+        assert!(!name.chars().any(|c| c.is_ascii_uppercase()));
+        assert_eq!(
+            parse_header(&format!("{name}:{value}")),
+            Some((name.clone(), value.clone()))
+        );
+    }
+}
+
 /// Hand-made seed inputs, valid and invalid, per target: `(target, file name, bytes)`. They are committed under
 /// `fuzz/corpus/<target>/` (regenerate with the ignored test `fuzz_corpus::write_seeds`) and also run directly by
 /// the corpus test. Built from fixed keys, so they are deterministic.
@@ -895,5 +939,32 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         b"flatline://server?url=%zz&fp=sha256:AAAA".to_vec(),
     );
     add("manifest_verify", "garbage", b"a.b.c".to_vec());
+    // websocket_frame
+    {
+        use flatline_core::chat::{encode_request, encode_response};
+        add(
+            "websocket_frame",
+            "request-id-0",
+            encode_request(
+                Some(0),
+                "GET",
+                "/v1/accounts/whoami",
+                &[("content-type", "application/json")],
+                b"",
+            ),
+        );
+        add(
+            "websocket_frame",
+            "request-no-id",
+            encode_request(None, "PUT", "/v1/messages/x", &[("X-Test", " a:b ")], b"{}"),
+        );
+        add(
+            "websocket_frame",
+            "response",
+            encode_response(7, 200, "OK", &[("Content-Length", "0")], b""),
+        );
+        add("websocket_frame", "type-only", vec![0x08, 0x01]);
+        add("websocket_frame", "junk", vec![0xff, 0xff, 0xff, 0x0f]);
+    }
     out
 }
