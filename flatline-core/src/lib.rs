@@ -3,6 +3,8 @@
 //! No HTTP, no SQL, no wall clock, no global state: time comes from a [`time::Clock`], randomness from a
 //! [`random::SecureRandom`], persistence from the traits in [`store`].
 #![warn(missing_docs)]
+// Input paths must not panic; tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod account;
 pub mod accounts;
