@@ -1,0 +1,42 @@
+//! zkgroup, the server half, byte-compatible with libsignal 0.103.0's `zkgroup`/`zkcredential`/
+//! `poksho` and written on crates.io `curve25519-dalek` (feature `lizard`), `sha2` and `hmac`.
+//!
+//! * [`sho`]: SHO-HMAC-SHA256 and SHO-SHA256, point/scalar squeezes.
+//! * `poksho`: Fiat–Shamir Schnorr proofs over named statements (prover and verifier).
+//! * [`ServerSecretParams`] / [`ServerPublicParams`] / [`GenericServerSecretParams`]: generation
+//!   from a 32-byte seed, exact serialization, notary signatures.
+//!
+//! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
+//! canonical scalars, valid points, no trailing bytes); every failure is a typed [`ZkError`].
+//! Nothing here panics on input.
+
+mod bytes;
+mod params;
+mod poksho;
+pub mod sho;
+
+pub use params::{
+    GENERIC_SERVER_PUBLIC_PARAMS_LEN, GENERIC_SERVER_SECRET_PARAMS_LEN, GenericServerPublicParams,
+    GenericServerSecretParams, NOTARY_SIGNATURE_LEN, SERVER_PUBLIC_PARAMS_LEN,
+    SERVER_SECRET_PARAMS_LEN, ServerPublicParams, ServerSecretParams,
+};
+
+/// Seconds in a day; credential times are day-aligned.
+pub const SECONDS_PER_DAY: u64 = 86_400;
+
+/// Why a zkgroup operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ZkError {
+    /// The bytes are not a valid serialization of the expected object.
+    #[error("zkgroup object could not be deserialized")]
+    Deserialization,
+    /// A proof, signature or token did not verify, or a time check failed.
+    #[error("zkgroup verification failure")]
+    Verification,
+    /// Internal inconsistency between a statement and its arguments (a bug, never input).
+    #[error("zkgroup proof arguments are inconsistent")]
+    BadArguments,
+}
+
+#[cfg(test)]
+mod tests;
