@@ -5,15 +5,26 @@
 //! * `poksho`: Fiat–Shamir Schnorr proofs over named statements (prover and verifier).
 //! * [`ServerSecretParams`] / [`ServerPublicParams`] / [`GenericServerSecretParams`]: generation
 //!   from a 32-byte seed, exact serialization, notary signatures.
+//! * zkcredential issuance: [`issue_auth_credential_with_pni_zkc`] (group auth) and
+//!   [`issue_call_link_auth_credential`].
 //!
 //! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
 //! canonical scalars, valid points, no trailing bytes); every failure is a typed [`ZkError`].
 //! Nothing here panics on input.
 
+mod auth;
 mod bytes;
+mod issuance;
 mod params;
 mod poksho;
 pub mod sho;
+mod uid;
+
+pub use auth::{
+    AUTH_CREDENTIAL_WITH_PNI_RESPONSE_LEN, CALL_LINK_AUTH_CREDENTIAL_RESPONSE_LEN,
+    issue_auth_credential_with_pni_zkc, issue_call_link_auth_credential,
+    receive_auth_credential_with_pni_zkc, receive_call_link_auth_credential,
+};
 
 pub use params::{
     GENERIC_SERVER_PUBLIC_PARAMS_LEN, GENERIC_SERVER_SECRET_PARAMS_LEN, GenericServerPublicParams,

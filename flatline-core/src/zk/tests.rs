@@ -175,3 +175,87 @@ fn params_parsers_reject_mutations() {
     bad_scalar[1..33].fill(0xff);
     assert!(ServerSecretParams::from_bytes(&bad_scalar).is_err());
 }
+
+// ---------------------------------------------------------------- step 3: auth credentials
+
+fn aci(s: &str) -> crate::ids::Aci {
+    s.parse().unwrap()
+}
+
+fn pni(s: &str) -> crate::ids::Pni {
+    s.strip_prefix("PNI:").unwrap().parse().unwrap()
+}
+
+#[test]
+fn auth_credential_with_pni_zkc_response_matches_vector() {
+    let v = &vectors()["auth_credential_with_pni_zkc"];
+    let params = server_params();
+    let (a, p) = (
+        aci(v["aci"].as_str().unwrap()),
+        pni(v["pni"].as_str().unwrap()),
+    );
+    let t = v["redemption_time"].as_u64().unwrap();
+    let response =
+        issue_auth_credential_with_pni_zkc(&params, a, p, t, &hex32(v, "randomness_hex")).unwrap();
+    let expected = b64(v, "response_b64");
+    assert_eq!(response.len(), AUTH_CREDENTIAL_WITH_PNI_RESPONSE_LEN);
+    assert_eq!(hex::encode(&response), hex::encode(&expected));
+
+    let public = params.public_params();
+    receive_auth_credential_with_pni_zkc(&public, a, p, t, &expected).unwrap();
+    // Wrong redemption time, wrong identities, mutated bytes: all rejected.
+    assert!(
+        receive_auth_credential_with_pni_zkc(&public, a, p, t + SECONDS_PER_DAY, &expected)
+            .is_err()
+    );
+    assert!(
+        receive_auth_credential_with_pni_zkc(&public, a, pni(&format!("PNI:{a}")), t, &expected)
+            .is_err()
+    );
+    for i in 0..expected.len() {
+        let mut bad = expected.clone();
+        bad[i] ^= 0x04;
+        assert!(
+            receive_auth_credential_with_pni_zkc(&public, a, p, t, &bad).is_err(),
+            "byte {i}"
+        );
+    }
+    assert!(receive_auth_credential_with_pni_zkc(&public, a, p, t, &expected[..424]).is_err());
+    let mut long = expected.clone();
+    long.push(0);
+    assert!(receive_auth_credential_with_pni_zkc(&public, a, p, t, &long).is_err());
+}
+
+#[test]
+fn auth_credential_rejects_unaligned_redemption_time() {
+    let params = server_params();
+    let a = aci("9d0652a3-dcc3-4d11-975f-74d61598733f");
+    let p = pni("PNI:f2a6c04e-0bd2-4a5c-b9a1-3b2f7e5d8c01");
+    assert_eq!(
+        issue_auth_credential_with_pni_zkc(&params, a, p, 1_767_225_601, &[7; 32]),
+        Err(ZkError::Verification)
+    );
+}
+
+#[test]
+fn call_link_auth_credential_response_matches_vector() {
+    let v = vectors();
+    let c = &v["call_link_auth_credential"];
+    let generic = GenericServerSecretParams::generate(&hex32(
+        &v["generic_server_secret_params"],
+        "randomness_hex",
+    ));
+    let a = aci(c["aci"].as_str().unwrap());
+    let t = c["redemption_time"].as_u64().unwrap();
+    let response =
+        issue_call_link_auth_credential(&generic, a, t, &hex32(c, "randomness_hex")).unwrap();
+    let expected = b64(c, "response_b64");
+    assert_eq!(response.len(), CALL_LINK_AUTH_CREDENTIAL_RESPONSE_LEN);
+    assert_eq!(hex::encode(&response), hex::encode(&expected));
+    let public = generic.public_params();
+    receive_call_link_auth_credential(&public, a, t, &expected).unwrap();
+    let mut bad = expected.clone();
+    bad[200] ^= 1;
+    assert!(receive_call_link_auth_credential(&public, a, t, &bad).is_err());
+    assert!(receive_call_link_auth_credential(&public, a, t + SECONDS_PER_DAY, &expected).is_err());
+}
