@@ -7,6 +7,8 @@
 //!   from a 32-byte seed, exact serialization, notary signatures.
 //! * zkcredential issuance: [`issue_auth_credential_with_pni_zkc`] (group auth) and
 //!   [`issue_call_link_auth_credential`].
+//! * Profiles: [`ProfileKeyCommitment`], [`ProfileKeyCredentialRequest`] (proof verified),
+//!   [`issue_expiring_profile_key_credential`].
 //!
 //! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
 //! canonical scalars, valid points, no trailing bytes); every failure is a typed [`ZkError`].
@@ -17,6 +19,7 @@ mod bytes;
 mod issuance;
 mod params;
 mod poksho;
+mod profile;
 pub mod sho;
 mod uid;
 
@@ -30,6 +33,11 @@ pub use params::{
     GENERIC_SERVER_PUBLIC_PARAMS_LEN, GENERIC_SERVER_SECRET_PARAMS_LEN, GenericServerPublicParams,
     GenericServerSecretParams, NOTARY_SIGNATURE_LEN, SERVER_PUBLIC_PARAMS_LEN,
     SERVER_SECRET_PARAMS_LEN, ServerPublicParams, ServerSecretParams,
+};
+pub use profile::{
+    EXPIRING_PROFILE_KEY_CREDENTIAL_RESPONSE_LEN, PROFILE_KEY_COMMITMENT_LEN,
+    PROFILE_KEY_CREDENTIAL_REQUEST_LEN, ProfileKeyCommitment, ProfileKeyCredentialRequest,
+    issue_expiring_profile_key_credential, verify_expiring_profile_key_credential_response,
 };
 
 /// Seconds in a day; credential times are day-aligned.

@@ -259,3 +259,104 @@ fn call_link_auth_credential_response_matches_vector() {
     assert!(receive_call_link_auth_credential(&public, a, t, &bad).is_err());
     assert!(receive_call_link_auth_credential(&public, a, t + SECONDS_PER_DAY, &expected).is_err());
 }
+
+// ---------------------------------------------------------------- step 4: profile key credentials
+
+#[test]
+fn expiring_profile_key_credential_response_matches_vector() {
+    let v = &vectors()["expiring_profile_key_credential"];
+    let params = server_params();
+    let a = aci(v["aci"].as_str().unwrap());
+    let commitment_bytes = b64(v, "commitment_b64");
+    let request_bytes = b64(v, "request_b64");
+    assert_eq!(commitment_bytes.len(), PROFILE_KEY_COMMITMENT_LEN);
+    assert_eq!(request_bytes.len(), PROFILE_KEY_CREDENTIAL_REQUEST_LEN);
+    let commitment = ProfileKeyCommitment::from_bytes(&commitment_bytes).unwrap();
+    assert_eq!(commitment.to_bytes(), commitment_bytes);
+    let request = ProfileKeyCredentialRequest::from_bytes(&request_bytes).unwrap();
+    request.verify(&commitment).unwrap();
+    let expiration = v["expiration"].as_u64().unwrap();
+    let response = issue_expiring_profile_key_credential(
+        &params,
+        &hex32(v, "randomness_hex"),
+        &request,
+        a,
+        &commitment,
+        expiration,
+    )
+    .unwrap();
+    let expected = b64(v, "response_b64");
+    assert_eq!(response.len(), EXPIRING_PROFILE_KEY_CREDENTIAL_RESPONSE_LEN);
+    assert_eq!(hex::encode(&response), hex::encode(&expected));
+    let public = params.public_params();
+    assert_eq!(
+        verify_expiring_profile_key_credential_response(&public, &request, a, &expected),
+        Ok(expiration)
+    );
+    let mut bad = expected.clone();
+    bad[300] ^= 1;
+    assert!(verify_expiring_profile_key_credential_response(&public, &request, a, &bad).is_err());
+}
+
+#[test]
+fn profile_key_request_mutations_rejected() {
+    let v = &vectors()["expiring_profile_key_credential"];
+    let commitment = ProfileKeyCommitment::from_bytes(&b64(v, "commitment_b64")).unwrap();
+    let request_bytes = b64(v, "request_b64");
+    for i in 0..request_bytes.len() {
+        let mut bad = request_bytes.clone();
+        bad[i] ^= 0x10;
+        let ok = ProfileKeyCredentialRequest::from_bytes(&bad).and_then(|r| r.verify(&commitment));
+        assert!(ok.is_err(), "byte {i}");
+    }
+    assert!(ProfileKeyCredentialRequest::from_bytes(&request_bytes[..328]).is_err());
+    let mut long = request_bytes.clone();
+    long.push(0);
+    assert!(ProfileKeyCredentialRequest::from_bytes(&long).is_err());
+    // The request does not verify against another commitment.
+    let mut other = b64(v, "commitment_b64");
+    other.swap(1, 33);
+    if let Ok(other) = ProfileKeyCommitment::from_bytes(&other) {
+        let request = ProfileKeyCredentialRequest::from_bytes(&request_bytes).unwrap();
+        assert_eq!(request.verify(&other), Err(ZkError::Verification));
+    }
+    let commitment_bytes = b64(v, "commitment_b64");
+    assert!(ProfileKeyCommitment::from_bytes(&commitment_bytes[..96]).is_err());
+}
+
+#[test]
+fn expiring_profile_key_credential_rejects_bad_request_and_unaligned_expiration() {
+    let v = &vectors()["expiring_profile_key_credential"];
+    let params = server_params();
+    let a = aci(v["aci"].as_str().unwrap());
+    let commitment = ProfileKeyCommitment::from_bytes(&b64(v, "commitment_b64")).unwrap();
+    let request = ProfileKeyCredentialRequest::from_bytes(&b64(v, "request_b64")).unwrap();
+    let expiration = v["expiration"].as_u64().unwrap();
+    assert_eq!(
+        issue_expiring_profile_key_credential(
+            &params,
+            &[1; 32],
+            &request,
+            a,
+            &commitment,
+            expiration + 1
+        ),
+        Err(ZkError::Verification)
+    );
+    let mut bad = b64(v, "request_b64");
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    if let Ok(bad) = ProfileKeyCredentialRequest::from_bytes(&bad) {
+        assert_eq!(
+            issue_expiring_profile_key_credential(
+                &params,
+                &[1; 32],
+                &bad,
+                a,
+                &commitment,
+                expiration
+            ),
+            Err(ZkError::Verification)
+        );
+    }
+}
