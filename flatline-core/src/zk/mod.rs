@@ -9,6 +9,7 @@
 //!   [`issue_call_link_auth_credential`].
 //! * Profiles: [`ProfileKeyCommitment`], [`ProfileKeyCredentialRequest`] (proof verified),
 //!   [`issue_expiring_profile_key_credential`].
+//! * Group send: [`GroupSendDerivedKeyPair`] per expiration day, [`GroupSendFullToken`] verification.
 //!
 //! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
 //! canonical scalars, valid points, no trailing bytes); every failure is a typed [`ZkError`].
@@ -16,6 +17,7 @@
 
 mod auth;
 mod bytes;
+mod group_send;
 mod issuance;
 mod params;
 mod poksho;
@@ -29,6 +31,10 @@ pub use auth::{
     receive_auth_credential_with_pni_zkc, receive_call_link_auth_credential,
 };
 
+pub use group_send::{
+    GROUP_SEND_DERIVED_KEY_PAIR_LEN, GROUP_SEND_FULL_TOKEN_LEN, GroupSendDerivedKeyPair,
+    GroupSendFullToken,
+};
 pub use params::{
     GENERIC_SERVER_PUBLIC_PARAMS_LEN, GENERIC_SERVER_SECRET_PARAMS_LEN, GenericServerPublicParams,
     GenericServerSecretParams, NOTARY_SIGNATURE_LEN, SERVER_PUBLIC_PARAMS_LEN,

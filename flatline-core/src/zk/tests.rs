@@ -360,3 +360,124 @@ fn expiring_profile_key_credential_rejects_bad_request_and_unaligned_expiration(
         );
     }
 }
+
+// ---------------------------------------------------------------- step 5: group send
+
+fn ids(v: &Value) -> Vec<crate::ids::ServiceId> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn group_send_full_token_verifies_for_vector_members() {
+    let v = &vectors()["group_send"];
+    let params = server_params();
+    let expiration = v["expiration"].as_u64().unwrap();
+    let key = GroupSendDerivedKeyPair::for_expiration(expiration, &params);
+    assert_eq!(
+        key.to_bytes().len(),
+        v["derived_key_pair_len"].as_u64().unwrap() as usize
+    );
+    let token_bytes = b64(v, "full_token_b64");
+    assert_eq!(token_bytes.len(), GROUP_SEND_FULL_TOKEN_LEN);
+    let token = GroupSendFullToken::from_bytes(&token_bytes).unwrap();
+    assert_eq!(token.to_bytes(), token_bytes);
+    assert_eq!(token.expiration(), expiration);
+    let now = v["verify_now"].as_u64().unwrap();
+    let members = ids(&v["full_token_verifies_for"]);
+    token.verify(&members, now, &key).unwrap();
+    // Order of members does not matter.
+    let reversed: Vec<_> = members.iter().rev().copied().collect();
+    token.verify(&reversed, now, &key).unwrap();
+    token.verify_with_params(&members, now, &params).unwrap();
+}
+
+#[test]
+fn group_send_full_token_rejects_wrong_members() {
+    let v = &vectors()["group_send"];
+    let params = server_params();
+    let token = GroupSendFullToken::from_bytes(&b64(v, "full_token_b64")).unwrap();
+    let now = v["verify_now"].as_u64().unwrap();
+    let all = ids(&v["members"]);
+    let good = ids(&v["full_token_verifies_for"]);
+    // The vector's wrong set: only the second member.
+    assert_eq!(
+        token.verify_with_params(&good[..1], now, &params),
+        Err(ZkError::Verification)
+    );
+    assert_eq!(
+        token.verify_with_params(&all, now, &params),
+        Err(ZkError::Verification)
+    );
+    assert_eq!(
+        token.verify_with_params(&[], now, &params),
+        Err(ZkError::Verification)
+    );
+    // The same UUID as a PNI is a different member.
+    let as_pni: Vec<_> = good
+        .iter()
+        .map(|m| crate::ids::ServiceId::Pni(crate::ids::Pni(m.uuid())))
+        .collect();
+    assert_eq!(
+        token.verify_with_params(&as_pni, now, &params),
+        Err(ZkError::Verification)
+    );
+}
+
+#[test]
+fn group_send_full_token_rejects_wrong_expiration() {
+    let v = &vectors()["group_send"];
+    let params = server_params();
+    let token_bytes = b64(v, "full_token_b64");
+    let token = GroupSendFullToken::from_bytes(&token_bytes).unwrap();
+    let members = ids(&v["full_token_verifies_for"]);
+    let expiration = v["expiration"].as_u64().unwrap();
+    // Expired: one second past the expiration (at the expiration itself it is still valid).
+    token
+        .verify_with_params(&members, expiration, &params)
+        .unwrap();
+    assert_eq!(
+        token.verify_with_params(&members, expiration + 1, &params),
+        Err(ZkError::Verification)
+    );
+    // A key for another day.
+    let other_day = GroupSendDerivedKeyPair::for_expiration(expiration + SECONDS_PER_DAY, &params);
+    assert_eq!(
+        token.verify(&members, expiration - 3600, &other_day),
+        Err(ZkError::Verification)
+    );
+    // The expiration field rewritten by the client: the token no longer verifies.
+    let mut moved = token_bytes.clone();
+    let n = moved.len();
+    moved[n - 8..].copy_from_slice(&(expiration + SECONDS_PER_DAY).to_le_bytes());
+    let moved = GroupSendFullToken::from_bytes(&moved).unwrap();
+    assert_eq!(
+        moved.verify_with_params(&members, expiration - 3600, &params),
+        Err(ZkError::Verification)
+    );
+}
+
+#[test]
+fn group_send_full_token_mutations_rejected() {
+    let v = &vectors()["group_send"];
+    let params = server_params();
+    let token_bytes = b64(v, "full_token_b64");
+    let members = ids(&v["full_token_verifies_for"]);
+    let now = v["verify_now"].as_u64().unwrap();
+    for i in 0..token_bytes.len() {
+        for bit in [0x01u8, 0x80] {
+            let mut bad = token_bytes.clone();
+            bad[i] ^= bit;
+            let r = GroupSendFullToken::from_bytes(&bad)
+                .and_then(|t| t.verify_with_params(&members, now, &params));
+            assert!(r.is_err(), "byte {i} bit {bit:#x}");
+        }
+    }
+    assert!(GroupSendFullToken::from_bytes(&token_bytes[..32]).is_err());
+    let mut long = token_bytes.clone();
+    long.push(0);
+    assert!(GroupSendFullToken::from_bytes(&long).is_err());
+}
