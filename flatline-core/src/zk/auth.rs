@@ -40,7 +40,7 @@ fn call_link_builder(aci: Aci, redemption_time: u64) -> IssuanceProofBuilder {
 }
 
 fn day_aligned(t: u64) -> Result<(), ZkError> {
-    if t % SECONDS_PER_DAY == 0 {
+    if t.is_multiple_of(SECONDS_PER_DAY) {
         Ok(())
     } else {
         Err(ZkError::Verification)

@@ -202,7 +202,7 @@ impl Statement {
         all_points: &[RistrettoPoint],
         message: &[u8],
     ) -> Result<(), ZkError> {
-        if proof.len() % 32 != 0 || proof.len() / 32 != self.scalars.len() + 1 {
+        if !proof.len().is_multiple_of(32) || proof.len() / 32 != self.scalars.len() + 1 {
             return Err(ZkError::Verification);
         }
         let mut scalars = Vec::with_capacity(proof.len() / 32);

@@ -193,7 +193,7 @@ pub fn issue_expiring_profile_key_credential(
     commitment: &ProfileKeyCommitment,
     expiration: u64,
 ) -> Result<Vec<u8>, ZkError> {
-    if expiration % SECONDS_PER_DAY != 0 {
+    if !expiration.is_multiple_of(SECONDS_PER_DAY) {
         return Err(ZkError::Verification);
     }
     let mut sho = sho_hmac(
@@ -308,7 +308,7 @@ pub fn verify_expiring_profile_key_credential_response(
     let expiration = r.u64()?;
     let proof = r.bytes()?;
     r.finish()?;
-    if expiration % SECONDS_PER_DAY != 0 {
+    if !expiration.is_multiple_of(SECONDS_PER_DAY) {
         return Err(ZkError::Verification);
     }
     let uid = UidStruct::new(ServiceId::Aci(aci));
