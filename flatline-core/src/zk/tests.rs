@@ -481,3 +481,104 @@ fn group_send_full_token_mutations_rejected() {
     long.push(0);
     assert!(GroupSendFullToken::from_bytes(&long).is_err());
 }
+
+// ---------------------------------------------------------------- the 20-case set
+
+const CASES: &str = include_str!("../../testdata/zkgroup_cases.json");
+
+/// Every object of `zkgroup_cases.json` (20 seeds, made by
+/// flatline-testkit/libsignal/gen_zkgroup_cases.mjs with libsignal 0.103.0), byte for byte.
+#[test]
+fn twenty_case_vector_set_is_byte_exact() {
+    let v: Value = serde_json::from_str(CASES).unwrap();
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 20);
+    for (i, c) in cases.iter().enumerate() {
+        let params = ServerSecretParams::generate(&hex32(c, "server_seed_hex"));
+        assert_eq!(
+            params.to_bytes(),
+            b64(c, "server_secret_params_b64"),
+            "case {i} secret"
+        );
+        let public = params.public_params();
+        assert_eq!(
+            public.to_bytes(),
+            b64(c, "server_public_params_b64"),
+            "case {i} public"
+        );
+
+        let msg = hex::decode(c["notary_message_hex"].as_str().unwrap()).unwrap();
+        let sig = params
+            .sign(&hex32(c, "notary_randomness_hex"), &msg)
+            .unwrap();
+        assert_eq!(
+            hex::encode(sig),
+            c["notary_signature_hex"].as_str().unwrap(),
+            "case {i} sig"
+        );
+
+        let generic = GenericServerSecretParams::generate(&hex32(c, "generic_seed_hex"));
+        assert_eq!(
+            generic.to_bytes(),
+            b64(c, "generic_secret_params_b64"),
+            "case {i} generic"
+        );
+        assert_eq!(
+            generic.public_params().to_bytes(),
+            b64(c, "generic_public_params_b64"),
+            "case {i} generic public"
+        );
+
+        let a = aci(c["aci"].as_str().unwrap());
+        let p = pni(c["pni"].as_str().unwrap());
+        let t = c["redemption_time"].as_u64().unwrap();
+        let auth =
+            issue_auth_credential_with_pni_zkc(&params, a, p, t, &hex32(c, "auth_randomness_hex"))
+                .unwrap();
+        assert_eq!(auth, b64(c, "auth_response_b64"), "case {i} auth");
+
+        let call_link =
+            issue_call_link_auth_credential(&generic, a, t, &hex32(c, "call_link_randomness_hex"))
+                .unwrap();
+        assert_eq!(
+            call_link,
+            b64(c, "call_link_response_b64"),
+            "case {i} call link"
+        );
+
+        let commitment =
+            ProfileKeyCommitment::from_bytes(&b64(c, "profile_commitment_b64")).unwrap();
+        let request =
+            ProfileKeyCredentialRequest::from_bytes(&b64(c, "profile_request_b64")).unwrap();
+        let profile = issue_expiring_profile_key_credential(
+            &params,
+            &hex32(c, "profile_randomness_hex"),
+            &request,
+            a,
+            &commitment,
+            c["profile_expiration"].as_u64().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(profile, b64(c, "profile_response_b64"), "case {i} profile");
+
+        let exp = c["group_send_expiration"].as_u64().unwrap();
+        let key = GroupSendDerivedKeyPair::for_expiration(exp, &params);
+        assert_eq!(
+            key.to_bytes(),
+            b64(c, "group_send_derived_key_pair_b64"),
+            "case {i} key"
+        );
+        let token = GroupSendFullToken::from_bytes(&b64(c, "group_send_full_token_b64")).unwrap();
+        let recipients = ids(&c["group_send_recipients"]);
+        let now = c["group_send_now"].as_u64().unwrap();
+        token.verify(&recipients, now, &key).unwrap();
+        assert!(
+            token.verify(&recipients[1..], now, &key).is_err(),
+            "case {i} subset"
+        );
+        assert!(
+            token.verify(&recipients, exp + 1, &key).is_err(),
+            "case {i} expired"
+        );
+    }
+}
