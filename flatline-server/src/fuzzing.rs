@@ -903,6 +903,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         trust_roots: manifest::TrustRoots {
             sealed_sender: STANDARD.encode(&ec),
             zk_params: None,
+            generic_zk_params: None,
         },
         identity_providers: vec![manifest::IdentityProvider {
             id: "idp".into(),

@@ -28,6 +28,7 @@ fn manifest(key: &InstanceSigningKey) -> Manifest {
         trust_roots: TrustRoots {
             sealed_sender: SealedSenderRoot::generate(&rng(9)).public_base64(),
             zk_params: None,
+            generic_zk_params: None,
         },
         identity_providers: vec![IdentityProvider {
             id: "main".into(),

@@ -9,6 +9,7 @@
 //!   [`issue_call_link_auth_credential`].
 //! * Profiles: [`ProfileKeyCommitment`], [`ProfileKeyCredentialRequest`] (proof verified),
 //!   [`issue_expiring_profile_key_credential`].
+//! * [`ZkParams`]: the instance key file holding both secret parameter sets.
 //! * Group send: [`GroupSendDerivedKeyPair`] per expiration day, [`GroupSendFullToken`] verification.
 //!
 //! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
@@ -19,6 +20,7 @@ mod auth;
 mod bytes;
 mod group_send;
 mod issuance;
+mod keyfile;
 mod params;
 mod poksho;
 mod profile;
@@ -35,6 +37,7 @@ pub use group_send::{
     GROUP_SEND_DERIVED_KEY_PAIR_LEN, GROUP_SEND_FULL_TOKEN_LEN, GroupSendDerivedKeyPair,
     GroupSendFullToken,
 };
+pub use keyfile::ZkParams;
 pub use params::{
     GENERIC_SERVER_PUBLIC_PARAMS_LEN, GENERIC_SERVER_SECRET_PARAMS_LEN, GenericServerPublicParams,
     GenericServerSecretParams, NOTARY_SIGNATURE_LEN, SERVER_PUBLIC_PARAMS_LEN,

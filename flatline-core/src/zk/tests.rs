@@ -582,3 +582,41 @@ fn twenty_case_vector_set_is_byte_exact() {
         );
     }
 }
+
+#[test]
+fn zk_params_key_file_round_trips() {
+    struct Counter(std::sync::atomic::AtomicU8);
+    impl crate::random::SecureRandom for Counter {
+        fn fill(&self, dest: &mut [u8]) {
+            let v = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            dest.fill(v);
+        }
+    }
+    let params = ZkParams::generate(&Counter(std::sync::atomic::AtomicU8::new(1)));
+    assert_eq!(
+        params.server.to_bytes(),
+        ServerSecretParams::generate(&[1; 32]).to_bytes()
+    );
+    assert_eq!(
+        params.generic.to_bytes(),
+        GenericServerSecretParams::generate(&[2; 32]).to_bytes()
+    );
+    let pem = params.to_pem();
+    let back = ZkParams::from_pem(&pem).unwrap();
+    assert_eq!(back.server.to_bytes(), params.server.to_bytes());
+    assert_eq!(back.generic.to_bytes(), params.generic.to_bytes());
+    assert_eq!(back.fingerprint(), params.fingerprint());
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(params.public_base64())
+            .unwrap()
+            .len(),
+        SERVER_PUBLIC_PARAMS_LEN
+    );
+    assert!(ZkParams::from_pem("nothing").is_err());
+    let truncated: String = pem.lines().filter(|l| !l.contains("GENERIC")).collect();
+    assert!(ZkParams::from_pem(&truncated).is_err());
+    // A corrupted blob is a wrong key, not a panic.
+    let corrupted = pem.replacen("-----\nA", "-----\nB", 1);
+    assert!(ZkParams::from_pem(&corrupted).is_err());
+}
