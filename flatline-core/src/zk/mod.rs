@@ -10,6 +10,7 @@
 //! * Profiles: [`ProfileKeyCommitment`], [`ProfileKeyCredentialRequest`] (proof verified),
 //!   [`issue_expiring_profile_key_credential`].
 //! * [`ZkParams`]: the instance key file holding both secret parameter sets.
+//! * [`service`]: the credential batch of `GET /v1/certificate/auth/group`.
 //! * Group send: [`GroupSendDerivedKeyPair`] per expiration day, [`GroupSendFullToken`] verification.
 //!
 //! Everything a client sends is parsed with the strict bincode rules of [`bytes`] (version byte,
@@ -24,6 +25,7 @@ mod keyfile;
 mod params;
 mod poksho;
 mod profile;
+pub mod service;
 pub mod sho;
 mod uid;
 

@@ -620,3 +620,32 @@ fn zk_params_key_file_round_trips() {
     let corrupted = pem.replacen("-----\nA", "-----\nB", 1);
     assert!(ZkParams::from_pem(&corrupted).is_err());
 }
+
+#[test]
+fn redemption_range_rules() {
+    use super::service::{GroupCredentialError, redemption_days};
+    let today = 1_767_225_600u64;
+    let now = today + 5000;
+    assert_eq!(redemption_days(today, today, now).unwrap(), vec![today]);
+    assert_eq!(
+        redemption_days(today, today + 7 * SECONDS_PER_DAY, now)
+            .unwrap()
+            .len(),
+        8
+    );
+    for (s, e) in [
+        (today, today + 8 * SECONDS_PER_DAY),
+        (today - SECONDS_PER_DAY, today),
+        (today + SECONDS_PER_DAY, today),
+        (today + 1, today + SECONDS_PER_DAY),
+        (today, today + SECONDS_PER_DAY - 1),
+    ] {
+        assert!(
+            matches!(
+                redemption_days(s, e, now),
+                Err(GroupCredentialError::InvalidRange(_))
+            ),
+            "{s}..{e}"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! What the chat server does with the zk parameters: the group auth credential batch of
+//! `GET /v1/certificate/auth/group` (API.md §14, M§3.6), with Signal-Server's range rules.
+
+use zeroize::Zeroizing;
+
+use super::{SECONDS_PER_DAY, ZkError, ZkParams};
+use super::{issue_auth_credential_with_pni_zkc, issue_call_link_auth_credential};
+use crate::ids::{Aci, Pni};
+use crate::random::{SecureRandom, random_array};
+
+/// The longest redemption range, in days past its start (the range is inclusive: at most 8 days).
+pub const MAX_REDEMPTION_DAYS: u64 = 7;
+
+/// Why a credential batch was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupCredentialError {
+    /// The redemption range breaks Signal-Server's rules (start/end day-aligned, start ≤ end, start not
+    /// before today, end at most 7 days after today).
+    #[error("invalid redemption range: {0}")]
+    InvalidRange(&'static str),
+    /// Issuance failed (a bug; never input).
+    #[error(transparent)]
+    Zk(#[from] ZkError),
+}
+
+/// One credential for one redemption day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCredential {
+    /// The day (epoch seconds, day-aligned).
+    pub redemption_time: u64,
+    /// The serialized response (AuthCredentialWithPniResponse or CallLinkAuthCredentialResponse).
+    pub credential: Vec<u8>,
+}
+
+/// The credential batch for a redemption range.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupCredentials {
+    /// One `AuthCredentialWithPniResponse` (zkc) per day.
+    pub credentials: Vec<DayCredential>,
+    /// One `CallLinkAuthCredentialResponse` per day.
+    pub call_link_auth_credentials: Vec<DayCredential>,
+}
+
+/// Checks a redemption range at `now` (epoch seconds): the days it covers.
+pub fn redemption_days(start: u64, end: u64, now: u64) -> Result<Vec<u64>, GroupCredentialError> {
+    let today = now - now % SECONDS_PER_DAY;
+    if !start.is_multiple_of(SECONDS_PER_DAY) || !end.is_multiple_of(SECONDS_PER_DAY) {
+        return Err(GroupCredentialError::InvalidRange(
+            "times must be day-aligned",
+        ));
+    }
+    if start > end {
+        return Err(GroupCredentialError::InvalidRange("start is after end"));
+    }
+    if start < today {
+        return Err(GroupCredentialError::InvalidRange("start is before today"));
+    }
+    if end > today + MAX_REDEMPTION_DAYS * SECONDS_PER_DAY {
+        return Err(GroupCredentialError::InvalidRange(
+            "end is more than 7 days after today",
+        ));
+    }
+    Ok((start..=end).step_by(SECONDS_PER_DAY as usize).collect())
+}
+
+/// Issues one group auth credential and one call-link auth credential per day of the range.
+pub fn issue_group_credentials(
+    params: &ZkParams,
+    aci: Aci,
+    pni: Pni,
+    start: u64,
+    end: u64,
+    now: u64,
+    rng: &dyn SecureRandom,
+) -> Result<GroupCredentials, GroupCredentialError> {
+    let days = redemption_days(start, end, now)?;
+    let mut credentials = Vec::with_capacity(days.len());
+    let mut call_link_auth_credentials = Vec::with_capacity(days.len());
+    for day in days {
+        let r: Zeroizing<[u8; 32]> = Zeroizing::new(random_array(rng));
+        credentials.push(DayCredential {
+            redemption_time: day,
+            credential: issue_auth_credential_with_pni_zkc(&params.server, aci, pni, day, &r)?,
+        });
+        let r: Zeroizing<[u8; 32]> = Zeroizing::new(random_array(rng));
+        call_link_auth_credentials.push(DayCredential {
+            redemption_time: day,
+            credential: issue_call_link_auth_credential(&params.generic, aci, day, &r)?,
+        });
+    }
+    Ok(GroupCredentials {
+        credentials,
+        call_link_auth_credentials,
+    })
+}
