@@ -91,8 +91,9 @@ pub struct GroupCredentials {
     pub pni: Pni,
 }
 
-/// Group auth and call-link auth credentials for each day of the range, checked by clients against the manifest's
-/// `trustRoots.zkParams` / `trustRoots.genericZkParams`.
+/// Group auth and call-link auth credentials, one of each per day of the range.
+///
+/// Clients check them against the manifest's `trustRoots.zkParams` / `trustRoots.genericZkParams`.
 #[utoipa::path(
     get,
     path = "/v1/certificate/auth/group",
