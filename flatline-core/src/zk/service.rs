@@ -1,11 +1,12 @@
 //! What the chat server does with the zk parameters: the group auth credential batch of
-//! `GET /v1/certificate/auth/group` (API.md §14, M§3.6), with Signal-Server's range rules.
+//! `GET /v1/certificate/auth/group` (API.md §14, M§3.6), with Signal-Server's range rules, and the
+//! `Group-Send-Token` check of sends and unversioned profile fetches (M§2.1, §2.5).
 
 use zeroize::Zeroizing;
 
-use super::{SECONDS_PER_DAY, ZkError, ZkParams};
+use super::{GroupSendFullToken, SECONDS_PER_DAY, ServerSecretParams, ZkError, ZkParams};
 use super::{issue_auth_credential_with_pni_zkc, issue_call_link_auth_credential};
-use crate::ids::{Aci, Pni};
+use crate::ids::{Aci, Pni, ServiceId};
 use crate::random::{SecureRandom, random_array};
 
 /// The longest redemption range, in days past its start (the range is inclusive: at most 8 days).
@@ -92,4 +93,37 @@ pub fn issue_group_credentials(
         credentials,
         call_link_auth_credentials,
     })
+}
+
+/// Why a `Group-Send-Token` header was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GroupSendTokenError {
+    /// Not standard base64 of a serialized `GroupSendFullToken` (Signal-Server: header conversion fails, 400).
+    #[error("Group-Send-Token is not a serialized GroupSendFullToken")]
+    Malformed,
+    /// Expired, or not for exactly these recipients (Signal-Server: 401).
+    #[error("Group-Send-Token does not verify")]
+    Invalid,
+}
+
+/// Parses the `Group-Send-Token` header value (standard base64, padding required).
+pub fn parse_group_send_token(header: &str) -> Result<GroupSendFullToken, GroupSendTokenError> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(header.trim())
+        .map_err(|_| GroupSendTokenError::Malformed)?;
+    GroupSendFullToken::from_bytes(&bytes).map_err(|_| GroupSendTokenError::Malformed)
+}
+
+/// Verifies a token for a send to `recipients` at `now` (epoch seconds), with the day's key derived from `params`
+/// (`GroupSendFullToken.verify(serviceIds, now, GroupSendDerivedKeyPair.forExpiration(exp, params))`).
+pub fn verify_group_send_token(
+    params: &ServerSecretParams,
+    token: &GroupSendFullToken,
+    recipients: &[ServiceId],
+    now: u64,
+) -> Result<(), GroupSendTokenError> {
+    token
+        .verify_with_params(recipients, now, params)
+        .map_err(|_| GroupSendTokenError::Invalid)
 }

@@ -649,3 +649,33 @@ fn redemption_range_rules() {
         );
     }
 }
+
+#[test]
+fn group_send_token_header_checks() {
+    use super::service::{GroupSendTokenError, parse_group_send_token, verify_group_send_token};
+    let v = &vectors()["group_send"];
+    let params = server_params();
+    let header = v["full_token_b64"].as_str().unwrap();
+    let token = parse_group_send_token(header).unwrap();
+    let members = ids(&v["full_token_verifies_for"]);
+    let now = v["verify_now"].as_u64().unwrap();
+    assert_eq!(
+        verify_group_send_token(&params, &token, &members, now),
+        Ok(())
+    );
+    assert_eq!(
+        verify_group_send_token(&params, &token, &members[..1], now),
+        Err(GroupSendTokenError::Invalid)
+    );
+    assert_eq!(
+        verify_group_send_token(&params, &token, &members, token.expiration() + 1),
+        Err(GroupSendTokenError::Invalid)
+    );
+    for bad in ["", "!!!", "AAAA", &header[..header.len() - 4]] {
+        assert_eq!(
+            parse_group_send_token(bad).err(),
+            Some(GroupSendTokenError::Malformed),
+            "{bad}"
+        );
+    }
+}

@@ -21,10 +21,6 @@ pub(crate) fn service_id_binary(id: ServiceId) -> Vec<u8> {
     }
 }
 
-fn seed_m1() -> ShoHmacSha256 {
-    ShoHmacSha256::new(b"Signal_ZKGroup_20200424_UID_CalcM1")
-}
-
 /// `M1` of a service id, from a clone of the prepared seed (the group-send sum hashes many).
 pub(crate) fn calc_m1_from(seed: &ShoHmacSha256, id: ServiceId) -> RistrettoPoint {
     let mut sho = seed.clone();
@@ -32,9 +28,9 @@ pub(crate) fn calc_m1_from(seed: &ShoHmacSha256, id: ServiceId) -> RistrettoPoin
     Sho::get_point(&mut sho)
 }
 
-/// The seed SHO of `M1`.
+/// The seed SHO of `M1` (cloned per service id).
 pub(crate) fn m1_seed() -> ShoHmacSha256 {
-    seed_m1()
+    ShoHmacSha256::new(b"Signal_ZKGroup_20200424_UID_CalcM1")
 }
 
 /// The two attribute points of a service id.
@@ -46,7 +42,7 @@ pub(crate) struct UidStruct {
 
 impl UidStruct {
     pub(crate) fn new(id: ServiceId) -> Self {
-        let M1 = calc_m1_from(&seed_m1(), id);
+        let M1 = calc_m1_from(&m1_seed(), id);
         let M2 = RistrettoPoint::lizard_encode::<Sha256>(id.uuid().as_bytes());
         Self { M1, M2 }
     }
