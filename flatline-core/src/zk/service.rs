@@ -127,3 +127,58 @@ pub fn verify_group_send_token(
         .verify_with_params(recipients, now, params)
         .map_err(|_| GroupSendTokenError::Invalid)
 }
+
+/// Days an expiring profile key credential is valid for (Signal-Server: now + 7 days, truncated to the day).
+pub const PROFILE_KEY_CREDENTIAL_DAYS: u64 = 7;
+
+/// The expiration Signal-Server gives a profile key credential issued at `now` (epoch seconds).
+pub fn profile_key_credential_expiration(now: u64) -> u64 {
+    let e = now.saturating_add(PROFILE_KEY_CREDENTIAL_DAYS * SECONDS_PER_DAY);
+    e - e % SECONDS_PER_DAY
+}
+
+/// Why no profile key credential was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProfileCredentialError {
+    /// The request is not hex of a serialized `ProfileKeyCredentialRequest` (Signal-Server: 400).
+    #[error("credential request is not a ProfileKeyCredentialRequest")]
+    InvalidRequest,
+    /// The request's proof does not match the profile's commitment (Signal-Server: 400).
+    #[error("credential request does not match the profile key commitment")]
+    Verification,
+    /// The stored commitment does not parse (it was validated when the profile was written: a bug).
+    #[error("stored profile key commitment is invalid")]
+    InvalidCommitment,
+}
+
+/// `GET /v1/profile/{aci}/{version}/{credentialRequest}?credentialType=expiringProfileKey`: verifies the request
+/// (lower- or upper-case hex) against the stored commitment of that profile version and issues an
+/// `ExpiringProfileKeyCredentialResponse` expiring [`profile_key_credential_expiration`]`(now)`.
+pub fn issue_profile_key_credential(
+    params: &ServerSecretParams,
+    aci: Aci,
+    stored_commitment: &[u8],
+    request_hex: &str,
+    now: u64,
+    rng: &dyn SecureRandom,
+) -> Result<Vec<u8>, ProfileCredentialError> {
+    let request = hex::decode(request_hex)
+        .ok()
+        .and_then(|b| super::ProfileKeyCredentialRequest::from_bytes(&b).ok())
+        .ok_or(ProfileCredentialError::InvalidRequest)?;
+    let commitment = super::ProfileKeyCommitment::from_bytes(stored_commitment)
+        .map_err(|_| ProfileCredentialError::InvalidCommitment)?;
+    let r: Zeroizing<[u8; 32]> = Zeroizing::new(random_array(rng));
+    super::issue_expiring_profile_key_credential(
+        params,
+        &r,
+        &request,
+        aci,
+        &commitment,
+        profile_key_credential_expiration(now),
+    )
+    .map_err(|e| match e {
+        ZkError::Verification => ProfileCredentialError::Verification,
+        _ => ProfileCredentialError::InvalidRequest,
+    })
+}

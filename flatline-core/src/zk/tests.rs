@@ -679,3 +679,75 @@ fn group_send_token_header_checks() {
         );
     }
 }
+
+#[test]
+fn profile_key_credential_service_rules() {
+    use super::service::{
+        ProfileCredentialError, issue_profile_key_credential, profile_key_credential_expiration,
+    };
+    struct Fixed;
+    impl crate::random::SecureRandom for Fixed {
+        fn fill(&self, dest: &mut [u8]) {
+            dest.fill(9);
+        }
+    }
+    let v = &vectors()["expiring_profile_key_credential"];
+    let params = server_params();
+    let a = aci(v["aci"].as_str().unwrap());
+    let commitment = b64(v, "commitment_b64");
+    let request_hex = hex::encode(b64(v, "request_b64"));
+    let day = 1_767_225_600u64;
+    assert_eq!(
+        profile_key_credential_expiration(day + 3600),
+        day + 7 * SECONDS_PER_DAY
+    );
+    assert_eq!(
+        profile_key_credential_expiration(day),
+        day + 7 * SECONDS_PER_DAY
+    );
+    let response =
+        issue_profile_key_credential(&params, a, &commitment, &request_hex, day + 3600, &Fixed)
+            .unwrap();
+    let request = ProfileKeyCredentialRequest::from_bytes(&b64(v, "request_b64")).unwrap();
+    assert_eq!(
+        verify_expiring_profile_key_credential_response(
+            &params.public_params(),
+            &request,
+            a,
+            &response
+        ),
+        Ok(day + 7 * SECONDS_PER_DAY)
+    );
+    // Upper-case hex is hex too.
+    assert!(
+        issue_profile_key_credential(
+            &params,
+            a,
+            &commitment,
+            &request_hex.to_uppercase(),
+            day,
+            &Fixed
+        )
+        .is_ok()
+    );
+    for bad in ["", "zz", &request_hex[..request_hex.len() - 2]] {
+        assert_eq!(
+            issue_profile_key_credential(&params, a, &commitment, bad, day, &Fixed),
+            Err(ProfileCredentialError::InvalidRequest)
+        );
+    }
+    let other = b64(
+        &vectors()["expiring_profile_key_credential"],
+        "commitment_b64",
+    );
+    let mut other_commitment = other.clone();
+    other_commitment[1..33].copy_from_slice(&b64(v, "request_b64")[1..33]);
+    assert_eq!(
+        issue_profile_key_credential(&params, a, &other_commitment, &request_hex, day, &Fixed),
+        Err(ProfileCredentialError::Verification)
+    );
+    assert_eq!(
+        issue_profile_key_credential(&params, a, &commitment[..96], &request_hex, day, &Fixed),
+        Err(ProfileCredentialError::InvalidCommitment)
+    );
+}
