@@ -189,8 +189,12 @@ fn libsignal_dir() -> Option<PathBuf> {
 }
 
 fn run_libsignal(dir: &Path, input: &Value) -> Value {
+    run_script(dir, "zk_receive.mjs", input)
+}
+
+fn run_script(dir: &Path, script: &str, input: &Value) -> Value {
     let mut child = std::process::Command::new("node")
-        .arg("zk_receive.mjs")
+        .arg(script)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -236,4 +240,63 @@ async fn libsignal_client_receives_the_credentials_with_the_manifest_params() {
     // For someone else's ACI the issuance proofs do not verify.
     let out = run_libsignal(&dir, &input(uuid::Uuid::new_v4().to_string()));
     assert_eq!(out["ok"], false, "{out}");
+}
+
+/// libsignal loads the server's generated `ServerSecretParams` (from its key file), issues group send endorsements
+/// with them as a group server would, and the client's combined token verifies on our side for exactly the other
+/// members, and not once expired.
+#[tokio::test]
+async fn libsignal_group_send_token_from_the_key_file_params_verifies() {
+    use flatline_core::ids::ServiceId;
+    use flatline_core::zk::service::{
+        GroupSendTokenError, parse_group_send_token, verify_group_send_token,
+    };
+    let Some(dir) = libsignal_dir() else { return };
+    let app = app_with_trust().await;
+    let trust = app.state.trust.clone().unwrap();
+    let key_file = std::fs::read_to_string(app.state.config.zk_params_path()).unwrap();
+    let params = flatline_core::zk::ZkParams::from_pem(&key_file).unwrap();
+    assert_eq!(params.fingerprint(), trust.zk().fingerprint());
+    let now = u64::try_from(app.clock.now().as_secs()).unwrap();
+    let expiration = today(&app) + 2 * DAY;
+    let members: Vec<ServiceId> = [
+        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::new_v4().to_string(),
+        format!("PNI:{}", uuid::Uuid::new_v4()),
+        uuid::Uuid::new_v4().to_string(),
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let out = run_script(
+        &dir,
+        "zk_group_send.mjs",
+        &json!({
+            "serverSecretParams": STANDARD.encode(params.server.to_bytes()),
+            "members": members.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "expiration": expiration,
+            "now": now,
+        }),
+    );
+    assert_eq!(out["ok"], true, "{out}");
+    let token = parse_group_send_token(out["token"].as_str().unwrap()).unwrap();
+    assert_eq!(token.expiration(), expiration);
+    let recipients = &members[1..];
+    let server = &trust.zk().server;
+    assert_eq!(
+        verify_group_send_token(server, &token, recipients, now),
+        Ok(())
+    );
+    assert_eq!(
+        verify_group_send_token(server, &token, &members, now),
+        Err(GroupSendTokenError::Invalid)
+    );
+    assert_eq!(
+        verify_group_send_token(server, &token, &recipients[1..], now),
+        Err(GroupSendTokenError::Invalid)
+    );
+    assert_eq!(
+        verify_group_send_token(server, &token, recipients, expiration + 1),
+        Err(GroupSendTokenError::Invalid)
+    );
 }
