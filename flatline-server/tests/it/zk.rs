@@ -300,3 +300,63 @@ async fn libsignal_group_send_token_from_the_key_file_params_verifies() {
         Err(GroupSendTokenError::Invalid)
     );
 }
+
+/// A libsignal client's profile key credential request, issued by the core service with the instance's params
+/// (what the versioned profile GET will call), is received by libsignal against the manifest's `zkParams`.
+#[tokio::test]
+async fn libsignal_receives_an_expiring_profile_key_credential() {
+    use std::io::{BufRead as _, BufReader};
+
+    use flatline_core::zk::service::issue_profile_key_credential;
+    let Some(dir) = libsignal_dir() else { return };
+    let app = app_with_trust().await;
+    let trust = app.state.trust.clone().unwrap();
+    let claims = manifest_claims(&app).await;
+    let aci = flatline_core::ids::Aci(uuid::Uuid::new_v4());
+    let mut child = std::process::Command::new("node")
+        .arg("zk_profile.mjs")
+        .current_dir(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("node on PATH");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"serverPublicParams": claims["trustRoots"]["zkParams"], "aci": aci.to_string()})
+    )
+    .unwrap();
+    stdout.read_line(&mut line).unwrap();
+    let request: Value = serde_json::from_str(&line).unwrap();
+    let commitment = STANDARD
+        .decode(request["commitment"].as_str().unwrap())
+        .unwrap();
+    let now = u64::try_from(app.clock.now().as_secs()).unwrap();
+    let response = issue_profile_key_credential(
+        &trust.zk().server,
+        aci,
+        &commitment,
+        request["request"].as_str().unwrap(),
+        now,
+        app.rng.as_ref(),
+    )
+    .unwrap();
+    writeln!(
+        stdin,
+        "{}",
+        json!({"response": STANDARD.encode(&response), "now": now})
+    )
+    .unwrap();
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    let out: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(out["ok"], true, "{out}");
+    let expiration = now + 7 * DAY;
+    assert_eq!(out["expiration"], expiration - expiration % DAY);
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
