@@ -71,11 +71,20 @@ impl GroupSendDerivedKeyPair {
     }
 }
 
-/// A `Group-Send-Token`: proof that the sender is in a group with every recipient.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A `Group-Send-Token`: proof that the sender is in a group with every recipient. A bearer credential until it
+/// expires, so `Debug` shows only its expiration.
+#[derive(Clone, PartialEq, Eq)]
 pub struct GroupSendFullToken {
     raw_token: Vec<u8>,
     expiration: u64,
+}
+
+impl core::fmt::Debug for GroupSendFullToken {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("GroupSendFullToken")
+            .field("expiration", &self.expiration)
+            .finish_non_exhaustive()
+    }
 }
 
 impl GroupSendFullToken {
