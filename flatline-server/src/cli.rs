@@ -270,6 +270,12 @@ fn keys_init(config: &Config) -> i32 {
                     keys.sealed_sender_state,
                     keys.sealed_sender.fingerprint(),
                 ),
+                (
+                    "zkgroup server params",
+                    config.zk_params_path(),
+                    keys.zk_state,
+                    keys.zk.fingerprint(),
+                ),
             ] {
                 let state = match state {
                     KeyFileState::Created => "created",

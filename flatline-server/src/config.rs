@@ -594,6 +594,10 @@ pub struct InstanceConfig {
     /// The sealed-sender trust root (X25519, PEM PKCS#8). Default `flatline-sealed-sender.key` next to the signing
     /// key's default place. Created with mode 0600 when absent.
     pub sealed_sender_key_file: Option<PathBuf>,
+    /// The zkgroup server secret params and generic server secret params (group, profile-key and call-link
+    /// credentials, group send endorsements). Default `flatline-zkgroup.key` next to the signing key's default
+    /// place. Created with mode 0600 when absent.
+    pub zk_params_file: Option<PathBuf>,
     /// Days a signed manifest stays valid; the server re-signs when less than half is left. Default 30.
     pub manifest_lifetime_days: u32,
     /// Service endpoint URLs by name. Default: `chat` = `server.public_url`.
@@ -611,6 +615,7 @@ impl Default for InstanceConfig {
             name: "Flatline".into(),
             signing_key_file: None,
             sealed_sender_key_file: None,
+            zk_params_file: None,
             manifest_lifetime_days: 30,
             endpoints: BTreeMap::new(),
             tls_certificates: vec![],
@@ -651,6 +656,14 @@ impl Config {
             .sealed_sender_key_file
             .clone()
             .unwrap_or_else(|| self.key_dir().join("flatline-sealed-sender.key"))
+    }
+
+    /// The zkgroup parameters key file.
+    pub fn zk_params_path(&self) -> PathBuf {
+        self.instance
+            .zk_params_file
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join("flatline-zkgroup.key"))
     }
 
     /// The manifest's endpoints: the configured ones, or `chat` = `server.public_url`.
@@ -704,6 +717,13 @@ impl Config {
             return Err(invalid(
                 "instance.sealed_sender_key_file",
                 "must differ from instance.signing_key_file",
+            ));
+        }
+        let zk = self.zk_params_path();
+        if zk == self.signing_key_path() || zk == self.sealed_sender_key_path() {
+            return Err(invalid(
+                "instance.zk_params_file",
+                "must differ from instance.signing_key_file and instance.sealed_sender_key_file",
             ));
         }
         Ok(())

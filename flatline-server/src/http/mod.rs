@@ -16,6 +16,7 @@ pub mod registration;
 pub mod usernames;
 pub mod verification;
 pub mod wire;
+pub mod zk;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -218,6 +219,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(contacts::routes())
         .merge(invites::routes())
         .merge(manifest::routes())
+        .merge(zk::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

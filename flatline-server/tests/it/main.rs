@@ -23,3 +23,4 @@ mod server;
 mod sqlite;
 mod support;
 mod usernames;
+mod zk;
