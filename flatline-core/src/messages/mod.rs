@@ -1,7 +1,6 @@
 //! Messages (issue 17): the envelope protobuf, validated incoming sends and the pure send decision of M§2.1.
 //!
-//! Only the store-independent part is here so far: storage (`store.rs`) and the service (`service.rs`) are
-//! still to be written.
+//! Storage of the per-device queues is behind [`store::MessageStore`]; the send service is [`service`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +9,9 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::ids::DeviceId;
+
+pub mod service;
+pub mod store;
 
 /// Largest decoded `content` of one message (M§2.6): larger → 413.
 pub const MAX_CONTENT_BYTES: usize = 256 * 1024;
