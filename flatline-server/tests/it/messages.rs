@@ -956,3 +956,52 @@ async fn spam_reports_are_recorded_for_the_operator() {
         assert_code(&r, 401, "unauthorized");
     }
 }
+
+#[tokio::test]
+async fn the_operator_cli_lists_spam_reports() {
+    use flatline_core::messages::MessageGuid;
+    use flatline_core::messages::store::SpamReport;
+    use flatline_core::store::MessageStore as _;
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("messages-cli")
+        .join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("flatline.db").display());
+    let store = flatline_server::store::sqlite::SqliteStore::open(&url, 2, 5000)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let rng = flatline_testkit::SeededRng::new(5);
+    let report = SpamReport {
+        reporter: Aci::random(&rng),
+        source: Aci::random(&rng),
+        guid: MessageGuid(uuid::Uuid::new_v4()),
+        token: Some(vec![1, 2, 3]),
+        reported_at: flatline_core::time::Timestamp::from_secs(1_800_000_000),
+    };
+    store.record_spam_report(&report).await.unwrap();
+    let mut config = Config::default();
+    config.database.url = url;
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+        .env_clear()
+        .arg("--config")
+        .arg(&path)
+        .args(["messages", "reports", "--limit", "5"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "1800000000\t{}\t{}\t{}\ttoken\n",
+            report.reporter, report.source, report.guid.0
+        )
+    );
+}
