@@ -1005,3 +1005,81 @@ async fn the_operator_cli_lists_spam_reports() {
         )
     );
 }
+
+/// Two real npm libsignal-client 0.103.0 clients (flatline-testkit/libsignal/messages.mjs) against the server on a
+/// real socket: prekey upload, bundle fetch, PQXDH, a PreKey message and a Whisper reply sent with PUT, fetched
+/// with GET /v1/messages, decrypted and acknowledged (with the delivery receipt), then a sealed-sender message
+/// sent with the recipient's real access key and opened. Needs `node` and `npm ci --prefix
+/// flatline-testkit/libsignal` (`.ci/run` does both); `TESTS_SKIP_NODE=1` skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_libsignal_clients_exchange_messages() {
+    if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
+        eprintln!("TESTS_SKIP_NODE=1: skipping the libsignal messaging test");
+        return;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/libsignal");
+    assert!(
+        dir.join("node_modules/@signalapp/libsignal-client")
+            .is_dir(),
+        "the libsignal test clients are missing: run `npm ci --prefix flatline-testkit/libsignal` \
+         (or set TESTS_SKIP_NODE=1)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.registration.principal_secret_file = work.path().join("principal.key");
+    let store = crate::support::sqlite_store().await;
+    let clock = Arc::new(flatline_testkit::MockClock::default());
+    let rng = Arc::new(flatline_testkit::SeededRng::new(3));
+    let state =
+        flatline_server::http::AppState::new(config, store.clone(), clock.clone(), rng.clone())
+            .unwrap();
+    let mut users = vec![];
+    for name in ["alice", "bob"] {
+        let client = SimClient::new(rng.as_ref());
+        let new = client.new_account(name, rng.as_ref(), clock.now());
+        state.store.create_account(new).await.unwrap();
+        users.push(json!({
+            "aci": client.aci.to_string(),
+            "password": client.password,
+            "identityPrivate": STANDARD.encode(client.aci_identity.private_key.serialize()),
+            "registrationId": REG,
+        }));
+    }
+    let listeners = flatline_server::serve::bind(&state.config).await.unwrap();
+    let addr = listeners.main.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(flatline_server::serve::run(state, listeners, async {
+        let _ = stopped.await;
+    }));
+    let config_file = work.path().join("clients.json");
+    std::fs::write(
+        &config_file,
+        json!({"base": format!("http://{addr}"), "alice": users[0], "bob": users[1]}).to_string(),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new("node")
+        .arg(dir.join("messages.mjs"))
+        .arg(&config_file)
+        .current_dir(&dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node (Node.js 20) on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "libsignal clients failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["ok"], true);
+    assert_eq!(report["steps"].as_array().unwrap().len(), 4, "{report}");
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), server)
+        .await
+        .expect("stops")
+        .unwrap()
+        .unwrap();
+}
