@@ -129,10 +129,13 @@ struct SendQuery {
 #[serde(rename_all = "camelCase")]
 struct IncomingMessageDto {
     /// Envelope type: 1 ciphertext, 3 prekey bundle, 6 sealed sender, 8 plaintext content.
+    #[schema(value_type = i32, example = 1)]
     r#type: i64,
     /// Destination device id (1..=127), each at most once.
+    #[schema(minimum = 1, maximum = 127)]
     destination_device_id: i64,
     /// The device's registration id for the addressed identity (ACI or PNI).
+    #[schema(minimum = 0, maximum = 4294967295_i64)]
     destination_registration_id: i64,
     /// The ciphertext, standard base64 (padding optional), 1 byte to 256 KiB decoded.
     content: String,
@@ -145,6 +148,7 @@ struct IncomingMessageListDto {
     /// One message per destination device (an empty list is a sync with no other device).
     messages: Option<Vec<IncomingMessageDto>>,
     /// Client timestamp in milliseconds (0..=8640000000000000); 0 or absent means the server's time.
+    #[schema(minimum = 0, maximum = 8_640_000_000_000_000_i64)]
     timestamp: Option<i64>,
     /// Ephemeral: delivered only to devices connected now, never stored. Default false.
     online: Option<bool>,
@@ -175,7 +179,8 @@ fn incoming_error(e: IncomingError) -> Response {
     security(("basicAuth" = []), ("unidentifiedAccessKey" = []), ()),
     params(
         ("destination" = String, Path, description = "The destination: an ACI, or `PNI:` followed by a PNI",
-            example = "9d0652a3-dcc3-4d11-975f-74d61598733f"),
+            example = "9d0652a3-dcc3-4d11-975f-74d61598733f",
+            pattern = "^(PNI:)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         SendQuery,
     ),
     request_body = IncomingMessageListDto,
