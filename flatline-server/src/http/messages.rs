@@ -7,6 +7,7 @@
 //! `validation_failed`; 429 `rate_limited` / `queue_full` with `Retry-After`.
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -445,8 +446,19 @@ async fn report_spam(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Path((aci, guid)): Path<(String, String)>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body too large",
+            )
+        } else {
+            ApiError::bad_request("invalid_json", e.body_text())
+        }
+    })?;
     let source: Aci = aci
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_aci", "not an ACI"))?;

@@ -1083,3 +1083,45 @@ async fn real_libsignal_clients_exchange_messages() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_send_to_six_devices_at_the_size_limit_fits_the_body_limit() {
+    let app = TestApp::new(Backend::Memory).await;
+    let alice = seed(&app, "alice").await;
+    let bob = seed_with(&app, "bob", 6, None, false).await;
+    let big = vec![7u8; MAX_CONTENT_BYTES];
+    let list: Vec<(u8, u32, &[u8])> = (1..=6).map(|d| (d, reg(d), big.as_slice())).collect();
+    let b = body(&list);
+    assert!(b.to_string().len() > Config::default().server.max_body_bytes);
+    ok(&send(&app, &alice, 1, &bob.aci().to_string(), &b).await);
+    for d in 1..=6 {
+        assert_eq!(
+            content(&fetch(&app, &bob, d).await[0]).len(),
+            MAX_CONTENT_BYTES
+        );
+    }
+    // Far beyond it is still refused before parsing.
+    let huge = vec![0u8; 3 * flatline_server::http::messages::SEND_BODY_LIMIT / 4 + 1];
+    let r = send(
+        &app,
+        &alice,
+        1,
+        &bob.aci().to_string(),
+        &body(&[(1, REG, &huge)]),
+    )
+    .await;
+    assert_code(&r, 413, "body_too_large");
+    // Other endpoints keep server.max_body_bytes.
+    let r = app
+        .send(
+            Method::POST,
+            &format!(
+                "/v1/messages/report/{}/9d0652a3-dcc3-4d11-975f-74d61598733f",
+                alice.aci()
+            ),
+            &[("authorization", &bob.auth(1))],
+            Some(&format!("{{\"token\":\"{}\"}}", "A".repeat(2 << 20))),
+        )
+        .await;
+    assert_code(&r, 413, "body_too_large");
+}
