@@ -5,6 +5,10 @@
 //! serialize, so cursors increase in commit order and a reader that continues after its last cursor never skips a
 //! message committed later. Every removal deletes the message rows first and then subtracts what it deleted from
 //! the queue row (the same lock order everywhere).
+//!
+//! A successful insert also sends `NOTIFY` on [`MESSAGES_CHANNEL`] from its transaction, so PostgreSQL delivers it
+//! exactly when the messages are committed (never for a refused or rolled-back insert): each process can
+//! [`PgStore::listen_messages`] and wake its local consumers of those queues.
 
 use std::collections::BTreeMap;
 
@@ -20,6 +24,55 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Transaction};
 
 use super::{PgStore, db, get, uuid_of};
+
+/// The `LISTEN`/`NOTIFY` channel on which committed inserts name their queues.
+pub const MESSAGES_CHANNEL: &str = "flatline_messages";
+
+/// Longest notification payload sent (PostgreSQL's limit is 8000 bytes).
+const MAX_PAYLOAD: usize = 7_900;
+
+/// The payloads naming `queues` as `aci.device`, comma-separated, each under PostgreSQL's size limit.
+fn payloads<'a>(queues: impl Iterator<Item = &'a (Aci, DeviceId)>) -> Vec<String> {
+    let mut out = vec![];
+    let mut current = String::new();
+    for (aci, device) in queues {
+        let item = format!("{aci}.{device}");
+        if !current.is_empty() && current.len() + 1 + item.len() > MAX_PAYLOAD {
+            out.push(std::mem::take(&mut current));
+        }
+        if !current.is_empty() {
+            current.push(',');
+        }
+        current.push_str(&item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// The queues a [`MESSAGES_CHANNEL`] notification names (malformed entries are skipped).
+pub fn parse_notification(payload: &str) -> Vec<(Aci, DeviceId)> {
+    payload
+        .split(',')
+        .filter_map(|item| {
+            let (aci, device) = item.split_once('.')?;
+            Some((aci.parse().ok()?, device.parse().ok()?))
+        })
+        .collect()
+}
+
+impl PgStore {
+    /// A connection listening on [`MESSAGES_CHANNEL`]: every committed insert, by any process, arrives as a
+    /// notification whose payload [`parse_notification`] turns into the queues that got messages.
+    pub async fn listen_messages(&self) -> StoreResult<sqlx::postgres::PgListener> {
+        let mut listener = sqlx::postgres::PgListener::connect_with(&self.pool)
+            .await
+            .map_err(db)?;
+        listener.listen(MESSAGES_CHANNEL).await.map_err(db)?;
+        Ok(listener)
+    }
+}
 
 /// Advisory lock (two-key space) taken by expiry so that processes do not expire the same rows at once: "fexp".
 const EXPIRY_LOCK_CLASS: i32 = 0x6665_7870;
@@ -142,10 +195,13 @@ impl MessageStore for PgStore {
             stories.push(m.story);
             *seq += 1;
         }
+        // One statement: the rows, and the notification PostgreSQL sends when (and only if) they commit.
         sqlx::query(
-            "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
-             SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[],
-                                  $6::bigint[], $7::bigint[], $8::boolean[])",
+            "WITH ins AS (
+                 INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
+                 SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[],
+                                      $6::bigint[], $7::bigint[], $8::boolean[]))
+             SELECT pg_notify($9, p) FROM UNNEST($10::text[]) AS p",
         )
         .bind(acis)
         .bind(devices)
@@ -155,6 +211,8 @@ impl MessageStore for PgStore {
         .bind(server_ts)
         .bind(expires)
         .bind(stories)
+        .bind(MESSAGES_CHANNEL)
+        .bind(payloads(per_queue.keys()))
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -303,5 +361,31 @@ impl MessageStore for PgStore {
             })
         })
         .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_stay_under_the_limit_and_parse_back() {
+        let queues: Vec<(Aci, DeviceId)> = (0..500u32)
+            .map(|i| {
+                let mut b = [0u8; 16];
+                b[..4].copy_from_slice(&i.to_be_bytes());
+                (
+                    Aci(uuid::Uuid::from_bytes(b)),
+                    DeviceId::new(u8::try_from(i % 127 + 1).unwrap()).unwrap(),
+                )
+            })
+            .collect();
+        let chunks = payloads(queues.iter());
+        assert!(chunks.len() > 1);
+        assert!(chunks.iter().all(|c| c.len() <= MAX_PAYLOAD));
+        let back: Vec<_> = chunks.iter().flat_map(|c| parse_notification(c)).collect();
+        assert_eq!(back, queues);
+        assert!(payloads([].iter()).is_empty());
+        assert!(parse_notification("garbage,also.bad").is_empty());
     }
 }

@@ -37,6 +37,7 @@ use crate::config::DatabaseConfig;
 mod contacts;
 mod invites;
 mod messages;
+pub use messages::{MESSAGES_CHANNEL, parse_notification};
 mod registration;
 mod server_state;
 mod usernames;
