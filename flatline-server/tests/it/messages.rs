@@ -1125,3 +1125,54 @@ async fn a_send_to_six_devices_at_the_size_limit_fits_the_body_limit() {
         .await;
     assert_code(&r, 413, "body_too_large");
 }
+
+#[tokio::test]
+async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
+    use flatline_core::messages::MessageGuid;
+    use flatline_core::messages::store::{InsertOutcome, NewMessage};
+    let app = TestApp::new(Backend::Sqlite).await;
+    let bob = seed(&app, "bob").await;
+    let now = app.clock.now();
+    let batch: Vec<NewMessage> = (0..101u32)
+        .map(|i| {
+            let guid = MessageGuid(uuid::Uuid::new_v4());
+            NewMessage {
+                aci: bob.aci(),
+                device: DeviceId::PRIMARY,
+                guid,
+                envelope: Envelope {
+                    r#type: Some(1),
+                    content: Some(i.to_be_bytes().to_vec()),
+                    server_guid: Some(guid.0.to_string()),
+                    ..Default::default()
+                }
+                .to_bytes(),
+                server_timestamp: now,
+                expires_at: now.plus(Duration::from_secs(60)),
+                story: false,
+            }
+        })
+        .collect();
+    assert_eq!(
+        app.state
+            .store
+            .insert_messages(&batch, u64::MAX)
+            .await
+            .unwrap(),
+        InsertOutcome::Stored
+    );
+    let page = fetch_with(&app, &bob, 1, false).await;
+    assert_eq!(page["more"], true);
+    let msgs = page["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 100);
+    assert_eq!(content(&msgs[99]), 99u32.to_be_bytes());
+    for m in msgs {
+        assert_eq!(
+            ack(&app, &bob, 1, m["guid"].as_str().unwrap()).await.status,
+            204
+        );
+    }
+    let rest = fetch_with(&app, &bob, 1, false).await;
+    assert_eq!(rest["more"], false);
+    assert_eq!(content(&rest["messages"][0]), 100u32.to_be_bytes());
+}
