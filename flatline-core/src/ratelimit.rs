@@ -185,11 +185,17 @@ pub enum Limiter {
     InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
+    /// Identified sends to another account, per `sender__destination` (M§2.6).
+    Messages,
+    /// Bytes of message content received per destination account (M§2.6).
+    InboundMessageBytes,
+    /// Story sends, per destination account (M§2.6).
+    Stories,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 13] = [
+    pub const ALL: [Limiter; 16] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -203,6 +209,9 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
+        Limiter::Messages,
+        Limiter::InboundMessageBytes,
+        Limiter::Stories,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -221,6 +230,9 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
+            Limiter::Messages => "messages",
+            Limiter::InboundMessageBytes => "inboundMessageBytes",
+            Limiter::Stories => "stories",
         }
     }
 
@@ -243,6 +255,12 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
+            Limiter::Messages => b(60, 1),
+            // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
+            Limiter::InboundMessageBytes => {
+                BucketConfig::new(128 * 1024 * 1024, Duration::from_millis(1))
+            }
+            Limiter::Stories => b(5000, 8),
         }
     }
 
@@ -303,11 +321,21 @@ impl RateLimiters {
 
     /// Takes one permit from `limiter`'s bucket for `key`.
     pub async fn check(&self, limiter: Limiter, key: &str) -> Result<(), LimitError> {
+        self.check_n(limiter, key, 1).await
+    }
+
+    /// Takes `amount` permits at once (all or none) from `limiter`'s bucket for `key`.
+    pub async fn check_n(
+        &self,
+        limiter: Limiter,
+        key: &str,
+        amount: u32,
+    ) -> Result<(), LimitError> {
         let config = self.limits.get(limiter);
         let bucket = format!("{}::{key}", limiter.name());
         match self
             .store
-            .acquire(&bucket, &config, 1, self.clock.now())
+            .acquire(&bucket, &config, amount, self.clock.now())
             .await?
         {
             Admission::Allowed => Ok(()),

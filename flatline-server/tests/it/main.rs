@@ -13,6 +13,7 @@ mod invites_props;
 mod jwks_refresh;
 mod keys;
 mod manifest;
+mod messages;
 mod multiprocess;
 mod openapi;
 mod postgres;
