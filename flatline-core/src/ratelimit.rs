@@ -185,11 +185,13 @@ pub enum Limiter {
     InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
+    /// Contact shortcode redemption attempts, per ACI and per IP (IPv6 per /64).
+    ShortcodeAttempt,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 13] = [
+    pub const ALL: [Limiter; 14] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -203,6 +205,7 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
+        Limiter::ShortcodeAttempt,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -221,6 +224,7 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
+            Limiter::ShortcodeAttempt => "shortcodeAttempt",
         }
     }
 
@@ -243,6 +247,8 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
+            // API §15; docs/SECURITY.md derives the guessing bound from it.
+            Limiter::ShortcodeAttempt => b(10, MIN),
         }
     }
 
