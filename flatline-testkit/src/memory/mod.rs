@@ -4,6 +4,7 @@
 
 mod contacts;
 mod server_state;
+mod shortcodes;
 mod usernames;
 
 use std::collections::{BTreeMap, HashMap};
