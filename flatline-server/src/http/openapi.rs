@@ -143,7 +143,7 @@ pub fn grant_state_schema() -> utoipa::openapi::schema::Schema {
 pub fn grant_via_schema() -> utoipa::openapi::schema::Schema {
     string_enum(
         "How the grant came about",
-        &["invite", "introduction", "direct"],
+        &["invite", "introduction", "direct", "shortcode"],
     )
 }
 /// Registration invite states.

@@ -38,6 +38,7 @@ mod contacts;
 mod invites;
 mod registration;
 mod server_state;
+mod shortcodes;
 mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
@@ -71,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/postgres/0006_server_state.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "shortcodes",
+        sql: include_str!("../../../migrations/postgres/0010_shortcodes.sql"),
     },
 ];
 

@@ -33,6 +33,7 @@ use super::Migration;
 mod contacts;
 mod invites;
 mod registration;
+mod shortcodes;
 mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
@@ -66,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "shortcodes",
+        sql: include_str!("../../../migrations/sqlite/0010_shortcodes.sql"),
     },
 ];
 
