@@ -146,6 +146,13 @@ pub fn grant_via_schema() -> utoipa::openapi::schema::Schema {
         &["invite", "introduction", "direct", "shortcode"],
     )
 }
+/// Contact shortcode states.
+pub fn shortcode_state_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "The shortcode's state now",
+        &["live", "used", "burned", "expired", "revoked"],
+    )
+}
 /// Registration invite states.
 pub fn registration_invite_state_schema() -> utoipa::openapi::schema::Schema {
     string_enum(
