@@ -313,7 +313,10 @@ fn guessing_bound_meets_the_goal() {
     let n = (WORD_COUNT * WORD_COUNT) as f64;
     assert_eq!(n, 4_194_304.0);
     // Three distinct guesses without replacement: 1 - (1 - 1/n)(1 - 1/(n-1))(1 - 1/(n-2)) = 3/n.
-    let exact = 1.0 - (0..FAILED_GUESS_LIMIT).map(|i| 1.0 - 1.0 / (n - f64::from(i))).product::<f64>();
+    let exact = 1.0
+        - (0..FAILED_GUESS_LIMIT)
+            .map(|i| 1.0 - 1.0 / (n - f64::from(i)))
+            .product::<f64>();
     let per_code = f64::from(FAILED_GUESS_LIMIT) / n;
     assert!((exact - per_code).abs() < 1e-15);
     assert!(per_code < 1e-6 && (per_code - 7.152_557e-7).abs() < 1e-12);
@@ -322,7 +325,13 @@ fn guessing_bound_meets_the_goal() {
     let per_identity = f64::from(limit.bucket_size)
         + lifetime.as_secs_f64() / limit.permit_regeneration.as_secs_f64();
     assert_eq!(per_identity, 20.0);
-    assert!(per_identity / n > 1e-6, "without the burn the defaults would miss the goal");
+    assert!(
+        per_identity / n > 1e-6,
+        "without the burn the defaults would miss the goal"
+    );
     // Burns per identity and hour, steady state: 60 attempts / 3.
-    assert_eq!(3600 / limit.permit_regeneration.as_secs() / u64::from(FAILED_GUESS_LIMIT), 20);
+    assert_eq!(
+        3600 / limit.permit_regeneration.as_secs() / u64::from(FAILED_GUESS_LIMIT),
+        20
+    );
 }
