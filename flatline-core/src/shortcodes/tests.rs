@@ -290,6 +290,32 @@ proptest! {
         prop_assert_eq!(Shortcode::parse(&input), Some(code));
     }
 
+    /// A valid rendering with one character inserted, deleted or replaced parses only when the edit left a
+    /// rendering of some valid code (a separator or case change, or another listed word), never into anything
+    /// the input does not spell.
+    #[test]
+    fn edited_renderings_parse_only_as_what_they_spell(
+        nameplate in 1u32..100_000, w1 in 0u16..2048, w2 in 0u16..2048,
+        at in 0usize..40, edit in 0u8..3, c in any::<char>(),
+    ) {
+        let mut chars: Vec<char> = Shortcode::new(nameplate, [w1, w2]).unwrap().render().chars().collect();
+        let at = at % (chars.len() + 1);
+        match edit {
+            0 => chars.insert(at, c),
+            1 if at < chars.len() => { chars.remove(at); }
+            _ if at < chars.len() => chars[at] = c,
+            _ => chars.push(c),
+        }
+        let input: String = chars.into_iter().collect();
+        if let Some(code) = Shortcode::parse(&input) {
+            let strip = |s: &str| s.chars()
+                .filter(|c| !matches!(c, '-' | '_') && !c.is_ascii_whitespace())
+                .map(|c| c.to_ascii_lowercase())
+                .collect::<String>();
+            prop_assert_eq!(strip(&code.render()), strip(&input));
+        }
+    }
+
     /// Whatever parses is a valid code whose canonical rendering, stripped of case and separators, is the input
     /// stripped the same way: nothing else parses.
     #[test]
