@@ -21,6 +21,7 @@ use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 pub use crate::messages::store::MessageStore;
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
+pub use crate::shortcodes::ShortcodeStore;
 use crate::time::Timestamp;
 pub use crate::usernames::UsernameStore;
 
@@ -131,8 +132,9 @@ pub trait AccountStore: Send + Sync {
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
     /// Deletes the account, its devices and every key under its ACI and PNI; revokes the invites it owns; releases
-    /// every username claim, hold and link; removes its contact policy, contact invites and every contact grant it
-    /// gave or holds; removes its message queues and the spam reports it filed; and turns its (provider, sub) binding into a tombstone kept for
+    /// every username claim, hold and link; removes its contact policy, contact invites, contact shortcodes
+    /// and every contact grant it gave or holds; removes its message queues and the spam reports it filed; and
+    /// turns its (provider, sub) binding into a tombstone kept for
     /// [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
     /// re-registering in that time gets the same ACI). Returns false when absent.
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
@@ -253,6 +255,7 @@ pub trait Store:
     + InviteStore
     + UsernameStore
     + ContactStore
+    + ShortcodeStore
     + ServerStateStore
     + MessageStore
 {
@@ -267,6 +270,7 @@ impl<T> Store for T where
         + InviteStore
         + UsernameStore
         + ContactStore
+        + ShortcodeStore
         + ServerStateStore
         + MessageStore
 {
@@ -284,8 +288,8 @@ pub trait ContactStore: Send + Sync {
     /// The account's policy; `None` when it never set one (meaning the default).
     async fn contact_policy(&self, aci: Aci) -> StoreResult<Option<ContactPolicy>>;
 
-    /// Sets the policy. Switching to `open` deletes, in the same transaction, the account's contact invites and
-    /// every grant it gave. Returns false (and writes nothing) when the account does not exist.
+    /// Sets the policy. Switching to `open` deletes, in the same transaction, the account's contact invites, its
+    /// contact shortcodes and every grant it gave. Returns false (and writes nothing) when the account does not exist.
     async fn set_contact_policy(&self, aci: Aci, policy: ContactPolicy) -> StoreResult<bool>;
 
     /// Stores a new contact invite unless its owner is not `invite_only` or already has `max_per_owner` invites.

@@ -5,6 +5,7 @@
 mod contacts;
 mod messages;
 mod server_state;
+mod shortcodes;
 mod usernames;
 
 use std::collections::{BTreeMap, HashMap};

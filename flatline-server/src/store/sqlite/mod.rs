@@ -34,6 +34,7 @@ mod contacts;
 mod invites;
 mod messages;
 mod registration;
+mod shortcodes;
 mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
@@ -72,6 +73,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "messages",
         sql: include_str!("../../../migrations/sqlite/0007_messages.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "shortcodes",
+        sql: include_str!("../../../migrations/sqlite/0010_shortcodes.sql"),
     },
 ];
 
