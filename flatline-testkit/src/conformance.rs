@@ -53,7 +53,9 @@ macro_rules! conformance_suite {
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
             concurrent_redemptions_single_use, delete_account_removes_contacts, deletion_racing_new_grants_leaves_none,
             key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
-            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
+            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions,
+            server_certificates_issue_rotate_prune, concurrent_first_server_certificates_have_one_winner,
+            concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -72,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "server_state",
         sql: include_str!("../../../migrations/postgres/0006_server_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "sealed_sender",
+        sql: include_str!("../../../migrations/postgres/0008_sealed_sender.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".

@@ -67,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "server_state",
         sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
     },
+    Migration {
+        version: 8,
+        name: "sealed_sender",
+        sql: include_str!("../../../migrations/sqlite/0008_sealed_sender.sql"),
+    },
 ];
 
 const SIGNED_EC: i64 = 0;
