@@ -68,6 +68,32 @@ pub struct Config {
     pub contacts: ContactsSection,
     /// Instance identity: signing keys and the signed manifest (docs/TRUST.md).
     pub instance: InstanceConfig,
+    /// Sealed sender: sender certificates (API.md §11).
+    pub sealed_sender: SealedSenderConfig,
+}
+
+/// `[sealed_sender]`: the sender certificates of `GET /v1/certificate/delivery`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealedSenderConfig {
+    /// How long a sender certificate is valid, in hours (1..=720). Default 24. A rotated server certificate is
+    /// kept this long, so raise it before, never right after, a rotation.
+    pub certificate_lifetime_hours: u32,
+}
+
+impl Default for SealedSenderConfig {
+    fn default() -> Self {
+        SealedSenderConfig {
+            certificate_lifetime_hours: 24,
+        }
+    }
+}
+
+impl SealedSenderConfig {
+    /// The sender-certificate lifetime.
+    pub fn certificate_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.certificate_lifetime_hours) * 3600)
+    }
 }
 
 /// Registration settings.
@@ -833,6 +859,12 @@ impl Config {
         self.limits.to_limits()?;
         self.contacts.to_contacts_config()?;
         self.invites.to_policy()?;
+        if !(1..=720).contains(&self.sealed_sender.certificate_lifetime_hours) {
+            return Err(invalid(
+                "sealed_sender.certificate_lifetime_hours",
+                "must be between 1 and 720",
+            ));
+        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")

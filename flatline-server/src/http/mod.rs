@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod certificates;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -218,6 +219,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(contacts::routes())
         .merge(invites::routes())
         .merge(manifest::routes())
+        .merge(certificates::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

@@ -18,6 +18,7 @@ mod openapi;
 mod postgres;
 mod registration;
 mod replay;
+mod sealed;
 mod secrets;
 mod server;
 mod sqlite;
