@@ -10,6 +10,8 @@
 //                                     (Kyber included)
 //   {"op":"validate","certificate","trustRoots":[b64...],"time":ms}
 //       -> {"valid","senderUuid","senderDevice","senderE164","expiration","identityKey","signerId"}
+//   {"op":"issue","name":"alice","keyId":7,"expiration":ms}
+//       -> {"certificate","trustRoot"}   a chain made by libsignal itself, for test data
 //   {"op":"seal","from":"alice","certificate","to":"bob","device":1,"plaintext"}
 //       -> {"message"}                SSv1 (sealedSenderEncryptMessage), a session made from the recipient's bundle
 //   {"op":"sealUsmc","from":"alice","certificate","to":"bob","device":1,"plaintext"}
@@ -150,6 +152,18 @@ const ops = {
       identityKey: b64(c.key().serialize()),
       signerId: c.serverCertificate().keyId(),
     };
+  },
+
+  // A certificate chain made by libsignal itself (for test data): a fresh trust root, server certificate `keyId`,
+  // and a sender certificate for party `name`'s first device.
+  issue({ name, keyId, expiration }) {
+    const p = party(name);
+    const root = S.PrivateKey.generate();
+    const serverKey = S.PrivateKey.generate();
+    const server = S.ServerCertificate.new(keyId, serverKey.getPublicKey(), root);
+    const cert = S.SenderCertificate.new(p.aci, null, senderDevice(p).id, p.pair.publicKey, expiration, server,
+      serverKey);
+    return { certificate: b64(cert.serialize()), trustRoot: b64(root.getPublicKey().serialize()) };
   },
 
   async seal({ from, certificate, to, device: toDevice, plaintext }) {
