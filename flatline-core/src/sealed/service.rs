@@ -68,7 +68,9 @@ fn record_of(signer: &CertificateSigner, now: Timestamp) -> ServerCertificateRec
 }
 
 /// The current server certificate with its key; the first call on a fresh instance issues and stores one (of
-/// concurrent first callers, on any process, one wins and all use its certificate).
+/// concurrent first callers, on any process, one wins and all use its certificate). When the current certificate
+/// was issued by another trust root (the operator replaced the root key on purpose, docs/TRUST.md), a new one is
+/// issued under this root and replaces it.
 pub async fn current_signer(
     store: &dyn ServerStateStore,
     root: &PrivateKey,
@@ -77,13 +79,16 @@ pub async fn current_signer(
 ) -> Result<CertificateSigner, SealedError> {
     for _ in 0..4 {
         let all = store.server_certificates().await?;
-        if let Some(current) = all.iter().find(|r| r.retired_at.is_none()) {
-            return signer_of(current, root);
-        }
+        let current = all.iter().find(|r| r.retired_at.is_none());
+        let replace = match current.map(|c| signer_of(c, root)) {
+            Some(Ok(signer)) => return Ok(signer),
+            Some(Err(_)) => true,
+            None => false,
+        };
         let signer = CertificateSigner::issue(fresh_id(rng, &all), root, rng)
             .map_err(|source| SealedError::Certificate { id: 0, source })?;
         if store
-            .add_server_certificate(&record_of(&signer, now), false)
+            .add_server_certificate(&record_of(&signer, now), replace)
             .await?
         {
             return Ok(signer);

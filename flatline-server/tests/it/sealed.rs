@@ -419,3 +419,47 @@ async fn libsignal_validates_certificates_and_opens_sealed_messages() {
     assert_eq!(new_v["signerId"], rotation.signer.certificate.id());
     assert_ne!(old_v["signerId"], new_v["signerId"]);
 }
+
+#[test]
+fn cli_rotates_and_lists_server_certificates() {
+    let dir = scratch_dir();
+    let mut config = Config::default();
+    config.database.url = format!("sqlite://{}", dir.join("db.sqlite").display());
+    config.server.public_url = "https://chat.example.org".into();
+    config.instance.name = "Example".into();
+    config.instance.signing_key_file = Some(dir.join("signing.key"));
+    config.instance.sealed_sender_key_file = Some(dir.join("sealed.key"));
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+            .env_clear()
+            .arg("--config")
+            .arg(&path)
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = |line: &str| -> u32 { line.split_whitespace().nth(2).unwrap().parse().unwrap() };
+    let first = run(&["sealed-sender", "rotate"]);
+    assert!(first.contains("is current; 0 expired"), "{first}");
+    let second = run(&["sealed-sender", "rotate"]);
+    assert!(
+        second.contains(&format!("(replaces {})", id(&first))),
+        "{second}"
+    );
+    let list = run(&["sealed-sender", "list"]);
+    let rows: Vec<&str> = list.lines().skip(1).collect();
+    assert_eq!(rows.len(), 2, "{list}");
+    assert!(rows[0].trim_start().starts_with(&id(&second).to_string()));
+    assert!(rows[0].ends_with("current"));
+    assert!(rows[1].trim_start().starts_with(&id(&first).to_string()));
+}

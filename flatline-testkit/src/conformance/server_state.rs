@@ -338,4 +338,14 @@ pub async fn sealed_sender_signer_lifecycle(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(rotation.pruned, 1);
     assert_eq!(s.server_certificates().await.unwrap().len(), 2);
+    // A replaced trust root: the current certificate is not its own, so a new one is issued under it.
+    let new_root = PrivateKey::generate(&rng);
+    let replaced = service::current_signer(s, &new_root, &rng, much_later)
+        .await
+        .unwrap();
+    assert!(replaced.certificate.validate(&[new_root.public_key()]));
+    assert!(!replaced.certificate.validate(&[root.public_key()]));
+    let all = s.server_certificates().await.unwrap();
+    assert_eq!(all[0].id, replaced.certificate.id());
+    assert_eq!(all.iter().filter(|r| r.retired_at.is_none()).count(), 1);
 }
