@@ -637,3 +637,66 @@ fn libsignal_sent_messages_parse_like_libsignal() {
         }
     }
 }
+
+#[test]
+fn multi_recipient_device_check_409_wins_over_410() {
+    use multi_recipient::{MultiDeviceCheck, RecipientMismatch, check_recipient_devices};
+    use std::collections::BTreeMap;
+    let d = |n| DeviceId::new(n).unwrap();
+    let bytes = encode(
+        0x23,
+        &[
+            (aci(1), vec![(1, 10), (2, 20)], [0; 48]),
+            (aci(2), vec![(1, 99)], [0; 48]),
+            (aci(3), vec![(1, 1)], [0; 48]),
+        ],
+        &[0; 32],
+    );
+    let m = parse(&bytes).unwrap();
+    let a1: BTreeMap<DeviceId, u32> = [(d(1), 10), (d(2), 20)].into();
+    let a2_stale: BTreeMap<DeviceId, u32> = [(d(1), 98)].into();
+    let a2_ok: BTreeMap<DeviceId, u32> = [(d(1), 99)].into();
+    let a3_missing: BTreeMap<DeviceId, u32> = [(d(1), 1), (d(4), 4)].into();
+    let accounts = |a2: &BTreeMap<DeviceId, u32>, a3: Option<&BTreeMap<DeviceId, u32>>| {
+        check_recipient_devices(&m, |s: &ServiceId| {
+            if *s == aci(1) {
+                Some(&a1)
+            } else if *s == aci(2) {
+                Some(a2)
+            } else {
+                a3
+            }
+        })
+    };
+    // Stale for aci(2) and missing for aci(3): 409 wins, listing only aci(3).
+    assert_eq!(
+        accounts(&a2_stale, Some(&a3_missing)),
+        MultiDeviceCheck::Mismatched(vec![RecipientMismatch {
+            service_id: aci(3),
+            missing: vec![d(4)],
+            extra: vec![],
+        }])
+    );
+    // aci(3) unresolved (skipped): 410 for aci(2) only.
+    assert_eq!(
+        accounts(&a2_stale, None),
+        MultiDeviceCheck::Stale(vec![(aci(2), vec![d(1)])])
+    );
+    assert_eq!(accounts(&a2_ok, None), MultiDeviceCheck::Ok);
+}
+
+#[test]
+fn combined_access_keys() {
+    use multi_recipient::{access_key_matches, combined_access_key};
+    let (a, b) = ([0x0fu8; 16], [0xf1u8; 16]);
+    let c = combined_access_key([&a, &b]);
+    assert_eq!(c, [0xfe; 16]);
+    assert_eq!(combined_access_key([&a]), a);
+    assert_eq!(
+        combined_access_key(std::iter::empty::<&[u8; 16]>()),
+        [0; 16]
+    );
+    assert!(access_key_matches(&c, &[0xfe; 16]));
+    assert!(!access_key_matches(&c, &[0xfe; 15]));
+    assert!(!access_key_matches(&c, &[0xff; 16]));
+}
