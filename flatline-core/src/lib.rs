@@ -21,6 +21,7 @@ pub mod messages;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;
+pub mod sealed;
 pub mod shortcodes;
 pub mod store;
 pub mod time;

@@ -21,6 +21,7 @@ use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 pub use crate::messages::store::MessageStore;
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
+use crate::sealed::ServerCertificateRecord;
 pub use crate::shortcodes::ShortcodeStore;
 use crate::time::Timestamp;
 pub use crate::usernames::UsernameStore;
@@ -243,6 +244,24 @@ pub trait ServerStateStore: Send + Sync {
 
     /// The current manifest version and content hash, if any manifest was recorded (read-only).
     async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>>;
+
+    /// Every stored sealed-sender server certificate: the current one (if any) first, then the retired ones,
+    /// most recently retired first (read-only).
+    async fn server_certificates(&self) -> StoreResult<Vec<ServerCertificateRecord>>;
+
+    /// Stores `record` (whose `retired_at` is ignored: it becomes the current certificate). With `replace_current`
+    /// false it is stored only while no certificate is current (the first issue: of concurrent first callers
+    /// exactly one succeeds); with true the current one, if any, is retired at `record.created_at` in the same
+    /// transaction (a rotation: of concurrent rotations at most one succeeds per current certificate). Returns
+    /// whether it was stored; nothing is written when the id is taken or the condition does not hold.
+    async fn add_server_certificate(
+        &self,
+        record: &ServerCertificateRecord,
+        replace_current: bool,
+    ) -> StoreResult<bool>;
+
+    /// Deletes the certificates retired before `retired_before` (never the current one); returns how many.
+    async fn prune_server_certificates(&self, retired_before: Timestamp) -> StoreResult<u64>;
 }
 
 /// Every aggregate's store: what a server instance is built on.

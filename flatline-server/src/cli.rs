@@ -52,6 +52,9 @@ pub enum Command {
     /// Message queues and spam reports.
     #[command(subcommand)]
     Messages(MessagesCommand),
+    /// Sealed-sender server certificates: list, rotate.
+    #[command(subcommand)]
+    SealedSender(crate::cli_sealed::SealedSenderCommand),
     /// INSECURE development mode: SQLite in a data directory, generated keys, and a built-in identity provider at
     /// `/dev-idp` that logs anyone in (docs/DEVELOPMENT.md). Loopback only; never expose it.
     Dev {
@@ -186,6 +189,7 @@ pub async fn main() -> i32 {
         Command::Keys(KeysCommand::Fingerprints) => keys_fingerprints(&config).await,
         Command::Keys(KeysCommand::Forget { name }) => keys_forget(&config, &name).await,
         Command::Manifest(cmd) => manifest(&config, cmd).await,
+        Command::SealedSender(cmd) => crate::cli_sealed::sealed_sender(&config, cmd).await,
         Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
         Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
         Command::Messages(MessagesCommand::Reports { limit }) => spam_reports(&config, limit).await,

@@ -70,6 +70,8 @@ pub struct Config {
     pub instance: InstanceConfig,
     /// Message queues: retention and the per-device bound.
     pub messages: MessagesSection,
+    /// Sealed sender: sender certificates (API.md §11).
+    pub sealed_sender: SealedSenderConfig,
 }
 
 /// `[messages]`: how long unacknowledged messages are kept and how large one device queue may grow.
@@ -93,6 +95,23 @@ impl Default for MessagesSection {
     }
 }
 
+/// `[sealed_sender]`: the sender certificates of `GET /v1/certificate/delivery`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealedSenderConfig {
+    /// How long a sender certificate is valid, in hours (1..=720). Default 24. A rotated server certificate is
+    /// kept this long, so raise it before, never right after, a rotation.
+    pub certificate_lifetime_hours: u32,
+}
+
+impl Default for SealedSenderConfig {
+    fn default() -> Self {
+        SealedSenderConfig {
+            certificate_lifetime_hours: 24,
+        }
+    }
+}
+
 impl MessagesSection {
     /// The validated settings for the message service.
     pub fn to_messages_config(
@@ -111,6 +130,13 @@ impl MessagesSection {
             ttl: Duration::from_secs(u64::from(self.ttl_days) * 86_400),
             max_queue_bytes: self.max_queue_bytes,
         })
+    }
+}
+
+impl SealedSenderConfig {
+    /// The sender-certificate lifetime.
+    pub fn certificate_lifetime(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.certificate_lifetime_hours) * 3600)
     }
 }
 
@@ -898,6 +924,12 @@ impl Config {
         self.contacts.to_contacts_config()?;
         self.invites.to_policy()?;
         self.messages.to_messages_config()?;
+        if !(1..=720).contains(&self.sealed_sender.certificate_lifetime_hours) {
+            return Err(invalid(
+                "sealed_sender.certificate_lifetime_hours",
+                "must be between 1 and 720",
+            ));
+        }
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")

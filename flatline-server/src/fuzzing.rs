@@ -54,6 +54,10 @@ pub const TARGETS: &[Target] = &[
     ("websocket_frame", websocket_frame),
     ("zkgroup", crate::fuzzing_zk::zkgroup),
     ("shortcode", shortcode),
+    (
+        "sealed_sender_multi_recipient",
+        sealed_sender_multi_recipient,
+    ),
 ];
 
 /// "Now" for every time-dependent check: 2026-11-01, so that committed seeds stay valid or expired as written.
@@ -585,6 +589,100 @@ pub fn websocket_frame(data: &[u8]) {
     }
 }
 
+/// The canonical SSv2 SentMessage of a parse: one entry per recipient with all its devices, then the excluded
+/// recipients, then the shared part (the test-side encoder of the fuzz target).
+fn encode_sent_message(m: &flatline_core::sealed::SentMessage<'_>) -> Vec<u8> {
+    use flatline_core::ids::ServiceId;
+    let mut out = vec![m.version];
+    let mut n = (m.recipients.len() + m.excluded.len()) as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    let id = |out: &mut Vec<u8>, sid: &ServiceId| {
+        if m.version == 0x23 {
+            out.push(u8::from(matches!(sid, ServiceId::Pni(_))));
+        }
+        out.extend_from_slice(sid.uuid().as_bytes());
+    };
+    for (r, devices) in m.recipients_with_devices() {
+        id(&mut out, &r.service_id);
+        for (i, d) in devices.iter().enumerate() {
+            out.push(d.device.get());
+            let more = if i + 1 < devices.len() { 0x8000 } else { 0 };
+            out.extend_from_slice(&(d.registration_id | more).to_be_bytes());
+        }
+        out.extend_from_slice(r.key_material);
+    }
+    for sid in &m.excluded {
+        id(&mut out, sid);
+        out.push(0);
+    }
+    out.extend_from_slice(m.shared);
+    out
+}
+
+/// The SSv2 SentMessage parser of `PUT /v1/messages/multi_recipient`: never panics; an accepted message keeps at
+/// least 32 shared bytes at the end of the input, lists every recipient once (excluded ones apart, never with
+/// devices), 14-bit registration ids, payloads of `1 + 48 + shared` bytes starting `0x22`; its canonical re-encoding
+/// parses to the same message. The same bytes as a sender certificate: no panic, and an accepted one re-serializes
+/// to its input.
+pub fn sealed_sender_multi_recipient(data: &[u8]) {
+    use flatline_core::sealed::{SenderCertificate, multi_recipient};
+    if let Ok(c) = SenderCertificate::deserialize(data) {
+        assert_eq!(c.serialized(), data);
+        let _ = c.validate(&[*c.signer().key()], NOW);
+    }
+    let Ok(m) = multi_recipient::parse(data) else {
+        return;
+    };
+    assert!(m.version == 0x22 || m.version == 0x23);
+    assert!(m.shared.len() >= 32 && data.ends_with(m.shared));
+    let mut ids: Vec<_> = m
+        .recipients
+        .iter()
+        .map(|r| r.service_id.to_string())
+        .chain(m.excluded.iter().map(ToString::to_string))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a recipient listed twice");
+    for (r, devices) in m.recipients_with_devices() {
+        assert!(!devices.is_empty());
+        assert!(devices.iter().all(|d| d.registration_id <= 0x3fff));
+        let p = m.payload_for(r);
+        assert_eq!(p.len(), m.payload_len());
+        assert_eq!(p[0], 0x22);
+        if m.version == 0x22 {
+            assert!(matches!(
+                r.service_id,
+                flatline_core::ids::ServiceId::Aci(_)
+            ));
+        }
+    }
+    let _ = m.check_recipients();
+    let again = encode_sent_message(&m);
+    let reparsed = multi_recipient::parse(&again).expect("the canonical encoding parses");
+    assert_eq!(reparsed.version, m.version);
+    assert_eq!(reparsed.excluded, m.excluded);
+    assert_eq!(reparsed.shared, m.shared);
+    assert_eq!(reparsed.recipients.len(), m.recipients.len());
+    for ((a, da), (b, db)) in m
+        .recipients_with_devices()
+        .zip(reparsed.recipients_with_devices())
+    {
+        assert_eq!(a.service_id, b.service_id);
+        assert_eq!(a.key_material, b.key_material);
+        assert_eq!(da, db);
+    }
+}
+
 /// Hand-made seed inputs, valid and invalid, per target: `(target, file name, bytes)`. They are committed under
 /// `fuzz/corpus/<target>/` (regenerate with the ignored test `fuzz_corpus::write_seeds`) and also run directly by
 /// the corpus test. Built from fixed keys, so they are deterministic.
@@ -987,6 +1085,67 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         ("empty", ""),
     ] {
         add("shortcode", name, s.as_bytes().to_vec());
+    }
+    // sealed_sender_multi_recipient: SentMessages made by npm libsignal (the core's committed test data), a
+    // libsignal-made sender certificate, and hand-made edge cases.
+    {
+        let vectors: Value = serde_json::from_str(include_str!(
+            "../../flatline-core/src/sealed/testdata/libsignal_ssv2.json"
+        ))
+        .unwrap_or(Value::Null);
+        let b64 = |v: &Value| {
+            STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .unwrap_or_default()
+        };
+        for (i, case) in vectors["cases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            add(
+                "sealed_sender_multi_recipient",
+                &format!("libsignal-{i}"),
+                b64(&case["message"]),
+            );
+        }
+        add(
+            "sealed_sender_multi_recipient",
+            "libsignal-sender-certificate",
+            b64(&vectors["senderCertificate"]["certificate"]),
+        );
+        let t = "sealed_sender_multi_recipient";
+        let uuid = [0x11u8; 16];
+        // Version 0x22, one ACI with two devices (the "more" bit), key material, 32 shared bytes.
+        let mut v22 = vec![0x22, 0x01];
+        v22.extend_from_slice(&uuid);
+        v22.extend_from_slice(&[1, 0x80, 0x05, 2, 0x3f, 0xff]);
+        v22.extend_from_slice(&[0xaa; 48]);
+        v22.extend_from_slice(&[0xbb; 32]);
+        add(t, "v22-two-devices", v22);
+        // Version 0x23: a PNI recipient listed twice (merged) and an excluded ACI.
+        let mut v23 = vec![0x23, 0x03, 0x01];
+        v23.extend_from_slice(&uuid);
+        v23.extend_from_slice(&[3, 0x00, 0x07]);
+        v23.extend_from_slice(&[0xcc; 48]);
+        v23.push(0x01);
+        v23.extend_from_slice(&uuid);
+        v23.extend_from_slice(&[4, 0x40, 0x08]);
+        v23.extend_from_slice(&[0xdd; 48]);
+        v23.push(0x00);
+        v23.extend_from_slice(&[0x22; 16]);
+        v23.push(0);
+        v23.extend_from_slice(&[0xee; 40]);
+        add(t, "v23-repeat-and-excluded", v23);
+        add(
+            t,
+            "empty-recipients",
+            [&[0x23u8, 0x00][..], &[0u8; 32]].concat(),
+        );
+        add(t, "padded-count", vec![0x23, 0x81, 0x00]);
+        add(t, "huge-count", vec![0x23, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        add(t, "bad-version", vec![0x11, 0x01]);
     }
     out
 }

@@ -2,6 +2,7 @@
 
 pub mod cli;
 pub mod cli_invites;
+pub mod cli_sealed;
 pub mod config;
 pub mod dev_idp;
 pub mod fuzzing;

@@ -64,7 +64,9 @@ macro_rules! conformance_suite {
             manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions,
             message_queue_is_fifo_from_a_cursor, message_reads_are_at_least_once, message_delete_by_guid_is_idempotent,
             message_concurrent_writers_one_reader, message_expiry_by_ttl, message_queue_bound_refuses_whole_batch,
-            message_multi_device_insert_is_atomic, message_queues_go_with_device_and_account, spam_reports_recorded_once);
+            message_multi_device_insert_is_atomic, message_queues_go_with_device_and_account, spam_reports_recorded_once,
+            server_certificates_issue_rotate_prune, concurrent_first_server_certificates_have_one_winner,
+            concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod certificates;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -271,6 +272,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(messages::routes(config))
         .merge(manifest::routes())
         .merge(zk::routes())
+        .merge(certificates::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

@@ -19,6 +19,7 @@ mod openapi;
 mod postgres;
 mod registration;
 mod replay;
+mod sealed;
 mod secrets;
 mod server;
 mod shortcodes;

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
+use flatline_core::sealed::ServerCertificateRecord;
 use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreResult};
 use flatline_core::time::Timestamp;
 
@@ -12,6 +13,7 @@ use super::MemoryStore;
 pub(super) struct ServerState {
     fingerprints: HashMap<String, String>,
     manifest: Option<(u64, [u8; 32])>,
+    server_certificates: Vec<ServerCertificateRecord>,
 }
 
 #[async_trait]
@@ -67,5 +69,49 @@ impl ServerStateStore for MemoryStore {
 
     async fn manifest_state(&self) -> StoreResult<Option<(u64, [u8; 32])>> {
         Ok(self.state().server.manifest)
+    }
+
+    async fn server_certificates(&self) -> StoreResult<Vec<ServerCertificateRecord>> {
+        let mut all = self.state().server.server_certificates.clone();
+        // Current first, then by retirement, newest first (ids break ties).
+        all.sort_by_key(|r| {
+            (
+                r.retired_at.is_some(),
+                std::cmp::Reverse(r.retired_at),
+                std::cmp::Reverse(r.id),
+            )
+        });
+        Ok(all)
+    }
+
+    async fn add_server_certificate(
+        &self,
+        record: &ServerCertificateRecord,
+        replace_current: bool,
+    ) -> StoreResult<bool> {
+        let mut s = self.state();
+        let certs = &mut s.server.server_certificates;
+        if certs.iter().any(|r| r.id == record.id) {
+            return Ok(false);
+        }
+        let current = certs.iter_mut().find(|r| r.retired_at.is_none());
+        match (current, replace_current) {
+            (Some(_), false) => return Ok(false),
+            (Some(c), true) => c.retired_at = Some(record.created_at),
+            (None, _) => {}
+        }
+        certs.push(ServerCertificateRecord {
+            retired_at: None,
+            ..record.clone()
+        });
+        Ok(true)
+    }
+
+    async fn prune_server_certificates(&self, retired_before: Timestamp) -> StoreResult<u64> {
+        let mut s = self.state();
+        let certs = &mut s.server.server_certificates;
+        let before = certs.len();
+        certs.retain(|r| r.retired_at.is_none_or(|t| t >= retired_before));
+        Ok((before - certs.len()) as u64)
     }
 }

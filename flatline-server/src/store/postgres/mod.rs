@@ -81,6 +81,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0007_messages.sql"),
     },
     Migration {
+        version: 8,
+        name: "sealed_sender",
+        sql: include_str!("../../../migrations/postgres/0008_sealed_sender.sql"),
+    },
+    Migration {
         version: 10,
         name: "shortcodes",
         sql: include_str!("../../../migrations/postgres/0010_shortcodes.sql"),

@@ -2,6 +2,7 @@
 //! statements whose conflicts the database resolves, so concurrent processes agree.
 
 use async_trait::async_trait;
+use flatline_core::sealed::ServerCertificateRecord;
 use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 
@@ -108,5 +109,74 @@ impl ServerStateStore for PgStore {
             .try_into()
             .map_err(|_| StoreError::corrupt("manifest content hash is not 32 bytes"))?;
         Ok(Some((version_of(get(&row, "version")?)?, hash)))
+    }
+
+    async fn server_certificates(&self) -> StoreResult<Vec<ServerCertificateRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, certificate, created_at, retired_at FROM server_certificates \
+             ORDER BY retired_at IS NOT NULL, retired_at DESC, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|row| {
+                let id = get::<i64>(&row, "id")?;
+                Ok(ServerCertificateRecord {
+                    id: u32::try_from(id)
+                        .map_err(|_| StoreError::corrupt("server certificate id out of range"))?,
+                    certificate: get::<Vec<u8>>(&row, "certificate")?,
+                    created_at: Timestamp(get::<i64>(&row, "created_at")?),
+                    retired_at: get::<Option<i64>>(&row, "retired_at")?.map(Timestamp),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_server_certificate(
+        &self,
+        record: &ServerCertificateRecord,
+        replace_current: bool,
+    ) -> StoreResult<bool> {
+        // The unique index on the current certificate decides races: an insert that would make a second current
+        // certificate does nothing, and the transaction (with its retirement) is rolled back.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if replace_current {
+            sqlx::query("UPDATE server_certificates SET retired_at = $1 WHERE retired_at IS NULL")
+                .bind(record.created_at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO server_certificates (id, certificate, created_at, retired_at) \
+             VALUES ($1, $2, $3, NULL) ON CONFLICT DO NOTHING",
+        )
+        .bind(i64::from(record.id))
+        .bind(record.certificate.as_slice())
+        .bind(record.created_at.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        if inserted {
+            tx.commit().await.map_err(db)?;
+        } else {
+            tx.rollback().await.map_err(db)?;
+        }
+        Ok(inserted)
+    }
+
+    async fn prune_server_certificates(&self, retired_before: Timestamp) -> StoreResult<u64> {
+        let removed = sqlx::query(
+            "DELETE FROM server_certificates WHERE retired_at IS NOT NULL AND retired_at < $1",
+        )
+        .bind(retired_before.as_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(removed)
     }
 }

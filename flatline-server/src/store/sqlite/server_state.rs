@@ -1,6 +1,7 @@
 //! Instance-wide server state: key fingerprints and the manifest version counter.
 
 use async_trait::async_trait;
+use flatline_core::sealed::ServerCertificateRecord;
 use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::Row;
@@ -105,5 +106,77 @@ impl ServerStateStore for SqliteStore {
             .try_into()
             .map_err(|_| StoreError::corrupt("manifest content hash is not 32 bytes"))?;
         Ok(Some((version_of(row.get("version"))?, hash)))
+    }
+
+    async fn server_certificates(&self) -> StoreResult<Vec<ServerCertificateRecord>> {
+        let rows = sqlx::query(
+            "SELECT id, certificate, created_at, retired_at FROM server_certificates \
+             ORDER BY retired_at IS NOT NULL, retired_at DESC, id DESC",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|row| {
+                let id = row.try_get::<i64, _>("id").map_err(db)?;
+                Ok(ServerCertificateRecord {
+                    id: u32::try_from(id)
+                        .map_err(|_| StoreError::corrupt("server certificate id out of range"))?,
+                    certificate: row.try_get::<Vec<u8>, _>("certificate").map_err(db)?,
+                    created_at: Timestamp(row.try_get::<i64, _>("created_at").map_err(db)?),
+                    retired_at: row
+                        .try_get::<Option<i64>, _>("retired_at")
+                        .map_err(db)?
+                        .map(Timestamp),
+                })
+            })
+            .collect()
+    }
+
+    async fn add_server_certificate(
+        &self,
+        record: &ServerCertificateRecord,
+        replace_current: bool,
+    ) -> StoreResult<bool> {
+        // The unique index on the current certificate decides races: an insert that would make a second current
+        // certificate does nothing, and the transaction (with its retirement) is rolled back.
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        if replace_current {
+            sqlx::query("UPDATE server_certificates SET retired_at = ? WHERE retired_at IS NULL")
+                .bind(record.created_at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO server_certificates (id, certificate, created_at, retired_at) \
+             VALUES (?, ?, ?, NULL) ON CONFLICT DO NOTHING",
+        )
+        .bind(i64::from(record.id))
+        .bind(record.certificate.as_slice())
+        .bind(record.created_at.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        if inserted {
+            tx.commit().await.map_err(db)?;
+        } else {
+            tx.rollback().await.map_err(db)?;
+        }
+        Ok(inserted)
+    }
+
+    async fn prune_server_certificates(&self, retired_before: Timestamp) -> StoreResult<u64> {
+        let removed = sqlx::query(
+            "DELETE FROM server_certificates WHERE retired_at IS NOT NULL AND retired_at < ?",
+        )
+        .bind(retired_before.as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?
+        .rows_affected();
+        Ok(removed)
     }
 }

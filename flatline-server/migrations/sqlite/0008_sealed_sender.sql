@@ -1,0 +1,14 @@
+-- Sealed-sender server certificates (API.md §11). Public data only: each certificate's private key is derived
+-- from the instance sealed-sender key (the trust root) and the id, so the database holds no secret.
+CREATE TABLE server_certificates (
+    id          INTEGER PRIMARY KEY CHECK (id BETWEEN 0 AND 4294967295),
+    certificate BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    -- NULL for the current certificate; set when a rotation replaced it. Kept until every sender certificate it
+    -- signed has expired.
+    retired_at  INTEGER
+) STRICT;
+
+-- At most one current certificate: concurrent first issues and rotations cannot leave two.
+CREATE UNIQUE INDEX server_certificates_one_current ON server_certificates ((retired_at IS NULL))
+    WHERE retired_at IS NULL;
