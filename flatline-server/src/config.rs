@@ -505,6 +505,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds before a request is abandoned with 408. Default 30.
     pub request_timeout_seconds: u64,
+    /// Per-IP rate limits count IPv6 clients per network of this prefix length (32..=128). Default 64: one
+    /// client usually holds a whole /64; use 48 or 56 where providers hand out larger blocks.
+    pub ipv6_limit_prefix: u8,
 }
 
 impl Default for ServerConfig {
@@ -517,6 +520,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 20,
             max_body_bytes: 1 << 20,
             request_timeout_seconds: 30,
+            ipv6_limit_prefix: 64,
         }
     }
 }
@@ -862,6 +866,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
+        }
+        if !(32..=128).contains(&self.server.ipv6_limit_prefix) {
+            return Err(invalid(
+                "server.ipv6_limit_prefix",
+                "must be between 32 and 128",
+            ));
         }
         if self.server.request_timeout_seconds == 0 {
             return Err(invalid(

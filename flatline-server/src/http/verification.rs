@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::extract::ClientIp;
+use super::extract::ClientNetwork;
 use super::openapi::{BODY_TOO_LARGE, INTERNAL, RATE_LIMITED};
 
 /// Routes of this group.
@@ -196,7 +196,7 @@ async fn session_dto(state: &AppState, s: &VerificationSession) -> SessionDto {
 )]
 async fn start(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Json(body): Json<StartDto>,
 ) -> Result<axum::Json<SessionDto>, ApiError> {
     let req = StartRequest {
@@ -211,7 +211,7 @@ async fn start(
     };
     let started = state
         .registration
-        .start(&ip.to_string(), req)
+        .start(&network, req)
         .await
         .map_err(|e| error(&state, e))?;
     Ok(axum::Json(SessionDto {

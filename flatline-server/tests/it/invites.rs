@@ -817,3 +817,49 @@ async fn codes_never_reach_the_logs() {
         assert!(!logs.to_lowercase().contains(&c.to_lowercase()));
     }
 }
+async fn validity_from(app: &TestApp, peer: &str) -> u16 {
+    app.send_from(
+        peer.parse().unwrap(),
+        Method::POST,
+        "/v1/invites/validity",
+        &[],
+        Some(r#"{"code": "0000-0000-0000-0000"}"#),
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+/// F-04: per-IP limiters key IPv6 clients by their /64 (configurable) and IPv4-mapped addresses as IPv4.
+#[tokio::test]
+async fn per_ip_limits_key_ipv6_by_network() {
+    let app = TestApp::new(Backend::Memory).await;
+    // inviteValidity: 5 at once per client.
+    for i in 1..=5 {
+        assert_eq!(
+            validity_from(&app, &format!("[2001:db8:1:2::{i}]:1")).await,
+            200
+        );
+    }
+    assert_eq!(validity_from(&app, "[2001:db8:1:2:ffff::9]:1").await, 429);
+    assert_eq!(validity_from(&app, "[2001:db8:1:3::1]:1").await, 200);
+    for _ in 0..5 {
+        assert_eq!(validity_from(&app, "192.0.2.77:1").await, 200);
+    }
+    assert_eq!(validity_from(&app, "[::ffff:192.0.2.77]:1").await, 429);
+
+    let config = Config::from_toml_and_env(
+        "[server]\nipv6_limit_prefix = 48\n",
+        Vec::<(String, String)>::new(),
+    )
+    .expect("ipv6_limit_prefix is a setting");
+    let app = TestApp::with_config(Backend::Memory, config).await;
+    for i in 1..=5 {
+        assert_eq!(
+            validity_from(&app, &format!("[2001:db8:7:{i}::1]:1")).await,
+            200
+        );
+    }
+    assert_eq!(validity_from(&app, "[2001:db8:7:99::1]:1").await, 429);
+    assert_eq!(validity_from(&app, "[2001:db8:8::1]:1").await, 200);
+}
