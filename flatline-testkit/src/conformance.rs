@@ -525,6 +525,15 @@ pub async fn rate_limit_bucket(store: Arc<dyn Store>) {
             retry_after: Duration::from_secs(20)
         }
     );
+    // Peeking reads the stored state and takes nothing.
+    assert_eq!(store.peek("l::never").await.unwrap(), None);
+    let seen = store.peek("l::b").await.unwrap().expect("stored");
+    assert_eq!(
+        (seen.credit_ms, seen.updated_at),
+        (20_000, T0),
+        "two of three permits left"
+    );
+    assert_eq!(store.peek("l::b").await.unwrap(), Some(seen));
 }
 
 /// A long pseudo-random sequence of requests (amounts 0–4, time moving forward by up to a minute and sometimes

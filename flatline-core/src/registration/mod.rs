@@ -22,7 +22,7 @@ use oidc::{
 };
 
 use crate::account::{Account, AccountAttributes, AttributesError, Device, RawAccountAttributes};
-use crate::credentials::{CredentialError, SaltedTokenHash, decode_basic};
+use crate::credentials::{CredentialError, MIN_NEW_PASSWORD_LEN, SaltedTokenHash, decode_basic};
 use crate::crypto::PublicKey;
 use crate::ids::{Aci, DeviceId, Pni};
 use crate::invites::{BadCode, InviteCode, InviteState};
@@ -619,6 +619,11 @@ impl Registration {
         raw: RawRegistration,
     ) -> Result<Registered, RegistrationError> {
         let (username, password) = decode_basic(authorization, true)?;
+        if password.len() < MIN_NEW_PASSWORD_LEN {
+            return Err(invalid(format!(
+                "the device password must be at least {MIN_NEW_PASSWORD_LEN} characters (clients generate random ones)"
+            )));
+        }
         // Field validation first (422), as Signal-Server does.
         let ValidRegistration {
             session_id,

@@ -33,9 +33,15 @@ async fn authenticate(
             state.metrics.auth_failure("malformed");
             ApiError::unauthorized()
         })?;
-    match state.auth.authenticate(&credentials).await {
+    let network = limiter_key(resolve_client_ip(parts, state), state.ipv6_limit_prefix);
+    match state.auth.authenticate_from(&credentials, &network).await {
         Ok(device) => Ok(Some(device)),
         Err(AuthError::Store(e)) => Err(ApiError::internal(&e)),
+        Err(AuthError::RateLimited(r)) => {
+            state.metrics.auth_failure("rate_limited");
+            tracing::debug!(aci = %credentials.aci, "authentication rate limited");
+            Err(r.into())
+        }
         Err(e) => {
             let reason = match e {
                 AuthError::UnknownAccount => "unknown_account",

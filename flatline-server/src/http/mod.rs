@@ -160,7 +160,8 @@ impl AppState {
             settings,
         );
         Ok(AppState {
-            auth: Authenticator::new(store.clone(), clock.clone()),
+            auth: Authenticator::new(store.clone(), clock.clone())
+                .with_failure_limits(limiters.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
             registration,

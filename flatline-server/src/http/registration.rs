@@ -105,7 +105,7 @@ struct RegisteredDto {
         (status = 403, description = "`principal_conflict`, `invite_required` or `invite_invalid`", body = ErrorBody),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
         (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
-        (status = 422, description = "`validation_failed`: attributes, keys, signatures, or an unsupported recovery password", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: attributes, keys, signatures, a device password shorter than 16 characters, or an unsupported recovery password", body = ErrorBody),
         (status = 429, description = RATE_LIMITED, body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = INTERNAL, body = ErrorBody),

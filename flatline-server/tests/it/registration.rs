@@ -1173,3 +1173,41 @@ async fn sessions_expire() {
     );
     assert_eq!(account_count(&app, &[&client]).await, 0);
 }
+fn basic_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// F-12: a new device password must be at least as long as what Signal clients generate (16+ characters).
+#[tokio::test]
+async fn short_device_passwords_are_refused_at_registration() {
+    let (app, idp) = TestApp::with_fake_idp(Backend::Memory, |_, _| {}).await;
+    let (r, a) = verify_as(&app, &idp, "pat", None).await;
+    let principal = r.json()["principal"].as_str().unwrap().to_owned();
+    let session_id = a.session["id"].as_str().unwrap();
+    let client = SimClient::new(app.rng.as_ref());
+    let body = client
+        .registration_body(session_id, app.rng.as_ref())
+        .to_string();
+    for password in ["x", "123456", "fifteen-chars-x"] {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/registration",
+                &[("authorization", &basic_header(&principal, password))],
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (422, "validation_failed"),
+            "{password}"
+        );
+    }
+    let r = register(&app, &client, &principal, session_id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+

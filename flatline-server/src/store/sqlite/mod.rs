@@ -783,6 +783,20 @@ impl RateLimitStore for SqliteStore {
         Ok(admission)
     }
 
+    async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
+        Ok(
+            sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?
+                .map(|r| BucketState {
+                    credit_ms: r.get("credit_ms"),
+                    updated_at: Timestamp(r.get("updated_at")),
+                }),
+        )
+    }
+
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM rate_limit_buckets WHERE full_at <= ?")
             .bind(now.as_millis())
