@@ -217,6 +217,8 @@ pub enum Limiter {
     InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
+    /// `POST /v1/registration`, per client network (bounds unauthenticated signature-checking work).
+    RegistrationPerIp,
     /// Failed authentication, per (account, client network); charged only on failure.
     AuthFailure,
     /// Failed authentication, per account from every network. When empty, each network keeps only a single try
@@ -226,7 +228,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 15] = [
+    pub const ALL: [Limiter; 16] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -240,6 +242,7 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
+        Limiter::RegistrationPerIp,
         Limiter::AuthFailure,
         Limiter::AuthFailureAccount,
     ];
@@ -260,6 +263,7 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
+            Limiter::RegistrationPerIp => "registrationPerIp",
             Limiter::AuthFailure => "authFailure",
             Limiter::AuthFailureAccount => "authFailureAccount",
         }
@@ -284,6 +288,7 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
+            Limiter::RegistrationPerIp => b(50, 12),
             Limiter::AuthFailure => b(10, 6 * MIN),
             Limiter::AuthFailureAccount => b(100, 36),
         }

@@ -24,7 +24,7 @@ use oidc::{
 use crate::account::{Account, AccountAttributes, AttributesError, Device, RawAccountAttributes};
 use crate::credentials::{CredentialError, MIN_NEW_PASSWORD_LEN, SaltedTokenHash, decode_basic};
 use crate::crypto::PublicKey;
-use crate::ids::{Aci, DeviceId, Pni};
+use crate::ids::{Aci, DeviceId, Pni, Principal};
 use crate::invites::{BadCode, InviteCode, InviteState};
 use crate::keys::{KeyError, RawKey, SignedPreKey, validate_signed_key, verify_signatures};
 use crate::random::{SecureRandom, random_array};
@@ -612,13 +612,26 @@ impl Registration {
         self.session(session.id.as_str()).await
     }
 
-    /// Creates or re-registers the account of a verified session.
+    /// Creates or re-registers the account of a verified session. `client_ip` is the limiter key of the caller's
+    /// network.
+    ///
+    /// Order (F-03 of the security review): the Basic username must be a well-formed principal; the per-network
+    /// limiter bounds the signature-checking work; field validation (422); then the session. Only a request whose
+    /// session is verified for exactly that principal is charged to the principal's `registration` limiter, so a
+    /// stranger naming someone else's principal can never keep them at 429.
     pub async fn register(
         &self,
         authorization: &str,
+        client_ip: &str,
         raw: RawRegistration,
     ) -> Result<Registered, RegistrationError> {
         let (username, password) = decode_basic(authorization, true)?;
+        if !Principal::parse(&username).is_ok_and(|p| p.as_str() == username) {
+            return Err(CredentialError::BadUsername.into());
+        }
+        self.limiters
+            .check(Limiter::RegistrationPerIp, client_ip)
+            .await?;
         if password.len() < MIN_NEW_PASSWORD_LEN {
             return Err(invalid(format!(
                 "the device password must be at least {MIN_NEW_PASSWORD_LEN} characters (clients generate random ones)"
@@ -633,15 +646,10 @@ impl Registration {
             keys,
         } = validate_registration(&raw)?;
 
-        self.limiters
-            .check(Limiter::Registration, &username)
-            .await?;
-
-        let now = self.clock.now();
         let session_id = SessionId::parse(&session_id).ok_or(RegistrationError::SessionNotFound)?;
         let session = self
             .store
-            .session(&session_id, now)
+            .session(&session_id, self.clock.now())
             .await?
             .ok_or(RegistrationError::SessionNotFound)?;
         let verified = session
@@ -651,6 +659,11 @@ impl Registration {
         if verified.principal.as_str() != username {
             return Err(RegistrationError::PrincipalMismatch);
         }
+        self.limiters
+            .check(Limiter::Registration, &username)
+            .await?;
+        // Read the time only now, just before the store transaction (F-09: a stale `now` must not decide).
+        let now = self.clock.now();
         let commit = RegistrationCommit {
             session_id,
             candidate_aci: Aci::random(self.rng.as_ref()),
