@@ -219,6 +219,8 @@ pub enum Limiter {
     ContactRedeem,
     /// `POST /v1/registration`, per client network (bounds unauthenticated signature-checking work).
     RegistrationPerIp,
+    /// `POST /v1/invites`, per ACI (each attempt walks the invite tree).
+    InviteCreate,
     /// Failed authentication, per (account, client network); charged only on failure.
     AuthFailure,
     /// Failed authentication, per account from every network. When empty, each network keeps only a single try
@@ -228,7 +230,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 16] = [
+    pub const ALL: [Limiter; 17] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -243,6 +245,7 @@ impl Limiter {
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
         Limiter::RegistrationPerIp,
+        Limiter::InviteCreate,
         Limiter::AuthFailure,
         Limiter::AuthFailureAccount,
     ];
@@ -264,6 +267,7 @@ impl Limiter {
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
             Limiter::RegistrationPerIp => "registrationPerIp",
+            Limiter::InviteCreate => "inviteCreate",
             Limiter::AuthFailure => "authFailure",
             Limiter::AuthFailureAccount => "authFailureAccount",
         }
@@ -289,6 +293,7 @@ impl Limiter {
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
             Limiter::RegistrationPerIp => b(50, 12),
+            Limiter::InviteCreate => b(10, MIN),
             Limiter::AuthFailure => b(10, 6 * MIN),
             Limiter::AuthFailureAccount => b(100, 36),
         }

@@ -331,6 +331,14 @@ async fn concurrent_creations_respect_the_cap() {
         config.invites.quota_per_days = 1;
         config.invites.quota_max = 100;
         config.invites.max_open_invites = 3;
+        // This test is about the store's cap, not the per-account limiter.
+        config.limits.0.insert(
+            "inviteCreate".into(),
+            LimiterConfig {
+                bucket_size: 100,
+                permit_regeneration_seconds: 1.0,
+            },
+        );
         let app = Arc::new(TestApp::with_config(backend, config).await);
         let alice = Arc::new(app.seed("alice").await);
         app.clock.advance(100 * DAY);
@@ -817,6 +825,26 @@ async fn codes_never_reach_the_logs() {
         assert!(!logs.to_lowercase().contains(&c.to_lowercase()));
     }
 }
+
+/// F-07: invite creation is limited per account, so refused attempts (which walk the invite tree) cannot be
+/// repeated without bound.
+#[tokio::test]
+async fn invite_creation_is_rate_limited_per_account() {
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = app.seed("alice").await;
+        let bob = app.seed("bob").await;
+        let mut statuses = vec![];
+        for _ in 0..12 {
+            statuses.push(create(&app, &alice, json!({})).await.status.as_u16());
+        }
+        // Too young to invite: 403 until the limiter steps in.
+        assert_eq!(&statuses[..10], &[403; 10], "{backend:?}");
+        assert_eq!(&statuses[10..], &[429; 2], "{backend:?}");
+        assert_eq!(create(&app, &bob, json!({})).await.status, 403);
+    }
+}
+
 async fn validity_from(app: &TestApp, peer: &str) -> u16 {
     app.send_from(
         peer.parse().unwrap(),
