@@ -717,15 +717,14 @@ impl Registration {
             .providers
             .get(provider_id)
             .ok_or(LogoutError::UnknownProvider)?;
-        let jwks = match self.store.pinned_jwks(&provider.id).await? {
-            Some(j) => j,
-            None => {
-                let fetched = self.client.fetch_jwks(provider).await?;
-                self.store
-                    .pin_jwks(&provider.id, &fetched, self.clock.now())
-                    .await?
-            }
-        };
+        // Never pin on an unauthenticated request (F-05): the first pin happens after a code exchange with the
+        // provider (`verify`) or by the operator (`jwks refresh`). Until then no logout token can be checked, and
+        // there is no account of this provider to sign out either.
+        let jwks = self.store.pinned_jwks(&provider.id).await?.ok_or_else(|| {
+            LogoutError::Idp(IdpError(
+                "no JWKS pinned for the provider yet; nothing to sign out".into(),
+            ))
+        })?;
         let verified = self.verifier.verify(token, &jwks, &provider.allowed_algs)?;
         if let Some(typ) = &verified.typ {
             let typ = typ.to_ascii_lowercase();
