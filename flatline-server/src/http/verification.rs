@@ -35,8 +35,13 @@ pub fn error(state: &AppState, e: RegistrationError) -> ApiError {
         E::InviteInvalid => (StatusCode::FORBIDDEN, "invite_invalid"),
         E::InviteRequired => (StatusCode::FORBIDDEN, "invite_required"),
         E::Idp(idp) => {
-            tracing::warn!(error = %idp, "identity provider failed");
-            (StatusCode::BAD_GATEWAY, "idp_error")
+            // The detail (URLs, the IdP's own error text, local paths) is for the operator only (F-11).
+            tracing::warn!(error = ?idp.0, "identity provider failed");
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "idp_error",
+                "identity provider unavailable",
+            );
         }
         E::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
         E::AlreadyVerified => (StatusCode::CONFLICT, "already_verified"),

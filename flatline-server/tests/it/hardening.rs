@@ -201,6 +201,28 @@ async fn logout_requests_do_not_pin_the_jwks() {
     assert!(app.state.store.pinned_jwks("fake").await.unwrap().is_none());
 }
 
+/// F-11: what the identity provider said stays in the log; the client gets a fixed 502.
+#[tokio::test]
+async fn idp_error_details_are_not_returned() {
+    let stub = Stub::start(|s| {
+        s.par = Some((400, "SECRET-IDP-DETAIL at /var/lib/idp".into()));
+    })
+    .await;
+    let app = stub.app().await;
+    let r = start_session(&app).await;
+    assert_eq!((r.status.as_u16(), r.code().as_str()), (502, "idp_error"));
+    let body = String::from_utf8_lossy(&r.body);
+    for leak in ["SECRET-IDP-DETAIL", "127.0.0.1", "/var/lib", "PAR"] {
+        assert!(!body.contains(leak), "{body}");
+    }
+    // Discovery failures too.
+    let broken = Stub::start(|s| s.discovery_status = Some(500)).await;
+    let app = broken.app().await;
+    let r = start_session(&app).await;
+    assert_eq!(r.status, 502);
+    assert!(!String::from_utf8_lossy(&r.body).contains("127.0.0.1"));
+}
+
 /// F-06: a failed discovery is remembered for a short while, so unauthenticated requests do not re-fetch it each
 /// time.
 #[tokio::test]
