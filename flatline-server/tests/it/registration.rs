@@ -1299,3 +1299,48 @@ async fn short_device_passwords_are_refused_at_registration() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
 
+/// F-08: NUL and other control characters in capability names are refused before they reach a TEXT column.
+#[tokio::test]
+async fn control_characters_in_stored_strings_are_4xx() {
+    for backend in Backend::ALL {
+        let (app, idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
+        let (r, a) = verify_as(&app, &idp, "cap", None).await;
+        let principal = r.json()["principal"].as_str().unwrap().to_owned();
+        let session_id = a.session["id"].as_str().unwrap();
+        let mut client = SimClient::new(app.rng.as_ref());
+        for name in ["nul\u{0}cap", "line\ncap"] {
+            let mut body = client.registration_body(session_id, app.rng.as_ref());
+            body["accountAttributes"]["capabilities"] = json!({ name: true });
+            let r = app
+                .send(
+                    Method::POST,
+                    "/v1/registration",
+                    &[("authorization", &client.registration_auth(&principal))],
+                    Some(&body.to_string()),
+                )
+                .await;
+            assert!(
+                r.status.is_client_error(),
+                "{backend:?} {name:?}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        let r = register(&app, &client, &principal, session_id).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        client.aci = r.json()["uuid"].as_str().unwrap().parse().unwrap();
+        let auth = client.basic_auth(UsernameForm::Aci);
+        for attrs in [
+            json!({"fetchesMessages": true, "registrationId": 1, "capabilities": {"a\u{0}b": true}}),
+            json!({"fetchesMessages": true, "registrationId": 1, "name": "bad\u{0}name"}),
+        ] {
+            let r = app.put_json("/v1/accounts/attributes", &auth, &attrs).await;
+            assert!(
+                r.status.is_client_error(),
+                "{backend:?} {attrs}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}
