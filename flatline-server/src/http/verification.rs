@@ -56,7 +56,7 @@ pub fn error(state: &AppState, e: RegistrationError) -> ApiError {
                     "ID token signed with a key that is not pinned; run `flatline-server jwks refresh` if the IdP rotated keys"
                 );
             } else {
-                tracing::info!(reason = %t, "ID token rejected");
+                tracing::info!(reason = ?t.to_string(), "ID token rejected");
             }
             (StatusCode::UNAUTHORIZED, "id_token_invalid")
         }
@@ -371,11 +371,13 @@ async fn backchannel_logout(
         .await
     {
         Ok(accounts) => {
-            tracing::info!(provider = %provider, accounts = accounts.len(), "back-channel logout");
+            tracing::info!(provider = ?provider, accounts = accounts.len(), "back-channel logout");
             (StatusCode::OK, no_store).into_response()
         }
         Err(e) => {
-            tracing::info!(provider = %provider, reason = %e, "logout token rejected");
+            // Debug formatting escapes control characters: the provider segment and a JWS `alg` are the
+            // caller's text (F-15).
+            tracing::info!(provider = ?provider, reason = ?e.to_string(), "logout token rejected");
             if let flatline_core::registration::LogoutError::Token(TokenError::UnknownKey(_)) = e {
                 state.metrics.jwks_unknown_kid();
             }

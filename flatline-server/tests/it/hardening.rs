@@ -252,3 +252,28 @@ async fn oversized_idp_bodies_are_refused() {
     );
 }
 
+/// F-15: attacker-chosen provider segments and JWS `alg` values cannot start a log line of their own.
+#[tokio::test]
+async fn logout_rejections_cannot_inject_log_lines() {
+    use base64::Engine as _;
+    let capture = crate::invites::CAPTURE.clone();
+    let stub = Stub::start(|_| {}).await;
+    let app = stub.app().await;
+    app.state.registration.refresh_jwks("fake").await.unwrap();
+    assert_eq!(
+        logout(&app, "x%0AFLPROBE-INJECTED-PROVIDER", "e30.e30.e30").await,
+        400
+    );
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(r#"{"alg":"EdDSA\nFLPROBE-INJECTED-ALG","kid":"k1"}"#);
+    let token = format!("{header}.e30.AAAA");
+    assert_eq!(logout(&app, "fake", &token).await, 400);
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    assert!(
+        logs.contains("FLPROBE-INJECTED-PROVIDER"),
+        "the capture works"
+    );
+    for line in logs.lines() {
+        assert!(!line.starts_with("FLPROBE-INJECTED"), "{line}");
+    }
+}

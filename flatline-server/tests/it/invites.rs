@@ -775,7 +775,7 @@ async fn landing_page_keeps_the_code_out_of_requests() {
 /// Captures every log line of the test process. A process-wide subscriber, because a thread-local one races with
 /// the callsite interest cache while other tests run in parallel.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -787,7 +787,7 @@ impl Write for Capture {
     }
 }
 
-static CAPTURE: std::sync::LazyLock<Capture> = std::sync::LazyLock::new(|| {
+pub static CAPTURE: std::sync::LazyLock<Capture> = std::sync::LazyLock::new(|| {
     let capture = Capture::default();
     let sink = capture.clone();
     let subscriber = tracing_subscriber::fmt()
