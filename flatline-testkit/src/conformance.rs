@@ -42,7 +42,7 @@ macro_rules! conformance_suite {
             session_lifecycle, register_creates_and_consumes,
             reregistration_keeps_aci, principal_change_rotates_pni,
             principal_conflict_writes_nothing, tombstone_reuses_aci,
-            invite_reservations, invite_states_gate_reservation,
+            invite_reservations, invite_states_gate_reservation, stale_registrations_never_overuse_an_invite,
             concurrent_invite_reservations, oidc_state,
             invite_owner_limits, concurrent_invite_creations_respect_limits, deleted_owners_keep_no_active_invite,
             purge_expired_registrations,
