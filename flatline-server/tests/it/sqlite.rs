@@ -36,3 +36,43 @@ async fn migrations_are_idempotent_and_refuse_newer_schemas() {
     let err = store.migrate().await.unwrap_err();
     assert!(err.to_string().contains("newer"), "{err}");
 }
+
+/// F-14: two processes on one SQLite file (the server and the operator CLI) never fail a write with "database is
+/// locked" or a busy snapshot: writers take the lock before reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_stores_on_one_file_do_not_fail_writes() {
+    use flatline_core::ratelimit::BucketConfig;
+    use flatline_core::store::RateLimitStore as _;
+    use flatline_core::time::Timestamp;
+    let url = sqlite_url();
+    let a = Arc::new(SqliteStore::open(&url, 2, 10_000).await.unwrap());
+    a.migrate().await.unwrap();
+    let b = Arc::new(SqliteStore::open(&url, 2, 10_000).await.unwrap());
+    let cfg = BucketConfig::new(1_000_000, std::time::Duration::from_secs(1));
+    let mut tasks = vec![];
+    for store in [a, b] {
+        for t in 0..2 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut failures = vec![];
+                for i in 0..150 {
+                    let bucket = format!("shared::{}", i % 3);
+                    if let Err(e) = store.acquire(&bucket, &cfg, 1, Timestamp(i + t)).await {
+                        failures.push(e.to_string());
+                    }
+                }
+                failures
+            }));
+        }
+    }
+    let mut failures = vec![];
+    for t in tasks {
+        failures.extend(t.await.unwrap());
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures, e.g. {:?}",
+        failures.len(),
+        failures.first()
+    );
+}

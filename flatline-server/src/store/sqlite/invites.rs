@@ -189,7 +189,11 @@ impl InviteStore for SqliteStore {
         let now = new.created_at;
         // Count and insert in one write transaction: the writer connection serializes this against every other
         // write, so two concurrent creations cannot both see the last free slot.
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if let InviteOwner::Account(owner) = new.owner {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
                 .bind(owner.as_bytes().to_vec())
@@ -302,7 +306,11 @@ impl InviteStore for SqliteStore {
     }
 
     async fn revoke_all_of(&self, owner: Aci, now: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let n = revoke_all_of(&mut tx, owner, now).await?;
         tx.commit().await.map_err(db)?;
         Ok(n)
