@@ -787,25 +787,30 @@ impl Config {
         let mut root: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        // Only FLATLINE_<SECTION>__<KEY>… variables are configuration. Anything else under the prefix (a stray
+        // FLATLINE_URL from a deployment script, FLATLINE_CONFIG naming the file) is not ours to refuse.
+        let mut from_env: Vec<(String, String)> = vec![];
         for (name, value) in env {
             let Some(path) = name.strip_prefix("FLATLINE_") else {
                 continue;
             };
-            // FLATLINE_CONFIG names the file itself; it is not a key.
-            if path == "CONFIG" {
+            if !path.contains("__") {
+                tracing::debug!(variable = %name, "not a FLATLINE_<SECTION>__<KEY> variable; ignored");
                 continue;
             }
             set_path(&mut root, path, &value)?;
+            from_env.push((path.to_ascii_lowercase().replace("__", "."), name));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 invalid(
                     if key == "." { "(root)".to_owned() } else { key },
                     e.into_inner().to_string(),
                 )
-            })?;
-        config.validate()?;
+            })
+            .and_then(|c: Config| c.validate().map(|()| c))
+            .map_err(|e| name_variable(e, &from_env))?;
         Ok(config)
     }
 
@@ -903,6 +908,29 @@ impl Config {
     }
 }
 
+/// Adds the environment variable a key error is about, when the key (or its table) came from one.
+fn name_variable(e: ConfigError, from_env: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid { key, message } = e else {
+        return e;
+    };
+    let var = from_env.iter().find_map(|(dotted, var)| {
+        let first = dotted.split('.').next().unwrap_or_default();
+        let related = *dotted == key
+            || dotted.starts_with(&format!("{key}."))
+            || key.starts_with(&format!("{dotted}."))
+            || key.starts_with(&format!("{dotted}["))
+            || (key == "(root)" && message.contains(&format!("`{first}`")));
+        related.then_some(var)
+    });
+    match var {
+        Some(var) => ConfigError::Invalid {
+            key: format!("{key} (from {var})"),
+            message,
+        },
+        None => ConfigError::Invalid { key, message },
+    }
+}
+
 /// Sets `a__b__c` (case-insensitive, lowered) in `root` to `value`, read as a TOML scalar when it parses as one.
 fn set_path(root: &mut toml::Table, path: &str, value: &str) -> Result<(), ConfigError> {
     let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
@@ -990,6 +1018,37 @@ mod tests {
             c.limits.to_limits().unwrap().get(Limiter::PreKeys),
             BucketConfig::new(20, Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn only_section_key_variables_are_configuration() {
+        // Variables that are not FLATLINE_<SECTION>__<KEY> (a stray FLATLINE_URL, a tool's FLATLINE_HOME) are
+        // ignored rather than stopping the server.
+        let c = load(
+            "",
+            &[
+                ("FLATLINE_URL", "https://chat.example.org"),
+                ("FLATLINE_HOME", "/srv"),
+                ("FLATLINE_", "x"),
+                ("FLATLINE_SERVER__LISTEN", "0.0.0.0:9001"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9001);
+    }
+
+    #[test]
+    fn errors_about_variables_name_the_variable() {
+        for (var, value) in [
+            ("FLATLINE_SERVER__LISTEN", "nope"),
+            ("FLATLINE_SERVER__LISEN", "127.0.0.1:1"),
+            ("FLATLINE_NOSECTION__KEY", "1"),
+            ("FLATLINE_DATABASE__URL", "mysql://x"),
+            ("FLATLINE_SERVER____LISTEN", "x"),
+        ] {
+            let e = load("", &[(var, value)]).unwrap_err();
+            assert!(e.to_string().contains(var), "{var}: {e}");
+        }
     }
 
     #[test]
