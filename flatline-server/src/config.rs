@@ -888,6 +888,32 @@ impl Config {
         Ok(())
     }
 
+    /// Settings that are valid but probably not what the operator wants; logged at start-up.
+    ///
+    /// Principals live in one namespace shared by every provider (F-20, docs/SECURITY.md): when two providers map
+    /// the same claim, a user of either IdP can take a principal first and the other provider's user with the same
+    /// claim value is refused with `principal_conflict`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut by_claim: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in &self.providers {
+            if let Some(claim) = p.principal_claim.as_deref() {
+                by_claim.entry(claim).or_default().push(p.id.as_str());
+            }
+        }
+        by_claim
+            .into_iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|(claim, ids)| {
+                format!(
+                    "providers {} all map the `{claim}` claim to principals; principals are one namespace, so \
+                     whoever registers a value first through any of them holds it (use opaque principals, or \
+                     only IdPs that are authoritative for the same users; see docs/SECURITY.md, F-20)",
+                    ids.join(", ")
+                )
+            })
+            .collect()
+    }
+
     /// The parsed trusted-proxy networks.
     pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
         self.server
@@ -1049,6 +1075,31 @@ mod tests {
             let e = load("", &[(var, value)]).unwrap_err();
             assert!(e.to_string().contains(var), "{var}: {e}");
         }
+    }
+
+    #[test]
+    fn providers_sharing_a_principal_claim_are_warned_about() {
+        let provider = |id: &str, claim: Option<&str>| {
+            format!(
+                "[[providers]]\nid = \"{id}\"\nname = \"{id}\"\nissuer = \"https://{id}.example\"\nclient_id = \"c\"\nclient_secret_env = \"S\"\nredirect_uris = [\"app://cb\"]\n{}",
+                claim.map_or(String::new(), |c| format!("principal_claim = \"{c}\"\n"))
+            )
+        };
+        let two_email = format!(
+            "{}{}{}",
+            provider("a", Some("email")),
+            provider("b", Some("email")),
+            provider("c", None)
+        );
+        let w = load(&two_email, &[]).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("a, b") && w[0].contains("`email`"), "{w:?}");
+        let distinct = format!(
+            "{}{}",
+            provider("a", Some("email")),
+            provider("b", Some("upn"))
+        );
+        assert!(load(&distinct, &[]).unwrap().warnings().is_empty());
     }
 
     #[test]
