@@ -67,8 +67,21 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-    /// 500 for a store failure. The detail goes to the log, not to the client.
-    pub fn internal(e: &dyn std::error::Error) -> Self {
+    /// 500 for a store failure, or 503 `store_unavailable` with `Retry-After` when the database cannot be reached
+    /// right now (connection lost or refused, pool exhausted, PostgreSQL shutting down, SQLite busy, read-only or
+    /// full): a fault that passes by itself, and nothing was written. The detail goes to the log, not to the client.
+    pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::store::database_unavailable(e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError {
+                retry_after: Some(UNAVAILABLE_RETRY_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; retry later",
+                )
+            };
+        }
         tracing::error!(error = %e, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +90,9 @@ impl ApiError {
         )
     }
 }
+
+/// `Retry-After` of a 503 `store_unavailable`.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
 
 impl From<RateLimited> for ApiError {
     fn from(r: RateLimited) -> Self {
@@ -257,6 +273,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unavailable_database_codes() {
+        for (code, away) in [
+            ("08006", true),
+            ("57P01", true),
+            ("57P03", true),
+            ("53300", true),
+            ("53100", true),
+            ("23505", false),
+            ("22P02", false),
+            ("5", true),
+            ("517", true),
+            ("8", true),
+            ("13", true),
+            ("19", false),
+            ("2067", false),
+        ] {
+            assert_eq!(crate::store::unavailable_code(code), away, "{code}");
+        }
+    }
 
     #[test]
     fn escaped_nul_is_found_only_as_an_escape() {

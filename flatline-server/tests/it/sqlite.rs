@@ -76,3 +76,51 @@ async fn two_stores_on_one_file_do_not_fail_writes() {
         failures.first()
     );
 }
+
+/// A locked SQLite file (another process holds the write lock past the busy timeout) answers 503 with
+/// `Retry-After`, writes nothing, and serves again as soon as the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_answers_503_and_recovers() {
+    use flatline_testkit::UsernameForm;
+    use sqlx::Connection as _;
+    let url = sqlite_url();
+    let store = SqliteStore::open(&url, 2, 50).await.unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let app = crate::support::TestApp::assemble(
+        flatline_server::config::Config::default(),
+        store.clone(),
+        Arc::new(flatline_testkit::MockClock::default()),
+        Arc::new(flatline_testkit::SeededRng::new(4)),
+        vec![],
+    )
+    .await;
+    let alice = app.seed("alice").await;
+    let auth = alice.basic_auth(UsernameForm::Aci);
+    let attrs = |id: u32| serde_json::json!({"fetchesMessages": true, "registrationId": id});
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let r = app
+        .put_json("/v1/accounts/attributes", &auth, &attrs(11))
+        .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.code(), "store_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let r = app
+        .put_json("/v1/accounts/attributes", &auth, &attrs(12))
+        .await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+    let account = store.account(alice.aci).await.unwrap().unwrap();
+    assert_eq!(
+        account
+            .device(flatline_core::ids::DeviceId::PRIMARY)
+            .unwrap()
+            .settings
+            .registration_id,
+        12
+    );
+}
