@@ -226,11 +226,17 @@ pub enum Limiter {
     /// Failed authentication, per account from every network. When empty, each network keeps only a single try
     /// per [`Limiter::AuthFailure`] regeneration, and networks without failures (the owner's) are unaffected.
     AuthFailureAccount,
+    /// Identified sends to another account, per `sender__destination` (M§2.6).
+    Messages,
+    /// Bytes of message content received per destination account (M§2.6).
+    InboundMessageBytes,
+    /// Story sends, per destination account (M§2.6).
+    Stories,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 17] = [
+    pub const ALL: [Limiter; 20] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -248,6 +254,9 @@ impl Limiter {
         Limiter::InviteCreate,
         Limiter::AuthFailure,
         Limiter::AuthFailureAccount,
+        Limiter::Messages,
+        Limiter::InboundMessageBytes,
+        Limiter::Stories,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -270,6 +279,9 @@ impl Limiter {
             Limiter::InviteCreate => "inviteCreate",
             Limiter::AuthFailure => "authFailure",
             Limiter::AuthFailureAccount => "authFailureAccount",
+            Limiter::Messages => "messages",
+            Limiter::InboundMessageBytes => "inboundMessageBytes",
+            Limiter::Stories => "stories",
         }
     }
 
@@ -296,6 +308,12 @@ impl Limiter {
             Limiter::InviteCreate => b(10, MIN),
             Limiter::AuthFailure => b(10, 6 * MIN),
             Limiter::AuthFailureAccount => b(100, 36),
+            Limiter::Messages => b(60, 1),
+            // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
+            Limiter::InboundMessageBytes => {
+                BucketConfig::new(128 * 1024 * 1024, Duration::from_millis(1))
+            }
+            Limiter::Stories => b(5000, 8),
         }
     }
 
@@ -356,10 +374,20 @@ impl RateLimiters {
 
     /// Takes one permit from `limiter`'s bucket for `key`.
     pub async fn check(&self, limiter: Limiter, key: &str) -> Result<(), LimitError> {
+        self.check_n(limiter, key, 1).await
+    }
+
+    /// Takes `amount` permits at once (all or none) from `limiter`'s bucket for `key`.
+    pub async fn check_n(
+        &self,
+        limiter: Limiter,
+        key: &str,
+        amount: u32,
+    ) -> Result<(), LimitError> {
         let config = self.limits.get(limiter);
         match self
             .store
-            .acquire(&bucket_key(limiter, key), &config, 1, self.clock.now())
+            .acquire(&bucket_key(limiter, key), &config, amount, self.clock.now())
             .await?
         {
             Admission::Allowed => Ok(()),

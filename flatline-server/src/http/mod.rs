@@ -11,11 +11,13 @@ pub mod health;
 pub mod invites;
 pub mod keys;
 pub mod manifest;
+pub mod messages;
 pub mod openapi;
 pub mod registration;
 pub mod usernames;
 pub mod verification;
 pub mod wire;
+pub mod zk;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +32,7 @@ use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
+use flatline_core::messages::service::{MessageNotifier, MessageService, NoNotifier};
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
@@ -70,6 +73,11 @@ pub struct AppState {
     pub contacts: Contacts,
     /// Registration invites (user API and operator operations).
     pub invites: Invites,
+    /// Message sends, queues, acknowledgements and spam reports.
+    pub messages: MessageService,
+    /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
+    /// [`NoNotifier`] until [`AppState::with_notifier`].
+    pub notifier: Arc<dyn MessageNotifier>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -159,7 +167,18 @@ impl AppState {
             oidc.verifier,
             settings,
         );
+        let notifier: Arc<dyn MessageNotifier> = Arc::new(NoNotifier);
+        let messages = MessageService::new(
+            store.clone(),
+            clock.clone(),
+            rng.clone(),
+            limiters.clone(),
+            notifier.clone(),
+            config.messages.to_messages_config()?,
+        );
         Ok(AppState {
+            messages,
+            notifier,
             auth: Authenticator::new(store.clone(), clock.clone())
                 .with_failure_limits(limiters.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
@@ -192,6 +211,21 @@ impl AppState {
         })
     }
 
+    /// Replaces the live-delivery hooks (the chat socket's registry): the message service then tells `notifier`
+    /// about every stored message, and the send handler hands it online messages.
+    pub fn with_notifier(mut self, notifier: Arc<dyn MessageNotifier>) -> Self {
+        self.messages = MessageService::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.rng.clone(),
+            self.limiters.clone(),
+            notifier.clone(),
+            *self.messages.config(),
+        );
+        self.notifier = notifier;
+        self
+    }
+
     /// Adds the instance trust material (see [`crate::trust::Trust::bootstrap`]).
     pub fn with_trust(mut self, trust: Arc<crate::trust::Trust>) -> Self {
         self.trust = Some(trust);
@@ -221,7 +255,9 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(usernames::routes())
         .merge(contacts::routes())
         .merge(invites::routes())
+        .merge(messages::routes(config))
         .merge(manifest::routes())
+        .merge(zk::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
