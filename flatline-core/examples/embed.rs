@@ -634,6 +634,7 @@ async fn register(
         .registration
         .register(
             &client.registration_auth(&principal),
+            "192.0.2.1",
             wire::registration(&body)?,
         )
         .await

@@ -111,8 +111,8 @@ pub enum AttributesError {
     /// An unidentified access key that is not 16 bytes.
     #[error("unidentifiedAccessKey must be 16 bytes")]
     AccessKeyLength,
-    /// A capability name that is empty or absurdly long.
-    #[error("capability names must be 1..=64 bytes, at most 64 of them")]
+    /// A capability name that is empty, absurdly long or holds control characters (NUL breaks PostgreSQL TEXT).
+    #[error("capability names must be 1..=64 bytes without control characters, at most 64 of them")]
     Capability,
 }
 
@@ -186,7 +186,7 @@ impl AccountAttributes {
             || raw
                 .capabilities
                 .iter()
-                .any(|(n, _)| n.is_empty() || n.len() > 64)
+                .any(|(n, _)| n.is_empty() || n.len() > 64 || n.chars().any(char::is_control))
         {
             return Err(AttributesError::Capability);
         }

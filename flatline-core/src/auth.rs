@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::account::Account;
-use crate::credentials::DeviceCredentials;
+use crate::credentials::{DeviceCredentials, SaltedTokenHash};
 use crate::ids::DeviceId;
+use crate::ratelimit::{Level, Limiter, RateLimited, RateLimiters};
 use crate::store::{AccountStore, StoreError};
 use crate::time::{Clock, Timestamp};
 
@@ -33,6 +34,10 @@ pub enum AuthError {
     /// Wrong password.
     #[error("wrong password")]
     WrongPassword,
+    /// Too many failures for this account from this network (or from everywhere, see
+    /// [`Limiter::AuthFailureAccount`]); the password was not checked. 429.
+    #[error(transparent)]
+    RateLimited(RateLimited),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -45,27 +50,97 @@ const DAY: Duration = Duration::from_secs(86_400);
 pub struct Authenticator {
     store: Arc<dyn AccountStore>,
     clock: Arc<dyn Clock>,
+    limiters: Option<RateLimiters>,
+}
+
+/// Verified when the account or device does not exist, so that a miss costs the same hashing as a wrong password.
+fn decoy() -> SaltedTokenHash {
+    SaltedTokenHash {
+        hash: format!("2.{}", "0".repeat(64)),
+        salt: "0".repeat(32),
+    }
 }
 
 impl Authenticator {
-    /// An authenticator over `store`.
+    /// An authenticator over `store`, without failure limits (see [`Authenticator::with_failure_limits`]).
     pub fn new(store: Arc<dyn AccountStore>, clock: Arc<dyn Clock>) -> Self {
-        Authenticator { store, clock }
+        Authenticator {
+            store,
+            clock,
+            limiters: None,
+        }
     }
 
-    /// Verifies `credentials` in constant time and records the device's use (at most one write a day).
+    /// Limits failed authentication in [`Authenticator::authenticate_from`]: per (account, client network) with
+    /// [`Limiter::AuthFailure`], and per account with [`Limiter::AuthFailureAccount`] (when that one is empty, a
+    /// network needs a full `AuthFailure` bucket, i.e. gets one try per regeneration). Only failures are charged,
+    /// so the owner's networks keep working while someone guesses elsewhere.
+    pub fn with_failure_limits(mut self, limiters: RateLimiters) -> Self {
+        self.limiters = Some(limiters);
+        self
+    }
+
+    /// [`Authenticator::authenticate`] for a request from `network` (a limiter key, e.g. the client's /64): refused
+    /// with [`AuthError::RateLimited`] before the password is checked when the failure limits say so, and a failure
+    /// is charged to them.
+    pub async fn authenticate_from(
+        &self,
+        credentials: &DeviceCredentials,
+        network: &str,
+    ) -> Result<AuthenticatedDevice, AuthError> {
+        let Some(limiters) = &self.limiters else {
+            return self.authenticate(credentials).await;
+        };
+        let account = credentials.aci.to_string();
+        let pair = format!("{account}/{network}");
+        match limiters.level(Limiter::AuthFailure, &pair).await? {
+            Level::Empty(r) => return Err(AuthError::RateLimited(r)),
+            Level::Partial => {
+                if let Level::Empty(r) = limiters
+                    .level(Limiter::AuthFailureAccount, &account)
+                    .await?
+                {
+                    return Err(AuthError::RateLimited(r));
+                }
+            }
+            Level::Full => {}
+        }
+        let result = self.authenticate(credentials).await;
+        if let Err(
+            AuthError::UnknownAccount
+            | AuthError::UnknownDevice
+            | AuthError::Locked
+            | AuthError::WrongPassword,
+        ) = &result
+        {
+            for (limiter, key) in [
+                (Limiter::AuthFailure, pair.as_str()),
+                (Limiter::AuthFailureAccount, account.as_str()),
+            ] {
+                match limiters.check(limiter, key).await {
+                    Ok(()) | Err(crate::ratelimit::LimitError::Limited(_)) => {}
+                    Err(crate::ratelimit::LimitError::Store(e)) => return Err(e.into()),
+                }
+            }
+        }
+        result
+    }
+
+    /// Verifies `credentials` in constant time and records the device's use (at most one write a day). An unknown
+    /// account or device costs the same password hashing as a wrong password. No failure limits: request paths
+    /// use [`Authenticator::authenticate_from`].
     pub async fn authenticate(
         &self,
         credentials: &DeviceCredentials,
     ) -> Result<AuthenticatedDevice, AuthError> {
-        let account = self
-            .store
-            .account(credentials.aci)
-            .await?
-            .ok_or(AuthError::UnknownAccount)?;
-        let device = account
-            .device(credentials.device_id)
-            .ok_or(AuthError::UnknownDevice)?;
+        let Some(account) = self.store.account(credentials.aci).await? else {
+            decoy().verify(&credentials.password);
+            return Err(AuthError::UnknownAccount);
+        };
+        let Some(device) = account.device(credentials.device_id) else {
+            decoy().verify(&credentials.password);
+            return Err(AuthError::UnknownDevice);
+        };
         if device.credential.is_locked() {
             return Err(AuthError::Locked);
         }

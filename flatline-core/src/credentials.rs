@@ -22,6 +22,13 @@ pub enum CredentialError {
     BadPassword,
 }
 
+/// Shortest password a new device may register with. Signal clients generate random passwords of 16 or more
+/// bytes of entropy, base64 (Android and signal-cli: 18 random bytes, 24 characters; Desktop: 16 random bytes,
+/// 24 characters; iOS: 16 random bytes, 32 hex digits), so every real client clears this bar; a human-chosen
+/// 6-character password does not. Authentication itself accepts the old minimum (1), so nothing stored is locked
+/// out.
+pub const MIN_NEW_PASSWORD_LEN: usize = 16;
+
 /// Longest password we accept. Signal clients send ~24 characters; the cap bounds hashing work per request.
 pub const MAX_PASSWORD_LEN: usize = 512;
 

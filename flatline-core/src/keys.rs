@@ -382,6 +382,12 @@ impl KeyService {
         match requester {
             Requester::Anonymous => return Err(FetchError::Unauthorized),
             Requester::AccessKey(key) => {
+                // The contact policy is read for every ACI target, existing or not, so that a miss costs the same
+                // store queries as a hit (F-16: timing must not confirm that an ACI exists).
+                let invite_only = match target {
+                    ServiceId::Aci(aci) => is_invite_only(self.store.as_ref(), aci).await?,
+                    ServiceId::Pni(_) => true,
+                };
                 // Access keys never open PNI targets.
                 let Some(account) = account
                     .as_ref()
@@ -390,8 +396,7 @@ impl KeyService {
                     return Err(FetchError::Unauthorized);
                 };
                 // `unrestrictedUnidentifiedAccess` would let anyone in; invite_only accounts ignore it.
-                let unrestricted_allowed =
-                    !is_invite_only(self.store.as_ref(), account.aci).await?;
+                let unrestricted_allowed = !invite_only;
                 if !access_key_matches(account, key, unrestricted_allowed) {
                     return Err(FetchError::Unauthorized);
                 }

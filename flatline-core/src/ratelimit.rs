@@ -91,17 +91,7 @@ pub fn apply(
     amount: u32,
     now: Timestamp,
 ) -> (BucketState, Admission) {
-    let capacity = config.capacity_ms();
-    let credit = match state {
-        None => capacity,
-        Some(s) => {
-            let elapsed = now
-                .as_millis()
-                .saturating_sub(s.updated_at.as_millis())
-                .max(0);
-            s.credit_ms.saturating_add(elapsed).min(capacity)
-        }
-    };
+    let credit = credit_at(config, state, now);
     let cost = config.permit_ms().saturating_mul(i64::from(amount));
     if credit >= cost {
         (
@@ -120,6 +110,48 @@ pub fn apply(
             },
             Admission::Denied { retry_after },
         )
+    }
+}
+
+/// The credit of a bucket in `state` (absent = full) refilled up to `now`, in milliseconds of regeneration.
+fn credit_at(config: &BucketConfig, state: Option<BucketState>, now: Timestamp) -> i64 {
+    let capacity = config.capacity_ms();
+    match state {
+        None => capacity,
+        Some(s) => {
+            let elapsed = now
+                .as_millis()
+                .saturating_sub(s.updated_at.as_millis())
+                .max(0);
+            s.credit_ms.saturating_add(elapsed).min(capacity)
+        }
+    }
+}
+
+/// How full a bucket is, observed without taking anything (see [`RateLimiters::level`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Every permit is there.
+    Full,
+    /// At least one permit is there, but not all.
+    Partial,
+    /// Not one permit; one comes back after this long.
+    Empty(RateLimited),
+}
+
+/// The [`Level`] of a bucket in `state` at `now`.
+pub fn level(config: &BucketConfig, state: Option<BucketState>, now: Timestamp) -> Level {
+    let credit = credit_at(config, state, now);
+    if credit >= config.capacity_ms() {
+        Level::Full
+    } else if credit >= config.permit_ms() {
+        Level::Partial
+    } else {
+        Level::Empty(RateLimited {
+            retry_after: Duration::from_millis(
+                u64::try_from(config.permit_ms() - credit).unwrap_or(0),
+            ),
+        })
     }
 }
 
@@ -185,6 +217,15 @@ pub enum Limiter {
     InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
+    /// `POST /v1/registration`, per client network (bounds unauthenticated signature-checking work).
+    RegistrationPerIp,
+    /// `POST /v1/invites`, per ACI (each attempt walks the invite tree).
+    InviteCreate,
+    /// Failed authentication, per (account, client network); charged only on failure.
+    AuthFailure,
+    /// Failed authentication, per account from every network. When empty, each network keeps only a single try
+    /// per [`Limiter::AuthFailure`] regeneration, and networks without failures (the owner's) are unaffected.
+    AuthFailureAccount,
     /// Identified sends to another account, per `sender__destination` (M§2.6).
     Messages,
     /// Bytes of message content received per destination account (M§2.6).
@@ -197,7 +238,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 17] = [
+    pub const ALL: [Limiter; 21] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -211,6 +252,10 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
+        Limiter::RegistrationPerIp,
+        Limiter::InviteCreate,
+        Limiter::AuthFailure,
+        Limiter::AuthFailureAccount,
         Limiter::Messages,
         Limiter::InboundMessageBytes,
         Limiter::Stories,
@@ -233,6 +278,10 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
+            Limiter::RegistrationPerIp => "registrationPerIp",
+            Limiter::InviteCreate => "inviteCreate",
+            Limiter::AuthFailure => "authFailure",
+            Limiter::AuthFailureAccount => "authFailureAccount",
             Limiter::Messages => "messages",
             Limiter::InboundMessageBytes => "inboundMessageBytes",
             Limiter::Stories => "stories",
@@ -259,6 +308,10 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
+            Limiter::RegistrationPerIp => b(50, 12),
+            Limiter::InviteCreate => b(10, MIN),
+            Limiter::AuthFailure => b(10, 6 * MIN),
+            Limiter::AuthFailureAccount => b(100, 36),
             Limiter::Messages => b(60, 1),
             // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
             Limiter::InboundMessageBytes => {
@@ -338,15 +391,39 @@ impl RateLimiters {
         amount: u32,
     ) -> Result<(), LimitError> {
         let config = self.limits.get(limiter);
-        let bucket = format!("{}::{key}", limiter.name());
         match self
             .store
-            .acquire(&bucket, &config, amount, self.clock.now())
+            .acquire(&bucket_key(limiter, key), &config, amount, self.clock.now())
             .await?
         {
             Admission::Allowed => Ok(()),
             Admission::Denied { retry_after } => Err(RateLimited { retry_after }.into()),
         }
+    }
+
+    /// How full `limiter`'s bucket for `key` is, taking nothing (one read, no write).
+    pub async fn level(&self, limiter: Limiter, key: &str) -> Result<Level, StoreError> {
+        let config = self.limits.get(limiter);
+        let state = self.store.peek(&bucket_key(limiter, key)).await?;
+        Ok(level(&config, state, self.clock.now()))
+    }
+}
+
+/// Longest limiter key stored as is; longer (or non-printable) keys are stored as their SHA-256.
+const MAX_PLAIN_KEY: usize = 128;
+
+/// The stored bucket name of `limiter` for `key`. Keys can be attacker-chosen, so a long or non-printable key is
+/// replaced by its SHA-256 (bounded rows, valid UTF-8 text, no NUL for PostgreSQL).
+pub fn bucket_key(limiter: Limiter, key: &str) -> String {
+    use sha2::Digest as _;
+    if key.len() <= MAX_PLAIN_KEY && key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        format!("{}::{key}", limiter.name())
+    } else {
+        format!(
+            "{}::#{}",
+            limiter.name(),
+            hex::encode(sha2::Sha256::digest(key.as_bytes()))
+        )
     }
 }
 
@@ -385,6 +462,39 @@ mod tests {
             let empty = BucketState { credit_ms: 0, updated_at: Timestamp(0) };
             let (_, a) = apply(&cfg, Some(empty), 1, Timestamp(waited as i64));
             prop_assert_eq!(a, Admission::Denied { retry_after: Duration::from_millis(regen_ms - waited) });
+        }
+    }
+
+    #[test]
+    fn level_reports_full_partial_and_empty_without_taking() {
+        let cfg = BucketConfig::new(2, Duration::from_secs(10));
+        assert_eq!(level(&cfg, None, Timestamp(0)), Level::Full);
+        let (s, _) = apply(&cfg, None, 1, Timestamp(0));
+        assert_eq!(level(&cfg, Some(s), Timestamp(0)), Level::Partial);
+        assert_eq!(level(&cfg, Some(s), Timestamp(10_000)), Level::Full);
+        let (s, _) = apply(&cfg, Some(s), 1, Timestamp(0));
+        assert_eq!(
+            level(&cfg, Some(s), Timestamp(4_000)),
+            Level::Empty(RateLimited {
+                retry_after: Duration::from_secs(6)
+            })
+        );
+    }
+
+    #[test]
+    fn hostile_keys_are_hashed() {
+        assert_eq!(
+            bucket_key(Limiter::Registration, "a@b"),
+            "registration::a@b"
+        );
+        for hostile in [
+            "a\0b".to_owned(),
+            "x".repeat(3000),
+            "line\nbreak".to_owned(),
+        ] {
+            let k = bucket_key(Limiter::Registration, &hostile);
+            assert_eq!(k.len(), "registration::#".len() + 64, "{k}");
+            assert!(k.bytes().all(|b| b.is_ascii_graphic()));
         }
     }
 

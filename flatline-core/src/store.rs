@@ -199,6 +199,9 @@ pub trait RateLimitStore: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<Admission>;
 
+    /// The stored state of bucket `key`, if any (absent = full). A read only: nothing is refilled or taken.
+    async fn peek(&self, key: &str) -> StoreResult<Option<crate::ratelimit::BucketState>>;
+
     /// Forgets buckets that are full again at `now` (housekeeping); returns how many were removed.
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64>;
 }

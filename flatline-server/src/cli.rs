@@ -147,6 +147,9 @@ pub async fn main() -> i32 {
         }
     };
     init_logging(&config);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => match toml::to_string_pretty(&Config {
             // The database URL may carry a password.

@@ -575,6 +575,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds before a request is abandoned with 408. Default 30.
     pub request_timeout_seconds: u64,
+    /// Per-IP rate limits count IPv6 clients per network of this prefix length (32..=128). Default 64: one
+    /// client usually holds a whole /64; use 48 or 56 where providers hand out larger blocks.
+    pub ipv6_limit_prefix: u8,
 }
 
 impl Default for ServerConfig {
@@ -587,6 +590,7 @@ impl Default for ServerConfig {
             shutdown_grace_seconds: 20,
             max_body_bytes: 1 << 20,
             request_timeout_seconds: 30,
+            ipv6_limit_prefix: 64,
         }
     }
 }
@@ -873,25 +877,30 @@ impl Config {
         let mut root: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        // Only FLATLINE_<SECTION>__<KEY>… variables are configuration. Anything else under the prefix (a stray
+        // FLATLINE_URL from a deployment script, FLATLINE_CONFIG naming the file) is not ours to refuse.
+        let mut from_env: Vec<(String, String)> = vec![];
         for (name, value) in env {
             let Some(path) = name.strip_prefix("FLATLINE_") else {
                 continue;
             };
-            // FLATLINE_CONFIG names the file itself; it is not a key.
-            if path == "CONFIG" {
+            if !path.contains("__") {
+                tracing::debug!(variable = %name, "not a FLATLINE_<SECTION>__<KEY> variable; ignored");
                 continue;
             }
             set_path(&mut root, path, &value)?;
+            from_env.push((path.to_ascii_lowercase().replace("__", "."), name));
         }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(root)).map_err(|e| {
+        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| {
                 let key = e.path().to_string();
                 invalid(
                     if key == "." { "(root)".to_owned() } else { key },
                     e.into_inner().to_string(),
                 )
-            })?;
-        config.validate()?;
+            })
+            .and_then(|c: Config| c.validate().map(|()| c))
+            .map_err(|e| name_variable(e, &from_env))?;
         Ok(config)
     }
 
@@ -960,6 +969,12 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
+        if !(32..=128).contains(&self.server.ipv6_limit_prefix) {
+            return Err(invalid(
+                "server.ipv6_limit_prefix",
+                "must be between 32 and 128",
+            ));
+        }
         if self.server.request_timeout_seconds == 0 {
             return Err(invalid(
                 "server.request_timeout_seconds",
@@ -968,6 +983,32 @@ impl Config {
         }
         self.validate_instance()?;
         Ok(())
+    }
+
+    /// Settings that are valid but probably not what the operator wants; logged at start-up.
+    ///
+    /// Principals live in one namespace shared by every provider (F-20, docs/SECURITY.md): when two providers map
+    /// the same claim, a user of either IdP can take a principal first and the other provider's user with the same
+    /// claim value is refused with `principal_conflict`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut by_claim: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for p in &self.providers {
+            if let Some(claim) = p.principal_claim.as_deref() {
+                by_claim.entry(claim).or_default().push(p.id.as_str());
+            }
+        }
+        by_claim
+            .into_iter()
+            .filter(|(_, ids)| ids.len() > 1)
+            .map(|(claim, ids)| {
+                format!(
+                    "providers {} all map the `{claim}` claim to principals; principals are one namespace, so \
+                     whoever registers a value first through any of them holds it (use opaque principals, or \
+                     only IdPs that are authoritative for the same users; see docs/SECURITY.md, F-20)",
+                    ids.join(", ")
+                )
+            })
+            .collect()
     }
 
     /// The parsed trusted-proxy networks.
@@ -987,6 +1028,29 @@ impl Config {
                     })
             })
             .collect()
+    }
+}
+
+/// Adds the environment variable a key error is about, when the key (or its table) came from one.
+fn name_variable(e: ConfigError, from_env: &[(String, String)]) -> ConfigError {
+    let ConfigError::Invalid { key, message } = e else {
+        return e;
+    };
+    let var = from_env.iter().find_map(|(dotted, var)| {
+        let first = dotted.split('.').next().unwrap_or_default();
+        let related = *dotted == key
+            || dotted.starts_with(&format!("{key}."))
+            || key.starts_with(&format!("{dotted}."))
+            || key.starts_with(&format!("{dotted}["))
+            || (key == "(root)" && message.contains(&format!("`{first}`")));
+        related.then_some(var)
+    });
+    match var {
+        Some(var) => ConfigError::Invalid {
+            key: format!("{key} (from {var})"),
+            message,
+        },
+        None => ConfigError::Invalid { key, message },
     }
 }
 
@@ -1110,6 +1174,62 @@ mod tests {
             c.limits.to_limits().unwrap().get(Limiter::PreKeys),
             BucketConfig::new(20, Duration::from_millis(1500))
         );
+    }
+
+    #[test]
+    fn only_section_key_variables_are_configuration() {
+        // Variables that are not FLATLINE_<SECTION>__<KEY> (a stray FLATLINE_URL, a tool's FLATLINE_HOME) are
+        // ignored rather than stopping the server.
+        let c = load(
+            "",
+            &[
+                ("FLATLINE_URL", "https://chat.example.org"),
+                ("FLATLINE_HOME", "/srv"),
+                ("FLATLINE_", "x"),
+                ("FLATLINE_SERVER__LISTEN", "0.0.0.0:9001"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.server.listen.port(), 9001);
+    }
+
+    #[test]
+    fn errors_about_variables_name_the_variable() {
+        for (var, value) in [
+            ("FLATLINE_SERVER__LISTEN", "nope"),
+            ("FLATLINE_SERVER__LISEN", "127.0.0.1:1"),
+            ("FLATLINE_NOSECTION__KEY", "1"),
+            ("FLATLINE_DATABASE__URL", "mysql://x"),
+            ("FLATLINE_SERVER____LISTEN", "x"),
+        ] {
+            let e = load("", &[(var, value)]).unwrap_err();
+            assert!(e.to_string().contains(var), "{var}: {e}");
+        }
+    }
+
+    #[test]
+    fn providers_sharing_a_principal_claim_are_warned_about() {
+        let provider = |id: &str, claim: Option<&str>| {
+            format!(
+                "[[providers]]\nid = \"{id}\"\nname = \"{id}\"\nissuer = \"https://{id}.example\"\nclient_id = \"c\"\nclient_secret_env = \"S\"\nredirect_uris = [\"app://cb\"]\n{}",
+                claim.map_or(String::new(), |c| format!("principal_claim = \"{c}\"\n"))
+            )
+        };
+        let two_email = format!(
+            "{}{}{}",
+            provider("a", Some("email")),
+            provider("b", Some("email")),
+            provider("c", None)
+        );
+        let w = load(&two_email, &[]).unwrap().warnings();
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("a, b") && w[0].contains("`email`"), "{w:?}");
+        let distinct = format!(
+            "{}{}",
+            provider("a", Some("email")),
+            provider("b", Some("upn"))
+        );
+        assert!(load(&distinct, &[]).unwrap().warnings().is_empty());
     }
 
     #[test]

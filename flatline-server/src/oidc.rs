@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flatline_core::registration::oidc::{
@@ -33,11 +33,37 @@ struct Resolved {
 }
 
 /// reqwest-based [`OidcClient`]. Discovery results are cached per process (they are not security state; the JWKS
-/// is pinned in the store).
+/// is pinned in the store). A failed discovery is remembered for [`DISCOVERY_RETRY`], and concurrent misses wait
+/// for one fetch, so unauthenticated requests cannot make the server hammer a broken IdP (F-06).
 pub struct HttpOidcClient {
     http: reqwest::Client,
     providers: HashMap<String, ProviderRuntime>,
     resolved: RwLock<HashMap<String, Resolved>>,
+    failed: RwLock<HashMap<String, (Instant, IdpError)>>,
+    resolving: tokio::sync::Mutex<()>,
+}
+
+/// How long a failed discovery is answered from memory before it is tried again.
+pub const DISCOVERY_RETRY: Duration = Duration::from_secs(10);
+
+/// Largest discovery document or JWKS read from an IdP (F-13).
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Largest PAR or token response read from an IdP.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Reads at most `max` bytes of `response` as text; a longer body is an error, not a longer wait.
+async fn read_capped(mut response: reqwest::Response, max: usize) -> Result<String, IdpError> {
+    if response.content_length().is_some_and(|n| n > max as u64) {
+        return Err(IdpError(format!("response larger than {max} bytes")));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(idp)? {
+        if body.len() + chunk.len() > max {
+            return Err(IdpError(format!("response larger than {max} bytes")));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    String::from_utf8(body).map_err(|_| IdpError("response is not UTF-8".into()))
 }
 
 #[derive(Deserialize)]
@@ -87,6 +113,8 @@ impl HttpOidcClient {
                 .map(|p| (p.config.id.clone(), p))
                 .collect(),
             resolved: RwLock::new(HashMap::new()),
+            failed: RwLock::new(HashMap::new()),
+            resolving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -96,10 +124,44 @@ impl HttpOidcClient {
             .ok_or_else(|| IdpError(format!("provider {} has no runtime", provider.id)))
     }
 
-    async fn resolve(&self, provider: &Provider) -> Result<Resolved, IdpError> {
+    async fn cached(&self, provider: &Provider) -> Option<Result<Resolved, IdpError>> {
         if let Some(r) = self.resolved.read().await.get(&provider.id) {
-            return Ok(r.clone());
+            return Some(Ok(r.clone()));
         }
+        match self.failed.read().await.get(&provider.id) {
+            Some((at, e)) if at.elapsed() < DISCOVERY_RETRY => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+
+    async fn resolve(&self, provider: &Provider) -> Result<Resolved, IdpError> {
+        if let Some(r) = self.cached(provider).await {
+            return r;
+        }
+        let _single_flight = self.resolving.lock().await;
+        if let Some(r) = self.cached(provider).await {
+            return r;
+        }
+        match self.discover(provider).await {
+            Ok(r) => {
+                self.failed.write().await.remove(&provider.id);
+                self.resolved
+                    .write()
+                    .await
+                    .insert(provider.id.clone(), r.clone());
+                Ok(r)
+            }
+            Err(e) => {
+                self.failed
+                    .write()
+                    .await
+                    .insert(provider.id.clone(), (Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    async fn discover(&self, provider: &Provider) -> Result<Resolved, IdpError> {
         let c = &self.runtime(provider)?.config;
         let discovered = if c.discovery {
             let url = format!(
@@ -113,7 +175,9 @@ impl HttpOidcClient {
                     response.status()
                 )));
             }
-            let d: Discovery = response.json().await.map_err(idp)?;
+            let d: Discovery =
+                serde_json::from_str(&read_capped(response, MAX_DOCUMENT_BYTES).await?)
+                    .map_err(idp)?;
             if d.issuer != c.issuer {
                 return Err(IdpError(format!(
                     "discovery issuer {} differs from the configured issuer",
@@ -155,19 +219,30 @@ impl HttpOidcClient {
             },
             jwks_uri: pick(&c.jwks_uri, d.map(|d| &d.jwks_uri), "jwks_uri")?,
         };
-        for url in [
-            &resolved.endpoints.authorization,
-            &resolved.endpoints.token,
-            &resolved.endpoints.par,
+        let mut resolved = resolved;
+        // Configured endpoints were validated with the configuration (where `file://` JWKS are allowed). What
+        // discovery names must be https (or loopback http) and never a local file (F-05).
+        let discovered_jwks = c.jwks_uri.is_none();
+        for (url, from_discovery) in [
+            (
+                &resolved.endpoints.authorization,
+                c.authorization_endpoint.is_none(),
+            ),
+            (&resolved.endpoints.token, c.token_endpoint.is_none()),
+            (&resolved.endpoints.par, c.par_endpoint.is_none()),
+            (&resolved.jwks_uri, discovered_jwks),
         ] {
-            if !crate::config::secure_or_loopback(url) {
+            if from_discovery && !crate::config::secure_or_loopback(url) {
                 return Err(IdpError(format!("discovered endpoint {url} is not https")));
             }
         }
-        self.resolved
-            .write()
-            .await
-            .insert(provider.id.clone(), resolved.clone());
+        if c.end_session_endpoint.is_none()
+            && let Some(url) = &resolved.endpoints.end_session
+            && !crate::config::secure_or_loopback(url)
+        {
+            tracing::warn!(provider = %c.id, url = ?url, "discovered end_session_endpoint is not https; not offered to apps");
+            resolved.endpoints.end_session = None;
+        }
         Ok(resolved)
     }
 
@@ -224,14 +299,14 @@ impl OidcClient for HttpOidcClient {
             .post_form(provider, &resolved.endpoints.par, params)
             .await?;
         let status = response.status();
+        let text = read_capped(response, MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
             return Err(IdpError(format!(
                 "PAR answered {status}: {}",
-                body.chars().take(200).collect::<String>()
+                text.chars().take(200).collect::<String>()
             )));
         }
-        let body: ParBody = response.json().await.map_err(idp)?;
+        let body: ParBody = serde_json::from_str(&text).map_err(idp)?;
         Ok(ParResponse {
             request_uri: body.request_uri,
             expires_in: body.expires_in,
@@ -256,7 +331,7 @@ impl OidcClient for HttpOidcClient {
             .post_form(provider, &resolved.endpoints.token, &params)
             .await?;
         let status = response.status();
-        let text = response.text().await.map_err(idp)?;
+        let text = read_capped(response, MAX_RESPONSE_BYTES).await?;
         if !status.is_success() {
             if serde_json::from_str::<OAuthError>(&text).is_ok_and(|e| e.error == "invalid_grant") {
                 return Err(ExchangeError::InvalidGrant);
@@ -271,7 +346,8 @@ impl OidcClient for HttpOidcClient {
     async fn fetch_jwks(&self, provider: &Provider) -> Result<String, IdpError> {
         let uri = self.resolve(provider).await?.jwks_uri;
         let text = if let Some(path) = uri.strip_prefix("file://") {
-            tokio::fs::read_to_string(path)
+            // Only a configured jwks_uri can be a file (discovery is refused above).
+            read_file_capped(path, MAX_DOCUMENT_BYTES)
                 .await
                 .map_err(|e| IdpError(format!("reading {uri}: {e}")))?
         } else {
@@ -279,7 +355,7 @@ impl OidcClient for HttpOidcClient {
             if !response.status().is_success() {
                 return Err(IdpError(format!("jwks_uri answered {}", response.status())));
             }
-            response.text().await.map_err(idp)?
+            read_capped(response, MAX_DOCUMENT_BYTES).await?
         };
         let set: JwkSet =
             serde_json::from_str(&text).map_err(|e| IdpError(format!("not a JWKS: {e}")))?;
@@ -288,6 +364,18 @@ impl OidcClient for HttpOidcClient {
         }
         Ok(text)
     }
+}
+
+/// Reads a local JWKS file of at most `max` bytes.
+async fn read_file_capped(path: &str, max: usize) -> std::io::Result<String> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let mut text = String::new();
+    file.take(max as u64 + 1).read_to_string(&mut text).await?;
+    if text.len() > max {
+        return Err(std::io::Error::other(format!("larger than {max} bytes")));
+    }
+    Ok(text)
 }
 
 /// [`JwsVerifier`] on `jsonwebtoken`: the key is chosen by `kid` from the pinned set; the algorithm must be allowed

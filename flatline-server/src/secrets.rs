@@ -38,8 +38,9 @@ pub fn load_or_create_hex(
     len: usize,
     rng: &dyn SecureRandom,
 ) -> Result<Zeroizing<Vec<u8>>, SecretError> {
-    match std::fs::read_to_string(path) {
+    match std::fs::read_to_string(path).map(Zeroizing::new) {
         Ok(text) => {
+            warn_if_readable_by_others(path);
             let bytes = Zeroizing::new(
                 hex::decode(text.trim())
                     .map_err(|_| SecretError::Invalid(path.display().to_string(), "not hex"))?,
@@ -55,7 +56,8 @@ pub fn load_or_create_hex(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut bytes = Zeroizing::new(vec![0u8; len]);
             rng.fill(&mut bytes);
-            match write_private(path, hex::encode(&*bytes).as_bytes()) {
+            let hex_text = Zeroizing::new(hex::encode(&*bytes));
+            match write_private(path, hex_text.as_bytes()) {
                 Ok(()) => {
                     tracing::warn!(path = %path.display(), "created a new secret file; back it up");
                     Ok(bytes)
@@ -73,6 +75,22 @@ pub fn load_or_create_hex(
     }
 }
 
+/// Logs a warning when a secret file can be read by its group or others.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "secret file is readable by other users; chmod 600 it");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
 /// Writes `content` to a new file readable only by its owner. The file appears complete or not at all (written
 /// to a temporary name, then hard-linked), so a process racing to create the same file never reads half of it; if
 /// the file exists already the error has kind `AlreadyExists`.
@@ -87,14 +105,24 @@ pub fn write_private(path: &Path, content: &[u8]) -> Result<(), SecretError> {
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = path.with_file_name(tmp_name);
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    // `create_new` (O_CREAT|O_EXCL) never follows a symlink planted at the temporary name (F-19).
+    options.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
     let result = (|| {
-        let mut file = options.open(&tmp)?;
+        let mut file = match options.open(&tmp) {
+            // A leftover of a crashed run with our pid, or something planted: unlink it (never its target).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                std::fs::remove_file(&tmp)?;
+                options.open(&tmp).map_err(|e| {
+                    std::io::Error::other(format!("temporary file {}: {e}", tmp.display()))
+                })?
+            }
+            other => other?,
+        };
         file.write_all(content)?;
         file.write_all(b"\n")?;
         file.sync_all()?;

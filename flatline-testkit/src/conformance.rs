@@ -46,7 +46,7 @@ macro_rules! conformance_suite {
             session_lifecycle, register_creates_and_consumes,
             reregistration_keeps_aci, principal_change_rotates_pni,
             principal_conflict_writes_nothing, tombstone_reuses_aci,
-            invite_reservations, invite_states_gate_reservation,
+            invite_reservations, invite_states_gate_reservation, stale_registrations_never_overuse_an_invite,
             concurrent_invite_reservations, oidc_state,
             invite_owner_limits, concurrent_invite_creations_respect_limits, deleted_owners_keep_no_active_invite,
             purge_expired_registrations,
@@ -538,6 +538,15 @@ pub async fn rate_limit_bucket(store: Arc<dyn Store>) {
             retry_after: Duration::from_secs(20)
         }
     );
+    // Peeking reads the stored state and takes nothing.
+    assert_eq!(store.peek("l::never").await.unwrap(), None);
+    let seen = store.peek("l::b").await.unwrap().expect("stored");
+    assert_eq!(
+        (seen.credit_ms, seen.updated_at),
+        (20_000, T0),
+        "two of three permits left"
+    );
+    assert_eq!(store.peek("l::b").await.unwrap(), Some(seen));
 }
 
 /// A long pseudo-random sequence of requests (amounts 0–4, time moving forward by up to a minute and sometimes

@@ -184,7 +184,19 @@ impl Invites {
             )));
         }
         let note = check_note(req.note)?;
+        self.limiters
+            .check(Limiter::InviteCreate, &owner.aci.to_string())
+            .await?;
         let now = self.clock.now();
+        // An account that may not invite at all (disabled, suspended, younger than `min_account_age`) is refused
+        // from its own rows, without the tree walk (F-07). Other refusals keep the documented order (permanent
+        // reasons first), so they need the full facts; the limiter above bounds how often.
+        let cheap = self.own_facts(owner, now).await?;
+        if let Err(r) = p.decide(&cheap, now)
+            && (r == Refusal::Disabled || p.earned(owner.created_at, now) == 0)
+        {
+            return Err(r.into());
+        }
         let facts = self.facts(owner, now).await?;
         p.decide(&facts, now)?;
         let (new, code) = self.new_invite(
@@ -203,7 +215,7 @@ impl Invites {
             CreateOutcome::OwnerGone => Err(InviteError::Disabled),
             // A concurrent creation took the last slot: report when the next one frees up.
             CreateOutcome::QuotaSpent | CreateOutcome::TooManyOpen => {
-                let facts = self.facts(owner, now).await?;
+                let facts = self.own_facts(owner, now).await?;
                 Err(match p.decide(&facts, now) {
                     Err(r) => r.into(),
                     Ok(()) => InviteError::QuotaExceeded { available_at: None },
@@ -257,6 +269,39 @@ impl Invites {
             created_at: now,
         };
         (new, code)
+    }
+
+    /// The facts that need only the owner's own rows: the tree and chain are left empty (so they refuse
+    /// nothing), which makes [`InvitePolicy::decide`] on them a cheap first pass.
+    async fn own_facts(
+        &self,
+        owner: &Account,
+        now: Timestamp,
+    ) -> Result<InviterFacts, InviteError> {
+        let aci = owner.aci;
+        let suspended = self.store.is_suspended(aci).await?;
+        let mine = self
+            .store
+            .list_invites(
+                &InviteFilter {
+                    owner: Some(InviteOwner::Account(aci)),
+                    state: None,
+                },
+                now,
+            )
+            .await?;
+        Ok(InviterFacts {
+            account_created_at: owner.created_at,
+            suspended,
+            invites_created: u32::try_from(mine.len()).unwrap_or(u32::MAX),
+            open_invites: mine
+                .iter()
+                .filter(|i| i.state(now, suspended) == InviteState::Active)
+                .map(|i| i.expires_at)
+                .collect(),
+            tree_size: 0,
+            chain: vec![],
+        })
     }
 
     /// The facts the policy decides on.

@@ -22,9 +22,9 @@ use oidc::{
 };
 
 use crate::account::{Account, AccountAttributes, AttributesError, Device, RawAccountAttributes};
-use crate::credentials::{CredentialError, SaltedTokenHash, decode_basic};
+use crate::credentials::{CredentialError, MIN_NEW_PASSWORD_LEN, SaltedTokenHash, decode_basic};
 use crate::crypto::PublicKey;
-use crate::ids::{Aci, DeviceId, Pni};
+use crate::ids::{Aci, DeviceId, Pni, Principal};
 use crate::invites::{BadCode, InviteCode, InviteState};
 use crate::keys::{KeyError, RawKey, SignedPreKey, validate_signed_key, verify_signatures};
 use crate::random::{SecureRandom, random_array};
@@ -612,13 +612,31 @@ impl Registration {
         self.session(session.id.as_str()).await
     }
 
-    /// Creates or re-registers the account of a verified session.
+    /// Creates or re-registers the account of a verified session. `client_ip` is the limiter key of the caller's
+    /// network.
+    ///
+    /// Order (F-03 of the security review): the Basic username must be a well-formed principal; the per-network
+    /// limiter bounds the signature-checking work; field validation (422); then the session. Only a request whose
+    /// session is verified for exactly that principal is charged to the principal's `registration` limiter, so a
+    /// stranger naming someone else's principal can never keep them at 429.
     pub async fn register(
         &self,
         authorization: &str,
+        client_ip: &str,
         raw: RawRegistration,
     ) -> Result<Registered, RegistrationError> {
         let (username, password) = decode_basic(authorization, true)?;
+        if !Principal::parse(&username).is_ok_and(|p| p.as_str() == username) {
+            return Err(CredentialError::BadUsername.into());
+        }
+        self.limiters
+            .check(Limiter::RegistrationPerIp, client_ip)
+            .await?;
+        if password.len() < MIN_NEW_PASSWORD_LEN {
+            return Err(invalid(format!(
+                "the device password must be at least {MIN_NEW_PASSWORD_LEN} characters (clients generate random ones)"
+            )));
+        }
         // Field validation first (422), as Signal-Server does.
         let ValidRegistration {
             session_id,
@@ -628,15 +646,10 @@ impl Registration {
             keys,
         } = validate_registration(&raw)?;
 
-        self.limiters
-            .check(Limiter::Registration, &username)
-            .await?;
-
-        let now = self.clock.now();
         let session_id = SessionId::parse(&session_id).ok_or(RegistrationError::SessionNotFound)?;
         let session = self
             .store
-            .session(&session_id, now)
+            .session(&session_id, self.clock.now())
             .await?
             .ok_or(RegistrationError::SessionNotFound)?;
         let verified = session
@@ -646,6 +659,11 @@ impl Registration {
         if verified.principal.as_str() != username {
             return Err(RegistrationError::PrincipalMismatch);
         }
+        self.limiters
+            .check(Limiter::Registration, &username)
+            .await?;
+        // Read the time only now, just before the store transaction (F-09: a stale `now` must not decide).
+        let now = self.clock.now();
         let commit = RegistrationCommit {
             session_id,
             candidate_aci: Aci::random(self.rng.as_ref()),
@@ -699,15 +717,14 @@ impl Registration {
             .providers
             .get(provider_id)
             .ok_or(LogoutError::UnknownProvider)?;
-        let jwks = match self.store.pinned_jwks(&provider.id).await? {
-            Some(j) => j,
-            None => {
-                let fetched = self.client.fetch_jwks(provider).await?;
-                self.store
-                    .pin_jwks(&provider.id, &fetched, self.clock.now())
-                    .await?
-            }
-        };
+        // Never pin on an unauthenticated request (F-05): the first pin happens after a code exchange with the
+        // provider (`verify`) or by the operator (`jwks refresh`). Until then no logout token can be checked, and
+        // there is no account of this provider to sign out either.
+        let jwks = self.store.pinned_jwks(&provider.id).await?.ok_or_else(|| {
+            LogoutError::Idp(IdpError(
+                "no JWKS pinned for the provider yet; nothing to sign out".into(),
+            ))
+        })?;
         let verified = self.verifier.verify(token, &jwks, &provider.allowed_algs)?;
         if let Some(typ) = &verified.typ {
             let typ = typ.to_ascii_lowercase();

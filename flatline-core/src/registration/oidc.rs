@@ -225,17 +225,17 @@ fn check_common(
     let leeway = LEEWAY.as_secs() as i64;
     let now_s = now.as_secs();
     match seconds(claims, "exp")? {
-        Some(exp) if exp + leeway <= now_s => return Err(TokenError::Claim("exp")),
+        Some(exp) if exp.saturating_add(leeway) <= now_s => return Err(TokenError::Claim("exp")),
         None if require_exp => return Err(TokenError::Claim("exp")),
         _ => {}
     }
     match seconds(claims, "iat")? {
-        Some(iat) if iat - leeway > now_s => return Err(TokenError::Claim("iat")),
+        Some(iat) if iat.saturating_sub(leeway) > now_s => return Err(TokenError::Claim("iat")),
         None => return Err(TokenError::Claim("iat")),
         _ => {}
     }
     if let Some(nbf) = seconds(claims, "nbf")?
-        && nbf - leeway > now_s
+        && nbf.saturating_sub(leeway) > now_s
     {
         return Err(TokenError::Claim("nbf"));
     }

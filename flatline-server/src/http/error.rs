@@ -67,8 +67,21 @@ impl ApiError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
-    /// 500 for a store failure. The detail goes to the log, not to the client.
-    pub fn internal(e: &dyn std::error::Error) -> Self {
+    /// 500 for a store failure, or 503 `store_unavailable` with `Retry-After` when the database cannot be reached
+    /// right now (connection lost or refused, pool exhausted, PostgreSQL shutting down, SQLite busy, read-only or
+    /// full): a fault that passes by itself, and nothing was written. The detail goes to the log, not to the client.
+    pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+        if crate::store::database_unavailable(e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError {
+                retry_after: Some(UNAVAILABLE_RETRY_SECS),
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unavailable; retry later",
+                )
+            };
+        }
         tracing::error!(error = %e, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +90,9 @@ impl ApiError {
         )
     }
 }
+
+/// `Retry-After` of a 503 `store_unavailable`.
+pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
 
 impl From<RateLimited> for ApiError {
     fn from(r: RateLimited) -> Self {
@@ -159,11 +175,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
                 "the body must be a JSON object",
             ));
         }
+        if has_escaped_nul(&bytes) {
+            return Err(ApiError::bad_request("invalid_json", NUL_MESSAGE));
+        }
         match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(v)) => Ok(Json(v)),
             Err(e) => Err(ApiError::bad_request("invalid_json", e.body_text())),
         }
     }
+}
+
+const NUL_MESSAGE: &str = "strings must not contain NUL (U+0000)";
+
+/// Whether a JSON text holds the escape `\u0000` in a string (raw control characters are invalid JSON already).
+/// No stored string may hold NUL: PostgreSQL TEXT refuses it, which would be a 500 (F-08), so every request body
+/// is refused with 400 before anything is parsed. Escapes are skipped pairwise, so `\\u0000` (a backslash and
+/// the text `u0000`) is not NUL.
+pub fn has_escaped_nul(json: &[u8]) -> bool {
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] == b'\\' {
+            if json.get(i + 1) == Some(&b'u') && json.get(i + 2..i + 6) == Some(b"0000".as_slice())
+            {
+                return true;
+            }
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
 }
 
 /// `application/json` or any `application/*+json`, parameters allowed (what axum's own extractor accepts).
@@ -186,6 +227,11 @@ fn json_content_type(headers: &HeaderMap) -> bool {
             .is_some_and(|sub| sub.ends_with("+json") && !sub.contains('/'))
 }
 
+/// Whether a URI part holds `%00` (a percent-encoded NUL).
+fn has_encoded_nul(s: &str) -> bool {
+    s.as_bytes().windows(3).any(|w| w == b"%00")
+}
+
 /// Path parameters. A segment that does not decode (invalid UTF-8 after percent-decoding, or not the expected type)
 /// is 400 `invalid_path` with the usual error body, not axum's plain-text rejection (found by schemathesis).
 pub struct Path<T>(pub T);
@@ -194,6 +240,9 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if has_encoded_nul(parts.uri.path()) {
+            return Err(ApiError::bad_request("invalid_path", NUL_MESSAGE));
+        }
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
             // Missing or mismatched route parameters are a routing bug, not bad input.
@@ -211,9 +260,53 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if parts.uri.query().is_some_and(has_encoded_nul) {
+            return Err(ApiError::bad_request("invalid_query", NUL_MESSAGE));
+        }
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Query(v)| Query(v))
             .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unavailable_database_codes() {
+        for (code, away) in [
+            ("08006", true),
+            ("57P01", true),
+            ("57P03", true),
+            ("53300", true),
+            ("53100", true),
+            ("23505", false),
+            ("22P02", false),
+            ("5", true),
+            ("517", true),
+            ("8", true),
+            ("13", true),
+            ("19", false),
+            ("2067", false),
+        ] {
+            assert_eq!(crate::store::unavailable_code(code), away, "{code}");
+        }
+    }
+
+    #[test]
+    fn escaped_nul_is_found_only_as_an_escape() {
+        for (json, nul) in [
+            (r#"{"a":"x\u0000y"}"#, true),
+            (r#"{"a":"\u0000"}"#, true),
+            (r#"{"a":"x\\u0000y"}"#, false),
+            (r#"{"a":"\\\u0000"}"#, true),
+            (r#"{"a":"\u00001"}"#, true),
+            (r#"{"a":"\u0001"}"#, false),
+            (r#"{"a":"u0000"}"#, false),
+        ] {
+            assert_eq!(has_escaped_nul(json.as_bytes()), nul, "{json}");
+        }
     }
 }

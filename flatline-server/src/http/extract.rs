@@ -1,6 +1,6 @@
 //! Request extractors: the authenticated device and the client's IP address.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
@@ -33,9 +33,15 @@ async fn authenticate(
             state.metrics.auth_failure("malformed");
             ApiError::unauthorized()
         })?;
-    match state.auth.authenticate(&credentials).await {
+    let network = limiter_key(resolve_client_ip(parts, state), state.ipv6_limit_prefix);
+    match state.auth.authenticate_from(&credentials, &network).await {
         Ok(device) => Ok(Some(device)),
         Err(AuthError::Store(e)) => Err(ApiError::internal(&e)),
+        Err(AuthError::RateLimited(r)) => {
+            state.metrics.auth_failure("rate_limited");
+            tracing::debug!(aci = %credentials.aci, "authentication rate limited");
+            Err(r.into())
+        }
         Err(e) => {
             let reason = match e {
                 AuthError::UnknownAccount => "unknown_account",
@@ -81,21 +87,56 @@ impl FromRequestParts<AppState> for ClientIp {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let forwarded = parts
-            .headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>();
-        Ok(ClientIp(client_ip(
-            peer,
-            &forwarded,
-            &state.trusted_proxies,
+        Ok(ClientIp(resolve_client_ip(parts, state)))
+    }
+}
+
+fn resolve_client_ip(parts: &Parts, state: &AppState) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let forwarded = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>();
+    client_ip(peer, &forwarded, &state.trusted_proxies)
+}
+
+/// The key of every per-IP limiter for the client's network: an IPv4 address as is (IPv4-mapped IPv6 addresses
+/// count as IPv4), an IPv6 address as its `/prefix` network (`server.ipv6_limit_prefix`, default 64), because one
+/// IPv6 client commonly holds a whole /64 and would otherwise get 2⁶⁴ buckets (F-04).
+pub struct ClientNetwork(pub String);
+
+impl FromRequestParts<AppState> for ClientNetwork {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientNetwork(limiter_key(
+            resolve_client_ip(parts, state),
+            state.ipv6_limit_prefix,
         )))
+    }
+}
+
+/// See [`ClientNetwork`].
+pub fn limiter_key(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = ipv6_prefix.min(128);
+                let mask = u128::MAX.checked_shl(u32::from(128 - prefix)).unwrap_or(0);
+                let net = Ipv6Addr::from(u128::from(v6) & mask);
+                format!("{net}/{prefix}")
+            }
+        },
     }
 }
 
@@ -129,6 +170,17 @@ pub fn client_ip(peer: IpAddr, forwarded_headers: &[&str], trusted: &[IpNet]) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limiter_keys_group_ipv6_networks() {
+        let key = |s: &str, p| limiter_key(s.parse().unwrap(), p);
+        assert_eq!(key("192.0.2.1", 64), "192.0.2.1");
+        assert_eq!(key("::ffff:192.0.2.1", 64), "192.0.2.1");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 64), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:2:3:4:5:6", 128), "2001:db8:1:2:3:4:5:6/128");
+        assert_eq!(key("::1", 64), "::/64");
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

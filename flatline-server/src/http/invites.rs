@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::extract::{Authenticated, ClientIp};
+use super::extract::{Authenticated, ClientNetwork};
 use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
@@ -330,12 +330,12 @@ struct ValidDto {
 )]
 async fn validity(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Json(body): Json<ValidityDto>,
 ) -> Result<axum::Json<ValidDto>, Response> {
     let valid = state
         .invites
-        .validity(&body.code, &ip.to_string())
+        .validity(&body.code, &network)
         .await
         .map_err(error)?;
     Ok(axum::Json(ValidDto { valid }))

@@ -87,6 +87,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpNet]>,
+    /// IPv6 clients share per-IP limiter buckets per network of this prefix length (`server.ipv6_limit_prefix`).
+    pub ipv6_limit_prefix: u8,
     /// The configuration the server runs with.
     pub config: Arc<Config>,
     /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
@@ -194,7 +196,8 @@ impl AppState {
             messages,
             notifier,
             shortcodes,
-            auth: Authenticator::new(store.clone(), clock.clone()),
+            auth: Authenticator::new(store.clone(), clock.clone())
+                .with_failure_limits(limiters.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
             registration,
@@ -214,6 +217,7 @@ impl AppState {
                 config.invites.to_policy()?,
             ),
             trusted_proxies: config.trusted_proxies()?.into(),
+            ipv6_limit_prefix: config.server.ipv6_limit_prefix,
             metrics: Arc::new(Metrics::new()),
             limiters,
             store,

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::accounts::{AccountIdentity, AttributesDto};
 use super::error::{ApiError, ErrorBody, Json};
+use super::extract::ClientNetwork;
 use super::keys::SignedKeyDto;
 use super::openapi::{BODY_TOO_LARGE, INTERNAL, RATE_LIMITED};
 use super::verification::error;
@@ -101,11 +102,11 @@ struct RegisteredDto {
     responses(
         (status = 200, description = "Registered", body = RegisteredDto),
         (status = 400, description = "`invalid_json`, or `principal_mismatch` (Basic username is not the session's principal)", body = ErrorBody),
-        (status = 401, description = "`unauthorized` (no or malformed Basic credentials) or `session_unverified`", body = ErrorBody),
+        (status = 401, description = "`unauthorized` (no or malformed Basic credentials, or a username that is not a well-formed principal) or `session_unverified`", body = ErrorBody),
         (status = 403, description = "`principal_conflict`, `invite_required` or `invite_invalid`", body = ErrorBody),
         (status = 404, description = "`session_not_found`", body = ErrorBody),
         (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
-        (status = 422, description = "`validation_failed`: attributes, keys, signatures, or an unsupported recovery password", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: attributes, keys, signatures, a device password shorter than 16 characters, or an unsupported recovery password", body = ErrorBody),
         (status = 429, description = RATE_LIMITED, body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = INTERNAL, body = ErrorBody),
@@ -113,6 +114,7 @@ struct RegisteredDto {
 )]
 async fn register(
     State(state): State<AppState>,
+    ClientNetwork(network): ClientNetwork,
     headers: HeaderMap,
     Json(body): Json<RegistrationDto>,
 ) -> Result<axum::Json<RegisteredDto>, ApiError> {
@@ -122,7 +124,7 @@ async fn register(
         .ok_or_else(ApiError::unauthorized)?;
     let registered = state
         .registration
-        .register(authorization, body.into())
+        .register(authorization, &network, body.into())
         .await
         .map_err(|e| error(&state, e))?;
     tracing::info!(aci = %registered.account.aci, reregistration = registered.reregistration, "registered");

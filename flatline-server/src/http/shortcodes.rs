@@ -4,8 +4,6 @@
 //! owner denied — gets the same 404 `invite_invalid` body, after the same work: both `shortcodeAttempt` permits,
 //! one store transaction and one HMAC comparison (see `flatline_core::shortcodes`).
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use flatline_core::ids::Aci;
@@ -21,7 +19,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::extract::{Authenticated, ClientIp};
+use super::extract::{Authenticated, ClientNetwork};
 use super::openapi::{self, BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 
 /// Routes of this group.
@@ -59,25 +57,6 @@ fn error(e: ShortcodeError) -> ApiError {
         ShortcodeError::Validation(m) => ApiError::unprocessable(m),
         ShortcodeError::RateLimited(r) => r.into(),
         ShortcodeError::Store(s) => ApiError::internal(&s),
-    }
-}
-
-/// The `shortcodeAttempt` bucket key of a client address: an IPv4 address as it is, an IPv6 address by its /64
-/// (one subscriber usually holds a whole /64, so per-address buckets would be free to multiply). IPv4-mapped IPv6
-/// addresses count as their IPv4 address.
-///
-/// Kept minimal and local to this limiter on purpose: a general /64 keying of every per-IP limiter is being added
-/// elsewhere, and this function should give way to it then.
-pub fn network_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
     }
 }
 
@@ -275,12 +254,12 @@ struct RedeemedDto {
 async fn redeem_shortcode(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Json(body): Json<RedeemDto>,
 ) -> Result<axum::Json<RedeemedDto>, ApiError> {
     match state
         .shortcodes
-        .redeem(caller.account.aci, &network_key(ip), &body.shortcode)
+        .redeem(caller.account.aci, &network, &body.shortcode)
         .await
     {
         Ok((owner, grant)) => Ok(axum::Json(RedeemedDto {
@@ -294,20 +273,5 @@ async fn redeem_shortcode(
             }
             Err(error(e))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn network_keys_group_ipv6_by_64() {
-        let key = |s: &str| network_key(s.parse().unwrap());
-        assert_eq!(key("192.0.2.7"), "192.0.2.7");
-        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
-        assert_eq!(key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
-        assert_eq!(key("2001:db8:1:2::ffff"), key("2001:db8:1:2:aaaa::1"));
-        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
     }
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::extract::{Authenticated, ClientIp};
+use super::extract::{Authenticated, ClientNetwork};
 use super::openapi::{BODY_TOO_LARGE, INTERNAL, INVALID_JSON, RATE_LIMITED, UNAUTHORIZED};
 use super::wire;
 
@@ -271,14 +271,14 @@ pub struct UuidDto {
 async fn lookup(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Path(hash): Path<String>,
 ) -> Result<axum::Json<UuidDto>, ApiError> {
     require_anonymous(&headers)?;
     let decoded = wire::decode_url(&hash).ok();
     let uuid = state
         .usernames
-        .lookup(&ip.to_string(), decoded.as_deref())
+        .lookup(&network, decoded.as_deref())
         .await
         .map_err(error)?;
     Ok(axum::Json(UuidDto { uuid }))
@@ -397,13 +397,13 @@ async fn delete_link(
 async fn get_link(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Path(handle): Path<String>,
 ) -> Result<axum::Json<LinkValueDto>, ApiError> {
     require_anonymous(&headers)?;
     let blob = state
         .usernames
-        .link(&ip.to_string(), Uuid::parse_str(&handle).ok())
+        .link(&network, Uuid::parse_str(&handle).ok())
         .await
         .map_err(error)?;
     Ok(axum::Json(LinkValueDto {

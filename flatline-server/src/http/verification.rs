@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Json, Path};
-use super::extract::ClientIp;
+use super::extract::ClientNetwork;
 use super::openapi::{BODY_TOO_LARGE, INTERNAL, RATE_LIMITED};
 
 /// Routes of this group.
@@ -35,8 +35,13 @@ pub fn error(state: &AppState, e: RegistrationError) -> ApiError {
         E::InviteInvalid => (StatusCode::FORBIDDEN, "invite_invalid"),
         E::InviteRequired => (StatusCode::FORBIDDEN, "invite_required"),
         E::Idp(idp) => {
-            tracing::warn!(error = %idp, "identity provider failed");
-            (StatusCode::BAD_GATEWAY, "idp_error")
+            // The detail (URLs, the IdP's own error text, local paths) is for the operator only (F-11).
+            tracing::warn!(error = ?idp.0, "identity provider failed");
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "idp_error",
+                "identity provider unavailable",
+            );
         }
         E::SessionNotFound => (StatusCode::NOT_FOUND, "session_not_found"),
         E::AlreadyVerified => (StatusCode::CONFLICT, "already_verified"),
@@ -51,7 +56,7 @@ pub fn error(state: &AppState, e: RegistrationError) -> ApiError {
                     "ID token signed with a key that is not pinned; run `flatline-server jwks refresh` if the IdP rotated keys"
                 );
             } else {
-                tracing::info!(reason = %t, "ID token rejected");
+                tracing::info!(reason = ?t.to_string(), "ID token rejected");
             }
             (StatusCode::UNAUTHORIZED, "id_token_invalid")
         }
@@ -196,7 +201,7 @@ async fn session_dto(state: &AppState, s: &VerificationSession) -> SessionDto {
 )]
 async fn start(
     State(state): State<AppState>,
-    ClientIp(ip): ClientIp,
+    ClientNetwork(network): ClientNetwork,
     Json(body): Json<StartDto>,
 ) -> Result<axum::Json<SessionDto>, ApiError> {
     let req = StartRequest {
@@ -211,7 +216,7 @@ async fn start(
     };
     let started = state
         .registration
-        .start(&ip.to_string(), req)
+        .start(&network, req)
         .await
         .map_err(|e| error(&state, e))?;
     Ok(axum::Json(SessionDto {
@@ -366,11 +371,13 @@ async fn backchannel_logout(
         .await
     {
         Ok(accounts) => {
-            tracing::info!(provider = %provider, accounts = accounts.len(), "back-channel logout");
+            tracing::info!(provider = ?provider, accounts = accounts.len(), "back-channel logout");
             (StatusCode::OK, no_store).into_response()
         }
         Err(e) => {
-            tracing::info!(provider = %provider, reason = %e, "logout token rejected");
+            // Debug formatting escapes control characters: the provider segment and a JWS `alg` are the
+            // caller's text (F-15).
+            tracing::info!(provider = ?provider, reason = ?e.to_string(), "logout token rejected");
             if let flatline_core::registration::LogoutError::Token(TokenError::UnknownKey(_)) = e {
                 state.metrics.jwks_unknown_kid();
             }

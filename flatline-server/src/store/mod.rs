@@ -7,6 +7,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use flatline_core::store::{Store, StoreError};
 
@@ -22,9 +23,11 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError>
         Ok(Arc::new(store))
     } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
         let settings = postgres::PoolSettings::from(config);
-        let store = postgres::PgStore::open(&config.url, &settings)
-            .await
-            .map_err(|e| with_url(&config.url, e))?;
+        let store = retry_unavailable(&config.url, STARTUP_RETRIES, || {
+            postgres::PgStore::open(&config.url, &settings)
+        })
+        .await
+        .map_err(|e| with_url(&config.url, e))?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else {
@@ -32,6 +35,83 @@ pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError>
             "database.url `{}`: unsupported scheme; use sqlite:// or postgres://",
             redact_url(&config.url)
         )))
+    }
+}
+
+/// Waits between connection attempts at start-up: 0.5 s doubling to 10 s, nine attempts (about a minute).
+pub const STARTUP_RETRIES: &[Duration] = &[
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(10),
+    Duration::from_secs(10),
+    Duration::from_secs(10),
+];
+
+/// Runs `attempt` until it succeeds, fails for a reason other than an unreachable database, or `waits` are used
+/// up; every retry is logged with the (redacted) database and the wait.
+pub async fn retry_unavailable<T, F, Fut>(
+    url: &str,
+    waits: &[Duration],
+    mut attempt: F,
+) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut waits = waits.iter();
+    loop {
+        match attempt().await {
+            Ok(v) => return Ok(v),
+            Err(e) if database_unavailable(&e) => match waits.next() {
+                Some(wait) => {
+                    tracing::warn!(database = %redact_url(url), error = %e, retry_in_ms = wait.as_millis() as u64,
+                        "database unreachable; retrying");
+                    tokio::time::sleep(*wait).await;
+                }
+                None => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether `e` (or an error it wraps) says the database cannot be reached right now (connection lost or refused,
+/// pool exhausted, PostgreSQL shutting down, SQLite busy, read-only or full), as opposed to a bug or bad data.
+pub fn database_unavailable(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(sqlx_error) = err.downcast_ref::<sqlx::Error>() {
+            return match sqlx_error {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+                _ => false,
+            };
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// PostgreSQL SQLSTATEs and SQLite result codes of a database that is away, busy or out of space.
+pub fn unavailable_code(code: &str) -> bool {
+    // SQLSTATEs are five characters; SQLite's extended result codes stay below 10000.
+    if code.len() == 5 {
+        // 08: connection exception; 57P01-03: shutdown / cannot connect now; 53: insufficient resources.
+        return code.starts_with("08") || code.starts_with("57P0") || code.starts_with("53");
+    }
+    match code.parse::<u32>() {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_READONLY, SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN (extended codes
+        // keep the primary code in the low byte).
+        Ok(n) => matches!(n & 0xff, 5 | 6 | 8 | 10 | 13 | 14),
+        Err(_) => false,
     }
 }
 

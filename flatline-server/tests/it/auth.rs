@@ -123,3 +123,88 @@ async fn whoami_has_documented_shape_with_explicit_nulls() {
         );
     }
 }
+
+fn peer(s: &str) -> std::net::SocketAddr {
+    s.parse().unwrap()
+}
+
+async fn whoami_from(app: &TestApp, from: &str, header: &str) -> u16 {
+    app.send_from(
+        peer(from),
+        axum::http::Method::GET,
+        "/v1/accounts/whoami",
+        &[("authorization", header)],
+        None,
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+/// F-12: failed authentication is limited per (account, client network); the owner elsewhere is unaffected.
+#[tokio::test]
+async fn failed_authentication_is_limited_per_account_and_network() {
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = app.seed("alice").await;
+        let bob = app.seed("bob").await;
+        let aci = alice.aci.to_string();
+        let wrong = basic(&aci, "not-the-password-at-all");
+        let right = alice.basic_auth(UsernameForm::Aci);
+        let attacker = "[2001:db8:bad:1::1]:1";
+        let mut statuses = vec![];
+        for _ in 0..12 {
+            statuses.push(whoami_from(&app, attacker, &wrong).await);
+        }
+        assert_eq!(&statuses[..10], &[401; 10], "{backend:?}");
+        assert_eq!(&statuses[10..], &[429; 2], "{backend:?}");
+        // Limited before the password check: even the right password from that network waits.
+        assert_eq!(
+            whoami_from(&app, attacker, &right).await,
+            429,
+            "{backend:?}"
+        );
+        // Another address of the same /64 is the same network.
+        assert_eq!(
+            whoami_from(&app, "[2001:db8:bad:1::2]:1", &wrong).await,
+            429
+        );
+        // The owner from their own network, and other accounts from the attacker's, are unaffected.
+        assert_eq!(whoami_from(&app, "198.51.100.7:1", &right).await, 200);
+        assert_eq!(
+            whoami_from(&app, attacker, &bob.basic_auth(UsernameForm::Aci)).await,
+            200
+        );
+        let r = app
+            .send_from(
+                peer(attacker),
+                axum::http::Method::GET,
+                "/v1/accounts/whoami",
+                &[("authorization", &wrong)],
+                None,
+            )
+            .await;
+        assert!(r.headers.contains_key("retry-after"));
+    }
+}
+
+/// F-12: guessing from many networks exhausts a per-account budget; after that every network gets a single try
+/// per regeneration period, while the owner (whose network has no failures) still gets in.
+#[tokio::test]
+async fn distributed_guessing_slows_down_without_locking_out_the_owner() {
+    let app = TestApp::new(Backend::Memory).await;
+    let alice = app.seed("alice").await;
+    let wrong = basic(&alice.aci.to_string(), "not-the-password-at-all");
+    let right = alice.basic_auth(UsernameForm::Aci);
+    for i in 0..120 {
+        let from = format!("[2001:db8:{i:x}::1]:1");
+        assert_eq!(whoami_from(&app, &from, &wrong).await, 401, "network {i}");
+    }
+    // A fresh network: one failure, then it waits.
+    let fresh = "[2001:db8:ffff::1]:1";
+    assert_eq!(whoami_from(&app, fresh, &wrong).await, 401);
+    assert_eq!(whoami_from(&app, fresh, &wrong).await, 429);
+    // The owner is never locked out from a network without failures.
+    assert_eq!(whoami_from(&app, "198.51.100.7:1", &right).await, 200);
+    assert_eq!(whoami_from(&app, "[2001:db8:eeee::1]:1", &right).await, 200);
+}

@@ -331,6 +331,14 @@ async fn concurrent_creations_respect_the_cap() {
         config.invites.quota_per_days = 1;
         config.invites.quota_max = 100;
         config.invites.max_open_invites = 3;
+        // This test is about the store's cap, not the per-account limiter.
+        config.limits.0.insert(
+            "inviteCreate".into(),
+            LimiterConfig {
+                bucket_size: 100,
+                permit_regeneration_seconds: 1.0,
+            },
+        );
         let app = Arc::new(TestApp::with_config(backend, config).await);
         let alice = Arc::new(app.seed("alice").await);
         app.clock.advance(100 * DAY);
@@ -767,7 +775,7 @@ async fn landing_page_keeps_the_code_out_of_requests() {
 /// Captures every log line of the test process. A process-wide subscriber, because a thread-local one races with
 /// the callsite interest cache while other tests run in parallel.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
 
 impl Write for Capture {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -779,7 +787,7 @@ impl Write for Capture {
     }
 }
 
-static CAPTURE: std::sync::LazyLock<Capture> = std::sync::LazyLock::new(|| {
+pub static CAPTURE: std::sync::LazyLock<Capture> = std::sync::LazyLock::new(|| {
     let capture = Capture::default();
     let sink = capture.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -816,4 +824,70 @@ async fn codes_never_reach_the_logs() {
         );
         assert!(!logs.to_lowercase().contains(&c.to_lowercase()));
     }
+}
+
+/// F-07: invite creation is limited per account, so refused attempts (which walk the invite tree) cannot be
+/// repeated without bound.
+#[tokio::test]
+async fn invite_creation_is_rate_limited_per_account() {
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = app.seed("alice").await;
+        let bob = app.seed("bob").await;
+        let mut statuses = vec![];
+        for _ in 0..12 {
+            statuses.push(create(&app, &alice, json!({})).await.status.as_u16());
+        }
+        // Too young to invite: 403 until the limiter steps in.
+        assert_eq!(&statuses[..10], &[403; 10], "{backend:?}");
+        assert_eq!(&statuses[10..], &[429; 2], "{backend:?}");
+        assert_eq!(create(&app, &bob, json!({})).await.status, 403);
+    }
+}
+
+async fn validity_from(app: &TestApp, peer: &str) -> u16 {
+    app.send_from(
+        peer.parse().unwrap(),
+        Method::POST,
+        "/v1/invites/validity",
+        &[],
+        Some(r#"{"code": "0000-0000-0000-0000"}"#),
+    )
+    .await
+    .status
+    .as_u16()
+}
+
+/// F-04: per-IP limiters key IPv6 clients by their /64 (configurable) and IPv4-mapped addresses as IPv4.
+#[tokio::test]
+async fn per_ip_limits_key_ipv6_by_network() {
+    let app = TestApp::new(Backend::Memory).await;
+    // inviteValidity: 5 at once per client.
+    for i in 1..=5 {
+        assert_eq!(
+            validity_from(&app, &format!("[2001:db8:1:2::{i}]:1")).await,
+            200
+        );
+    }
+    assert_eq!(validity_from(&app, "[2001:db8:1:2:ffff::9]:1").await, 429);
+    assert_eq!(validity_from(&app, "[2001:db8:1:3::1]:1").await, 200);
+    for _ in 0..5 {
+        assert_eq!(validity_from(&app, "192.0.2.77:1").await, 200);
+    }
+    assert_eq!(validity_from(&app, "[::ffff:192.0.2.77]:1").await, 429);
+
+    let config = Config::from_toml_and_env(
+        "[server]\nipv6_limit_prefix = 48\n",
+        Vec::<(String, String)>::new(),
+    )
+    .expect("ipv6_limit_prefix is a setting");
+    let app = TestApp::with_config(Backend::Memory, config).await;
+    for i in 1..=5 {
+        assert_eq!(
+            validity_from(&app, &format!("[2001:db8:7:{i}::1]:1")).await,
+            200
+        );
+    }
+    assert_eq!(validity_from(&app, "[2001:db8:7:99::1]:1").await, 429);
+    assert_eq!(validity_from(&app, "[2001:db8:8::1]:1").await, 200);
 }

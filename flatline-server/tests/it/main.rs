@@ -7,6 +7,7 @@ mod contacts_props;
 mod dev;
 mod e2e;
 mod fuzz_corpus;
+mod hardening;
 mod invites;
 mod invites_cli;
 mod invites_props;

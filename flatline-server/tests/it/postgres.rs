@@ -571,6 +571,169 @@ async fn sslmode_require_uses_tls_or_refuses() {
     }
 }
 
+/// A TCP proxy in front of PostgreSQL that the test can cut (every open connection is dropped and new ones are
+/// closed at once) and restore, to play "the database went away" without touching the shared server.
+struct CuttableProxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CuttableProxy {
+    async fn start(target: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (cut, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                if *watch.borrow() {
+                    drop(client);
+                    continue;
+                }
+                let target = target.clone();
+                let mut watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.wait_for(|cut| *cut) => {}
+                    }
+                });
+            }
+        });
+        CuttableProxy { port, cut }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+/// The database going away while serving: requests that need it answer 503 with `Retry-After` (not 500),
+/// `/healthz` is not ready, nothing answered 2xx before is lost, and service resumes without a restart when the
+/// database is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_answers_503_and_recovers() {
+    use axum::http::Method;
+    use flatline_testkit::UsernameForm;
+
+    let options = pg_schema().await;
+    let target = format!(
+        "{}:{}",
+        options.get_host().trim_start_matches('/'),
+        options.get_port()
+    );
+    let proxy = CuttableProxy::start(target).await;
+    let settings = PoolSettings {
+        max_connections: 2,
+        acquire_timeout: Duration::from_secs(3),
+        idle_timeout: None,
+        statement_timeout_ms: 10_000,
+    };
+    let store = PgStore::connect_with(
+        options.clone().host("127.0.0.1").port(proxy.port),
+        &settings,
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let app = crate::support::TestApp::assemble(
+        flatline_server::config::Config::default(),
+        store.clone(),
+        Arc::new(flatline_testkit::MockClock::default()),
+        Arc::new(SeededRng::new(9)),
+        vec![],
+    )
+    .await;
+    let alice = app.seed("alice").await;
+    let auth = alice.basic_auth(UsernameForm::Aci);
+    let attrs = |id: u32| serde_json::json!({"fetchesMessages": true, "registrationId": id});
+    assert_eq!(
+        app.put_json("/v1/accounts/attributes", &auth, &attrs(4242))
+            .await
+            .status,
+        204
+    );
+
+    proxy.set_cut(true);
+    for _ in 0..3 {
+        let r = app.get("/v1/accounts/whoami", Some(&auth)).await;
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert!(r.headers.contains_key("retry-after"));
+        assert_eq!(r.code(), "store_unavailable");
+        let r = app
+            .put_json("/v1/accounts/attributes", &auth, &attrs(7))
+            .await;
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(app.get("/healthz", None).await.status, 503);
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/invites/validity",
+                &[],
+                Some(r#"{"code": "0000-0000-0000-0000"}"#),
+            )
+            .await;
+        assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    proxy.set_cut(false);
+    assert_eq!(app.get("/healthz", None).await.status, 200);
+    let r = app.get("/v1/accounts/whoami", Some(&auth)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let account = store.account(alice.aci).await.unwrap().unwrap();
+    assert_eq!(
+        account
+            .device(DeviceId::PRIMARY)
+            .unwrap()
+            .settings
+            .registration_id,
+        4242,
+        "the write answered 204 before the outage is there; the refused one is not"
+    );
+}
+
+/// Start-up: an unreachable database is retried (with backoff, logged); any other failure is not.
+#[tokio::test]
+async fn startup_retries_only_an_unreachable_database() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let waits = [Duration::from_millis(1); 3];
+    let calls = AtomicUsize::new(0);
+    let got =
+        flatline_server::store::retry_unavailable("postgres://u:secret@db/x", &waits, || async {
+            if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                Err(StoreError::backend(sqlx::Error::PoolTimedOut))
+            } else {
+                Ok(7)
+            }
+        })
+        .await;
+    assert_eq!((got.unwrap(), calls.load(Ordering::SeqCst)), (7, 3));
+    calls.store(0, Ordering::SeqCst);
+    let got: Result<(), StoreError> =
+        flatline_server::store::retry_unavailable("postgres://db/x", &waits, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::corrupt("bad row"))
+        })
+        .await;
+    assert!(got.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    calls.store(0, Ordering::SeqCst);
+    let got: Result<(), StoreError> =
+        flatline_server::store::retry_unavailable("postgres://db/x", &waits, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::backend(sqlx::Error::PoolClosed))
+        })
+        .await;
+    assert!(got.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "one try and three retries");
+}
+
 /// A committed message insert on one process is announced to a listener on another (LISTEN/NOTIFY), naming each
 /// queue once; a refused insert announces nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1173,3 +1173,174 @@ async fn sessions_expire() {
     );
     assert_eq!(account_count(&app, &[&client]).await, 0);
 }
+
+fn basic_header(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+/// F-03 (b): requests naming someone else's principal with a session that is not theirs never touch that
+/// principal's registration limiter, so a stranger cannot keep the owner at 429.
+#[tokio::test]
+async fn strangers_cannot_lock_a_principal_out_of_registration() {
+    let (app, idp) = TestApp::with_fake_idp(Backend::Memory, |_, _| {}).await;
+    let (r, a) = verify_as(&app, &idp, "alice", None).await;
+    let principal = r.json()["principal"].as_str().unwrap().to_owned();
+    let stranger = SimClient::new(app.rng.as_ref());
+    for _ in 0..20 {
+        let r = register(&app, &stranger, &principal, "AAAAAAAAAAAAAAAAAAAAAA").await;
+        assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    }
+    let owner = SimClient::new(app.rng.as_ref());
+    let r = register(&app, &owner, &principal, a.session["id"].as_str().unwrap()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// F-03 (a): unauthenticated registration work (four signature checks each) is limited per client network.
+#[tokio::test]
+async fn registration_attempts_are_limited_per_network() {
+    let (app, _idp) = TestApp::with_fake_idp(Backend::Memory, |_, _| {}).await;
+    let client = SimClient::new(app.rng.as_ref());
+    let body = client
+        .registration_body("AAAAAAAAAAAAAAAAAAAAAA", app.rng.as_ref())
+        .to_string();
+    let mut statuses = vec![];
+    for i in 0..80 {
+        let auth = client.registration_auth(&format!("random-{i}"));
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/registration",
+                &[("authorization", &auth)],
+                Some(&body),
+            )
+            .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| [404, 429].contains(s)),
+        "{statuses:?}"
+    );
+    // Another network is not affected.
+    let r = app
+        .send_from(
+            "[2001:db8:99::1]:1".parse().unwrap(),
+            Method::POST,
+            "/v1/registration",
+            &[("authorization", &client.registration_auth("random-x"))],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+}
+
+/// F-03 (c) and F-08: hostile Basic usernames (NUL, control characters, longer than a principal) are a clear 4xx on
+/// every backend, never a 500 from the database.
+#[tokio::test]
+async fn hostile_registration_usernames_are_4xx() {
+    for backend in Backend::ALL {
+        let (app, _idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
+        let client = SimClient::new(app.rng.as_ref());
+        let body = client
+            .registration_body("AAAAAAAAAAAAAAAAAAAAAA", app.rng.as_ref())
+            .to_string();
+        let long = "x".repeat(3000);
+        for user in ["a\0b", "tab\there", long.as_str(), ""] {
+            let r = app
+                .send(
+                    Method::POST,
+                    "/v1/registration",
+                    &[("authorization", &client.registration_auth(user))],
+                    Some(&body),
+                )
+                .await;
+            assert!(
+                r.status.is_client_error(),
+                "{backend:?} {:?}: {} {}",
+                &user[..user.len().min(8)],
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}
+
+/// F-12: a new device password must be at least as long as what Signal clients generate (16+ characters).
+#[tokio::test]
+async fn short_device_passwords_are_refused_at_registration() {
+    let (app, idp) = TestApp::with_fake_idp(Backend::Memory, |_, _| {}).await;
+    let (r, a) = verify_as(&app, &idp, "pat", None).await;
+    let principal = r.json()["principal"].as_str().unwrap().to_owned();
+    let session_id = a.session["id"].as_str().unwrap();
+    let client = SimClient::new(app.rng.as_ref());
+    let body = client
+        .registration_body(session_id, app.rng.as_ref())
+        .to_string();
+    for password in ["x", "123456", "fifteen-chars-x"] {
+        let r = app
+            .send(
+                Method::POST,
+                "/v1/registration",
+                &[("authorization", &basic_header(&principal, password))],
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.code().as_str()),
+            (422, "validation_failed"),
+            "{password}"
+        );
+    }
+    let r = register(&app, &client, &principal, session_id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// F-08: NUL and other control characters in capability names are refused before they reach a TEXT column.
+#[tokio::test]
+async fn control_characters_in_stored_strings_are_4xx() {
+    for backend in Backend::ALL {
+        let (app, idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
+        let (r, a) = verify_as(&app, &idp, "cap", None).await;
+        let principal = r.json()["principal"].as_str().unwrap().to_owned();
+        let session_id = a.session["id"].as_str().unwrap();
+        let mut client = SimClient::new(app.rng.as_ref());
+        for name in ["nul\u{0}cap", "line\ncap"] {
+            let mut body = client.registration_body(session_id, app.rng.as_ref());
+            body["accountAttributes"]["capabilities"] = json!({ name: true });
+            let r = app
+                .send(
+                    Method::POST,
+                    "/v1/registration",
+                    &[("authorization", &client.registration_auth(&principal))],
+                    Some(&body.to_string()),
+                )
+                .await;
+            assert!(
+                r.status.is_client_error(),
+                "{backend:?} {name:?}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        let r = register(&app, &client, &principal, session_id).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        client.aci = r.json()["uuid"].as_str().unwrap().parse().unwrap();
+        let auth = client.basic_auth(UsernameForm::Aci);
+        for attrs in [
+            json!({"fetchesMessages": true, "registrationId": 1, "capabilities": {"a\u{0}b": true}}),
+            json!({"fetchesMessages": true, "registrationId": 1, "name": "bad\u{0}name"}),
+        ] {
+            let r = app.put_json("/v1/accounts/attributes", &auth, &attrs).await;
+            assert!(
+                r.status.is_client_error(),
+                "{backend:?} {attrs}: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+    }
+}

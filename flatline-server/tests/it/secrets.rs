@@ -119,3 +119,19 @@ async fn a_different_client_secret_refuses_to_start_until_its_fingerprint_is_for
         Err(ServeError::ClientSecretMismatch { .. })
     ));
 }
+
+/// F-19: a symlink planted at the temporary name never receives the secret.
+#[cfg(unix)]
+#[test]
+fn planted_symlinks_do_not_receive_secrets() {
+    let dir =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("symlink-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "untouched").unwrap();
+    let path = dir.join("principal.key");
+    let tmp = dir.join(format!("principal.key.tmp-{}", std::process::id()));
+    std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+    let _ = flatline_server::secrets::write_private(&path, b"c0ffee");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "untouched");
+}

@@ -273,6 +273,25 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Response {
+        self.send_from(
+            SocketAddr::from(([192, 0, 2, 1], 40000)),
+            method,
+            uri,
+            headers,
+            body,
+        )
+        .await
+    }
+
+    /// Like [`TestApp::send`] from the socket peer `peer`.
+    pub async fn send_from(
+        &self,
+        peer: SocketAddr,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
         let mut builder = Request::builder().method(method).uri(uri);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
@@ -287,9 +306,7 @@ impl TestApp {
         let mut request = builder
             .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
             .expect("request");
-        request
-            .extensions_mut()
-            .insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 40000))));
+        request.extensions_mut().insert(ConnectInfo(peer));
         let response = self
             .router
             .clone()

@@ -739,3 +739,60 @@ pub async fn purge_expired_registrations(store: Arc<dyn Store>) {
             .is_some()
     );
 }
+
+/// F-09: an invite is never used more than `max_uses` times, even when a registration commits with a `now` taken
+/// before its reservation expired while another session reserved the freed use in between.
+pub async fn stale_registrations_never_overuse_an_invite(store: Arc<dyn Store>) {
+    let rng = SeededRng::new(21);
+    let (invite, code) = new_invite(&store, &rng, InviteOwner::Operator, 1, None).await;
+    let a = session(&rng, Some(code), T0);
+    store.create_session(&a).await.unwrap();
+    let expiry = T0.plus(LIFETIME);
+    assert_eq!(
+        store
+            .verify_session(&a.id, &identity("stale-a", "a@x"), true, expiry, T0)
+            .await
+            .unwrap(),
+        VerifyOutcome::Verified
+    );
+    let later = expiry.plus(Duration::from_millis(1));
+    let b = session(&rng, Some(code), later);
+    store.create_session(&b).await.unwrap();
+    assert_eq!(
+        store
+            .verify_session(
+                &b.id,
+                &identity("stale-b", "b@x"),
+                true,
+                later.plus(LIFETIME),
+                later
+            )
+            .await
+            .unwrap(),
+        VerifyOutcome::Verified,
+        "A's reservation has expired, so B may reserve"
+    );
+    // A commits with a `now` read before its reservation expired.
+    let stale = Timestamp(expiry.as_millis() - 1);
+    let first = store.register(commit(&rng, &a.id, stale)).await.unwrap();
+    let second = store
+        .register(commit(&rng, &b.id, later.plus(Duration::from_millis(1))))
+        .await
+        .unwrap();
+    let i = store.invite(invite, later).await.unwrap().unwrap();
+    assert!(
+        i.uses <= 1,
+        "uses {} of max 1 ({first:?}, {second:?})",
+        i.uses
+    );
+    let successes = [&first, &second]
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                RegistrationOutcome::Created { .. } | RegistrationOutcome::Reregistered { .. }
+            )
+        })
+        .count();
+    assert_eq!(successes, 1, "{first:?}, {second:?}");
+}

@@ -57,6 +57,7 @@ impl InviteState {
             i.revoked_at.is_none()
                 && i.expires_at.is_none_or(|e| e > now)
                 && !self.suspended_owner(i)
+                && i.uses < i.max_uses
         })
     }
 

@@ -298,6 +298,10 @@ impl RateLimitStore for MemoryStore {
         Ok(admission)
     }
 
+    async fn peek(&self, key: &str) -> StoreResult<Option<ratelimit::BucketState>> {
+        Ok(self.state().buckets.get(key).map(|(state, _)| *state))
+    }
+
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
         let mut s = self.state();
         let before = s.buckets.len();

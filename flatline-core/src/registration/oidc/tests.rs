@@ -514,3 +514,36 @@ fn claimed_principal_rules() {
         "{invalid:?}"
     );
 }
+
+/// F-17: extreme time claims (they saturate to `i64::MIN`/`MAX`) are refused or accepted without overflowing.
+#[test]
+fn extreme_time_claims_do_not_overflow() {
+    let p = provider();
+    for (exp, iat, nbf) in [
+        (json!(1e300), json!(NOW), json!(null)),
+        (json!(i64::MAX), json!(-1e300), json!(null)),
+        (json!(NOW + 300), json!(i64::MIN), json!(i64::MIN)),
+        (json!(-1e300), json!(NOW), json!(null)),
+        (json!(NOW + 300), json!(NOW), json!(-1e300)),
+    ] {
+        let claims = json!({"iss": ISSUER, "aud": CLIENT, "sub": "s", "nonce": "n",
+            "exp": exp, "iat": iat, "nbf": nbf});
+        let _ = check_id_token(
+            &claims,
+            &IdTokenExpectations {
+                provider: &p,
+                nonce: "n",
+                now: now(),
+            },
+        );
+        let _ = check_logout_token(&claims, &p, now());
+    }
+    let expired = json!({"iss": ISSUER, "aud": CLIENT, "sub": "s", "nonce": "n",
+        "exp": -1e300, "iat": NOW});
+    let expect = IdTokenExpectations {
+        provider: &p,
+        nonce: "n",
+        now: now(),
+    };
+    assert!(check_id_token(&expired, &expect).is_err());
+}

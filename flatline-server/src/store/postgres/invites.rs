@@ -115,25 +115,33 @@ pub(super) async fn still_usable(
     Ok(find(&mut **tx, "i.id", id.0.as_bytes().to_vec(), now)
         .await?
         .is_some_and(|(i, suspended)| {
-            i.revoked_at.is_none() && i.expires_at.is_none_or(|e| e > now) && !suspended
+            i.revoked_at.is_none()
+                && i.expires_at.is_none_or(|e| e > now)
+                && !suspended
+                && i.uses < i.max_uses
         }))
 }
 
-/// Turns a reservation into a use and logs the redemption (inside registration's transaction).
+/// Turns a reservation into a use and logs the redemption (inside registration's transaction). False, with nothing
+/// written, when the invite has no use left (a stale `now` must not push `uses` past `max_uses`, F-09); the caller
+/// then rolls the registration back.
 pub(super) async fn consume(
     tx: &mut Transaction<'_, Postgres>,
     id: InviteId,
     invitee: Aci,
     now: Timestamp,
-) -> StoreResult<()> {
-    let owner: Option<Vec<u8>> = sqlx::query_scalar(
-        "UPDATE invites SET uses = uses + 1, last_used_at = $1 WHERE id = $2 RETURNING owner",
+) -> StoreResult<bool> {
+    let owner: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "UPDATE invites SET uses = uses + 1, last_used_at = $1 WHERE id = $2 AND uses < max_uses RETURNING owner",
     )
     .bind(now.as_millis())
     .bind(id.0.as_bytes().to_vec())
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db)?;
+    let Some(owner) = owner else {
+        return Ok(false);
+    };
     sqlx::query(
         "INSERT INTO invite_redemptions (invite_id, inviter, invitee, at) VALUES ($1, $2, $3, $4)",
     )
@@ -144,7 +152,7 @@ pub(super) async fn consume(
     .execute(&mut **tx)
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Revokes every unrevoked invite of `owner`.

@@ -989,6 +989,21 @@ impl RateLimitStore for PgStore {
         Ok(admission)
     }
 
+    async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
+        sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .map(|r| {
+                Ok(BucketState {
+                    credit_ms: get(&r, "credit_ms")?,
+                    updated_at: Timestamp(get(&r, "updated_at")?),
+                })
+            })
+            .transpose()
+    }
+
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM rate_limit_buckets WHERE full_at <= $1")
             .bind(now.as_millis())

@@ -395,8 +395,11 @@ impl RegistrationStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if let Some(invite) = session.reserved_invite {
-            super::invites::consume(&mut tx, invite, aci, now).await?;
+        if let Some(invite) = session.reserved_invite
+            && !super::invites::consume(&mut tx, invite, aci, now).await?
+        {
+            // Dropping the transaction rolls the account back.
+            return Ok(RegistrationOutcome::InviteInvalid);
         }
         tx.commit().await.map_err(db)?;
         Ok(outcome)

@@ -232,7 +232,11 @@ impl ContactStore for SqliteStore {
     }
 
     async fn set_contact_policy(&self, aci: Aci, policy: ContactPolicy) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if !accounts_exist(&mut tx, &[aci]).await? {
             return Ok(false);
         }
@@ -268,7 +272,11 @@ impl ContactStore for SqliteStore {
         invite: &ContactInvite,
         max_per_owner: u32,
     ) -> StoreResult<CreateInvite> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if !accounts_exist(&mut tx, &[invite.owner]).await?
             || !invite_only(&mut tx, invite.owner).await?
         {
@@ -399,7 +407,11 @@ impl ContactStore for SqliteStore {
         now: Timestamp,
         config: &FloodConfig,
     ) -> StoreResult<Redemption> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let Some(invite) = sqlx::query(&format!(
             "SELECT {INVITE_COLUMNS} FROM contact_invites WHERE code_hash = ?"
         ))
@@ -522,7 +534,11 @@ impl ContactStore for SqliteStore {
         deny: &[Aci],
         deny_all_from: Option<ContactInviteId>,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if !invite_only(&mut tx, owner).await? {
             return Ok(false);
         }
@@ -564,7 +580,11 @@ impl ContactStore for SqliteStore {
         state: GrantState,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if !accounts_exist(&mut tx, &[owner, grantee]).await?
             || !invite_only(&mut tx, owner).await?
         {
@@ -593,7 +613,11 @@ impl ContactStore for SqliteStore {
         now: Timestamp,
         config: &FloodConfig,
     ) -> StoreResult<Introduction> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if !accounts_exist(&mut tx, &[recipient, introducee]).await? {
             return Ok(Introduction::NotGranted);
         }

@@ -96,25 +96,33 @@ pub(super) async fn still_usable(
     Ok(find(tx, "i.id", id.0.as_bytes().to_vec(), now)
         .await?
         .is_some_and(|(i, suspended)| {
-            i.revoked_at.is_none() && i.expires_at.is_none_or(|e| e > now) && !suspended
+            i.revoked_at.is_none()
+                && i.expires_at.is_none_or(|e| e > now)
+                && !suspended
+                && i.uses < i.max_uses
         }))
 }
 
-/// Turns a reservation into a use and logs the redemption (inside registration's transaction).
+/// Turns a reservation into a use and logs the redemption (inside registration's transaction). False, with nothing
+/// written, when the invite has no use left (a stale `now` must not push `uses` past `max_uses`, F-09); the caller
+/// then rolls the registration back.
 pub(super) async fn consume(
     tx: &mut Transaction<'_, Sqlite>,
     id: InviteId,
     invitee: Aci,
     now: Timestamp,
-) -> StoreResult<()> {
-    let owner: Option<Vec<u8>> = sqlx::query_scalar(
-        "UPDATE invites SET uses = uses + 1, last_used_at = ? WHERE id = ? RETURNING owner",
+) -> StoreResult<bool> {
+    let owner: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "UPDATE invites SET uses = uses + 1, last_used_at = ? WHERE id = ? AND uses < max_uses RETURNING owner",
     )
     .bind(now.as_millis())
     .bind(id.0.as_bytes().to_vec())
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(db)?;
+    let Some(owner) = owner else {
+        return Ok(false);
+    };
     sqlx::query(
         "INSERT INTO invite_redemptions (invite_id, inviter, invitee, at) VALUES (?,?,?,?)",
     )
@@ -125,7 +133,7 @@ pub(super) async fn consume(
     .execute(&mut **tx)
     .await
     .map_err(db)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Revokes every unrevoked invite of `owner`.
@@ -181,7 +189,11 @@ impl InviteStore for SqliteStore {
         let now = new.created_at;
         // Count and insert in one write transaction: the writer connection serializes this against every other
         // write, so two concurrent creations cannot both see the last free slot.
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if let InviteOwner::Account(owner) = new.owner {
             let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
                 .bind(owner.as_bytes().to_vec())
@@ -294,7 +306,11 @@ impl InviteStore for SqliteStore {
     }
 
     async fn revoke_all_of(&self, owner: Aci, now: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let n = revoke_all_of(&mut tx, owner, now).await?;
         tx.commit().await.map_err(db)?;
         Ok(n)

@@ -143,7 +143,11 @@ impl SqliteStore {
             )));
         }
         for m in MIGRATIONS.iter().filter(|m| m.version > current) {
-            let mut tx = self.writer.begin().await.map_err(db)?;
+            let mut tx = self
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(db)?;
             sqlx::raw_sql(m.sql).execute(&mut *tx).await.map_err(db)?;
             sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, strftime('%s','now'))")
                 .bind(m.version)
@@ -426,7 +430,11 @@ async fn put_initial_keys(
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn create_account(&self, new: NewAccount) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if let Some(conflict) = taken(
             &mut tx,
             new.account.aci,
@@ -469,7 +477,11 @@ impl AccountStore for SqliteStore {
         device: DeviceId,
         attributes: &AccountAttributes,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let d = &attributes.device;
         let updated = sqlx::query(
             "UPDATE devices SET registration_id = ?, pni_registration_id = ?, name = ?, fetches_messages = ?,
@@ -523,7 +535,11 @@ impl AccountStore for SqliteStore {
     }
 
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let exists = sqlx::query("SELECT 1 FROM accounts WHERE aci = ?")
             .bind(aci.as_bytes().to_vec())
             .fetch_optional(&mut *tx)
@@ -543,7 +559,11 @@ impl AccountStore for SqliteStore {
     }
 
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let Some(pni): Option<Vec<u8>> =
             sqlx::query_scalar("SELECT pni FROM accounts WHERE aci = ?")
                 .bind(aci.as_bytes().to_vec())
@@ -582,7 +602,11 @@ impl KeyStore for SqliteStore {
         let identity = identity_code(owner);
         let owner_bytes = owner.uuid().as_bytes().to_vec();
         let dev = i64::from(device.get());
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         if let Some(ec) = &upload.ec {
             sqlx::query(
                 "DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?",
@@ -650,7 +674,11 @@ impl KeyStore for SqliteStore {
         let identity = identity_code(owner);
         let owner_bytes = owner.uuid().as_bytes().to_vec();
         let dev = i64::from(device.get());
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         // Each DELETE … RETURNING picks and removes the lowest id in one statement on the single writer.
         let ec = sqlx::query(
             "DELETE FROM one_time_ec_keys WHERE rowid = (SELECT rowid FROM one_time_ec_keys
@@ -773,7 +801,11 @@ impl RateLimitStore for SqliteStore {
         amount: u32,
         now: Timestamp,
     ) -> StoreResult<Admission> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let previous =
             sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
                 .bind(key)
@@ -799,6 +831,20 @@ impl RateLimitStore for SqliteStore {
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(admission)
+    }
+
+    async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
+        Ok(
+            sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(db)?
+                .map(|r| BucketState {
+                    credit_ms: r.get("credit_ms"),
+                    updated_at: Timestamp(r.get("updated_at")),
+                }),
+        )
     }
 
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {

@@ -146,7 +146,11 @@ impl RegistrationStore for SqliteStore {
         expires_at: Timestamp,
         now: Timestamp,
     ) -> StoreResult<VerifyOutcome> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let Some(session) = live_session(&mut tx, id, now).await? else {
             return Ok(VerifyOutcome::NotFound);
         };
@@ -185,7 +189,11 @@ impl RegistrationStore for SqliteStore {
 
     async fn register(&self, c: RegistrationCommit) -> StoreResult<RegistrationOutcome> {
         let now = c.now;
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let Some(session) = live_session(&mut tx, &c.session_id, now).await? else {
             return Ok(RegistrationOutcome::SessionInvalid);
         };
@@ -333,8 +341,11 @@ impl RegistrationStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        if let Some(invite) = session.reserved_invite {
-            super::invites::consume(&mut tx, invite, aci, now).await?;
+        if let Some(invite) = session.reserved_invite
+            && !super::invites::consume(&mut tx, invite, aci, now).await?
+        {
+            // Dropping the transaction rolls the account back.
+            return Ok(RegistrationOutcome::InviteInvalid);
         }
         tx.commit().await.map_err(db)?;
         Ok(outcome)
@@ -384,7 +395,11 @@ impl RegistrationStore for SqliteStore {
     }
 
     async fn purge_expired_registrations(&self, now: Timestamp) -> StoreResult<u64> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let mut removed = 0;
         for table in [
             "verification_sessions",
@@ -414,7 +429,11 @@ impl OidcStateStore for SqliteStore {
     }
 
     async fn pin_jwks(&self, provider: &str, jwks: &str, now: Timestamp) -> StoreResult<String> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         sqlx::query("INSERT INTO pinned_jwks (provider, jwks, pinned_at) VALUES (?,?,?) ON CONFLICT (provider) DO NOTHING")
             .bind(provider)
             .bind(jwks)

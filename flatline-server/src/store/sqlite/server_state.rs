@@ -20,7 +20,11 @@ impl ServerStateStore for SqliteStore {
         fingerprint: &str,
         now: Timestamp,
     ) -> StoreResult<FingerprintRecord> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let inserted = sqlx::query(
             "INSERT INTO key_fingerprints (name, fingerprint, recorded_at) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO NOTHING",

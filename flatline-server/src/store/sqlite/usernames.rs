@@ -164,7 +164,11 @@ impl SqliteStore {
         hashes: &[Vec<u8>],
         f: impl FnOnce(&mut UsernameView) -> R + Send,
     ) -> StoreResult<Option<R>> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
         let Some(mut view) = load_view(&mut tx, aci, hashes).await? else {
             return Ok(None);
         };
