@@ -18,6 +18,7 @@ pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod messages;
+pub mod profiles;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;

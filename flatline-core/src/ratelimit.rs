@@ -185,11 +185,15 @@ pub enum Limiter {
     InviteAttempt,
     /// Contact invite redemption, per ACI.
     ContactRedeem,
+    /// Authenticated profile reads, per requesting ACI (M§4).
+    Profile,
+    /// Attachment upload forms, per ACI (M§6).
+    AttachmentCreate,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 13] = [
+    pub const ALL: [Limiter; 15] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -203,6 +207,8 @@ impl Limiter {
         Limiter::InviteValidity,
         Limiter::InviteAttempt,
         Limiter::ContactRedeem,
+        Limiter::Profile,
+        Limiter::AttachmentCreate,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -221,6 +227,8 @@ impl Limiter {
             Limiter::InviteValidity => "inviteValidity",
             Limiter::InviteAttempt => "inviteAttempt",
             Limiter::ContactRedeem => "contactRedeem",
+            Limiter::Profile => "profile",
+            Limiter::AttachmentCreate => "attachmentCreate",
         }
     }
 
@@ -243,6 +251,8 @@ impl Limiter {
             Limiter::InviteValidity => b(5, 10),
             Limiter::InviteAttempt => b(10, 5 * MIN),
             Limiter::ContactRedeem => b(20, 3 * MIN),
+            Limiter::Profile => b(4320, 20),
+            Limiter::AttachmentCreate => BucketConfig::new(50, Duration::from_millis(1200)),
         }
     }
 

@@ -25,7 +25,9 @@ mod usernames;
 pub use registration::*;
 pub use usernames::*;
 mod contacts;
+mod profiles;
 pub use contacts::*;
+pub use profiles::*;
 mod invites;
 pub use invites::*;
 
@@ -53,7 +55,8 @@ macro_rules! conformance_suite {
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
             concurrent_redemptions_single_use, delete_account_removes_contacts, deletion_racing_new_grants_leaves_none,
             key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
-            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions);
+            manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions,
+            profile_versions_and_current, profile_for_missing_account_writes_nothing, delete_account_removes_profiles);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -3,6 +3,7 @@
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
 mod contacts;
+mod profiles;
 mod server_state;
 mod usernames;
 
@@ -42,6 +43,7 @@ struct State {
     usernames: usernames::Usernames,
     contacts: contacts::ContactState,
     server: server_state::ServerState,
+    profiles: profiles::ProfileState,
 }
 
 impl State {
@@ -176,6 +178,7 @@ impl AccountStore for MemoryStore {
         s.invites.revoke_all_of(aci, now);
         s.usernames.remove_account(aci);
         s.contacts.remove_account(aci);
+        s.profiles.remove_account(aci);
         Ok(true)
     }
 }

@@ -36,6 +36,7 @@ use crate::config::DatabaseConfig;
 
 mod contacts;
 mod invites;
+mod profiles;
 mod registration;
 mod server_state;
 mod usernames;
@@ -71,6 +72,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/postgres/0006_server_state.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "profiles",
+        sql: include_str!("../../../migrations/postgres/0012_profiles.sql"),
     },
 ];
 

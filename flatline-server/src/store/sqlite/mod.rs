@@ -32,6 +32,7 @@ use super::Migration;
 
 mod contacts;
 mod invites;
+mod profiles;
 mod registration;
 mod usernames;
 
@@ -66,6 +67,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "profiles",
+        sql: include_str!("../../../migrations/sqlite/0012_profiles.sql"),
     },
 ];
 
