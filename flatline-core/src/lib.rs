@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod attachments;
 pub mod auth;
 pub mod chat;
 pub mod contacts;

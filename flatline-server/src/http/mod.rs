@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod attachments;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -12,6 +13,7 @@ pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod openapi;
+pub mod profiles;
 pub mod registration;
 pub mod usernames;
 pub mod verification;
@@ -30,6 +32,7 @@ use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
+use flatline_core::profiles::ProfileService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
@@ -70,6 +73,10 @@ pub struct AppState {
     pub contacts: Contacts,
     /// Registration invites (user API and operator operations).
     pub invites: Invites,
+    /// Versioned profiles.
+    pub profiles: ProfileService,
+    /// Avatars and attachments: the object store, its signing secret and `[storage]`.
+    pub storage: Arc<crate::storage::Storage>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -142,6 +149,11 @@ impl AppState {
     ) -> Result<Self, SetupError> {
         config.validate()?;
         let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
+        let storage = Arc::new(crate::storage::Storage::new(
+            Box::new(crate::storage::LocalStore::new(config.storage_path())),
+            crate::storage::derive_secret(&oidc.principal_secret),
+            config.storage.clone(),
+        ));
         let settings = RegistrationSettings {
             session_lifetime: Duration::from_secs(config.registration.session_lifetime_seconds),
             invite_required: config.invites.required,
@@ -158,6 +170,8 @@ impl AppState {
             settings,
         );
         Ok(AppState {
+            profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
+            storage,
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
@@ -217,6 +231,8 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(usernames::routes())
         .merge(contacts::routes())
         .merge(invites::routes())
+        .merge(profiles::routes())
+        .merge(attachments::routes())
         .merge(manifest::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {

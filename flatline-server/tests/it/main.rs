@@ -16,6 +16,7 @@ mod manifest;
 mod multiprocess;
 mod openapi;
 mod postgres;
+mod profiles;
 mod registration;
 mod replay;
 mod secrets;
