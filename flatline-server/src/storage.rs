@@ -50,6 +50,9 @@ pub enum AppendError {
     /// The body would go past the declared length (413).
     #[error("body exceeds Upload-Length")]
     TooLong,
+    /// The request body broke off (the client's connection dropped); what arrived before stays.
+    #[error("the request body broke off: {0}")]
+    Interrupted(io::Error),
     /// I/O failure.
     #[error(transparent)]
     Io(#[from] io::Error),
@@ -325,7 +328,7 @@ impl ObjectStore for LocalStore {
             let chunk = match chunk {
                 Ok(c) => c,
                 Err(e) => {
-                    outcome = Err(AppendError::Io(e));
+                    outcome = Err(AppendError::Interrupted(e));
                     break;
                 }
             };

@@ -1,7 +1,7 @@
 //! Attachments v4 (M§6), hosted by Flatline: the upload form (`cdn: 3`), a TUS 1.0 server (core, creation,
 //! creation-with-upload, termination) at `{cdn3}/attachments`, and ranged downloads at `{cdn3}/attachments/{key}`.
 //!
-//! Status table: 400 `invalid_upload_length` / `invalid_offset` / `invalid_metadata`; 401 `unauthorized` (form
+//! Status table: 400 `invalid_upload_length` / `invalid_offset` / `invalid_metadata` / `upload_interrupted`; 401 `unauthorized` (form
 //! without device credentials; TUS without a valid bearer token for the key); 404 `not_found`; 409 `offset_mismatch`
 //! (`Upload-Offset` is not the current offset, an append is running, or the key exists); 412 `unsupported_version`
 //! (`Tus-Resumable` other than 1.0.0); 413 `upload_too_large` (over `[storage] max_attachment_bytes` or the token's
@@ -210,6 +210,10 @@ async fn append(state: &AppState, key: &str, offset: u64, body: Body) -> Result<
                 "Upload-Offset is not the upload's offset",
             ),
             AppendError::TooLong => too_large("the body goes past Upload-Length"),
+            AppendError::Interrupted(_) => ApiError::bad_request(
+                "upload_interrupted",
+                "the body broke off; HEAD gives the offset to resume from",
+            ),
             AppendError::Io(e) => internal(e),
         })
 }
@@ -231,7 +235,7 @@ fn is_offset_stream(h: &HeaderMap) -> bool {
         description = "Optional first chunk (creation-with-upload)"),
     responses(
         (status = 201, description = "Created; `Location` is the upload's URL, `Upload-Offset` the bytes taken"),
-        (status = 400, description = "`invalid_upload_length` or `invalid_metadata`", body = ErrorBody),
+        (status = 400, description = "`invalid_upload_length`, `invalid_metadata` or `upload_interrupted`", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no or a wrong bearer token for the key", body = ErrorBody),
         (status = 409, description = "`offset_mismatch`: the key already exists", body = ErrorBody),
         (status = 412, description = "`unsupported_version`", body = ErrorBody),
@@ -368,7 +372,7 @@ async fn tus_head(
     request_body(content = Vec<u8>, content_type = "application/offset+octet-stream"),
     responses(
         (status = 204, description = "Appended; `Upload-Offset` is the new offset"),
-        (status = 400, description = "`invalid_offset`: no or a malformed `Upload-Offset`", body = ErrorBody),
+        (status = 400, description = "`invalid_offset`: no or a malformed `Upload-Offset`; `upload_interrupted`: the body broke off", body = ErrorBody),
         (status = 401, description = "`unauthorized`", body = ErrorBody),
         (status = 404, description = "`not_found`", body = ErrorBody),
         (status = 409, description = "`offset_mismatch`", body = ErrorBody),

@@ -1,6 +1,7 @@
 //! flatline-server integration tests: one binary, modules per endpoint group.
 
 mod accounts;
+mod attachments;
 mod auth;
 mod contacts;
 mod contacts_props;
