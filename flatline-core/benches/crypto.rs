@@ -203,9 +203,88 @@ fn usernames(c: &mut Criterion<ThreadCpuTime>) {
     g.finish();
 }
 
+/// zkgroup issuance and group send token verification, on the inputs of `testdata/zkgroup.json` (libsignal's
+/// own objects), so the libsignal script in docs/PERFORMANCE.md measures the same operations on the same bytes.
+fn zkgroup(c: &mut Criterion<ThreadCpuTime>) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use flatline_core::ids::ServiceId;
+    use flatline_core::zk;
+
+    let v: serde_json::Value =
+        serde_json::from_str(include_str!("../testdata/zkgroup.json")).expect("vectors");
+    let hex32 = |v: &serde_json::Value, f: &str| -> [u8; 32] {
+        hex::decode(v[f].as_str().expect(f))
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes")
+    };
+    let b64 =
+        |v: &serde_json::Value, f: &str| STANDARD.decode(v[f].as_str().expect(f)).expect("b64");
+    let params =
+        zk::ServerSecretParams::generate(&hex32(&v["server_secret_params"], "randomness_hex"));
+    let generic = zk::GenericServerSecretParams::generate(&hex32(
+        &v["generic_server_secret_params"],
+        "randomness_hex",
+    ));
+    let a = &v["auth_credential_with_pni_zkc"];
+    let aci: flatline_core::ids::Aci = a["aci"].as_str().expect("aci").parse().expect("aci");
+    let pni: flatline_core::ids::Pni = a["pni"]
+        .as_str()
+        .expect("pni")
+        .trim_start_matches("PNI:")
+        .parse()
+        .expect("pni");
+    let t = a["redemption_time"].as_u64().expect("time");
+    let p = &v["expiring_profile_key_credential"];
+    let commitment =
+        zk::ProfileKeyCommitment::from_bytes(&b64(p, "commitment_b64")).expect("commitment");
+    let request =
+        zk::ProfileKeyCredentialRequest::from_bytes(&b64(p, "request_b64")).expect("request");
+    let expiration = p["expiration"].as_u64().expect("expiration");
+    let gs = &v["group_send"];
+    let token = zk::GroupSendFullToken::from_bytes(&b64(gs, "full_token_b64")).expect("token");
+    let members: Vec<ServiceId> = gs["full_token_verifies_for"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m.as_str().expect("member").parse().expect("member"))
+        .collect();
+    let now = gs["verify_now"].as_u64().expect("now");
+    let key = zk::GroupSendDerivedKeyPair::for_expiration(token.expiration(), &params);
+    assert!(token.verify(&members, now, &key).is_ok());
+
+    let mut g = c.benchmark_group("zkgroup");
+    g.bench_function("issue_auth_credential_with_pni_zkc", |b| {
+        b.iter(|| zk::issue_auth_credential_with_pni_zkc(&params, aci, pni, t, black_box(&[1; 32])))
+    });
+    g.bench_function("issue_call_link_auth_credential", |b| {
+        b.iter(|| zk::issue_call_link_auth_credential(&generic, aci, t, black_box(&[2; 32])))
+    });
+    g.bench_function("issue_expiring_profile_key_credential", |b| {
+        b.iter(|| {
+            zk::issue_expiring_profile_key_credential(
+                &params,
+                black_box(&[3; 32]),
+                &request,
+                aci,
+                &commitment,
+                expiration,
+            )
+        })
+    });
+    g.bench_function("group_send_full_token_verify/2_members", |b| {
+        b.iter(|| black_box(&token).verify(&members, now, &key))
+    });
+    g.bench_function("group_send_derived_key_pair", |b| {
+        b.iter(|| zk::GroupSendDerivedKeyPair::for_expiration(black_box(expiration), &params))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().with_measurement(ThreadCpuTime);
-    targets = xeddsa, usernames
+    targets = xeddsa, usernames, zkgroup
 }
 criterion_main!(benches);

@@ -153,8 +153,12 @@ impl Jwk {
 pub struct TrustRoots {
     /// The sealed-sender trust root: standard base64 of the 33-byte serialized Curve25519 public key.
     pub sealed_sender: String,
-    /// Zero-knowledge credential public parameters (standard base64), `null` until group credentials exist.
+    /// zkgroup `ServerPublicParams` (standard base64 of 673 bytes); `null` in setups without zk params.
     pub zk_params: Option<String>,
+    /// zkgroup `GenericServerPublicParams` (standard base64 of 225 bytes) for call-link credentials;
+    /// `null` in setups without zk params.
+    #[serde(default)]
+    pub generic_zk_params: Option<String>,
 }
 
 /// An OpenID Connect provider clients may register through.

@@ -189,11 +189,17 @@ pub enum Limiter {
     Profile,
     /// Attachment upload forms, per ACI (M§6).
     AttachmentCreate,
+    /// Identified sends to another account, per `sender__destination` (M§2.6).
+    Messages,
+    /// Bytes of message content received per destination account (M§2.6).
+    InboundMessageBytes,
+    /// Story sends, per destination account (M§2.6).
+    Stories,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 15] = [
+    pub const ALL: [Limiter; 18] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -209,6 +215,9 @@ impl Limiter {
         Limiter::ContactRedeem,
         Limiter::Profile,
         Limiter::AttachmentCreate,
+        Limiter::Messages,
+        Limiter::InboundMessageBytes,
+        Limiter::Stories,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -229,6 +238,9 @@ impl Limiter {
             Limiter::ContactRedeem => "contactRedeem",
             Limiter::Profile => "profile",
             Limiter::AttachmentCreate => "attachmentCreate",
+            Limiter::Messages => "messages",
+            Limiter::InboundMessageBytes => "inboundMessageBytes",
+            Limiter::Stories => "stories",
         }
     }
 
@@ -253,6 +265,12 @@ impl Limiter {
             Limiter::ContactRedeem => b(20, 3 * MIN),
             Limiter::Profile => b(4320, 20),
             Limiter::AttachmentCreate => BucketConfig::new(50, Duration::from_millis(1200)),
+            Limiter::Messages => b(60, 1),
+            // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
+            Limiter::InboundMessageBytes => {
+                BucketConfig::new(128 * 1024 * 1024, Duration::from_millis(1))
+            }
+            Limiter::Stories => b(5000, 8),
         }
     }
 
@@ -313,11 +331,21 @@ impl RateLimiters {
 
     /// Takes one permit from `limiter`'s bucket for `key`.
     pub async fn check(&self, limiter: Limiter, key: &str) -> Result<(), LimitError> {
+        self.check_n(limiter, key, 1).await
+    }
+
+    /// Takes `amount` permits at once (all or none) from `limiter`'s bucket for `key`.
+    pub async fn check_n(
+        &self,
+        limiter: Limiter,
+        key: &str,
+        amount: u32,
+    ) -> Result<(), LimitError> {
         let config = self.limits.get(limiter);
         let bucket = format!("{}::{key}", limiter.name());
         match self
             .store
-            .acquire(&bucket, &config, 1, self.clock.now())
+            .acquire(&bucket, &config, amount, self.clock.now())
             .await?
         {
             Admission::Allowed => Ok(()),

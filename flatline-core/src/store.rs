@@ -18,6 +18,7 @@ use crate::contacts::{
 use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
 use crate::invites::InviteStore;
 use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+pub use crate::messages::store::MessageStore;
 pub use crate::profiles::store::ProfileStore;
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
@@ -132,7 +133,8 @@ pub trait AccountStore: Send + Sync {
 
     /// Deletes the account, its devices and every key under its ACI and PNI; revokes the invites it owns; releases
     /// every username claim, hold and link; removes its contact policy, contact invites and every contact grant it
-    /// gave or holds; removes its versioned profiles; and turns its (provider, sub) binding into a tombstone kept for
+    /// gave or holds; removes its message queues and the spam reports it filed; removes its versioned profiles; and
+    /// turns its (provider, sub) binding into a tombstone kept for
     /// [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
     /// re-registering in that time gets the same ACI). Returns false when absent.
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
@@ -255,6 +257,7 @@ pub trait Store:
     + ContactStore
     + ServerStateStore
     + ProfileStore
+    + MessageStore
 {
 }
 
@@ -269,6 +272,7 @@ impl<T> Store for T where
         + ContactStore
         + ServerStateStore
         + ProfileStore
+        + MessageStore
 {
 }
 /// Contact policies, contact invites and grants (the contact graph of `invite_only` accounts).

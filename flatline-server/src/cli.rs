@@ -49,6 +49,9 @@ pub enum Command {
     /// Pinned identity-provider key sets.
     #[command(subcommand)]
     Jwks(JwksCommand),
+    /// Message queues and spam reports.
+    #[command(subcommand)]
+    Messages(MessagesCommand),
     /// INSECURE development mode: SQLite in a data directory, generated keys, and a built-in identity provider at
     /// `/dev-idp` that logs anyone in (docs/DEVELOPMENT.md). Loopback only; never expose it.
     Dev {
@@ -58,6 +61,18 @@ pub enum Command {
         /// Listener address (loopback only; port 0 picks a free one).
         #[arg(long, default_value = crate::dev_idp::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+    },
+}
+
+/// `messages` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum MessagesCommand {
+    /// List the most recent spam reports, newest first: time (Unix seconds), reporter ACI, reported sender ACI,
+    /// message guid, and whether a reporting token came with it (tab-separated).
+    Reports {
+        /// How many to list.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -173,6 +188,7 @@ pub async fn main() -> i32 {
         Command::Manifest(cmd) => manifest(&config, cmd).await,
         Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
         Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
+        Command::Messages(MessagesCommand::Reports { limit }) => spam_reports(&config, limit).await,
         Command::Jwks(JwksCommand::Refresh { provider }) => {
             match jwks_refresh(config, &provider).await {
                 Ok(n) => {
@@ -270,6 +286,12 @@ fn keys_init(config: &Config) -> i32 {
                     keys.sealed_sender_state,
                     keys.sealed_sender.fingerprint(),
                 ),
+                (
+                    "zkgroup server params",
+                    config.zk_params_path(),
+                    keys.zk_state,
+                    keys.zk.fingerprint(),
+                ),
             ] {
                 let state = match state {
                     KeyFileState::Created => "created",
@@ -279,6 +301,32 @@ fn keys_init(config: &Config) -> i32 {
                     "{what}: {} ({state}), fingerprint {}",
                     path.display(),
                     fp.with_hash_name()
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("flatline-server: {e}");
+            1
+        }
+    }
+}
+
+async fn spam_reports(config: &Config, limit: u32) -> i32 {
+    let listed = async {
+        let store = crate::store::open(&config.database).await?;
+        store.spam_reports(limit).await
+    };
+    match listed.await {
+        Ok(all) => {
+            for r in all {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    r.reported_at.as_secs(),
+                    r.reporter,
+                    r.source,
+                    r.guid.0,
+                    if r.token.is_some() { "token" } else { "-" }
                 );
             }
             0

@@ -167,7 +167,10 @@ fn owner_label(o: InviteOwner) -> String {
 
 /// The descriptor when the instance keys exist (never creates them here).
 fn descriptor(config: &Config) -> Option<Descriptor> {
-    if !(config.signing_key_path().exists() && config.sealed_sender_key_path().exists()) {
+    if !(config.signing_key_path().exists()
+        && config.sealed_sender_key_path().exists()
+        && config.zk_params_path().exists())
+    {
         return None;
     }
     let keys = crate::trust::load_keys(config, &OsRandom).ok()?;

@@ -70,6 +70,8 @@ pub struct Config {
     pub instance: InstanceConfig,
     /// Avatars and attachments (`[storage]`, docs/OPERATIONS.md).
     pub storage: StorageConfig,
+    /// Message queues: retention and the per-device bound.
+    pub messages: MessagesSection,
 }
 
 /// Where avatars and attachments are kept, and their limits.
@@ -99,6 +101,48 @@ impl Default for StorageConfig {
             attachment_retention_days: 45,
             cleanup_interval_seconds: 3600,
         }
+    }
+}
+
+/// `[messages]`: how long unacknowledged messages are kept and how large one device queue may grow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MessagesSection {
+    /// Days an unacknowledged message is kept before it expires (1..=365). Default 30.
+    pub ttl_days: u32,
+    /// Largest byte total of one device's queue; a send that would exceed it gets 429 and stores nothing
+    /// (at least 1 MiB). Default 134217728 (128 MiB).
+    pub max_queue_bytes: u64,
+}
+
+impl Default for MessagesSection {
+    fn default() -> Self {
+        let c = flatline_core::messages::service::MessagesConfig::default();
+        MessagesSection {
+            ttl_days: u32::try_from(c.ttl.as_secs() / 86_400).unwrap_or(30),
+            max_queue_bytes: c.max_queue_bytes,
+        }
+    }
+}
+
+impl MessagesSection {
+    /// The validated settings for the message service.
+    pub fn to_messages_config(
+        &self,
+    ) -> Result<flatline_core::messages::service::MessagesConfig, ConfigError> {
+        if !(1..=365).contains(&self.ttl_days) {
+            return Err(invalid("messages.ttl_days", "must be between 1 and 365"));
+        }
+        if self.max_queue_bytes < 1 << 20 {
+            return Err(invalid(
+                "messages.max_queue_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        Ok(flatline_core::messages::service::MessagesConfig {
+            ttl: Duration::from_secs(u64::from(self.ttl_days) * 86_400),
+            max_queue_bytes: self.max_queue_bytes,
+        })
     }
 }
 
@@ -626,6 +670,10 @@ pub struct InstanceConfig {
     /// The sealed-sender trust root (X25519, PEM PKCS#8). Default `flatline-sealed-sender.key` next to the signing
     /// key's default place. Created with mode 0600 when absent.
     pub sealed_sender_key_file: Option<PathBuf>,
+    /// The zkgroup server secret params and generic server secret params (group, profile-key and call-link
+    /// credentials, group send endorsements). Default `flatline-zkgroup.key` next to the signing key's default
+    /// place. Created with mode 0600 when absent.
+    pub zk_params_file: Option<PathBuf>,
     /// Days a signed manifest stays valid; the server re-signs when less than half is left. Default 30.
     pub manifest_lifetime_days: u32,
     /// Service endpoint URLs by name. Default: `chat`, `cdn0` and `cdn3` = `server.public_url`.
@@ -643,6 +691,7 @@ impl Default for InstanceConfig {
             name: "Flatline".into(),
             signing_key_file: None,
             sealed_sender_key_file: None,
+            zk_params_file: None,
             manifest_lifetime_days: 30,
             endpoints: BTreeMap::new(),
             tls_certificates: vec![],
@@ -683,6 +732,14 @@ impl Config {
             .sealed_sender_key_file
             .clone()
             .unwrap_or_else(|| self.key_dir().join("flatline-sealed-sender.key"))
+    }
+
+    /// The zkgroup parameters key file.
+    pub fn zk_params_path(&self) -> PathBuf {
+        self.instance
+            .zk_params_file
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join("flatline-zkgroup.key"))
     }
 
     /// The manifest's endpoints: the configured ones, or by default `chat`, `cdn0` (avatars) and `cdn3`
@@ -748,6 +805,13 @@ impl Config {
             return Err(invalid(
                 "instance.sealed_sender_key_file",
                 "must differ from instance.signing_key_file",
+            ));
+        }
+        let zk = self.zk_params_path();
+        if zk == self.signing_key_path() || zk == self.sealed_sender_key_path() {
+            return Err(invalid(
+                "instance.zk_params_file",
+                "must differ from instance.signing_key_file and instance.sealed_sender_key_file",
             ));
         }
         Ok(())
@@ -877,6 +941,7 @@ impl Config {
         self.limits.to_limits()?;
         self.contacts.to_contacts_config()?;
         self.invites.to_policy()?;
+        self.messages.to_messages_config()?;
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -985,6 +1050,39 @@ mod tests {
             c.contacts.to_contacts_config().unwrap(),
             ContactsConfig::default()
         );
+    }
+
+    #[test]
+    fn messages_section() {
+        let c = load("", &[])
+            .unwrap()
+            .messages
+            .to_messages_config()
+            .unwrap();
+        assert_eq!(c.ttl, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.max_queue_bytes, 128 << 20);
+        let c = load(
+            "[messages]\nttl_days = 7\n",
+            &[("FLATLINE_MESSAGES__MAX_QUEUE_BYTES", "2097152")],
+        )
+        .unwrap()
+        .messages
+        .to_messages_config()
+        .unwrap();
+        assert_eq!(
+            (c.ttl, c.max_queue_bytes),
+            (Duration::from_secs(7 * 86_400), 2 << 20)
+        );
+        for (text, key) in [
+            ("[messages]\nttl_days = 0\n", "messages.ttl_days"),
+            (
+                "[messages]\nmax_queue_bytes = 10\n",
+                "messages.max_queue_bytes",
+            ),
+        ] {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -612,6 +612,7 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
     config.registration.principal_secret_file = dir.join("flatline-principal.key");
     config.instance.signing_key_file = Some(dir.join("flatline-signing.key"));
     config.instance.sealed_sender_key_file = Some(dir.join("flatline-sealed-sender.key"));
+    config.instance.zk_params_file = Some(dir.join("flatline-zkgroup.key"));
     let mut redirect_uris = vec![format!("{base}{MOUNT}/callback")];
     let default_callback = format!("http://{DEFAULT_LISTEN}{MOUNT}/callback");
     if !redirect_uris.contains(&default_callback) {

@@ -51,6 +51,7 @@ pub const TARGETS: &[Target] = &[
     ("json_bodies", json_bodies),
     ("manifest_verify", manifest_verify),
     ("websocket_frame", websocket_frame),
+    ("zkgroup", crate::fuzzing_zk::zkgroup),
 ];
 
 /// "Now" for every time-dependent check: 2026-11-01, so that committed seeds stay valid or expired as written.
@@ -903,6 +904,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         trust_roots: manifest::TrustRoots {
             sealed_sender: STANDARD.encode(&ec),
             zk_params: None,
+            generic_zk_params: None,
         },
         identity_providers: vec![manifest::IdentityProvider {
             id: "idp".into(),
@@ -966,5 +968,6 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("websocket_frame", "type-only", vec![0x08, 0x01]);
         add("websocket_frame", "junk", vec![0xff, 0xff, 0xff, 0x0f]);
     }
+    crate::fuzzing_zk::seeds(&mut |t, n, b| add(t, n, b));
     out
 }

@@ -5,6 +5,7 @@ pub mod cli_invites;
 pub mod config;
 pub mod dev_idp;
 pub mod fuzzing;
+pub mod fuzzing_zk;
 pub mod http;
 pub mod metrics;
 pub mod oidc;

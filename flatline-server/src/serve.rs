@@ -323,6 +323,12 @@ async fn housekeeping(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "storage cleanup failed"),
         }
+        // Unacknowledged messages past `messages.ttl_days`.
+        match state.messages.expire().await {
+            Ok(n) if n > 0 => tracing::info!(removed = n, "expired undelivered messages"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "message expiry failed"),
+        }
     }
 }
 

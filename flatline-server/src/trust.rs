@@ -14,6 +14,7 @@ use flatline_core::manifest::{
 use flatline_core::random::SecureRandom;
 use flatline_core::store::{FingerprintRecord, Store, StoreError};
 use flatline_core::time::Timestamp;
+use flatline_core::zk::ZkParams;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
@@ -22,6 +23,8 @@ use crate::config::Config;
 pub const SIGNING_KEY_NAME: &str = "instance_signing_key";
 /// The name the sealed-sender trust root's fingerprint is recorded under.
 pub const SEALED_SENDER_KEY_NAME: &str = "sealed_sender_trust_root";
+/// The name the zkgroup parameters' fingerprint is recorded under.
+pub const ZK_PARAMS_NAME: &str = "zkgroup_server_params";
 
 /// Why the trust bootstrap failed. Every variant stops the process.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +155,10 @@ pub struct InstanceKeys {
     pub sealed_sender: SealedSenderRoot,
     /// Whether the sealed-sender key file was just created.
     pub sealed_sender_state: KeyFileState,
+    /// The zkgroup server parameters.
+    pub zk: ZkParams,
+    /// Whether the zkgroup parameters file was just created.
+    pub zk_state: KeyFileState,
 }
 
 /// Reads both key files, creating absent ones.
@@ -168,11 +175,19 @@ pub fn load_keys(config: &Config, rng: &dyn SecureRandom) -> Result<InstanceKeys
         || SealedSenderRoot::generate(rng),
         SealedSenderRoot::to_pem,
     )?;
+    let (zk, zk_state) = load_or_create_key(
+        &config.zk_params_path(),
+        ZkParams::from_pem,
+        || ZkParams::generate(rng),
+        ZkParams::to_pem,
+    )?;
     Ok(InstanceKeys {
         signing,
         signing_state,
         sealed_sender,
         sealed_sender_state,
+        zk,
+        zk_state,
     })
 }
 
@@ -287,7 +302,8 @@ pub fn manifest_from_config(
         tls_pins,
         trust_roots: TrustRoots {
             sealed_sender: keys.sealed_sender.public_base64(),
-            zk_params: None,
+            zk_params: Some(keys.zk.public_base64()),
+            generic_zk_params: Some(keys.zk.generic_public_base64()),
         },
         identity_providers: identity_providers.to_vec(),
         signing_key: keys.signing.public_jwk(),
@@ -311,6 +327,11 @@ pub async fn check_fingerprints(
             SEALED_SENDER_KEY_NAME,
             keys.sealed_sender.fingerprint().to_string(),
             config.sealed_sender_key_path(),
+        ),
+        (
+            ZK_PARAMS_NAME,
+            keys.zk.fingerprint().to_string(),
+            config.zk_params_path(),
         ),
     ];
     for (name, actual, path) in checks {
@@ -337,6 +358,7 @@ pub async fn check_fingerprints(
 pub struct Trust {
     signing: InstanceSigningKey,
     sealed_sender: SealedSenderRoot,
+    zk: ZkParams,
     content: Manifest,
     lifetime: Duration,
     descriptor: Descriptor,
@@ -368,6 +390,7 @@ impl Trust {
         for (name, path) in [
             (SIGNING_KEY_NAME, config.signing_key_path()),
             (SEALED_SENDER_KEY_NAME, config.sealed_sender_key_path()),
+            (ZK_PARAMS_NAME, config.zk_params_path()),
         ] {
             if let Some(recorded) = store.key_fingerprint(name).await?
                 && !path.exists()
@@ -383,6 +406,7 @@ impl Trust {
         for (state, path) in [
             (keys.signing_state, config.signing_key_path()),
             (keys.sealed_sender_state, config.sealed_sender_key_path()),
+            (keys.zk_state, config.zk_params_path()),
         ] {
             if state == KeyFileState::Created {
                 tracing::warn!(path = %path.display(), "created a new instance key file; back it up (docs/TRUST.md)");
@@ -399,6 +423,7 @@ impl Trust {
         Ok(Trust {
             signing: keys.signing,
             sealed_sender: keys.sealed_sender,
+            zk: keys.zk,
             content,
             lifetime: Duration::from_secs(
                 u64::from(config.instance.manifest_lifetime_days) * 86_400,
@@ -421,6 +446,11 @@ impl Trust {
     /// The sealed-sender trust root (for issuing server certificates).
     pub fn sealed_sender(&self) -> &SealedSenderRoot {
         &self.sealed_sender
+    }
+
+    /// The zkgroup server parameters (group and call-link credentials, group send endorsements).
+    pub fn zk(&self) -> &ZkParams {
+        &self.zk
     }
 
     /// The signed manifest valid at `now` and its payload: the cached one while more than half of its lifetime is

@@ -429,6 +429,7 @@ required = {invites}
 [instance]
 signing_key_file = "{d}/signing.key"
 sealed_sender_key_file = "{d}/sealed-sender.key"
+zk_params_file = "{d}/zkgroup.key"
 [log]
 filter = "warn"
 {limits}

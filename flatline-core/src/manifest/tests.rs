@@ -28,6 +28,7 @@ fn manifest(key: &InstanceSigningKey) -> Manifest {
         trust_roots: TrustRoots {
             sealed_sender: SealedSenderRoot::generate(&rng(9)).public_base64(),
             zk_params: None,
+            generic_zk_params: None,
         },
         identity_providers: vec![IdentityProvider {
             id: "main".into(),
@@ -156,6 +157,11 @@ fn signs_a_compact_jws_with_the_documented_header() {
     want.sort_unstable();
     assert_eq!(got, want);
     assert_eq!(payload["trustRoots"]["zkParams"], Value::Null);
+    assert_eq!(payload["trustRoots"]["genericZkParams"], Value::Null);
+    // A manifest from before `genericZkParams` existed still parses.
+    let old: TrustRoots =
+        serde_json::from_str(r#"{"sealedSender":"BQ==","zkParams":null}"#).unwrap();
+    assert_eq!(old.generic_zk_params, None);
     assert_eq!(
         payload["identityProviders"][0]["authorizationEndpoint"],
         "https://idp.example.org/authorize"

@@ -1,7 +1,6 @@
 //! Messages (issue 17): the envelope protobuf, validated incoming sends and the pure send decision of M§2.1.
 //!
-//! Only the store-independent part is here so far: storage (`store.rs`) and the service (`service.rs`) are
-//! still to be written.
+//! Storage of the per-device queues is behind [`store::MessageStore`]; the send service is [`service`].
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +9,16 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::ids::DeviceId;
+
+pub mod service;
+pub mod store;
+
+/// Standard base64, padding optional (M§2.1: clients may omit it).
+const STD_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// Largest decoded `content` of one message (M§2.6): larger → 413.
 pub const MAX_CONTENT_BYTES: usize = 256 * 1024;
@@ -109,6 +118,18 @@ pub struct Envelope {
     pub server_guid_binary: Option<Vec<u8>>,
 }
 
+impl Envelope {
+    /// Parses serialized bytes (as stored and delivered); `None` when they are not an envelope.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        <Self as prost::Message>::decode(bytes).ok()
+    }
+
+    /// The serialized form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        prost::Message::encode_to_vec(self)
+    }
+}
+
 /// One message of a send request, as received (before validation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawIncomingMessage {
@@ -138,12 +159,15 @@ pub struct IncomingMessage {
 /// Why a send request body is refused before any state is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IncomingError {
-    /// Unknown or server-only envelope type, bad device id, bad base64: 400.
+    /// Unknown or server-only envelope type, bad device id, bad base64 (Signal: 422).
     #[error("malformed message")]
     Malformed,
-    /// Two messages for one device: 400 (Signal rejects duplicates).
+    /// Two messages for one device (Signal: 422).
     #[error("duplicate destination device")]
     DuplicateDevice,
+    /// A message with empty content (Signal: 422).
+    #[error("empty message content")]
+    EmptyContent,
 }
 
 /// M§2.1 step 7 (after the device check): any decoded content over [`MAX_CONTENT_BYTES`] → 413.
@@ -166,9 +190,12 @@ pub fn validate_messages(
         if !seen.insert(device) {
             return Err(IncomingError::DuplicateDevice);
         }
-        let content = base64::engine::general_purpose::STANDARD
+        let content = STD_LENIENT
             .decode(m.content.as_bytes())
             .map_err(|_| IncomingError::Malformed)?;
+        if content.is_empty() {
+            return Err(IncomingError::EmptyContent);
+        }
         out.push(IncomingMessage {
             r#type,
             device,
@@ -356,6 +383,11 @@ mod tests {
         assert_eq!(
             validate_messages(&[raw(1, 5, "AAAA"), raw(1, 5, "AAAA")]),
             Err(IncomingError::DuplicateDevice)
+        );
+        assert!(validate_messages(&[raw(1, 5, "AAA")]).is_ok(), "unpadded");
+        assert_eq!(
+            validate_messages(&[raw(1, 5, "")]),
+            Err(IncomingError::EmptyContent)
         );
         let big =
             base64::engine::general_purpose::STANDARD.encode(vec![0u8; MAX_CONTENT_BYTES + 1]);

@@ -94,7 +94,7 @@ pub struct VersionedView {
     pub current: bool,
 }
 
-/// A checker of serialized `ProfileKeyCommitment`s (zkgroup deserialization); the default checks the length.
+/// A checker of serialized `ProfileKeyCommitment`s; the default is zkgroup's deserialization.
 pub type CommitmentCheck = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Profile operations.
@@ -107,17 +107,20 @@ pub struct ProfileService {
 }
 
 impl ProfileService {
-    /// Operations over `store`; commitments are only length-checked until [`ProfileService::with_commitment_check`].
+    /// Operations over `store`; commitments must deserialize as zkgroup `ProfileKeyCommitment`s.
     pub fn new(store: Arc<dyn Store>, rng: Arc<dyn SecureRandom>, limiters: RateLimiters) -> Self {
         ProfileService {
             store,
             rng,
             limiters,
-            commitment_check: Arc::new(|c: &[u8]| c.len() == super::COMMITMENT_LEN),
+            commitment_check: Arc::new(|c: &[u8]| {
+                c.len() == super::COMMITMENT_LEN
+                    && crate::zk::ProfileKeyCommitment::from_bytes(c).is_ok()
+            }),
         }
     }
 
-    /// Replaces the commitment check (the real zkgroup deserialization).
+    /// Replaces the commitment check (embedders without zkgroup checks, tests).
     pub fn with_commitment_check(mut self, check: CommitmentCheck) -> Self {
         self.commitment_check = check;
         self

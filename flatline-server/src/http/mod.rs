@@ -12,12 +12,14 @@ pub mod health;
 pub mod invites;
 pub mod keys;
 pub mod manifest;
+pub mod messages;
 pub mod openapi;
 pub mod profiles;
 pub mod registration;
 pub mod usernames;
 pub mod verification;
 pub mod wire;
+pub mod zk;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +34,7 @@ use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
+use flatline_core::messages::service::{MessageNotifier, MessageService, NoNotifier};
 use flatline_core::profiles::ProfileService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
@@ -77,6 +80,11 @@ pub struct AppState {
     pub profiles: ProfileService,
     /// Avatars and attachments: the object store, its signing secret and `[storage]`.
     pub storage: Arc<crate::storage::Storage>,
+    /// Message sends, queues, acknowledgements and spam reports.
+    pub messages: MessageService,
+    /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
+    /// [`NoNotifier`] until [`AppState::with_notifier`].
+    pub notifier: Arc<dyn MessageNotifier>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Peers whose `X-Forwarded-For` is believed.
@@ -169,9 +177,20 @@ impl AppState {
             oidc.verifier,
             settings,
         );
+        let notifier: Arc<dyn MessageNotifier> = Arc::new(NoNotifier);
+        let messages = MessageService::new(
+            store.clone(),
+            clock.clone(),
+            rng.clone(),
+            limiters.clone(),
+            notifier.clone(),
+            config.messages.to_messages_config()?,
+        );
         Ok(AppState {
             profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
             storage,
+            messages,
+            notifier,
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
@@ -200,6 +219,21 @@ impl AppState {
             config: Arc::new(config),
             trust: None,
         })
+    }
+
+    /// Replaces the live-delivery hooks (the chat socket's registry): the message service then tells `notifier`
+    /// about every stored message, and the send handler hands it online messages.
+    pub fn with_notifier(mut self, notifier: Arc<dyn MessageNotifier>) -> Self {
+        self.messages = MessageService::new(
+            self.store.clone(),
+            self.clock.clone(),
+            self.rng.clone(),
+            self.limiters.clone(),
+            notifier.clone(),
+            *self.messages.config(),
+        );
+        self.notifier = notifier;
+        self
     }
 
     /// Adds the instance trust material (see [`crate::trust::Trust::bootstrap`]).
@@ -233,7 +267,9 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(invites::routes())
         .merge(profiles::routes())
         .merge(attachments::routes())
+        .merge(messages::routes(config))
         .merge(manifest::routes())
+        .merge(zk::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());

@@ -62,9 +62,11 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "usernames", description = "Username hashes, username links and principal discovery"),
         (name = "contacts", description = "Contact policy, contact invites, grants and introductions"),
         (name = "invites", description = "Registration invites"),
+        (name = "messages", description = "Sending, fetching and acknowledging messages; spam reports"),
         (name = "trust", description = "The signed instance manifest"),
         (name = "profiles", description = "Versioned profiles, avatars (cdn0) and remote configuration"),
         (name = "attachments", description = "Attachment upload forms, TUS uploads and downloads (cdn3)"),
+        (name = "zkgroup", description = "Zero-knowledge group, call-link and profile credentials"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -11,9 +11,14 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use flatline_core::attachments::{AvatarFormError, avatar_form, is_avatar_key, verify_avatar_form};
 use flatline_core::ids::{Aci, ServiceId};
-use flatline_core::profiles::{ProfileError, ProfileRequester, ProfileView, RawProfile};
+use flatline_core::profiles::{
+    ProfileError, ProfileRequester, ProfileView, RawProfile, VersionedView,
+};
+use flatline_core::zk::service::{ProfileCredentialError, issue_profile_key_credential};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -233,8 +238,8 @@ struct VersionedProfileDto {
 struct CredentialProfileDto {
     #[serde(flatten)]
     profile: VersionedProfileDto,
-    /// `ExpiringProfileKeyCredentialResponse`, standard base64; null when the version is not current (or zkgroup is
-    /// not available).
+    /// `ExpiringProfileKeyCredentialResponse` (expires now + 7 days, truncated to the day), standard base64; null
+    /// when the version is not current or not visible.
     #[schema(value_type = Option<String>, format = Byte)]
     credential: Option<String>,
 }
@@ -300,31 +305,18 @@ async fn get_profile(
     Ok(axum::Json(view.into()))
 }
 
-async fn versioned(
-    state: &AppState,
-    who: &ProfileRequester,
-    aci: &str,
-    version: &str,
-) -> Result<(VersionedProfileDto, bool), ApiError> {
-    let v = state
-        .profiles
-        .versioned(who, aci_of(aci)?, version)
-        .await
-        .map_err(profile_error)?;
+fn versioned_dto(v: VersionedView) -> VersionedProfileDto {
     let enc = |b: &Option<Vec<u8>>| b.as_ref().map(|b| wire::std_padded::encode(b));
     let p = v.profile.as_ref();
-    Ok((
-        VersionedProfileDto {
-            base: v.base.into(),
-            name: p.map(|p| wire::std_padded::encode(&p.name)),
-            about: p.and_then(|p| enc(&p.about)),
-            about_emoji: p.and_then(|p| enc(&p.about_emoji)),
-            avatar: p.and_then(|p| p.avatar.clone()),
-            payment_address: p.and_then(|p| enc(&p.payment_address)),
-            phone_number_sharing: p.and_then(|p| enc(&p.phone_number_sharing)),
-        },
-        v.current,
-    ))
+    VersionedProfileDto {
+        name: p.map(|p| wire::std_padded::encode(&p.name)),
+        about: p.and_then(|p| enc(&p.about)),
+        about_emoji: p.and_then(|p| enc(&p.about_emoji)),
+        avatar: p.and_then(|p| p.avatar.clone()),
+        payment_address: p.and_then(|p| enc(&p.payment_address)),
+        phone_number_sharing: p.and_then(|p| enc(&p.phone_number_sharing)),
+        base: v.base.into(),
+    }
 }
 
 /// Reads a profile version.
@@ -356,7 +348,12 @@ async fn get_versioned_profile(
     Path((aci, version)): Path<(String, String)>,
 ) -> Result<axum::Json<VersionedProfileDto>, ApiError> {
     let who = requester(caller, &headers)?;
-    Ok(axum::Json(versioned(&state, &who, &aci, &version).await?.0))
+    let v = state
+        .profiles
+        .versioned(&who, aci_of(&aci)?, &version)
+        .await
+        .map_err(profile_error)?;
+    Ok(axum::Json(versioned_dto(v)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -370,7 +367,8 @@ struct CredentialQuery {
 
 /// Reads a profile version with an expiring profile key credential.
 ///
-/// `credential` is null when the version is not current (and until zkgroup issuance lands).
+/// `credential` is null when the version is not current or hidden from the reader, or the server has no zkgroup
+/// parameters; a request that does not match the version's commitment is 400.
 #[utoipa::path(
     get,
     path = "/v1/profile/{aci}/{version}/{credentialRequest}",
@@ -404,16 +402,62 @@ async fn get_profile_credential(
             "credentialType must be expiringProfileKey",
         ));
     }
-    let _request = hex::decode(&request).map_err(|_| {
-        ApiError::bad_request("invalid_credential_request", "credentialRequest is not hex")
-    })?;
+    if hex::decode(&request).is_err() {
+        return Err(ApiError::bad_request(
+            "invalid_credential_request",
+            "credentialRequest is not hex",
+        ));
+    }
     let who = requester(caller, &headers)?;
-    let (profile, _current) = versioned(&state, &who, &aci, &version).await?;
-    // Issuing needs zkgroup's ExpiringProfileKeyCredential (API.md §14); until then no credential, the answer
-    // Signal gives for a version that is not current.
+    let aci = aci_of(&aci)?;
+    let v = state
+        .profiles
+        .versioned(&who, aci, &version)
+        .await
+        .map_err(profile_error)?;
+    // A credential only for the current version (Signal answers null otherwise), and only with zkgroup params.
+    let commitment = v
+        .profile
+        .as_ref()
+        .filter(|_| v.current)
+        .map(|p| p.commitment.clone());
+    let credential = match (commitment, state.trust.clone()) {
+        (Some(commitment), Some(trust)) => {
+            let now = u64::try_from(state.clock.now().as_secs()).unwrap_or(0);
+            let rng = state.rng.clone();
+            // One issuance with proofs: off the async workers.
+            let issued = tokio::task::spawn_blocking(move || {
+                issue_profile_key_credential(
+                    &trust.zk().server,
+                    aci,
+                    &commitment,
+                    &request,
+                    now,
+                    rng.as_ref(),
+                )
+            })
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+            match issued {
+                Ok(c) => Some(STANDARD.encode(c)),
+                Err(ProfileCredentialError::InvalidCommitment) => {
+                    return Err(ApiError::internal(
+                        &ProfileCredentialError::InvalidCommitment,
+                    ));
+                }
+                Err(_) => {
+                    return Err(ApiError::bad_request(
+                        "invalid_credential_request",
+                        "credentialRequest is not a valid ProfileKeyCredentialRequest for this profile",
+                    ));
+                }
+            }
+        }
+        _ => None,
+    };
     Ok(axum::Json(CredentialProfileDto {
-        profile,
-        credential: None,
+        profile: versioned_dto(v),
+        credential,
     }))
 }
 

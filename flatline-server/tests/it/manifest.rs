@@ -14,7 +14,9 @@ use flatline_core::time::Clock;
 use flatline_server::config::Config;
 use flatline_server::http::AppState;
 use flatline_server::store::sqlite::SqliteStore;
-use flatline_server::trust::{SEALED_SENDER_KEY_NAME, SIGNING_KEY_NAME, Trust, TrustError};
+use flatline_server::trust::{
+    SEALED_SENDER_KEY_NAME, SIGNING_KEY_NAME, Trust, TrustError, ZK_PARAMS_NAME,
+};
 use flatline_testkit::{MemoryStore, MockClock, SeededRng};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
@@ -40,6 +42,7 @@ fn config(keys: &Path, db_url: &str) -> Config {
     c.instance.name = "Example".into();
     c.instance.signing_key_file = Some(keys.join("signing.key"));
     c.instance.sealed_sender_key_file = Some(keys.join("sealed.key"));
+    c.instance.zk_params_file = Some(keys.join("zk.key"));
     c
 }
 
@@ -151,7 +154,22 @@ async fn served_manifest_verifies_with_an_independent_jose_library() {
         );
         assert_eq!(claims["tlsPins"], serde_json::json!([]));
         assert_eq!(claims["identityProviders"], serde_json::json!([]));
-        assert_eq!(claims["trustRoots"]["zkParams"], Value::Null);
+        // The zkgroup public params are those of the key file, in libsignal's serialization.
+        let zk_public = base64::engine::general_purpose::STANDARD
+            .decode(claims["trustRoots"]["zkParams"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(zk_public.len(), flatline_core::zk::SERVER_PUBLIC_PARAMS_LEN);
+        assert_eq!(
+            claims["trustRoots"]["zkParams"],
+            trust.zk().public_base64().as_str()
+        );
+        let generic_public = base64::engine::general_purpose::STANDARD
+            .decode(claims["trustRoots"]["genericZkParams"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(
+            generic_public.len(),
+            flatline_core::zk::GENERIC_SERVER_PUBLIC_PARAMS_LEN
+        );
         let sealed = base64::engine::general_purpose::STANDARD
             .decode(claims["trustRoots"]["sealedSender"].as_str().unwrap())
             .unwrap();
@@ -340,6 +358,31 @@ async fn a_different_key_file_against_the_same_database_refuses_to_start() {
     );
     assert!(err.to_string().contains("refusing to start"), "{err}");
 
+    // The same for swapped zkgroup params, and a lost zkgroup file is not replaced.
+    std::fs::write(
+        other_keys.join("zk.key"),
+        flatline_core::zk::ZkParams::generate(&other_rng)
+            .to_pem()
+            .as_str(),
+    )
+    .unwrap();
+    let mut swapped = original.clone();
+    swapped.instance.zk_params_file = Some(other_keys.join("zk.key"));
+    let err = start(&swapped, store.as_ref(), &clock).await.unwrap_err();
+    assert!(
+        matches!(err, TrustError::KeyMismatch { name, .. } if name == ZK_PARAMS_NAME),
+        "{err}"
+    );
+    let mut lost = original.clone();
+    let missing = scratch_dir().join("zk.key");
+    lost.instance.zk_params_file = Some(missing.clone());
+    let err = start(&lost, store.as_ref(), &clock).await.unwrap_err();
+    assert!(
+        matches!(&err, TrustError::KeyMissing { name, .. } if *name == ZK_PARAMS_NAME),
+        "{err}"
+    );
+    assert!(!missing.exists());
+
     // The original keys still start.
     assert!(start(&original, store.as_ref(), &clock).await.is_ok());
 
@@ -425,8 +468,8 @@ fn keys_init_creates_key_files_with_mode_0600() {
     let out = run_cli(&dir, &cfg, &["keys", "init"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert_eq!(text.matches("(created)").count(), 2, "{text}");
-    for file in ["signing.key", "sealed.key"] {
+    assert_eq!(text.matches("(created)").count(), 3, "{text}");
+    for file in ["signing.key", "sealed.key", "zk.key"] {
         let meta = std::fs::metadata(dir.join("keys").join(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
     }
@@ -439,7 +482,7 @@ fn keys_init_creates_key_files_with_mode_0600() {
     // A second run keeps the files.
     let again = run_cli(&dir, &cfg, &["keys", "init"]);
     assert!(again.status.success());
-    assert_eq!(stdout(&again).matches("(exists)").count(), 2);
+    assert_eq!(stdout(&again).matches("(exists)").count(), 3);
     assert!(stdout(&again).contains(&key.fingerprint().with_hash_name()));
     // `keys init` does not touch the database.
     assert!(!dir.join("flatline.db").exists());
@@ -455,7 +498,11 @@ fn first_start_creates_default_key_files_next_to_the_database() {
     std::fs::create_dir_all(dir.join("data")).unwrap();
     let out = run_cli(&dir, &cfg, &["manifest", "show"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    for file in ["flatline-signing.key", "flatline-sealed-sender.key"] {
+    for file in [
+        "flatline-signing.key",
+        "flatline-sealed-sender.key",
+        "flatline-zkgroup.key",
+    ] {
         let meta = std::fs::metadata(dir.join("data").join(file)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{file}");
     }

@@ -570,3 +570,61 @@ async fn sslmode_require_uses_tls_or_refuses() {
         }
     }
 }
+
+/// A committed message insert on one process is announced to a listener on another (LISTEN/NOTIFY), naming each
+/// queue once; a refused insert announces nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn committed_messages_are_announced_to_other_processes() {
+    use flatline_core::messages::MessageGuid;
+    use flatline_core::messages::store::{InsertOutcome, NewMessage};
+    use flatline_core::store::MessageStore;
+    use flatline_server::store::postgres::parse_notification;
+
+    let (_, stores) = stores_sharing_one_schema(2).await;
+    let mut listener = stores[0].listen_messages().await.unwrap();
+    let rng = SeededRng::new(12);
+    let (a, b) = (Aci::random(&rng), Aci::random(&rng));
+    let msg = |aci, d: u8, size: usize| NewMessage {
+        aci,
+        device: DeviceId::new(d).unwrap(),
+        guid: MessageGuid(uuid::Uuid::new_v4()),
+        envelope: vec![1; size],
+        server_timestamp: T0,
+        expires_at: Timestamp(T0.0 + 1_000),
+        story: false,
+    };
+    // Refused (the bound is 10 bytes): nothing is announced.
+    assert_eq!(
+        stores[1]
+            .insert_messages(&[msg(a, 1, 5), msg(b, 1, 11)], 10)
+            .await
+            .unwrap(),
+        InsertOutcome::QueueFull {
+            aci: b,
+            device: DeviceId::new(1).unwrap()
+        }
+    );
+    assert_eq!(
+        stores[1]
+            .insert_messages(&[msg(a, 1, 5), msg(a, 1, 5), msg(b, 2, 3)], 10)
+            .await
+            .unwrap(),
+        InsertOutcome::Stored
+    );
+    let n = tokio::time::timeout(Duration::from_secs(60), listener.recv())
+        .await
+        .expect("a notification")
+        .unwrap();
+    assert_eq!(
+        n.channel(),
+        flatline_server::store::postgres::MESSAGES_CHANNEL
+    );
+    let mut got = parse_notification(n.payload());
+    got.sort();
+    let mut want = vec![
+        (a, DeviceId::new(1).unwrap()),
+        (b, DeviceId::new(2).unwrap()),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+}

@@ -12,13 +12,25 @@ use crate::support::{Backend, TestApp};
 
 const UAK: [u8; 16] = [7; 16];
 
+/// libsignal 0.103.0's vectors: a real ProfileKeyCommitment and a matching credential request for `aci`.
+fn vectors() -> Value {
+    serde_json::from_str(include_str!("../../../flatline-core/testdata/zkgroup.json")).unwrap()
+}
+
+fn commitment() -> String {
+    vectors()["expiring_profile_key_credential"]["commitment_b64"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn version(c: char) -> String {
     c.to_string().repeat(64)
 }
 
 fn profile_body(v: &str, name_len: usize, avatar: bool, same: bool) -> Value {
     json!({
-        "commitment": STANDARD.encode([3u8; 97]),
+        "commitment": commitment(),
         "version": v,
         "name": STANDARD.encode(vec![1u8; name_len]),
         "aboutEmoji": STANDARD.encode([2u8; 60]),
@@ -225,6 +237,13 @@ async fn wrong_sizes_are_422_and_the_old_profile_stays() {
     let mut body = profile_body(&v, 81, false, false);
     body["commitment"] = json!(STANDARD.encode([1u8; 96]));
     assert_eq!(app.put_json("/v1/profile", &auth, &body).await.status, 400);
+    body["commitment"] = json!(STANDARD.encode([1u8; 97]));
+    let r = app.put_json("/v1/profile", &auth, &body).await;
+    assert_eq!(
+        (r.status.as_u16(), r.code()),
+        (400, "invalid_commitment".into()),
+        "97 bytes that are no commitment"
+    );
     body["commitment"] = json!("%%%");
     assert_eq!(app.put_json("/v1/profile", &auth, &body).await.status, 400);
     assert_eq!(
@@ -492,5 +511,101 @@ async fn remote_config_has_no_grpc_keys() {
         config
             .iter()
             .all(|e| !e["name"].as_str().unwrap().contains(".grpc."))
+    );
+}
+
+/// With zkgroup parameters, the credential variant issues an ExpiringProfileKeyCredentialResponse for the current
+/// version (libsignal's vector request against its commitment), null for an older version, 400 for a bad request.
+#[tokio::test]
+async fn expiring_profile_key_credential_for_the_current_version() {
+    use std::sync::Arc;
+
+    use flatline_server::http::AppState;
+    use flatline_server::trust::Trust;
+    use flatline_testkit::{MemoryStore, MockClock, SeededRng};
+
+    let keys = tempfile::tempdir().unwrap();
+    let mut config = flatline_server::config::Config::default();
+    config.database.url = "sqlite://unused.db".into();
+    config.instance.signing_key_file = Some(keys.path().join("signing.key"));
+    config.instance.sealed_sender_key_file = Some(keys.path().join("sealed.key"));
+    config.instance.zk_params_file = Some(keys.path().join("zk.key"));
+    config.registration.principal_secret_file = keys.path().join("principal.key");
+    config.storage.path = Some(keys.path().join("storage"));
+    let store = Arc::new(MemoryStore::new());
+    let clock = Arc::new(MockClock::default());
+    let rng = Arc::new(SeededRng::new(12));
+    let trust = Trust::bootstrap(&config, store.as_ref(), rng.as_ref(), &[], clock.now())
+        .await
+        .unwrap();
+    let state = AppState::new(config, store, clock.clone(), rng.clone())
+        .unwrap()
+        .with_trust(Arc::new(trust));
+    let app = TestApp::with_state(state, clock, rng);
+
+    let v = vectors();
+    let vec = &v["expiring_profile_key_credential"];
+    let mut bob = SimClient::new(app.rng.as_ref());
+    bob.aci = vec["aci"].as_str().unwrap().parse().unwrap();
+    let new = bob.new_account("bob", app.rng.as_ref(), app.clock.now());
+    app.state.store.create_account(new).await.unwrap();
+    let alice = app.seed("alice").await;
+    let (bob_auth, alice_auth) = (
+        bob.basic_auth(UsernameForm::Aci),
+        alice.basic_auth(UsernameForm::Aci),
+    );
+    let request = hex::encode(
+        STANDARD
+            .decode(vec["request_b64"].as_str().unwrap())
+            .unwrap(),
+    );
+    let (old, current) = (version('1'), version('2'));
+    for ver in [&old, &current] {
+        assert_eq!(
+            app.put_json(
+                "/v1/profile",
+                &bob_auth,
+                &profile_body(ver, 81, false, false)
+            )
+            .await
+            .status,
+            200
+        );
+    }
+    let uri = |ver: &str, req: &str| {
+        format!(
+            "/v1/profile/{}/{ver}/{req}?credentialType=expiringProfileKey",
+            bob.aci
+        )
+    };
+    let r = app.get(&uri(&current, &request), Some(&alice_auth)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let credential = STANDARD
+        .decode(r.json()["credential"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        credential.len(),
+        vec["response_len"].as_u64().unwrap() as usize
+    );
+    assert_eq!(r.json()["name"], STANDARD.encode([1u8; 81]));
+    let r = app.get(&uri(&old, &request), Some(&alice_auth)).await;
+    assert_eq!(
+        r.json()["credential"],
+        Value::Null,
+        "not the current version"
+    );
+    let mut bad = request.clone();
+    bad.replace_range(10..12, if &bad[10..12] == "00" { "01" } else { "00" });
+    assert_eq!(
+        app.get(&uri(&current, &bad), Some(&alice_auth))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        app.get(&uri(&current, "zz"), Some(&alice_auth))
+            .await
+            .status,
+        400
     );
 }

@@ -1,8 +1,8 @@
 //! Differential property test of the two store backends: random operation sequences over prekeys, usernames,
-//! registration invites (sessions, reservations, registrations, expiry) and contact grants are applied to a
+//! registration invites (sessions, reservations, registrations, expiry), contact grants and message queues are applied to a
 //! `MemoryStore` and a `SqliteStore` side by side. After every step the outcomes must be identical, and so must
 //! everything observable through the store traits (key counts and keys, username claims and state, invites with
-//! their pending counts, sessions, subjects, contact grants and invites).
+//! their pending counts, sessions, subjects, contact grants and invites, queued messages and queue sizes).
 //!
 //! The memory store is the executable specification of the contracts in `flatline_core::store`; any divergence is
 //! a bug in one of them (or an under-specified contract).
@@ -18,6 +18,8 @@ use flatline_core::contacts::{
 use flatline_core::ids::{Aci, DeviceId, KeyId, Pni, Principal, ServiceId};
 use flatline_core::invites::{CodeHash, InviteId, InviteOwner, NewInvite};
 use flatline_core::keys::{EcPreKey, KeyUpload, SignedPreKey};
+use flatline_core::messages::MessageGuid;
+use flatline_core::messages::store::{MessageCursor, NewMessage};
 use flatline_core::registration::{
     RegistrationCommit, SessionId, Subject, VerificationSession, VerifiedIdentity,
 };
@@ -102,8 +104,28 @@ enum Op {
         who: usize,
         state: GrantState,
     },
+    /// One all-or-nothing insert of `size`-byte envelopes for these (person, device) queues, bound 100 bytes.
+    InsertMessages {
+        targets: Vec<(usize, u8)>,
+        size: usize,
+    },
+    /// Acknowledges the `i`-th most recently inserted message (on its queue, or on another device's).
+    DeleteMessage {
+        i: usize,
+        other_device: bool,
+    },
+    ExpireMessages,
+    DeleteQueue {
+        who: usize,
+        device: u8,
+    },
     Advance(u64),
 }
+
+/// Queue bound of the message operations.
+const MAX_QUEUE_BYTES: u64 = 100;
+/// Message lifetime of the message operations.
+const MESSAGE_TTL: Duration = Duration::from_secs(1_000);
 
 fn who() -> impl Strategy<Value = usize> {
     0..PEOPLE
@@ -135,6 +157,12 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(approve, deny, deny_all_from)| Op::Decide { approve, deny, deny_all_from }),
         1 => (who(), prop_oneof![Just(GrantState::Active), Just(GrantState::Denied), Just(GrantState::Quarantined)])
             .prop_map(|(who, state)| Op::SetGrant { who, state }),
+        // Sizes that add up to the bound exactly now and then.
+        3 => (prop::collection::vec((who(), 1u8..3), 1..4), prop_oneof![Just(10usize), Just(20), Just(30), Just(50)])
+            .prop_map(|(targets, size)| Op::InsertMessages { targets, size }),
+        2 => (0usize..6, any::<bool>()).prop_map(|(i, other_device)| Op::DeleteMessage { i, other_device }),
+        1 => Just(Op::ExpireMessages),
+        1 => (who(), 1u8..3).prop_map(|(who, device)| Op::DeleteQueue { who, device }),
         3 => prop_oneof![4 => 1u64..60, 2 => 60u64..400, 1 => 400u64..4_000, 1 => Just(90_000u64)].prop_map(Op::Advance),
     ]
 }
@@ -204,6 +232,8 @@ struct World {
     accounts_seen: Vec<Aci>,
     /// The hash index each person last reserved successfully.
     last_reserved: [Option<usize>; PEOPLE],
+    /// Every message inserted so far: (person, device, guid).
+    messages: Vec<(usize, u8, MessageGuid)>,
 }
 
 fn flood() -> FloodConfig {
@@ -273,7 +303,17 @@ async fn world() -> World {
         sessions: vec![],
         accounts_seen: vec![],
         last_reserved: [None; PEOPLE],
+        messages: vec![],
     }
+}
+
+fn dev(d: u8) -> DeviceId {
+    DeviceId::new(d).expect("device 1..=2")
+}
+
+/// The guid of the `k`-th entry of the insert at `step`.
+fn message_guid(step: usize, k: usize) -> MessageGuid {
+    MessageGuid(uuid(step, 10 + k as u8))
 }
 
 impl World {
@@ -500,6 +540,37 @@ impl World {
                     .set_contact_grant(self.owner, self.aci(*who), *state, now)
                     .await
             ),
+            Op::InsertMessages { targets, size } => {
+                let batch: Vec<NewMessage> = targets
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &(who, d))| NewMessage {
+                        aci: self.aci(who),
+                        device: dev(d),
+                        guid: message_guid(step, k),
+                        envelope: vec![step as u8; *size],
+                        server_timestamp: now,
+                        expires_at: now.plus(MESSAGE_TTL),
+                        story: k % 2 == 1,
+                    })
+                    .collect();
+                format!("{:?}", store.insert_messages(&batch, MAX_QUEUE_BYTES).await)
+            }
+            Op::DeleteMessage { i, other_device } => match pick(&self.messages, *i) {
+                Some(&(who, d, guid)) => {
+                    let d = if *other_device { 3 - d } else { d };
+                    format!(
+                        "{:?}",
+                        store.delete_message(self.aci(who), dev(d), guid).await
+                    )
+                }
+                None => String::new(),
+            },
+            Op::ExpireMessages => format!("{:?}", store.expire_messages(now).await),
+            Op::DeleteQueue { who, device } => format!(
+                "{:?}",
+                store.delete_queue(self.aci(*who), dev(*device)).await
+            ),
             Op::Advance(_) => String::new(),
         }
     }
@@ -533,6 +604,15 @@ impl World {
                 "grant {who}: {:?}",
                 store.contact_grant(self.owner, aci).await
             ));
+            for d in 1..=2 {
+                out.push(format!(
+                    "queue {who}.{d}: {:?} {:?}",
+                    store.queue_size(aci, dev(d)).await,
+                    store
+                        .read_messages(aci, dev(d), MessageCursor::START, 100)
+                        .await,
+                ));
+            }
         }
         for h in 0..HASHES {
             let hash = username_hash(h);
@@ -601,6 +681,11 @@ impl World {
                     .iter()
                     .copied()
                     .find(|&h| outcome.contains(&format!("{:?}", username_hash(h))));
+            }
+            Op::InsertMessages { targets, .. } if outcome == "Ok(Stored)" => {
+                for (k, &(who, d)) in targets.iter().enumerate() {
+                    self.messages.push((who, d, message_guid(step, k)));
+                }
             }
             Op::Advance(secs) => self.now = self.now.plus(Duration::from_secs(*secs)),
             _ => {}

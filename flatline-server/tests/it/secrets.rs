@@ -21,6 +21,7 @@ principal_secret_file = "{dir}/principal.key"
 [instance]
 signing_key_file = "{dir}/signing.key"
 sealed_sender_key_file = "{dir}/sealed-sender.key"
+zk_params_file = "{dir}/zkgroup.key"
 
 [[providers]]
 id = "corp"

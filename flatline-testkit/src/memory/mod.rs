@@ -3,6 +3,7 @@
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
 mod contacts;
+mod messages;
 mod profiles;
 mod server_state;
 mod usernames;
@@ -44,6 +45,7 @@ struct State {
     contacts: contacts::ContactState,
     server: server_state::ServerState,
     profiles: profiles::ProfileState,
+    messages: messages::MessageState,
 }
 
 impl State {
@@ -179,6 +181,7 @@ impl AccountStore for MemoryStore {
         s.usernames.remove_account(aci);
         s.contacts.remove_account(aci);
         s.profiles.remove_account(aci);
+        s.messages.remove_account(aci);
         Ok(true)
     }
 }

@@ -36,7 +36,9 @@ use crate::config::DatabaseConfig;
 
 mod contacts;
 mod invites;
+mod messages;
 mod profiles;
+pub use messages::{MESSAGES_CHANNEL, parse_notification};
 mod registration;
 mod server_state;
 mod usernames;
@@ -72,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/postgres/0006_server_state.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "messages",
+        sql: include_str!("../../../migrations/postgres/0007_messages.sql"),
     },
     Migration {
         version: 12,
@@ -689,6 +696,7 @@ impl AccountStore for PgStore {
         registration::tombstone(&mut tx, aci, now).await?;
         invites::revoke_all_of(&mut tx, aci, now).await?;
         contacts::delete_contacts_of(&mut tx, aci).await?;
+        messages::delete_messages_of(&mut tx, aci).await?;
         // Devices, the subject binding, username claims and holds go with the account (ON DELETE CASCADE).
         sqlx::query("DELETE FROM accounts WHERE aci = $1")
             .bind(aci.as_bytes().to_vec())

@@ -32,6 +32,7 @@ use super::Migration;
 
 mod contacts;
 mod invites;
+mod messages;
 mod profiles;
 mod registration;
 mod usernames;
@@ -67,6 +68,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "server_state",
         sql: include_str!("../../../migrations/sqlite/0006_server_state.sql"),
+    },
+    Migration {
+        version: 7,
+        name: "messages",
+        sql: include_str!("../../../migrations/sqlite/0007_messages.sql"),
     },
     Migration {
         version: 12,
@@ -548,6 +554,7 @@ impl AccountStore for SqliteStore {
         invites::revoke_all_of(&mut tx, aci, now).await?;
         // Devices and the subject binding go with the account (ON DELETE CASCADE).
         contacts::delete_contacts_of(&mut tx, aci).await?;
+        messages::delete_messages_of(&mut tx, aci).await?;
         // Devices go with the account (ON DELETE CASCADE).
         sqlx::query("DELETE FROM accounts WHERE aci = ?")
             .bind(aci.as_bytes().to_vec())

@@ -1,0 +1,150 @@
+//! The message queue store: one FIFO queue per (account, device), at-least-once (M§7).
+//!
+//! Contracts every backend honours (checked by the conformance suite):
+//! - **FIFO per queue**: each queue hands out cursors that strictly increase in commit order, so a reader that
+//!   continues after the last cursor it saw never skips a message committed later by a concurrent writer;
+//! - **all or nothing**: [`MessageStore::insert_messages`] stores every entry or none; when any target queue would
+//!   exceed the byte bound it stores nothing and says which queue was full (a typed outcome, not an error);
+//! - **at-least-once**: reading never removes; only [`MessageStore::delete_message`] (an acknowledgement),
+//!   [`MessageStore::expire_messages`], [`MessageStore::delete_queue`] and account deletion do;
+//! - queue byte totals count the stored envelope bytes and are maintained by every removal path.
+
+use async_trait::async_trait;
+
+use super::MessageGuid;
+use crate::ids::{Aci, DeviceId};
+use crate::store::StoreResult;
+use crate::time::Timestamp;
+
+/// A position in one device's queue: the reader continues with messages after it.
+///
+/// Cursors are only meaningful for the queue that produced them; [`MessageCursor::START`] is before every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageCursor(pub i64);
+
+impl MessageCursor {
+    /// Before the first message of any queue.
+    pub const START: MessageCursor = MessageCursor(0);
+}
+
+/// One envelope to queue for one device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewMessage {
+    /// The account whose device queue receives it.
+    pub aci: Aci,
+    /// The device.
+    pub device: DeviceId,
+    /// The per-device server guid (also inside `envelope`).
+    pub guid: MessageGuid,
+    /// The serialized [`Envelope`](super::Envelope), delivered byte for byte.
+    pub envelope: Vec<u8>,
+    /// Server receive time.
+    pub server_timestamp: Timestamp,
+    /// When the message expires if never acknowledged.
+    pub expires_at: Timestamp,
+    /// A story (skipped for consumers that did not ask for stories).
+    pub story: bool,
+}
+
+/// A queued envelope as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedMessage {
+    /// Its position in the queue.
+    pub cursor: MessageCursor,
+    /// The server guid.
+    pub guid: MessageGuid,
+    /// The serialized envelope, identical on every redelivery.
+    pub envelope: Vec<u8>,
+    /// Server receive time.
+    pub server_timestamp: Timestamp,
+    /// Expiry time.
+    pub expires_at: Timestamp,
+    /// A story.
+    pub story: bool,
+}
+
+/// What an insert did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Every entry was stored.
+    Stored,
+    /// Nothing was stored: this queue would have exceeded the byte bound.
+    QueueFull {
+        /// The account of the full queue.
+        aci: Aci,
+        /// Its device.
+        device: DeviceId,
+    },
+}
+
+/// The size of one device queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueSize {
+    /// Messages queued.
+    pub messages: u64,
+    /// Sum of their envelope sizes in bytes.
+    pub bytes: u64,
+}
+
+/// A spam report filed by a recipient (`POST /v1/messages/report/{aci}/{guid}`), kept for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpamReport {
+    /// Who reported.
+    pub reporter: Aci,
+    /// The reported sender.
+    pub source: Aci,
+    /// The reported message's server guid.
+    pub guid: MessageGuid,
+    /// The optional reporting token the client sent (opaque).
+    pub token: Option<Vec<u8>>,
+    /// When it was reported.
+    pub reported_at: Timestamp,
+}
+
+/// Per-device message queues and spam reports.
+///
+/// `delete_account` (in [`AccountStore`](crate::store::AccountStore)) removes every queue of the account and
+/// the spam reports it filed (reports *about* it stay for the operator).
+#[async_trait]
+pub trait MessageStore: Send + Sync {
+    /// Appends each entry to its (account, device) queue, all in one transaction. Refuses the whole batch, storing
+    /// nothing, when any queue's byte total plus its new entries would exceed `max_queue_bytes`.
+    async fn insert_messages(
+        &self,
+        messages: &[NewMessage],
+        max_queue_bytes: u64,
+    ) -> StoreResult<InsertOutcome>;
+
+    /// Up to `limit` messages of the queue after `after`, oldest first. Reading removes nothing.
+    async fn read_messages(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        after: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMessage>>;
+
+    /// Removes the message with `guid` from the device's queue (an acknowledgement) and returns it; `None` when
+    /// it is not (or no longer) there. Idempotent.
+    async fn delete_message(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: MessageGuid,
+    ) -> StoreResult<Option<QueuedMessage>>;
+
+    /// Removes every message whose `expires_at` is at or before `now`; returns how many.
+    async fn expire_messages(&self, now: Timestamp) -> StoreResult<u64>;
+
+    /// The device queue's message count and byte total.
+    async fn queue_size(&self, aci: Aci, device: DeviceId) -> StoreResult<QueueSize>;
+
+    /// Removes the device's whole queue (device removed or re-linked); returns how many messages went.
+    async fn delete_queue(&self, aci: Aci, device: DeviceId) -> StoreResult<u64>;
+
+    /// Records a spam report; a second report of the same guid by the same reporter is ignored.
+    async fn record_spam_report(&self, report: &SpamReport) -> StoreResult<()>;
+
+    /// The most recent spam reports, newest first, at most `limit`.
+    async fn spam_reports(&self, limit: u32) -> StoreResult<Vec<SpamReport>>;
+}

@@ -1,0 +1,282 @@
+//! Per-device message queues and spam reports in SQLite. Every write is one transaction on the single writer, so
+//! cursors (per-queue sequence numbers) increase in commit order and the byte bound is checked and applied
+//! atomically.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use flatline_core::ids::{Aci, DeviceId};
+use flatline_core::messages::MessageGuid;
+use flatline_core::messages::store::{
+    InsertOutcome, MessageCursor, MessageStore, NewMessage, QueueSize, QueuedMessage, SpamReport,
+};
+use flatline_core::store::{StoreError, StoreResult};
+use flatline_core::time::Timestamp;
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::{SqliteStore, db, uuid_of};
+
+fn id(aci: Aci) -> Vec<u8> {
+    aci.as_bytes().to_vec()
+}
+
+fn dev(d: DeviceId) -> i64 {
+    i64::from(d.get())
+}
+
+fn size(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+const COLUMNS: &str = "seq, guid, envelope, server_timestamp, expires_at, story";
+
+fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
+    let guid: Vec<u8> = r.get("guid");
+    Ok(QueuedMessage {
+        cursor: MessageCursor(r.get("seq")),
+        guid: MessageGuid(uuid_of(&guid)?),
+        envelope: r.get("envelope"),
+        server_timestamp: Timestamp(r.get("server_timestamp")),
+        expires_at: Timestamp(r.get("expires_at")),
+        story: r.get("story"),
+    })
+}
+
+/// Removes the account's queues and the spam reports it filed (inside `delete_account`'s transaction).
+pub(super) async fn delete_messages_of(
+    tx: &mut Transaction<'_, Sqlite>,
+    aci: Aci,
+) -> StoreResult<()> {
+    for sql in [
+        "DELETE FROM messages WHERE aci = ?1",
+        "DELETE FROM message_queues WHERE aci = ?1",
+        "DELETE FROM spam_reports WHERE reporter = ?1",
+    ] {
+        sqlx::query(sql)
+            .bind(id(aci))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl MessageStore for SqliteStore {
+    async fn insert_messages(
+        &self,
+        messages: &[NewMessage],
+        max_queue_bytes: u64,
+    ) -> StoreResult<InsertOutcome> {
+        let mut per_queue: BTreeMap<(Aci, DeviceId), (i64, i64)> = BTreeMap::new();
+        for m in messages {
+            let e = per_queue.entry((m.aci, m.device)).or_default();
+            e.0 += 1;
+            e.1 = e.1.saturating_add(size(m.envelope.len()));
+        }
+        let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        // The first cursor of each queue's new entries.
+        let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
+        for (&(aci, device), &(count, bytes)) in &per_queue {
+            if bytes > max {
+                return Ok(InsertOutcome::QueueFull { aci, device });
+            }
+            // Appends only when the bound holds; no row back means the queue is full (nothing was changed).
+            let last: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO message_queues (aci, device_id, last_seq, bytes) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (aci, device_id) DO UPDATE SET last_seq = last_seq + ?3, bytes = bytes + ?4
+                 WHERE bytes + ?4 <= ?5
+                 RETURNING last_seq",
+            )
+            .bind(id(aci))
+            .bind(dev(device))
+            .bind(count)
+            .bind(bytes)
+            .bind(max)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db)?;
+            let Some(last) = last else {
+                return Ok(InsertOutcome::QueueFull { aci, device });
+            };
+            next.insert((aci, device), last - count + 1);
+        }
+        for m in messages {
+            let seq = next
+                .get_mut(&(m.aci, m.device))
+                .ok_or_else(|| StoreError::corrupt("queue without a cursor"))?;
+            sqlx::query(
+                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(id(m.aci))
+            .bind(dev(m.device))
+            .bind(*seq)
+            .bind(m.guid.0.as_bytes().to_vec())
+            .bind(&m.envelope)
+            .bind(m.server_timestamp.as_millis())
+            .bind(m.expires_at.as_millis())
+            .bind(m.story)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            *seq += 1;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(InsertOutcome::Stored)
+    }
+
+    async fn read_messages(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        after: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMessage>> {
+        sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM messages WHERE aci = ? AND device_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(id(aci))
+        .bind(dev(device))
+        .bind(after.0)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(queued_from_row)
+        .collect()
+    }
+
+    async fn delete_message(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: MessageGuid,
+    ) -> StoreResult<Option<QueuedMessage>> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let Some(row) = sqlx::query(&format!(
+            "DELETE FROM messages WHERE rowid = (SELECT rowid FROM messages
+             WHERE aci = ? AND device_id = ? AND guid = ? ORDER BY seq LIMIT 1) RETURNING {COLUMNS}"
+        ))
+        .bind(id(aci))
+        .bind(dev(device))
+        .bind(guid.0.as_bytes().to_vec())
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let message = queued_from_row(&row)?;
+        sqlx::query("UPDATE message_queues SET bytes = bytes - ? WHERE aci = ? AND device_id = ?")
+            .bind(size(message.envelope.len()))
+            .bind(id(aci))
+            .bind(dev(device))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(Some(message))
+    }
+
+    async fn expire_messages(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        sqlx::query(
+            "UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(length(m.envelope)), 0) FROM messages m
+                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.expires_at <= ?1)
+             WHERE EXISTS (SELECT 1 FROM messages m
+                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.expires_at <= ?1)",
+        )
+        .bind(now.as_millis())
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        let removed = sqlx::query("DELETE FROM messages WHERE expires_at <= ?")
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
+    }
+
+    async fn queue_size(&self, aci: Aci, device: DeviceId) -> StoreResult<QueueSize> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM messages WHERE aci = ?1 AND device_id = ?2) AS n,
+                    COALESCE((SELECT bytes FROM message_queues WHERE aci = ?1 AND device_id = ?2), 0) AS bytes",
+        )
+        .bind(id(aci))
+        .bind(dev(device))
+        .fetch_one(&self.reader)
+        .await
+        .map_err(db)?;
+        let count =
+            |v: i64| u64::try_from(v).map_err(|_| StoreError::corrupt("negative queue size"));
+        Ok(QueueSize {
+            messages: count(row.get("n"))?,
+            bytes: count(row.get("bytes"))?,
+        })
+    }
+
+    async fn delete_queue(&self, aci: Aci, device: DeviceId) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(db)?;
+        let removed = sqlx::query("DELETE FROM messages WHERE aci = ? AND device_id = ?")
+            .bind(id(aci))
+            .bind(dev(device))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        sqlx::query("UPDATE message_queues SET bytes = 0 WHERE aci = ? AND device_id = ?")
+            .bind(id(aci))
+            .bind(dev(device))
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(removed)
+    }
+
+    async fn record_spam_report(&self, report: &SpamReport) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO spam_reports (reporter, source, guid, token, reported_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (reporter, guid) DO NOTHING",
+        )
+        .bind(id(report.reporter))
+        .bind(id(report.source))
+        .bind(report.guid.0.as_bytes().to_vec())
+        .bind(&report.token)
+        .bind(report.reported_at.as_millis())
+        .execute(&self.writer)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn spam_reports(&self, limit: u32) -> StoreResult<Vec<SpamReport>> {
+        sqlx::query(
+            "SELECT reporter, source, guid, token, reported_at FROM spam_reports ORDER BY id DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| {
+            let (reporter, source, guid): (Vec<u8>, Vec<u8>, Vec<u8>) =
+                (r.get("reporter"), r.get("source"), r.get("guid"));
+            Ok(SpamReport {
+                reporter: Aci(uuid_of(&reporter)?),
+                source: Aci(uuid_of(&source)?),
+                guid: MessageGuid(uuid_of(&guid)?),
+                token: r.get("token"),
+                reported_at: Timestamp(r.get("reported_at")),
+            })
+        })
+        .collect()
+    }
+}

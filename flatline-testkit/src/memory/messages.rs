@@ -1,0 +1,184 @@
+//! Per-device message queues and spam reports (the reference for [`MessageStore`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use async_trait::async_trait;
+use flatline_core::ids::{Aci, DeviceId};
+use flatline_core::messages::MessageGuid;
+use flatline_core::messages::store::{
+    InsertOutcome, MessageCursor, MessageStore, NewMessage, QueueSize, QueuedMessage, SpamReport,
+};
+use flatline_core::store::StoreResult;
+use flatline_core::time::Timestamp;
+
+use super::MemoryStore;
+
+#[derive(Default)]
+struct Queue {
+    /// Last cursor handed out (cursors are never reused, even after deletions).
+    last: i64,
+    messages: BTreeMap<i64, QueuedMessage>,
+    bytes: u64,
+}
+
+impl Queue {
+    fn remove(&mut self, seq: i64) -> Option<QueuedMessage> {
+        let m = self.messages.remove(&seq)?;
+        self.bytes = self.bytes.saturating_sub(m.envelope.len() as u64);
+        Some(m)
+    }
+}
+
+#[derive(Default)]
+pub(super) struct MessageState {
+    queues: HashMap<(Aci, DeviceId), Queue>,
+    reports: Vec<SpamReport>,
+}
+
+impl MessageState {
+    pub(super) fn remove_account(&mut self, aci: Aci) {
+        self.queues.retain(|(a, _), _| *a != aci);
+        self.reports.retain(|r| r.reporter != aci);
+    }
+}
+
+#[async_trait]
+impl MessageStore for MemoryStore {
+    async fn insert_messages(
+        &self,
+        messages: &[NewMessage],
+        max_queue_bytes: u64,
+    ) -> StoreResult<InsertOutcome> {
+        let mut s = self.state();
+        let q = &mut s.messages.queues;
+        let mut added: BTreeMap<(Aci, DeviceId), u64> = BTreeMap::new();
+        for m in messages {
+            *added.entry((m.aci, m.device)).or_default() += m.envelope.len() as u64;
+        }
+        for (&(aci, device), &n) in &added {
+            let current = q.get(&(aci, device)).map_or(0, |q| q.bytes);
+            if current.saturating_add(n) > max_queue_bytes {
+                return Ok(InsertOutcome::QueueFull { aci, device });
+            }
+        }
+        for m in messages {
+            let queue = q.entry((m.aci, m.device)).or_default();
+            queue.last += 1;
+            queue.bytes += m.envelope.len() as u64;
+            queue.messages.insert(
+                queue.last,
+                QueuedMessage {
+                    cursor: MessageCursor(queue.last),
+                    guid: m.guid,
+                    envelope: m.envelope.clone(),
+                    server_timestamp: m.server_timestamp,
+                    expires_at: m.expires_at,
+                    story: m.story,
+                },
+            );
+        }
+        Ok(InsertOutcome::Stored)
+    }
+
+    async fn read_messages(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        after: MessageCursor,
+        limit: u32,
+    ) -> StoreResult<Vec<QueuedMessage>> {
+        let s = self.state();
+        Ok(s.messages
+            .queues
+            .get(&(aci, device))
+            .map_or_else(Vec::new, |q| {
+                q.messages
+                    .range(after.0.saturating_add(1)..)
+                    .take(limit as usize)
+                    .map(|(_, m)| m.clone())
+                    .collect()
+            }))
+    }
+
+    async fn delete_message(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: MessageGuid,
+    ) -> StoreResult<Option<QueuedMessage>> {
+        let mut s = self.state();
+        let Some(q) = s.messages.queues.get_mut(&(aci, device)) else {
+            return Ok(None);
+        };
+        let seq = q
+            .messages
+            .iter()
+            .find(|(_, m)| m.guid == guid)
+            .map(|(s, _)| *s);
+        Ok(seq.and_then(|seq| q.remove(seq)))
+    }
+
+    async fn expire_messages(&self, now: Timestamp) -> StoreResult<u64> {
+        let mut s = self.state();
+        let mut removed = 0;
+        for q in s.messages.queues.values_mut() {
+            let expired: Vec<i64> = q
+                .messages
+                .iter()
+                .filter(|(_, m)| m.expires_at <= now)
+                .map(|(s, _)| *s)
+                .collect();
+            for seq in expired {
+                q.remove(seq);
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn queue_size(&self, aci: Aci, device: DeviceId) -> StoreResult<QueueSize> {
+        let s = self.state();
+        Ok(s.messages
+            .queues
+            .get(&(aci, device))
+            .map_or_else(QueueSize::default, |q| QueueSize {
+                messages: q.messages.len() as u64,
+                bytes: q.bytes,
+            }))
+    }
+
+    async fn delete_queue(&self, aci: Aci, device: DeviceId) -> StoreResult<u64> {
+        let mut s = self.state();
+        Ok(s.messages.queues.get_mut(&(aci, device)).map_or(0, |q| {
+            let n = q.messages.len() as u64;
+            q.messages.clear();
+            q.bytes = 0;
+            n
+        }))
+    }
+
+    async fn record_spam_report(&self, report: &SpamReport) -> StoreResult<()> {
+        let mut s = self.state();
+        let dup = s
+            .messages
+            .reports
+            .iter()
+            .any(|r| r.reporter == report.reporter && r.guid == report.guid);
+        if !dup {
+            s.messages.reports.push(report.clone());
+        }
+        Ok(())
+    }
+
+    async fn spam_reports(&self, limit: u32) -> StoreResult<Vec<SpamReport>> {
+        let s = self.state();
+        // Insertion order is report order; newest first.
+        Ok(s.messages
+            .reports
+            .iter()
+            .rev()
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+}
