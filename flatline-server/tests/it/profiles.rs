@@ -609,3 +609,83 @@ async fn expiring_profile_key_credential_for_the_current_version() {
         400
     );
 }
+
+/// A real libsignal client sets its profile with a real commitment and version, and another client reads it with the
+/// access key libsignal derives from the profile key (and its checksum matches).
+#[tokio::test]
+async fn libsignal_profile_key_commitment_version_and_access_key() {
+    if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
+        eprintln!("TESTS_SKIP_NODE=1: skipping the libsignal profile test");
+        return;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/libsignal");
+    assert!(
+        dir.join("node_modules/@signalapp/libsignal-client")
+            .is_dir(),
+        "run `npm ci --prefix flatline-testkit/libsignal` (or set TESTS_SKIP_NODE=1)"
+    );
+    let app = TestApp::new(Backend::Sqlite).await;
+    let bob = app.seed("bob").await;
+    let out = std::process::Command::new("node")
+        .arg("profile_keys.mjs")
+        .arg(bob.aci.to_string())
+        .arg("9")
+        .current_dir(&dir)
+        .output()
+        .expect("node on PATH");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let keys: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let access_key = keys["accessKey"].as_str().unwrap();
+    let version = keys["version"].as_str().unwrap();
+    assert_eq!(version.len(), 64);
+
+    let auth = bob.basic_auth(UsernameForm::Aci);
+    let attrs =
+        json!({"registrationId": 11, "pniRegistrationId": 12, "unidentifiedAccessKey": access_key});
+    assert_eq!(
+        app.put_json("/v1/accounts/attributes", &auth, &attrs)
+            .await
+            .status,
+        204
+    );
+    let mut body = profile_body(version, 81, false, false);
+    body["commitment"] = keys["commitment"].clone();
+    let r = app.put_json("/v1/profile", &auth, &body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+    let r = get_with(
+        &app,
+        &format!("/v1/profile/{}/{version}", bob.aci),
+        &[("unidentified-access-key", access_key)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["name"], STANDARD.encode([1u8; 81]));
+    let key: [u8; 16] = STANDARD.decode(access_key).unwrap().try_into().unwrap();
+    assert_eq!(
+        r.json()["unidentifiedAccess"],
+        STANDARD.encode(flatline_core::profiles::unidentified_access_checksum(&key))
+    );
+    // Another profile key's access key does not open it.
+    let other = std::process::Command::new("node")
+        .args(["profile_keys.mjs", &bob.aci.to_string(), "10"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let other: Value = serde_json::from_slice(&other.stdout).unwrap();
+    let r = get_with(
+        &app,
+        &format!("/v1/profile/{}/{version}", bob.aci),
+        &[(
+            "unidentified-access-key",
+            other["accessKey"].as_str().unwrap(),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+}
