@@ -23,6 +23,7 @@ pub mod profiles;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;
+pub mod shortcodes;
 pub mod store;
 pub mod time;
 pub mod usernames;

@@ -195,11 +195,13 @@ pub enum Limiter {
     InboundMessageBytes,
     /// Story sends, per destination account (M§2.6).
     Stories,
+    /// Contact shortcode redemption attempts, per ACI and per IP (IPv6 per /64).
+    ShortcodeAttempt,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 18] = [
+    pub const ALL: [Limiter; 19] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -218,6 +220,7 @@ impl Limiter {
         Limiter::Messages,
         Limiter::InboundMessageBytes,
         Limiter::Stories,
+        Limiter::ShortcodeAttempt,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -241,6 +244,7 @@ impl Limiter {
             Limiter::Messages => "messages",
             Limiter::InboundMessageBytes => "inboundMessageBytes",
             Limiter::Stories => "stories",
+            Limiter::ShortcodeAttempt => "shortcodeAttempt",
         }
     }
 
@@ -271,6 +275,8 @@ impl Limiter {
                 BucketConfig::new(128 * 1024 * 1024, Duration::from_millis(1))
             }
             Limiter::Stories => b(5000, 8),
+            // API §15; docs/SECURITY.md derives the guessing bound from it.
+            Limiter::ShortcodeAttempt => b(10, MIN),
         }
     }
 

@@ -22,6 +22,7 @@ pub use crate::messages::store::MessageStore;
 pub use crate::profiles::store::ProfileStore;
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
+pub use crate::shortcodes::ShortcodeStore;
 use crate::time::Timestamp;
 pub use crate::usernames::UsernameStore;
 
@@ -132,8 +133,9 @@ pub trait AccountStore: Send + Sync {
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
     /// Deletes the account, its devices and every key under its ACI and PNI; revokes the invites it owns; releases
-    /// every username claim, hold and link; removes its contact policy, contact invites and every contact grant it
-    /// gave or holds; removes its message queues and the spam reports it filed; removes its versioned profiles; and
+    /// every username claim, hold and link; removes its contact policy, contact invites, contact shortcodes
+    /// and every contact grant it gave or holds; removes its message queues and the spam reports it filed; removes
+    /// its versioned profiles; and
     /// turns its (provider, sub) binding into a tombstone kept for
     /// [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
     /// re-registering in that time gets the same ACI). Returns false when absent.
@@ -255,6 +257,7 @@ pub trait Store:
     + InviteStore
     + UsernameStore
     + ContactStore
+    + ShortcodeStore
     + ServerStateStore
     + ProfileStore
     + MessageStore
@@ -270,6 +273,7 @@ impl<T> Store for T where
         + InviteStore
         + UsernameStore
         + ContactStore
+        + ShortcodeStore
         + ServerStateStore
         + ProfileStore
         + MessageStore
@@ -288,8 +292,8 @@ pub trait ContactStore: Send + Sync {
     /// The account's policy; `None` when it never set one (meaning the default).
     async fn contact_policy(&self, aci: Aci) -> StoreResult<Option<ContactPolicy>>;
 
-    /// Sets the policy. Switching to `open` deletes, in the same transaction, the account's contact invites and
-    /// every grant it gave. Returns false (and writes nothing) when the account does not exist.
+    /// Sets the policy. Switching to `open` deletes, in the same transaction, the account's contact invites, its
+    /// contact shortcodes and every grant it gave. Returns false (and writes nothing) when the account does not exist.
     async fn set_contact_policy(&self, aci: Aci, policy: ContactPolicy) -> StoreResult<bool>;
 
     /// Stores a new contact invite unless its owner is not `invite_only` or already has `max_per_owner` invites.

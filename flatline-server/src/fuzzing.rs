@@ -25,6 +25,7 @@ use flatline_core::registration::oidc::{
     check_logout_token, derive_principal,
 };
 use flatline_core::registration::{RawRegistration, Subject, validate_registration};
+use flatline_core::shortcodes::Shortcode;
 use flatline_core::time::Timestamp;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -52,6 +53,7 @@ pub const TARGETS: &[Target] = &[
     ("manifest_verify", manifest_verify),
     ("websocket_frame", websocket_frame),
     ("zkgroup", crate::fuzzing_zk::zkgroup),
+    ("shortcode", shortcode),
 ];
 
 /// "Now" for every time-dependent check: 2026-11-01, so that committed seeds stay valid or expired as written.
@@ -969,5 +971,53 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         add("websocket_frame", "junk", vec![0xff, 0xff, 0xff, 0x0f]);
     }
     crate::fuzzing_zk::seeds(&mut |t, n, b| add(t, n, b));
+
+    // shortcode
+    for (name, s) in [
+        ("canonical", "42-velvet-harbor"),
+        ("spoken", "  42 VELVET__harbor "),
+        ("tabs", "7\tzoo\tabandon"),
+        ("largest", "999999999-abandon-zoo"),
+        ("too-large", "1000000000-abandon-zoo"),
+        ("leading-zero", "042-velvet-harbor"),
+        ("zero", "0-velvet-harbor"),
+        ("four-parts", "42-velvet-harbor-zoo"),
+        ("not-a-word", "42-velvet-harbour"),
+        ("accent", "42-velvét-harbor"),
+        ("empty", ""),
+    ] {
+        add("shortcode", name, s.as_bytes().to_vec());
+    }
     out
+}
+
+/// Contact shortcodes: whatever parses renders canonically and parses back from that rendering in any case and with
+/// any separators, and is the input itself once case and separators are normalized; `Debug` never shows the words.
+pub fn shortcode(data: &[u8]) {
+    let s = text(data);
+    let Some(code) = Shortcode::parse(s) else {
+        return;
+    };
+    let shown = code.render();
+    assert_eq!(Shortcode::parse(&shown), Some(code));
+    assert_eq!(
+        Shortcode::parse(&format!(" {} ", shown.to_uppercase().replace('-', " _ "))),
+        Some(code)
+    );
+    let strip = |t: &str| {
+        t.chars()
+            .filter(|c| !matches!(c, '-' | '_') && !c.is_ascii_whitespace())
+            .map(|c| c.to_ascii_lowercase())
+            .collect::<String>()
+    };
+    assert_eq!(
+        strip(&shown),
+        strip(s),
+        "parsed something other than a rendering"
+    );
+    let words = shown.split_once('-').map_or("", |(_, w)| w);
+    assert!(
+        !format!("{code:?}").contains(words),
+        "Debug shows the words"
+    );
 }

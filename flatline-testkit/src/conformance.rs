@@ -32,6 +32,8 @@ mod invites;
 pub use invites::*;
 mod messages;
 pub use messages::*;
+mod shortcodes;
+pub use shortcodes::*;
 
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
@@ -56,6 +58,10 @@ macro_rules! conformance_suite {
             contact_invite_rotate_and_resume, redeem_contact_invite_rules, flood_breaker_trips_and_quarantines,
             owner_window_quarantines_excess, decide_contact_requests, set_contact_grant_direct, introductions,
             concurrent_redemptions_single_use, delete_account_removes_contacts, deletion_racing_new_grants_leaves_none,
+            shortcode_create_list_revoke, shortcode_history_is_bounded, redeem_shortcode_rules,
+            shortcode_grants_follow_the_owner_window, concurrent_shortcode_redemptions_single_use,
+            concurrent_wrong_guesses_burn_at_the_third, concurrent_shortcode_creations_get_distinct_nameplates,
+            delete_account_removes_shortcodes,
             key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
             manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions,
             profile_versions_and_current, profile_for_missing_account_writes_nothing, delete_account_removes_profiles,

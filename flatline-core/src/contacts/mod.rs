@@ -362,6 +362,8 @@ pub enum Via {
     Introduction(Aci),
     /// The owner allowed or blocked the account directly.
     Direct,
+    /// Redemption of this contact shortcode.
+    Shortcode(crate::shortcodes::ShortcodeId),
 }
 
 impl Via {
@@ -371,6 +373,7 @@ impl Via {
             Via::Invite(_) => "invite",
             Via::Introduction(_) => "introduction",
             Via::Direct => "direct",
+            Via::Shortcode(_) => "shortcode",
         }
     }
 }

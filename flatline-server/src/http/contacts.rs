@@ -509,11 +509,13 @@ async fn redeem(
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ViaDto {
-    /// `invite`, `introduction` or `direct`.
+    /// `invite`, `introduction`, `direct` or `shortcode`.
     #[schema(schema_with = openapi::grant_via_schema)]
     kind: &'static str,
     /// The invite, for `invite`; null otherwise.
     invite_id: Option<Uuid>,
+    /// The contact shortcode, for `shortcode`; null otherwise.
+    shortcode_id: Option<Uuid>,
     /// The introducer, for `introduction`; null otherwise.
     #[schema(value_type = Option<Uuid>)]
     introducer: Option<Aci>,
@@ -525,6 +527,10 @@ impl From<Via> for ViaDto {
             kind: v.kind(),
             invite_id: match v {
                 Via::Invite(i) => Some(i.0),
+                _ => None,
+            },
+            shortcode_id: match v {
+                Via::Shortcode(s) => Some(s.0),
                 _ => None,
             },
             introducer: match v {

@@ -16,6 +16,7 @@ pub mod messages;
 pub mod openapi;
 pub mod profiles;
 pub mod registration;
+pub mod shortcodes;
 pub mod usernames;
 pub mod verification;
 pub mod wire;
@@ -40,6 +41,7 @@ use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
 use flatline_core::registration::{Registration, RegistrationSettings};
+use flatline_core::shortcodes::{Shortcodes, ShortcodesConfig};
 use flatline_core::store::Store;
 use flatline_core::time::Clock;
 use flatline_core::usernames::Usernames;
@@ -74,6 +76,8 @@ pub struct AppState {
     pub usernames: Usernames,
     /// Contact policies, invites, grants and introductions.
     pub contacts: Contacts,
+    /// Contact shortcodes.
+    pub shortcodes: Shortcodes,
     /// Registration invites (user API and operator operations).
     pub invites: Invites,
     /// Versioned profiles.
@@ -186,11 +190,23 @@ impl AppState {
             notifier.clone(),
             config.messages.to_messages_config()?,
         );
+        let contacts_config = config.contacts.to_contacts_config()?;
+        let shortcodes = Shortcodes::new(
+            store.clone(),
+            clock.clone(),
+            rng.clone(),
+            limiters.clone(),
+            ShortcodesConfig {
+                flood: contacts_config.flood,
+                ..ShortcodesConfig::default()
+            },
+        );
         Ok(AppState {
             profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
             storage,
             messages,
             notifier,
+            shortcodes,
             auth: Authenticator::new(store.clone(), clock.clone()),
             accounts: Accounts::new(store.clone(), clock.clone()),
             keys: KeyService::new(store.clone(), limiters.clone()),
@@ -201,7 +217,7 @@ impl AppState {
                 clock.clone(),
                 rng.clone(),
                 limiters.clone(),
-                config.contacts.to_contacts_config()?,
+                contacts_config,
             ),
             invites: Invites::new(
                 store.clone(),
@@ -264,6 +280,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(registration::routes())
         .merge(usernames::routes())
         .merge(contacts::routes())
+        .merge(shortcodes::routes())
         .merge(invites::routes())
         .merge(profiles::routes())
         .merge(attachments::routes())

@@ -161,7 +161,14 @@ pub fn grant_state_schema() -> utoipa::openapi::schema::Schema {
 pub fn grant_via_schema() -> utoipa::openapi::schema::Schema {
     string_enum(
         "How the grant came about",
-        &["invite", "introduction", "direct"],
+        &["invite", "introduction", "direct", "shortcode"],
+    )
+}
+/// Contact shortcode states.
+pub fn shortcode_state_schema() -> utoipa::openapi::schema::Schema {
+    string_enum(
+        "The shortcode's state now",
+        &["live", "used", "burned", "expired", "revoked"],
     )
 }
 /// Registration invite states.

@@ -199,7 +199,7 @@ async fn flood_scenario() {
                 assert_eq!(r["state"], "quarantined");
                 assert_eq!(
                     r["via"],
-                    json!({"kind": "invite", "inviteId": invite_id, "introducer": null})
+                    json!({"kind": "invite", "inviteId": invite_id, "shortcodeId": null, "introducer": null})
                 );
                 r["aci"].as_str().unwrap().to_owned()
             })
@@ -560,7 +560,7 @@ async fn introductions_follow_the_recipient_policy() {
             json!({"requests": [{
                 "aci": carol.aci.to_string(),
                 "state": "pending",
-                "via": {"kind": "introduction", "inviteId": null, "introducer": alice.aci.to_string()},
+                "via": {"kind": "introduction", "inviteId": null, "shortcodeId": null, "introducer": alice.aci.to_string()},
                 "createdAt": now,
             }]})
         );
@@ -660,7 +660,7 @@ async fn grants_blocks_and_policy_switch() {
             json!({"grants": [{
                 "aci": alice.aci.to_string(),
                 "state": "active",
-                "via": {"kind": "direct", "inviteId": null, "introducer": null},
+                "via": {"kind": "direct", "inviteId": null, "shortcodeId": null, "introducer": null},
                 "createdAt": now,
             }]})
         );

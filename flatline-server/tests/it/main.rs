@@ -23,6 +23,7 @@ mod registration;
 mod replay;
 mod secrets;
 mod server;
+mod shortcodes;
 mod sqlite;
 mod support;
 mod usernames;

@@ -605,6 +605,97 @@ async fn concurrency_rules_hold_across_processes() {
         cluster.store.contact_grants(owner.aci).await.unwrap().len(),
         1
     );
+
+    // A contact shortcode said to four accounts on three processes: exactly one grant. Then five wrong guesses
+    // at once on another one: each counted once, burned at exactly the third. (Nine attempts from 127.0.0.1:
+    // within the shortcodeAttempt bucket of ten per address.)
+    let create_shortcode = || async {
+        let (s, created) = cluster
+            .send(
+                0,
+                reqwest::Method::POST,
+                "/v1/contact_shortcodes",
+                Some(&owner_auth),
+                Some(json!({})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s, 201, "{created}");
+        created
+    };
+    let attempt = |i: usize, auth: String, shortcode: String| {
+        let c = cluster.clone();
+        tokio::spawn(async move {
+            c.send(
+                i,
+                reqwest::Method::POST,
+                "/v1/contact_shortcodes/redeem",
+                Some(&auth),
+                Some(json!({"shortcode": shortcode})),
+            )
+            .await
+            .unwrap()
+            .0
+        })
+    };
+    let said = create_shortcode().await["shortcode"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tasks = vec![];
+    for i in 0..4 {
+        let who = cluster.seed(&format!("s{i}@example.org")).await;
+        tasks.push(attempt(
+            i,
+            who.basic_auth(UsernameForm::Aci),
+            said.to_uppercase().replace('-', " "),
+        ));
+    }
+    let mut granted = 0;
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(s == 200 || s == 404, "shortcode redeem answered {s}");
+        granted += usize::from(s == 200);
+    }
+    assert_eq!(granted, 1, "{}", cluster.logs());
+    assert_eq!(
+        cluster.store.contact_grants(owner.aci).await.unwrap().len(),
+        2
+    );
+    let target = create_shortcode().await;
+    let code =
+        flatline_core::shortcodes::Shortcode::parse(target["shortcode"].as_str().unwrap()).unwrap();
+    let guesser = cluster
+        .seed("guesser@example.org")
+        .await
+        .basic_auth(UsernameForm::Aci);
+    let tasks: Vec<_> = (0..5u16)
+        .map(|n| {
+            let [a, b] = code.words();
+            let wrong = flatline_core::shortcodes::Shortcode::new(
+                code.nameplate(),
+                [(a + 1 + n) % 2048, b],
+            )
+            .unwrap()
+            .render();
+            attempt(usize::from(n), guesser.clone(), wrong)
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 404);
+    }
+    let stored = cluster
+        .store
+        .contact_shortcodes(owner.aci)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.id.0.to_string() == target["id"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(
+        (stored.failed_guesses, stored.status),
+        (3, flatline_core::shortcodes::ShortcodeStatus::Burned)
+    );
 }
 
 /// Kill -9 one process in the middle of a mixed load (key uploads, bundle fetches, registrations, invite

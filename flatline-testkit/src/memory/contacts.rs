@@ -9,6 +9,7 @@ use flatline_core::contacts::{
     GrantState, Introduction, PolicyMode, RedeemPlan, Redemption, Via,
 };
 use flatline_core::ids::Aci;
+use flatline_core::shortcodes::{ContactShortcode, ShortcodeId};
 use flatline_core::store::{ContactStore, StoreResult};
 use flatline_core::time::Timestamp;
 
@@ -19,25 +20,28 @@ pub(super) struct ContactState {
     policies: HashMap<Aci, ContactPolicy>,
     invites: HashMap<ContactInviteId, ContactInvite>,
     /// Keyed by (owner, grantee).
-    grants: HashMap<(Aci, Aci), Grant>,
+    pub(super) grants: HashMap<(Aci, Aci), Grant>,
+    /// Contact shortcodes (see `memory/shortcodes.rs`), part of the contact graph.
+    pub(super) shortcodes: HashMap<ShortcodeId, ContactShortcode>,
 }
 
 impl ContactState {
     pub(super) fn remove_account(&mut self, aci: Aci) {
         self.policies.remove(&aci);
         self.invites.retain(|_, i| i.owner != aci);
+        self.shortcodes.retain(|_, c| c.owner != aci);
         self.grants
             .retain(|(owner, grantee), _| *owner != aci && *grantee != aci);
     }
 
-    fn invite_only(&self, aci: Aci) -> bool {
+    pub(super) fn invite_only(&self, aci: Aci) -> bool {
         self.policies
             .get(&aci)
             .is_some_and(|p| p.mode == PolicyMode::InviteOnly)
     }
 
     /// Grants the owner accepted through invites or introductions after `since`.
-    fn recent(&self, owner: Aci, since: Timestamp) -> u32 {
+    pub(super) fn recent(&self, owner: Aci, since: Timestamp) -> u32 {
         let n = self
             .grants
             .values()
@@ -67,6 +71,7 @@ impl ContactStore for MemoryStore {
         c.policies.insert(aci, policy);
         if policy.mode == PolicyMode::Open {
             c.invites.retain(|_, i| i.owner != aci);
+            c.shortcodes.retain(|_, sc| sc.owner != aci);
             c.grants.retain(|(owner, _), _| *owner != aci);
         }
         Ok(true)

@@ -6,6 +6,7 @@ mod contacts;
 mod messages;
 mod profiles;
 mod server_state;
+mod shortcodes;
 mod usernames;
 
 use std::collections::{BTreeMap, HashMap};

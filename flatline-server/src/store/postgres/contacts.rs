@@ -10,6 +10,7 @@ use flatline_core::contacts::{
     Redemption, Via,
 };
 use flatline_core::ids::Aci;
+use flatline_core::shortcodes::ShortcodeId;
 use flatline_core::store::{ContactStore, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::postgres::PgRow;
@@ -88,6 +89,10 @@ fn grant_from_row(r: &PgRow) -> StoreResult<Grant> {
                 .ok_or_else(|| StoreError::corrupt("introduction grant without introducer"))?,
         )?)),
         "direct" => Via::Direct,
+        "shortcode" => Via::Shortcode(ShortcodeId(uuid_of(
+            &get::<Option<Vec<u8>>>(r, "via_shortcode")?
+                .ok_or_else(|| StoreError::corrupt("shortcode grant without shortcode"))?,
+        )?)),
         other => return Err(StoreError::corrupt(format!("grant via `{other}`"))),
     };
     Ok(Grant {
@@ -121,13 +126,17 @@ async fn policy_of(conn: &mut PgConnection, aci: Aci) -> StoreResult<Option<Cont
     }))
 }
 
-async fn invite_only(conn: &mut PgConnection, aci: Aci) -> StoreResult<bool> {
+pub(super) async fn invite_only(conn: &mut PgConnection, aci: Aci) -> StoreResult<bool> {
     Ok(policy_of(conn, aci)
         .await?
         .is_some_and(|p| p.mode == PolicyMode::InviteOnly))
 }
 
-async fn grant_of(conn: &mut PgConnection, owner: Aci, grantee: Aci) -> StoreResult<Option<Grant>> {
+pub(super) async fn grant_of(
+    conn: &mut PgConnection,
+    owner: Aci,
+    grantee: Aci,
+) -> StoreResult<Option<Grant>> {
     sqlx::query("SELECT * FROM contact_grants WHERE owner = $1 AND grantee = $2")
         .bind(id(owner))
         .bind(id(grantee))
@@ -140,7 +149,11 @@ async fn grant_of(conn: &mut PgConnection, owner: Aci, grantee: Aci) -> StoreRes
 }
 
 /// Grants the owner accepted through invites or introductions after `since`.
-async fn recent(conn: &mut PgConnection, owner: Aci, since: Timestamp) -> StoreResult<u32> {
+pub(super) async fn recent(
+    conn: &mut PgConnection,
+    owner: Aci,
+    since: Timestamp,
+) -> StoreResult<u32> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM contact_grants WHERE owner = $1 AND via_kind <> 'direct' AND created_at > $2",
     )
@@ -155,7 +168,10 @@ async fn recent(conn: &mut PgConnection, owner: Aci, since: Timestamp) -> StoreR
 /// Share-locks the accounts that a new grant will name (until the transaction ends), so `delete_account`, which
 /// locks its row for update before it removes the account's grants, cannot remove them between our read and our
 /// insert and leave a grant of a deleted account behind. False when one of them is gone already.
-async fn accounts_stay(tx: &mut Transaction<'_, Postgres>, acis: &[Aci]) -> StoreResult<bool> {
+pub(super) async fn accounts_stay(
+    tx: &mut Transaction<'_, Postgres>,
+    acis: &[Aci],
+) -> StoreResult<bool> {
     for aci in acis {
         let found: Option<i32> =
             sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = $1 FOR SHARE")
@@ -171,19 +187,20 @@ async fn accounts_stay(tx: &mut Transaction<'_, Postgres>, acis: &[Aci]) -> Stor
 }
 
 /// Serializes every decision about `owner`'s contact graph with the others (until the transaction ends).
-async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Aci) -> StoreResult<()> {
+pub(super) async fn lock_owner(tx: &mut Transaction<'_, Postgres>, owner: Aci) -> StoreResult<()> {
     xact_lock(tx, CONTACT_OWNER_LOCK_CLASS, lock_key(owner.as_bytes())).await
 }
 
-async fn insert_grant(conn: &mut PgConnection, g: &Grant) -> StoreResult<()> {
-    let (invite, introducer) = match g.via {
-        Via::Invite(i) => (Some(invite_id(i)), None),
-        Via::Introduction(a) => (None, Some(id(a))),
-        Via::Direct => (None, None),
+pub(super) async fn insert_grant(conn: &mut PgConnection, g: &Grant) -> StoreResult<()> {
+    let (invite, introducer, shortcode) = match g.via {
+        Via::Invite(i) => (Some(invite_id(i)), None, None),
+        Via::Introduction(a) => (None, Some(id(a)), None),
+        Via::Direct => (None, None, None),
+        Via::Shortcode(s) => (None, None, Some(s.0.as_bytes().to_vec())),
     };
     sqlx::query(
-        "INSERT INTO contact_grants (owner, grantee, state, via_kind, via_invite, via_introducer, created_at)
-         VALUES ($1,$2,$3,$4,$5,$6,$7)",
+        "INSERT INTO contact_grants (owner, grantee, state, via_kind, via_invite, via_introducer, via_shortcode,
+         created_at) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)",
     )
     .bind(id(g.owner))
     .bind(id(g.grantee))
@@ -191,6 +208,7 @@ async fn insert_grant(conn: &mut PgConnection, g: &Grant) -> StoreResult<()> {
     .bind(g.via.kind())
     .bind(invite)
     .bind(introducer)
+    .bind(shortcode)
     .bind(g.created_at.as_millis())
     .execute(conn)
     .await
@@ -206,6 +224,7 @@ pub(super) async fn delete_contacts_of(
     for sql in [
         "DELETE FROM contact_policies WHERE aci = $1",
         "DELETE FROM contact_invites WHERE owner = $1",
+        "DELETE FROM contact_shortcodes WHERE owner = $1",
         "DELETE FROM contact_grants WHERE owner = $1 OR grantee = $1",
     ] {
         sqlx::query(sql)
@@ -243,6 +262,7 @@ impl ContactStore for PgStore {
         if policy.mode == PolicyMode::Open {
             for sql in [
                 "DELETE FROM contact_invites WHERE owner = $1",
+                "DELETE FROM contact_shortcodes WHERE owner = $1",
                 "DELETE FROM contact_grants WHERE owner = $1",
             ] {
                 sqlx::query(sql)

@@ -41,6 +41,7 @@ mod profiles;
 pub use messages::{MESSAGES_CHANNEL, parse_notification};
 mod registration;
 mod server_state;
+mod shortcodes;
 mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
@@ -79,6 +80,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "messages",
         sql: include_str!("../../../migrations/postgres/0007_messages.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "shortcodes",
+        sql: include_str!("../../../migrations/postgres/0010_shortcodes.sql"),
     },
     Migration {
         version: 12,

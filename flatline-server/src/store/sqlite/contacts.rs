@@ -8,6 +8,7 @@ use flatline_core::contacts::{
     Redemption, Via,
 };
 use flatline_core::ids::Aci;
+use flatline_core::shortcodes::ShortcodeId;
 use flatline_core::store::{ContactStore, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
@@ -86,6 +87,10 @@ fn grant_from_row(r: &SqliteRow) -> StoreResult<Grant> {
                 .ok_or_else(|| StoreError::corrupt("introduction grant without introducer"))?,
         )?)),
         "direct" => Via::Direct,
+        "shortcode" => Via::Shortcode(ShortcodeId(uuid_of(
+            &r.get::<Option<Vec<u8>>, _>("via_shortcode")
+                .ok_or_else(|| StoreError::corrupt("shortcode grant without shortcode"))?,
+        )?)),
         other => return Err(StoreError::corrupt(format!("grant via `{other}`"))),
     };
     Ok(Grant {
@@ -101,7 +106,7 @@ fn grant_from_row(r: &SqliteRow) -> StoreResult<Grant> {
 
 /// Whether every one of `acis` is an account. Read inside the write transaction, so an account deleted before it
 /// gets no new grant, invite or policy (the deletion removed those it had, and SQLite runs one writer at a time).
-async fn accounts_exist(conn: &mut SqliteConnection, acis: &[Aci]) -> StoreResult<bool> {
+pub(super) async fn accounts_exist(conn: &mut SqliteConnection, acis: &[Aci]) -> StoreResult<bool> {
     for aci in acis {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
             .bind(id(*aci))
@@ -135,13 +140,13 @@ async fn policy_of(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<Option<
     }))
 }
 
-async fn invite_only(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<bool> {
+pub(super) async fn invite_only(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<bool> {
     Ok(policy_of(conn, aci)
         .await?
         .is_some_and(|p| p.mode == PolicyMode::InviteOnly))
 }
 
-async fn grant_of(
+pub(super) async fn grant_of(
     conn: &mut SqliteConnection,
     owner: Aci,
     grantee: Aci,
@@ -158,7 +163,11 @@ async fn grant_of(
 }
 
 /// Grants the owner accepted through invites or introductions after `since`.
-async fn recent(conn: &mut SqliteConnection, owner: Aci, since: Timestamp) -> StoreResult<u32> {
+pub(super) async fn recent(
+    conn: &mut SqliteConnection,
+    owner: Aci,
+    since: Timestamp,
+) -> StoreResult<u32> {
     let n: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM contact_grants WHERE owner = ? AND via_kind <> 'direct' AND created_at > ?",
     )
@@ -170,15 +179,16 @@ async fn recent(conn: &mut SqliteConnection, owner: Aci, since: Timestamp) -> St
     Ok(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
-async fn insert_grant(conn: &mut SqliteConnection, g: &Grant) -> StoreResult<()> {
-    let (invite, introducer) = match g.via {
-        Via::Invite(i) => (Some(invite_id(i)), None),
-        Via::Introduction(a) => (None, Some(id(a))),
-        Via::Direct => (None, None),
+pub(super) async fn insert_grant(conn: &mut SqliteConnection, g: &Grant) -> StoreResult<()> {
+    let (invite, introducer, shortcode) = match g.via {
+        Via::Invite(i) => (Some(invite_id(i)), None, None),
+        Via::Introduction(a) => (None, Some(id(a)), None),
+        Via::Direct => (None, None, None),
+        Via::Shortcode(s) => (None, None, Some(s.0.as_bytes().to_vec())),
     };
     sqlx::query(
-        "INSERT INTO contact_grants (owner, grantee, state, via_kind, via_invite, via_introducer, created_at)
-         VALUES (?,?,?,?,?,?,?)",
+        "INSERT INTO contact_grants (owner, grantee, state, via_kind, via_invite, via_introducer, via_shortcode,
+         created_at) VALUES (?,?,?,?,?,?,?,?)",
     )
     .bind(id(g.owner))
     .bind(id(g.grantee))
@@ -186,6 +196,7 @@ async fn insert_grant(conn: &mut SqliteConnection, g: &Grant) -> StoreResult<()>
     .bind(g.via.kind())
     .bind(invite)
     .bind(introducer)
+    .bind(shortcode)
     .bind(g.created_at.as_millis())
     .execute(conn)
     .await
@@ -201,6 +212,7 @@ pub(super) async fn delete_contacts_of(
     for sql in [
         "DELETE FROM contact_policies WHERE aci = ?1",
         "DELETE FROM contact_invites WHERE owner = ?1",
+        "DELETE FROM contact_shortcodes WHERE owner = ?1",
         "DELETE FROM contact_grants WHERE owner = ?1 OR grantee = ?1",
     ] {
         sqlx::query(sql)
@@ -237,6 +249,7 @@ impl ContactStore for SqliteStore {
         if policy.mode == PolicyMode::Open {
             for sql in [
                 "DELETE FROM contact_invites WHERE owner = ?",
+                "DELETE FROM contact_shortcodes WHERE owner = ?",
                 "DELETE FROM contact_grants WHERE owner = ?",
             ] {
                 sqlx::query(sql)

@@ -35,6 +35,7 @@ mod invites;
 mod messages;
 mod profiles;
 mod registration;
+mod shortcodes;
 mod usernames;
 
 /// Embedded migrations, applied in order at start-up.
@@ -73,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 7,
         name: "messages",
         sql: include_str!("../../../migrations/sqlite/0007_messages.sql"),
+    },
+    Migration {
+        version: 10,
+        name: "shortcodes",
+        sql: include_str!("../../../migrations/sqlite/0010_shortcodes.sql"),
     },
     Migration {
         version: 12,
