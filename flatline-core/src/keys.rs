@@ -464,7 +464,11 @@ impl KeyService {
 
 /// Constant-time check of a presented access key against the account's, honouring unrestricted access when
 /// `unrestricted_allowed`.
-fn access_key_matches(account: &Account, presented: &[u8], unrestricted_allowed: bool) -> bool {
+pub(crate) fn access_key_matches(
+    account: &Account,
+    presented: &[u8],
+    unrestricted_allowed: bool,
+) -> bool {
     if presented.len() != 16 {
         return false;
     }

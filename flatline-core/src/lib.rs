@@ -8,6 +8,7 @@
 
 pub mod account;
 pub mod accounts;
+pub mod attachments;
 pub mod auth;
 pub mod chat;
 pub mod contacts;
@@ -18,6 +19,7 @@ pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod messages;
+pub mod profiles;
 pub mod random;
 pub mod ratelimit;
 pub mod registration;

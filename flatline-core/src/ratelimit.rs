@@ -226,6 +226,10 @@ pub enum Limiter {
     /// Failed authentication, per account from every network. When empty, each network keeps only a single try
     /// per [`Limiter::AuthFailure`] regeneration, and networks without failures (the owner's) are unaffected.
     AuthFailureAccount,
+    /// Authenticated profile reads, per requesting ACI (M§4).
+    Profile,
+    /// Attachment upload forms, per ACI (M§6).
+    AttachmentCreate,
     /// Identified sends to another account, per `sender__destination` (M§2.6).
     Messages,
     /// Bytes of message content received per destination account (M§2.6).
@@ -238,7 +242,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 21] = [
+    pub const ALL: [Limiter; 23] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -256,6 +260,8 @@ impl Limiter {
         Limiter::InviteCreate,
         Limiter::AuthFailure,
         Limiter::AuthFailureAccount,
+        Limiter::Profile,
+        Limiter::AttachmentCreate,
         Limiter::Messages,
         Limiter::InboundMessageBytes,
         Limiter::Stories,
@@ -282,6 +288,8 @@ impl Limiter {
             Limiter::InviteCreate => "inviteCreate",
             Limiter::AuthFailure => "authFailure",
             Limiter::AuthFailureAccount => "authFailureAccount",
+            Limiter::Profile => "profile",
+            Limiter::AttachmentCreate => "attachmentCreate",
             Limiter::Messages => "messages",
             Limiter::InboundMessageBytes => "inboundMessageBytes",
             Limiter::Stories => "stories",
@@ -312,6 +320,8 @@ impl Limiter {
             Limiter::InviteCreate => b(10, MIN),
             Limiter::AuthFailure => b(10, 6 * MIN),
             Limiter::AuthFailureAccount => b(100, 36),
+            Limiter::Profile => b(4320, 20),
+            Limiter::AttachmentCreate => BucketConfig::new(50, Duration::from_millis(1200)),
             Limiter::Messages => b(60, 1),
             // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
             Limiter::InboundMessageBytes => {

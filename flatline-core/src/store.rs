@@ -19,6 +19,7 @@ use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
 use crate::invites::InviteStore;
 use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 pub use crate::messages::store::MessageStore;
+pub use crate::profiles::store::ProfileStore;
 use crate::ratelimit::{Admission, BucketConfig};
 use crate::registration::{OidcStateStore, RegistrationStore};
 use crate::sealed::ServerCertificateRecord;
@@ -134,7 +135,8 @@ pub trait AccountStore: Send + Sync {
 
     /// Deletes the account, its devices and every key under its ACI and PNI; revokes the invites it owns; releases
     /// every username claim, hold and link; removes its contact policy, contact invites, contact shortcodes
-    /// and every contact grant it gave or holds; removes its message queues and the spam reports it filed; and
+    /// and every contact grant it gave or holds; removes its message queues and the spam reports it filed; removes
+    /// its versioned profiles; and
     /// turns its (provider, sub) binding into a tombstone kept for
     /// [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
     /// re-registering in that time gets the same ACI). Returns false when absent.
@@ -279,6 +281,7 @@ pub trait Store:
     + ContactStore
     + ShortcodeStore
     + ServerStateStore
+    + ProfileStore
     + MessageStore
 {
 }
@@ -294,6 +297,7 @@ impl<T> Store for T where
         + ContactStore
         + ShortcodeStore
         + ServerStateStore
+        + ProfileStore
         + MessageStore
 {
 }

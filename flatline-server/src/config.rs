@@ -68,10 +68,42 @@ pub struct Config {
     pub contacts: ContactsSection,
     /// Instance identity: signing keys and the signed manifest (docs/TRUST.md).
     pub instance: InstanceConfig,
+    /// Avatars and attachments (`[storage]`, docs/OPERATIONS.md).
+    pub storage: StorageConfig,
     /// Message queues: retention and the per-device bound.
     pub messages: MessagesSection,
     /// Sealed sender: sender certificates (API.md §11).
     pub sealed_sender: SealedSenderConfig,
+}
+
+/// Where avatars and attachments are kept, and their limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory of the local object store. Default `flatline-storage` next to the SQLite database (the working
+    /// directory for other databases). Created when absent.
+    pub path: Option<PathBuf>,
+    /// Largest attachment accepted, in bytes (larger `Upload-Length` or `uploadLength` → 413). Default 100 MiB.
+    pub max_attachment_bytes: u64,
+    /// Seconds an upload form (and its TUS upload) stays usable; unfinished uploads older than this are deleted.
+    /// Default 86400 (one day).
+    pub upload_expiry_seconds: u64,
+    /// Days a finished attachment is kept. Default 45 (Signal keeps attachments 45 days).
+    pub attachment_retention_days: u64,
+    /// Seconds between cleanup runs. Default 3600.
+    pub cleanup_interval_seconds: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: None,
+            max_attachment_bytes: 100 * 1024 * 1024,
+            upload_expiry_seconds: 86_400,
+            attachment_retention_days: 45,
+            cleanup_interval_seconds: 3600,
+        }
+    }
 }
 
 /// `[messages]`: how long unacknowledged messages are kept and how large one device queue may grow.
@@ -674,7 +706,7 @@ pub struct InstanceConfig {
     pub zk_params_file: Option<PathBuf>,
     /// Days a signed manifest stays valid; the server re-signs when less than half is left. Default 30.
     pub manifest_lifetime_days: u32,
-    /// Service endpoint URLs by name. Default: `chat` = `server.public_url`.
+    /// Service endpoint URLs by name. Default: `chat`, `cdn0` and `cdn3` = `server.public_url`.
     pub endpoints: BTreeMap<String, String>,
     /// PEM certificate files whose public keys clients may pin (`tlsPins`). Default: none.
     pub tls_certificates: Vec<PathBuf>,
@@ -740,13 +772,25 @@ impl Config {
             .unwrap_or_else(|| self.key_dir().join("flatline-zkgroup.key"))
     }
 
-    /// The manifest's endpoints: the configured ones, or `chat` = `server.public_url`.
+    /// The manifest's endpoints: the configured ones, or by default `chat`, `cdn0` (avatars) and `cdn3`
+    /// (attachments), all `server.public_url`, which serves the three.
     pub fn manifest_endpoints(&self) -> BTreeMap<String, String> {
         if self.instance.endpoints.is_empty() {
-            BTreeMap::from([("chat".to_owned(), self.server.public_url.clone())])
+            ["chat", "cdn0", "cdn3"]
+                .into_iter()
+                .map(|name| (name.to_owned(), self.server.public_url.clone()))
+                .collect()
         } else {
             self.instance.endpoints.clone()
         }
+    }
+
+    /// The local object store's directory.
+    pub fn storage_path(&self) -> PathBuf {
+        self.storage
+            .path
+            .clone()
+            .unwrap_or_else(|| self.key_dir().join("flatline-storage"))
     }
 
     /// Where the manifest is published.
@@ -1305,7 +1349,9 @@ mod tests {
         );
         assert_eq!(
             c.manifest_endpoints(),
-            BTreeMap::from([("chat".into(), "https://chat.example.org/".into())])
+            BTreeMap::from(
+                ["chat", "cdn0", "cdn3"].map(|n| (n.into(), "https://chat.example.org/".into()))
+            )
         );
         assert_eq!(c.instance.manifest_lifetime_days, 30);
         let d = load("", &[]).unwrap();

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod secrets;
 pub mod serve;
+pub mod storage;
 pub mod store;
 pub mod system;
 pub mod trust;

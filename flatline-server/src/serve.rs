@@ -315,6 +315,14 @@ async fn housekeeping(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "registration purge failed"),
         }
+        // Unfinished uploads past their expiry, attachments past retention (at most once per cleanup interval).
+        match state.storage.cleanup(now).await {
+            Ok(n) if n > 0 => {
+                tracing::debug!(removed = n, "removed expired uploads and attachments")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "storage cleanup failed"),
+        }
         // Unacknowledged messages past `messages.ttl_days`.
         match state.messages.expire().await {
             Ok(n) if n > 0 => tracing::info!(removed = n, "expired undelivered messages"),

@@ -25,7 +25,9 @@ mod usernames;
 pub use registration::*;
 pub use usernames::*;
 mod contacts;
+mod profiles;
 pub use contacts::*;
+pub use profiles::*;
 mod invites;
 pub use invites::*;
 mod messages;
@@ -62,6 +64,7 @@ macro_rules! conformance_suite {
             delete_account_removes_shortcodes,
             key_fingerprints_recorded_once, forgotten_fingerprint_can_be_recorded_anew, concurrent_fingerprint_records_have_one_winner,
             manifest_version_advances_on_change_only, concurrent_manifest_advances_get_distinct_versions,
+            profile_versions_and_current, profile_for_missing_account_writes_nothing, delete_account_removes_profiles,
             message_queue_is_fifo_from_a_cursor, message_reads_are_at_least_once, message_delete_by_guid_is_idempotent,
             message_concurrent_writers_one_reader, message_expiry_by_ttl, message_queue_bound_refuses_whole_batch,
             message_multi_device_insert_is_atomic, message_queues_go_with_device_and_account, spam_reports_recorded_once,

@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod attachments;
 pub mod certificates;
 pub mod contacts;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod keys;
 pub mod manifest;
 pub mod messages;
 pub mod openapi;
+pub mod profiles;
 pub mod registration;
 pub mod shortcodes;
 pub mod usernames;
@@ -35,6 +37,7 @@ use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
 use flatline_core::messages::service::{MessageNotifier, MessageService, NoNotifier};
+use flatline_core::profiles::ProfileService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
@@ -78,6 +81,10 @@ pub struct AppState {
     pub shortcodes: Shortcodes,
     /// Registration invites (user API and operator operations).
     pub invites: Invites,
+    /// Versioned profiles.
+    pub profiles: ProfileService,
+    /// Avatars and attachments: the object store, its signing secret and `[storage]`.
+    pub storage: Arc<crate::storage::Storage>,
     /// Message sends, queues, acknowledgements and spam reports.
     pub messages: MessageService,
     /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
@@ -157,6 +164,11 @@ impl AppState {
     ) -> Result<Self, SetupError> {
         config.validate()?;
         let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
+        let storage = Arc::new(crate::storage::Storage::new(
+            Box::new(crate::storage::LocalStore::new(config.storage_path())),
+            crate::storage::derive_secret(&oidc.principal_secret),
+            config.storage.clone(),
+        ));
         let settings = RegistrationSettings {
             session_lifetime: Duration::from_secs(config.registration.session_lifetime_seconds),
             invite_required: config.invites.required,
@@ -193,6 +205,8 @@ impl AppState {
             },
         );
         Ok(AppState {
+            profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
+            storage,
             messages,
             notifier,
             shortcodes,
@@ -273,6 +287,8 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(contacts::routes())
         .merge(shortcodes::routes())
         .merge(invites::routes())
+        .merge(profiles::routes())
+        .merge(attachments::routes())
         .merge(messages::routes(config))
         .merge(manifest::routes())
         .merge(zk::routes())

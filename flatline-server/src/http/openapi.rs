@@ -27,6 +27,8 @@ pub const BASIC_AUTH: &str = "basicAuth";
 pub const REGISTRATION_AUTH: &str = "registrationAuth";
 /// Security scheme: the target account's unidentified-access key, on prekey fetches.
 pub const ACCESS_KEY: &str = "unidentifiedAccessKey";
+/// Security scheme: the bearer token of an attachment upload form, on TUS requests.
+pub const BEARER_UPLOAD: &str = "bearerUpload";
 
 /// 400 for a JSON body that does not parse, has a wrong type, or lacks `Content-Type: application/json`.
 pub const INVALID_JSON: &str =
@@ -62,6 +64,8 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "invites", description = "Registration invites"),
         (name = "messages", description = "Sending, fetching and acknowledging messages; spam reports"),
         (name = "trust", description = "The signed instance manifest"),
+        (name = "profiles", description = "Versioned profiles, avatars (cdn0) and remote configuration"),
+        (name = "attachments", description = "Attachment upload forms, TUS uploads and downloads (cdn3)"),
         (name = "zkgroup", description = "Zero-knowledge group, call-link and profile credentials"),
         (name = "sealed_sender", description = "Sender certificates for sealed sender"),
         (name = "operations", description = "Health, metrics and this document"),
@@ -105,6 +109,18 @@ impl Modify for SecuritySchemes {
                 "The target account's 16-byte unidentified-access key, standard base64. Never together with \
                  Authorization.",
             ))),
+        );
+        components.add_security_scheme(
+            BEARER_UPLOAD,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The `Authorization` header of an attachment upload form (`GET /v4/attachments/form/upload`), \
+                         bound to the form's key and largest length.",
+                    ))
+                    .build(),
+            ),
         );
     }
 }

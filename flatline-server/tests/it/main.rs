@@ -1,6 +1,7 @@
 //! flatline-server integration tests: one binary, modules per endpoint group.
 
 mod accounts;
+mod attachments;
 mod auth;
 mod contacts;
 mod contacts_props;
@@ -18,6 +19,7 @@ mod messages;
 mod multiprocess;
 mod openapi;
 mod postgres;
+mod profiles;
 mod registration;
 mod replay;
 mod sealed;

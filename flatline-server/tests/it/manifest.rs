@@ -150,7 +150,7 @@ async fn served_manifest_verifies_with_an_independent_jose_library() {
         assert_eq!(claims["name"], "Example");
         assert_eq!(
             claims["endpoints"],
-            serde_json::json!({"chat": "https://chat.example.org"})
+            serde_json::json!({"chat": "https://chat.example.org", "cdn0": "https://chat.example.org", "cdn3": "https://chat.example.org"})
         );
         assert_eq!(claims["tlsPins"], serde_json::json!([]));
         assert_eq!(claims["identityProviders"], serde_json::json!([]));

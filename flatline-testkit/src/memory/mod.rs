@@ -4,6 +4,7 @@
 
 mod contacts;
 mod messages;
+mod profiles;
 mod server_state;
 mod shortcodes;
 mod usernames;
@@ -44,6 +45,7 @@ struct State {
     usernames: usernames::Usernames,
     contacts: contacts::ContactState,
     server: server_state::ServerState,
+    profiles: profiles::ProfileState,
     messages: messages::MessageState,
 }
 
@@ -179,6 +181,7 @@ impl AccountStore for MemoryStore {
         s.invites.revoke_all_of(aci, now);
         s.usernames.remove_account(aci);
         s.contacts.remove_account(aci);
+        s.profiles.remove_account(aci);
         s.messages.remove_account(aci);
         Ok(true)
     }

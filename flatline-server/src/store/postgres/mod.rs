@@ -37,6 +37,7 @@ use crate::config::DatabaseConfig;
 mod contacts;
 mod invites;
 mod messages;
+mod profiles;
 pub use messages::{MESSAGES_CHANNEL, parse_notification};
 mod registration;
 mod server_state;
@@ -89,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "shortcodes",
         sql: include_str!("../../../migrations/postgres/0010_shortcodes.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "profiles",
+        sql: include_str!("../../../migrations/postgres/0012_profiles.sql"),
     },
 ];
 

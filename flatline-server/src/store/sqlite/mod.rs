@@ -33,6 +33,7 @@ use super::Migration;
 mod contacts;
 mod invites;
 mod messages;
+mod profiles;
 mod registration;
 mod shortcodes;
 mod usernames;
@@ -83,6 +84,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 10,
         name: "shortcodes",
         sql: include_str!("../../../migrations/sqlite/0010_shortcodes.sql"),
+    },
+    Migration {
+        version: 12,
+        name: "profiles",
+        sql: include_str!("../../../migrations/sqlite/0012_profiles.sql"),
     },
 ];
 
