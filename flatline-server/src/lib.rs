@@ -1,5 +1,6 @@
 //! The Flatline server: HTTP API, configuration, authentication and SQL stores around `flatline-core`.
 
+pub mod chat;
 pub mod cli;
 pub mod cli_invites;
 pub mod config;

@@ -61,6 +61,7 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "contacts", description = "Contact policy, contact invites, grants and introductions"),
         (name = "invites", description = "Registration invites"),
         (name = "trust", description = "The signed instance manifest"),
+        (name = "chat", description = "The chat and provisioning WebSockets"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]
