@@ -13,4 +13,5 @@ pub mod secrets;
 pub mod serve;
 pub mod store;
 pub mod system;
+pub mod tls;
 pub mod trust;
