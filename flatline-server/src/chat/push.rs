@@ -3,8 +3,8 @@
 //! When an authenticated socket opens, the hub's [`DeliveryLoop`] is started for its `(aci, device)` with a
 //! [`DeliveryContext`]: a [`Pusher`] that sends `PUT /api/v1/message` and `PUT /api/v1/queue/empty` on that socket,
 //! and a [`Wake`] that fires when [`Event::MessageAvailable`](super::Event::MessageAvailable) is published for the
-//! device. The loop task is aborted when the socket closes (after every outstanding push has resolved to
-//! [`PushError::Closed`]).
+//! device. When the socket closes, every outstanding push resolves to [`PushError::Closed`], [`Pusher::closed`]
+//! resolves, and the loop has a few seconds to return before its task is aborted.
 //!
 //! Pushes are issued in order with request ids counting from 0; at most `[chat] push_window` are unacknowledged at
 //! once ([`Pusher::push_message`] waits for a free slot). Each push's [`PushReceipt`] resolves to the client's
@@ -197,7 +197,8 @@ pub struct DeliveryContext {
     pub wake: Wake,
 }
 
-/// The per-device delivery loop: started when an authenticated socket opens, aborted when it closes. The messages
+/// The per-device delivery loop: started when an authenticated socket opens, and expected to return soon after it
+/// closes (it is aborted a few seconds later otherwise). The messages
 /// module implements it (hand out the backlog, `queue_empty` once, then wait for [`Wake`] and push new messages,
 /// deleting each one whose receipt is a 2xx) and installs it with
 /// [`ChatHub::set_delivery_loop`](super::ChatHub::set_delivery_loop).

@@ -212,9 +212,15 @@ pub async fn run_chat(mut socket: WebSocket, ctx: ChatSocket) {
         }
     };
 
+    // Outstanding pushes resolve to `Closed` now; the delivery loop gets a moment to see that (and report it to
+    // its callers) before it is aborted.
     pusher.close();
-    if let Some(task) = delivery {
-        task.abort();
+    if let Some(mut task) = delivery {
+        tokio::spawn(async move {
+            if tokio::time::timeout(CLOSE_GRACE, &mut task).await.is_err() {
+                task.abort();
+            }
+        });
     }
     drop(presence);
     let close = match end {

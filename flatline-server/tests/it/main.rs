@@ -20,6 +20,7 @@ mod registration;
 mod replay;
 mod secrets;
 mod server;
+mod socket;
 mod sqlite;
 mod support;
 mod usernames;
