@@ -864,3 +864,129 @@ fn usernames_conflicts_through_the_socket() {
 fn usernames_links_through_the_socket() {
     via_socket(crate::usernames::username_links_put_get_delete);
 }
+
+// --- Two server processes on one PostgreSQL database ---
+
+struct Process {
+    _child: tokio::process::Child,
+    port: u16,
+}
+
+async fn start_process(dir: &std::path::Path, name: &str, db: &str) -> Process {
+    let port = crate::multiprocess::free_port();
+    let d = dir.display();
+    let config = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            r#"[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}"
+shutdown_grace_seconds = 1
+[database]
+url = "{db}"
+max_connections = 4
+[registration]
+principal_secret_file = "{d}/principal.key"
+[instance]
+signing_key_file = "{d}/signing.key"
+sealed_sender_key_file = "{d}/sealed-sender.key"
+[log]
+filter = "warn"
+"#
+        ),
+    )
+    .expect("config");
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log");
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+        .args(["--config", config.to_str().expect("utf-8"), "serve"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start flatline-server");
+    let http = reqwest::Client::new();
+    for _ in 0..2400 {
+        if http
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return Process {
+                _child: child,
+                port,
+            };
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap_or_default();
+    panic!("{name} did not become healthy:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn displacement_and_disconnects_cross_processes_on_postgres() {
+    use flatline_server::system::{OsRandom, SystemClock};
+    let dir = tempfile::tempdir().unwrap();
+    let db = crate::multiprocess::fresh_database().await;
+    let one = start_process(dir.path(), "one", &db).await;
+    let two = start_process(dir.path(), "two", &db).await;
+    let store = flatline_server::store::open(&flatline_server::config::DatabaseConfig {
+        url: db.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let alice = SimClient::new(&OsRandom);
+    store
+        .create_account(alice.new_account(
+            "alice",
+            &OsRandom,
+            flatline_core::time::Clock::now(&SystemClock),
+        ))
+        .await
+        .unwrap();
+    let auth = alice.basic_auth(UsernameForm::Dot);
+    let addr = |p: &Process| SocketAddr::from(([127, 0, 0, 1], p.port));
+
+    // A socket on process one, then a newer one on process two: the first is displaced over LISTEN/NOTIFY.
+    let mut first = WsClient::connect(addr(&one), Some(&auth)).await.unwrap();
+    assert_eq!(
+        first.request("GET", "/v1/keepalive", &[], b"").await.status,
+        200
+    );
+    let mut second = WsClient::connect(addr(&two), Some(&auth)).await.unwrap();
+    assert_eq!(
+        first.closed().await,
+        Some((4409, "Connected elsewhere".into()))
+    );
+    assert_eq!(
+        second
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+
+    // The newest wins the other way round too, and a process's own announcement does not close its newest socket.
+    let mut third = WsClient::connect(addr(&one), Some(&auth)).await.unwrap();
+    assert_eq!(second.closed().await.map(|c| c.0), Some(4409));
+    assert_eq!(
+        third.request("GET", "/v1/keepalive", &[], b"").await.status,
+        200
+    );
+
+    // Deleting the account on process two closes the socket on process one with 4401.
+    let r = reqwest::Client::new()
+        .delete(format!("http://127.0.0.1:{}/v1/accounts/me", two.port))
+        .header("authorization", &auth)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        third.closed().await,
+        Some((4401, "Reauthentication required".into()))
+    );
+}
