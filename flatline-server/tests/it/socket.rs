@@ -990,3 +990,71 @@ async fn displacement_and_disconnects_cross_processes_on_postgres() {
         Some((4401, "Reauthentication required".into()))
     );
 }
+
+// --- A real client: libsignal-net from npm ---
+
+/// `flatline-testkit/libsignal`, when node and the npm package are installed there.
+fn libsignal_dir() -> Option<std::path::PathBuf> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/libsignal");
+    let installed = dir
+        .join("node_modules/@signalapp/libsignal-client/package.json")
+        .exists();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    (installed && node).then_some(dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libsignal_net_connects_over_native_tls() {
+    let Some(dir) = libsignal_dir() else {
+        eprintln!(
+            "SKIPPED: node or npm @signalapp/libsignal-client is missing (npm ci --prefix flatline-testkit/libsignal)"
+        );
+        return;
+    };
+    let app = TestApp::new(Backend::Sqlite).await;
+    let alice = app.seed("alice").await;
+    let (der, acceptor) = test_tls();
+    let addr = app.serve(Some(acceptor)).await;
+    let scratch = tempfile::tempdir().unwrap();
+    let cert = scratch.path().join("root.der");
+    std::fs::write(&cert, &der).unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(dir.join("net_chat.mjs"))
+            .arg(addr.port().to_string())
+            .arg(&cert)
+            .arg(format!("{}.1", alice.aci))
+            .arg(&alice.password)
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finished")
+    .expect("node ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "net_chat.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    assert_eq!(seen["whoami"]["status"], 200, "{seen}");
+    assert_eq!(seen["whoami"]["uuid"], alice.aci.to_string(), "{seen}");
+    assert_eq!(seen["keepalive"], 200, "{seen}");
+    assert_eq!(seen["queueEmpty"], true, "{seen}");
+    assert_eq!(
+        seen["serverTimestamp"],
+        app.clock.now_ms(),
+        "the 101's X-Signal-Timestamp reaches the client: {seen}"
+    );
+    // 403 on the upgrade is libsignal's DeviceDelinked (error code 39).
+    assert_eq!(seen["wrongPassword"], 39, "{seen}");
+    assert_eq!(seen["unauthenticatedKeepalive"], 200, "{seen}");
+    assert_eq!(seen["unauthenticatedWhoami"], 401, "{seen}");
+}
