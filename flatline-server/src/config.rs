@@ -598,7 +598,7 @@ pub struct ServerConfig {
     /// Open HTTP connections of the main listener (upgraded WebSockets are counted by `[chat]` instead); further
     /// connections are closed at once. Default 10000.
     pub max_connections: usize,
-    /// Open HTTP connections per client address (the TCP peer). Default 256.
+    /// Open HTTP connections per client address (the TCP peer; trusted proxies are not capped). Default 1024.
     pub max_connections_per_ip: usize,
 }
 
@@ -615,7 +615,7 @@ impl Default for ServerConfig {
             tls: None,
             header_read_timeout_seconds: 30,
             max_connections: 10_000,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 1024,
         }
     }
 }

@@ -301,7 +301,7 @@ pub async fn run_router(
         main,
         router.clone(),
         tls,
-        limits,
+        limits.clone(),
         stop_rx.clone(),
     ));
     if let Some((listener, acceptor)) = extra_tls {
@@ -355,7 +355,7 @@ pub async fn run_router(
 
 /// Connection limits of a listener (security review F-02). WebSockets leave these counts once upgraded; `[chat]`
 /// counts them instead.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     /// Time to finish the TLS handshake, to send a request head, and to stay idle between requests.
     pub header_read_timeout: Duration,
@@ -363,15 +363,27 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Open connections per peer address.
     pub max_per_ip: usize,
+    /// Peers without a per-address cap: the trusted proxies, whose connections carry many clients.
+    pub uncapped: Arc<[ipnet::IpNet]>,
 }
 
 impl ConnectionLimits {
     /// The limits of `[server]`.
     pub fn from_config(c: &crate::config::ServerConfig) -> Self {
+        let uncapped = c
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .ok()
+            })
+            .collect();
         ConnectionLimits {
             header_read_timeout: Duration::from_secs(c.header_read_timeout_seconds),
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
+            uncapped,
         }
     }
 }
@@ -441,11 +453,19 @@ pub async fn serve_connections(
             tracing::debug!(%peer, "connection limit reached; closing");
             continue;
         };
-        let Some(slot) = IpSlot::take(&per_ip, peer.ip(), limits.max_per_ip) else {
-            tracing::debug!(%peer, "per-address connection limit reached; closing");
-            continue;
+        let slot = if limits.uncapped.iter().any(|n| n.contains(&peer.ip())) {
+            None
+        } else {
+            match IpSlot::take(&per_ip, peer.ip(), limits.max_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, "per-address connection limit reached; closing");
+                    continue;
+                }
+            }
         };
         let router = router.clone();
+        let limits = limits.clone();
         let tls = tls.clone();
         let stop = stop.clone();
         connections.spawn(async move {

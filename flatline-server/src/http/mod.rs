@@ -182,7 +182,7 @@ impl AppState {
             ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
-            chat: crate::chat::ChatHub::new(rng.as_ref()),
+            chat: crate::chat::ChatHub::new(),
             limiters,
             store,
             clock,
