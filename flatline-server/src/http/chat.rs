@@ -24,6 +24,10 @@ use super::openapi::{INTERNAL, RATE_LIMITED};
 use crate::chat::socket::{ChatSocket, Tunnel, run_chat, run_provisioning};
 use crate::chat::{SocketIdentity, SocketSlot};
 
+/// The read buffer of one socket. tungstenite's default (128 KiB, allocated up front) made an idle socket cost
+/// ~137 KiB of server memory; frames larger than this are read in several steps.
+const READ_BUFFER: usize = 4096;
+
 /// Routes of this group.
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -181,6 +185,8 @@ async fn chat_websocket(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |ws| run_chat(ws, socket))
         .into_response())
 }
@@ -213,6 +219,8 @@ async fn provisioning_websocket(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0)
         .on_upgrade(move |ws| run_provisioning(ws, state, slot))
         .into_response())
 }
