@@ -4,6 +4,7 @@
 //! module knows HTTP and JSON shapes.
 
 pub mod accounts;
+pub mod chat;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
     pub trust: Option<Arc<crate::trust::Trust>>,
+    /// The chat transport: presence, socket counts, cluster events, delivery loop, provisioning registry.
+    pub chat: Arc<crate::chat::ChatHub>,
 }
 
 /// The identity-provider side of the state, injectable so tests can substitute fakes.
@@ -214,6 +217,7 @@ impl AppState {
             ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
+            chat: crate::chat::ChatHub::new(),
             limiters,
             store,
             clock,
@@ -246,14 +250,26 @@ impl AppState {
 }
 
 /// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`, serving its own
-/// OpenAPI description at `/openapi.json`.
+/// OpenAPI description at `/openapi.json`. Requests inside chat sockets are dispatched into this same router (the
+/// [`crate::chat::socket::Tunnel`] extension), so they meet the same routes, limits and middleware as HTTP.
 pub fn app(state: AppState) -> Router {
+    let router = routes(state);
+    router
+        .clone()
+        .layer(Extension(crate::chat::socket::Tunnel(router)))
+}
+
+fn routes(state: AppState) -> Router {
     let (router, api) = api_router(&state.config).split_for_parts();
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(Extension(openapi::Document::new(&api)))
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            signal_timestamp,
+        ))
         .with_state(state)
 }
 
@@ -271,6 +287,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(messages::routes(config))
         .merge(manifest::routes())
         .merge(zk::routes())
+        .merge(chat::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
@@ -288,10 +305,37 @@ pub fn admin_app(state: AppState) -> Router {
     Router::from(health::routes()).with_state(state)
 }
 
+/// `X-Signal-Timestamp: <epoch ms>` on every response (M§1.1): libsignal only counts an upgrade error as the
+/// server's answer when it carries this header, and reports the 101's value as the server time.
+async fn signal_timestamp(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let now = state.clock.now().as_millis();
+    response
+        .headers_mut()
+        .insert("x-signal-timestamp", axum::http::HeaderValue::from(now));
+    response
+}
+
+/// The method as a metric label and log field: one of a closed set, so that arbitrary extension methods cannot
+/// create unbounded label values or long log lines (security review F-01).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Times out slow requests, and records metrics and a log line for every request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -310,7 +354,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let elapsed = started.elapsed();
     state
         .metrics
-        .request(&method, &route, status, elapsed.as_secs_f64());
+        .request(method, &route, status, elapsed.as_secs_f64());
     if status == 429 {
         state.metrics.rate_limited(&route);
     }

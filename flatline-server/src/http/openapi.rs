@@ -63,6 +63,7 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "messages", description = "Sending, fetching and acknowledging messages; spam reports"),
         (name = "trust", description = "The signed instance manifest"),
         (name = "zkgroup", description = "Zero-knowledge group, call-link and profile credentials"),
+        (name = "chat", description = "The chat and provisioning WebSockets"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

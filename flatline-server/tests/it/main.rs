@@ -22,6 +22,7 @@ mod replay;
 mod secrets;
 mod server;
 mod shortcodes;
+mod socket;
 mod sqlite;
 mod support;
 mod usernames;
