@@ -95,7 +95,6 @@ impl Default for MessagesSection {
     }
 }
 
-
 /// `[chat]`: the chat and provisioning WebSockets (docs/API.md "Chat socket").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -130,7 +129,8 @@ impl Default for ChatConfig {
             max_sockets: 20_000,
             idle_timeout_seconds: 90,
             provisioning_idle_timeout_seconds: 60,
-            provisioning_lifetime_seconds: 90,        }
+            provisioning_lifetime_seconds: 90,
+        }
     }
 }
 
@@ -196,7 +196,8 @@ pub struct TlsConfig {
     /// PEM certificate chain, leaf first.
     pub cert_file: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,}
+    pub key_file: PathBuf,
+}
 
 /// Registration settings.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,6 +13,7 @@
 //! [`ChatHub`] ties them together: one per process, in [`crate::http::AppState::chat`].
 
 pub mod bus;
+pub mod delivery;
 pub mod provisioning;
 pub mod push;
 pub mod socket;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
 pub use bus::{ClusterBus, LocalBus};
+pub use delivery::{ChatNotifier, MessageDelivery};
 pub use provisioning::ProvisioningRegistry;
 pub use push::{
     DeliveryContext, DeliveryLoop, PushError, PushReceipt, Pusher, QueueEmptyThenIdle, Wake,
@@ -84,6 +86,17 @@ pub enum Event {
         /// The device.
         device: DeviceId,
     },
+    /// An online (ephemeral) envelope for the device's socket, wherever it is; never stored, dropped when the
+    /// device has no socket.
+    #[serde(rename_all = "camelCase")]
+    Online {
+        /// The account.
+        aci: Aci,
+        /// The device.
+        device: DeviceId,
+        /// The serialized envelope, standard base64.
+        envelope: String,
+    },
 }
 
 /// Why a socket is closed by the server, with Signal's close codes (M§1.7).
@@ -95,6 +108,8 @@ pub enum CloseReason {
     Reauthenticate,
     /// 1000 `OK`: a keepalive on a socket that is no longer the device's message consumer.
     NotPresent,
+    /// 1011 `Failed to retrieve messages`: the message queue could not be read.
+    RetrieveFailed,
 }
 
 impl CloseReason {
@@ -104,6 +119,7 @@ impl CloseReason {
             CloseReason::Displaced => (4409, "Connected elsewhere"),
             CloseReason::Reauthenticate => (4401, "Reauthentication required"),
             CloseReason::NotPresent => (1000, "OK"),
+            CloseReason::RetrieveFailed => (1011, "Failed to retrieve messages"),
         }
     }
 }
@@ -120,6 +136,7 @@ struct Present {
     connected_at_ms: i64,
     control: mpsc::UnboundedSender<Control>,
     wake: Arc<Notify>,
+    live: mpsc::Sender<Vec<u8>>,
 }
 
 /// The process's chat state: presence (one message consumer per device), socket counts, the cluster bus, the
@@ -278,6 +295,7 @@ impl ChatHub {
         connected_at_ms: i64,
         control: mpsc::UnboundedSender<Control>,
         wake: Arc<Notify>,
+        live: mpsc::Sender<Vec<u8>>,
     ) -> Presence {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         let old = {
@@ -289,6 +307,7 @@ impl ChatHub {
                     connected_at_ms,
                     control,
                     wake,
+                    live,
                 },
             )
         };
@@ -323,6 +342,38 @@ impl ChatHub {
             if let Err(e) = bus.broadcast(server, &event).await {
                 tracing::warn!(error = %e, "chat event not broadcast to other processes");
             }
+        });
+    }
+
+    /// Hands an online envelope to the device's socket: on this process when it is here, otherwise over the bus
+    /// to the other processes (when it fits in a notification). Dropped when the device has no socket, or when its
+    /// socket's live channel is full.
+    pub fn deliver_online(&self, aci: Aci, device: DeviceId, envelope: Vec<u8>) {
+        let sent_here = {
+            let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+            match presence.get(&aci).and_then(|d| d.get(&device)) {
+                Some(p) => {
+                    let _ = p.live.try_send(envelope.clone());
+                    true
+                }
+                None => false,
+            }
+        };
+        if sent_here {
+            return;
+        }
+        if envelope.len() > delivery::ONLINE_MAX_BYTES {
+            tracing::debug!(
+                len = envelope.len(),
+                "online message too large for another process; dropped"
+            );
+            return;
+        }
+        use base64::Engine as _;
+        self.broadcast(Event::Online {
+            aci,
+            device,
+            envelope: base64::engine::general_purpose::STANDARD.encode(&envelope),
         });
     }
 
@@ -363,6 +414,18 @@ impl ChatHub {
             Event::MessageAvailable { aci, device } => {
                 if let Some(p) = presence.get(&aci).and_then(|d| d.get(&device)) {
                     p.wake.notify_one();
+                }
+            }
+            Event::Online {
+                aci,
+                device,
+                ref envelope,
+            } => {
+                use base64::Engine as _;
+                if let Some(p) = presence.get(&aci).and_then(|d| d.get(&device))
+                    && let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(envelope)
+                {
+                    let _ = p.live.try_send(bytes);
                 }
             }
         }

@@ -195,6 +195,18 @@ pub struct DeliveryContext {
     pub pusher: Pusher,
     /// Wake-ups for new messages.
     pub wake: Wake,
+    /// Online (ephemeral) envelopes for this socket, to push as they come (never stored).
+    pub live: mpsc::Receiver<Vec<u8>>,
+    pub(crate) control: mpsc::UnboundedSender<super::Control>,
+}
+
+impl DeliveryContext {
+    /// The queue could not be read: the socket closes 1011 `Failed to retrieve messages` (M§1.5 step 5).
+    pub fn fail(&self) {
+        let _ = self
+            .control
+            .send(super::Control::Close(super::CloseReason::RetrieveFailed));
+    }
 }
 
 /// The per-device delivery loop: started when an authenticated socket opens, and expected to return soon after it

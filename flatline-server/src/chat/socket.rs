@@ -43,6 +43,8 @@ pub const PROVISIONING_KEEPALIVE_PATH: &str = "/v1/keepalive/provisioning";
 
 /// How long requests in flight may take to be answered when the server closes a socket.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// Online messages waiting for one socket's delivery loop; more are dropped (they are ephemeral).
+const LIVE_BUFFER: usize = 64;
 /// How long the server waits for the client's close frame after sending its own.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -117,12 +119,14 @@ pub async fn run_chat(mut socket: WebSocket, ctx: ChatSocket) {
     let mut delivery = None;
     if let Some(id) = &identity {
         let wake = Arc::new(Notify::new());
+        let (live_tx, live_rx) = mpsc::channel(LIVE_BUFFER);
         presence = Some(hub.register(
             id.aci,
             id.device_id,
             state.clock.now().as_millis(),
             control_tx.clone(),
             wake.clone(),
+            live_tx,
         ));
         let delivery_loop = hub.delivery_loop();
         let context = DeliveryContext {
@@ -131,6 +135,8 @@ pub async fn run_chat(mut socket: WebSocket, ctx: ChatSocket) {
             receive_stories,
             pusher: pusher.clone(),
             wake: Wake(wake),
+            live: live_rx,
+            control: control_tx.clone(),
         };
         delivery = Some(tokio::spawn(
             async move { delivery_loop.run(context).await },

@@ -34,7 +34,7 @@ use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
-use flatline_core::messages::service::{MessageNotifier, MessageService, NoNotifier};
+use flatline_core::messages::service::{MessageNotifier, MessageService};
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
 use flatline_core::registration::oidc::{JwsVerifier, OidcClient, Provider};
@@ -81,7 +81,8 @@ pub struct AppState {
     /// Message sends, queues, acknowledgements and spam reports.
     pub messages: MessageService,
     /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
-    /// [`NoNotifier`] until [`AppState::with_notifier`].
+    /// [`crate::chat::ChatNotifier`] (wakes the device's socket, pushes online messages) unless replaced with
+    /// [`AppState::with_notifier`].
     pub notifier: Arc<dyn MessageNotifier>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -172,7 +173,10 @@ impl AppState {
             oidc.verifier,
             settings,
         );
-        let notifier: Arc<dyn MessageNotifier> = Arc::new(NoNotifier);
+        // Live delivery: stores wake the device's socket through the chat hub, whose delivery loop reads and
+        // acknowledges through the same message service.
+        let chat = crate::chat::ChatHub::new();
+        let notifier: Arc<dyn MessageNotifier> = Arc::new(crate::chat::ChatNotifier::new(&chat));
         let messages = MessageService::new(
             store.clone(),
             clock.clone(),
@@ -181,6 +185,9 @@ impl AppState {
             notifier.clone(),
             config.messages.to_messages_config()?,
         );
+        chat.set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
+            messages.clone(),
+        )));
         let contacts_config = config.contacts.to_contacts_config()?;
         let shortcodes = Shortcodes::new(
             store.clone(),
@@ -217,7 +224,7 @@ impl AppState {
             ),
             trusted_proxies: config.trusted_proxies()?.into(),
             metrics: Arc::new(Metrics::new()),
-            chat: crate::chat::ChatHub::new(),
+            chat,
             limiters,
             store,
             clock,
@@ -238,6 +245,10 @@ impl AppState {
             notifier.clone(),
             *self.messages.config(),
         );
+        self.chat
+            .set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
+                self.messages.clone(),
+            )));
         self.notifier = notifier;
         self
     }
