@@ -4,6 +4,7 @@ mod accounts;
 mod auth;
 mod contacts;
 mod contacts_props;
+mod delivery;
 mod dev;
 mod e2e;
 mod fuzz_corpus;

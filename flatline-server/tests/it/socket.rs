@@ -867,12 +867,12 @@ fn usernames_links_through_the_socket() {
 
 // --- Two server processes on one PostgreSQL database ---
 
-struct Process {
+pub(crate) struct Process {
     _child: tokio::process::Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
-async fn start_process(dir: &std::path::Path, name: &str, db: &str) -> Process {
+pub(crate) async fn start_process(dir: &std::path::Path, name: &str, db: &str) -> Process {
     let port = crate::multiprocess::free_port();
     let d = dir.display();
     let config = dir.join(format!("{name}.toml"));
