@@ -7,7 +7,9 @@
 //!
 //! Delivery is best effort: a notification sent while a listener is reconnecting is lost. Nothing depends on it
 //! alone for safety: a socket reloads its account on every request (a removed device or a changed password is a 401
-//! there), and the messages module re-reads the queue when a delivery loop starts.
+//! there), the delivery loop re-reads the queue when a socket opens, and when the listener has reconnected every
+//! socket of the process is woken to re-read its queue (a lost `MessageAvailable` delays, never loses, a message;
+//! a lost online message is gone, as online messages are).
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -76,9 +78,29 @@ impl PgBus {
         listener.listen(CHANNEL).await?;
         let weak: Weak<ChatHub> = Arc::downgrade(hub);
         tokio::spawn(async move {
+            // Set when the listening connection was lost: notifications sent meanwhile are gone, so once it is back
+            // (sqlx reconnects and listens again on the next call) every local socket re-reads its queue.
+            let mut lost = false;
             loop {
-                match listener.recv().await {
-                    Ok(n) => {
+                if lost {
+                    if sqlx::query("SELECT 1").execute(&mut listener).await.is_ok() {
+                        lost = false;
+                        let Some(hub) = weak.upgrade() else { return };
+                        hub.wake_all();
+                    } else {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                }
+                match listener.try_recv().await {
+                    Ok(None) => {
+                        tracing::warn!("chat bus listener lost its connection; reconnecting");
+                        lost = true;
+                    }
+                    Ok(Some(n)) => {
                         let Some(hub) = weak.upgrade() else { return };
                         match serde_json::from_str::<Notification>(n.payload()) {
                             Ok(note) => hub.apply_remote(note.origin, &note.event),
@@ -90,6 +112,7 @@ impl PgBus {
                             return;
                         }
                         tracing::warn!(error = %e, "chat bus listener failed; retrying");
+                        lost = true;
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }

@@ -5,7 +5,9 @@
 //!   axum router as HTTP (`tower::ServiceExt::oneshot`), with the socket's identity attached as a [`SocketIdentity`]
 //!   (authenticated socket) or [`UnauthenticatedSocket`] extension that the auth extractor honours.
 //! - [`push`]: server-initiated requests on an authenticated socket ([`Pusher`]) and the per-device delivery loop
-//!   that a messages module plugs in ([`DeliveryLoop`]).
+//!   run for each authenticated socket ([`DeliveryLoop`]).
+//! - [`delivery`]: that loop over the message service ([`MessageDelivery`]) and the service's live-delivery hooks
+//!   ([`ChatNotifier`]); [`crate::http::AppState`] installs both.
 //! - [`bus`]: cluster events ([`Event`]) between server processes: in-process for SQLite, PostgreSQL
 //!   `LISTEN/NOTIFY` when several processes share a database.
 //! - [`provisioning`]: the provisioning socket and its address registry.
@@ -343,6 +345,14 @@ impl ChatHub {
                 tracing::warn!(error = %e, "chat event not broadcast to other processes");
             }
         });
+    }
+
+    /// Wakes the delivery loop of every authenticated socket of this process (after events may have been lost).
+    pub fn wake_all(&self) {
+        let presence = self.presence.lock().unwrap_or_else(|e| e.into_inner());
+        for p in presence.values().flat_map(|d| d.values()) {
+            p.wake.notify_one();
+        }
     }
 
     /// Hands an online envelope to the device's socket: on this process when it is here, otherwise over the bus

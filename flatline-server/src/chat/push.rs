@@ -210,10 +210,9 @@ impl DeliveryContext {
 }
 
 /// The per-device delivery loop: started when an authenticated socket opens, and expected to return soon after it
-/// closes (it is aborted a few seconds later otherwise). The messages
-/// module implements it (hand out the backlog, `queue_empty` once, then wait for [`Wake`] and push new messages,
-/// deleting each one whose receipt is a 2xx) and installs it with
-/// [`ChatHub::set_delivery_loop`](super::ChatHub::set_delivery_loop).
+/// closes (it is aborted a few seconds later otherwise). [`super::MessageDelivery`] implements it (hand out the
+/// backlog, `queue_empty` once, then wait for [`Wake`] and push new messages, deleting each one whose receipt is a
+/// 2xx); [`crate::http::AppState`] installs it with [`ChatHub::set_delivery_loop`](super::ChatHub::set_delivery_loop).
 #[async_trait]
 pub trait DeliveryLoop: Send + Sync {
     /// Runs until the socket closes (it may return earlier).
