@@ -5,7 +5,7 @@
 //! [`BATCH`] from a cursor and pushes each envelope (in queue order, at most `[chat] push_window` unanswered). A 2xx
 //! answer acknowledges it through [`MessageService::acknowledge`] (so a delivery receipt goes to an identified
 //! sender exactly as for `DELETE /v1/messages/uuid/{guid}`); any other answer, or the socket closing, keeps it for
-//! the next connection (at-least-once). Once the backlog present at connect time is handed out, `queue/empty` is
+//! the next connection (at-least-once). Pushed envelopes have `ephemeral` stripped ([`for_delivery`]). Once the backlog present at connect time is handed out, `queue/empty` is
 //! sent, once per connection. The loop then waits for [`Event::MessageAvailable`](super::Event::MessageAvailable)
 //! and continues from its cursor, so a message is pushed at most once per connection. Stories are pushed only when
 //! the upgrade had `X-Signal-Receive-Stories: true`; otherwise they are acknowledged silently (M§1.5), without a
@@ -20,6 +20,7 @@ use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use flatline_core::ids::{Aci, DeviceId};
+use flatline_core::messages::Envelope;
 use flatline_core::messages::service::{LiveMessage, MessageNotifier, MessageService};
 use flatline_core::messages::store::MessageCursor;
 
@@ -32,6 +33,18 @@ pub const BATCH: u32 = 100;
 /// Largest online envelope sent to another process (PostgreSQL notifications carry at most 8000 bytes; the
 /// envelope travels base64-encoded inside JSON). Larger online messages reach only sockets of this process.
 pub const ONLINE_MAX_BYTES: usize = 5000;
+
+/// The pushed form of a stored or online envelope: `ephemeral` stripped, as upstream does before delivery (M§1.4,
+/// M§2.3); identical for every redelivery. Bytes that are not an envelope go out unchanged.
+pub fn for_delivery(envelope: &[u8]) -> Vec<u8> {
+    match Envelope::from_bytes(envelope) {
+        Some(mut e) => {
+            e.ephemeral = None;
+            e.to_bytes()
+        }
+        None => envelope.to_vec(),
+    }
+}
 
 /// The delivery loop over the message service.
 pub struct MessageDelivery {
@@ -99,7 +112,11 @@ impl MessageDelivery {
                 }
                 // Online messages that came in meanwhile go out between stored ones.
                 self.push_live(ctx).await?;
-                let receipt = ctx.pusher.push_message(&m.envelope).await.ok()?;
+                let receipt = ctx
+                    .pusher
+                    .push_message(&for_delivery(&m.envelope))
+                    .await
+                    .ok()?;
                 self.settle(ctx, m.guid, receipt);
             }
             if !full {
@@ -111,7 +128,10 @@ impl MessageDelivery {
     /// Pushes the online messages waiting on the live channel (answers are ignored: nothing was stored).
     async fn push_live(&self, ctx: &mut DeliveryContext) -> Option<()> {
         while let Ok(envelope) = ctx.live.try_recv() {
-            ctx.pusher.push_message(&envelope).await.ok()?;
+            ctx.pusher
+                .push_message(&for_delivery(&envelope))
+                .await
+                .ok()?;
         }
         Some(())
     }
@@ -138,7 +158,7 @@ impl DeliveryLoop for MessageDelivery {
                     }
                 }
                 Some(envelope) = ctx.live.recv() => {
-                    if pusher.push_message(&envelope).await.is_err() {
+                    if pusher.push_message(&for_delivery(&envelope)).await.is_err() {
                         return;
                     }
                 }

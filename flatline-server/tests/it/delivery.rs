@@ -139,6 +139,7 @@ async fn a_sent_message_is_pushed_in_order_and_an_ack_removes_it_a_nack_keeps_it
         assert_eq!(e1.content.as_deref(), Some(&b"one"[..]), "{backend:?}");
         assert_eq!(e2.content.as_deref(), Some(&b"two"[..]));
         assert_eq!(e1.source_service_id, Some(alice.aci.to_string()));
+        assert_eq!(e1.ephemeral, None, "ephemeral is stripped before delivery");
         // X-Signal-Key: false first, then the timestamp.
         assert_eq!(p1.headers[0].0.to_ascii_lowercase(), "x-signal-key");
         assert_eq!(p1.headers[0].1, "false");
@@ -269,7 +270,7 @@ async fn online_messages_reach_connected_devices_only_and_are_never_stored() {
     send_with(&app, &alice, &bob, b"typing 2", true, "").await;
     let (p, e) = message(&mut ws).await;
     assert_eq!(e.content.as_deref(), Some(&b"typing 2"[..]));
-    assert_eq!(e.ephemeral, Some(true));
+    assert_eq!(e.ephemeral, None, "ephemeral is stripped before delivery");
     ws.ack(p.id.unwrap(), 200).await;
     nothing_pushed(&mut ws).await;
     assert!(queued(&app, &bob).await.is_empty());
@@ -333,7 +334,7 @@ async fn a_message_sent_to_one_process_reaches_a_socket_on_another_on_postgres()
     put(one.port, b"typing", true).await;
     let (p, e) = message(&mut ws).await;
     assert_eq!(e.content.as_deref(), Some(&b"typing"[..]));
-    assert_eq!(e.ephemeral, Some(true));
+    assert_eq!(e.ephemeral, None, "ephemeral is stripped before delivery");
     ws.ack(p.id.unwrap(), 200).await;
     ws.close().await;
     // The acknowledged message is gone (the ack went through process two's message service).
