@@ -87,12 +87,22 @@ impl DeviceCredentials {
     /// Parses an `Authorization` header value.
     pub fn from_header(header: &str) -> Result<Self, CredentialError> {
         let (user, password) = decode_basic(header, false)?;
+        Self::from_login(&user, &password)
+    }
+
+    /// Parses a username (any of the three forms) and password given separately, as the `login` and `password`
+    /// query parameters of a WebSocket upgrade.
+    pub fn from_login(user: &str, password: &str) -> Result<Self, CredentialError> {
+        if password.is_empty() || password.len() > MAX_PASSWORD_LEN {
+            return Err(CredentialError::BadPassword);
+        }
+        let password = password.to_owned();
         let (aci, device) = match user.split_once(['.', '\0']) {
             Some((aci, device)) => (
                 aci,
                 device.parse().map_err(|_| CredentialError::BadUsername)?,
             ),
-            None => (user.as_str(), DeviceId::PRIMARY),
+            None => (user, DeviceId::PRIMARY),
         };
         let aci = aci.parse().map_err(|_| CredentialError::BadUsername)?;
         Ok(DeviceCredentials {

@@ -64,6 +64,13 @@ pub enum Command {
         /// Listener address (loopback only; port 0 picks a free one).
         #[arg(long, default_value = crate::dev_idp::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// TLS listener with a self-signed `localhost` certificate created in the data directory (its path and
+        /// SHA-256 are logged), for libsignal-net clients; loopback only.
+        #[arg(long, default_value = crate::dev_idp::DEFAULT_TLS_LISTEN)]
+        tls_listen: std::net::SocketAddr,
+        /// Do not open the TLS listener.
+        #[arg(long)]
+        no_tls: bool,
     },
 }
 
@@ -210,8 +217,17 @@ pub async fn main() -> i32 {
                 }
             }
         }
-        Command::Dev { data_dir, listen } => {
-            let opts = crate::dev_idp::DevOptions { data_dir, listen };
+        Command::Dev {
+            data_dir,
+            listen,
+            tls_listen,
+            no_tls,
+        } => {
+            let opts = crate::dev_idp::DevOptions {
+                data_dir,
+                listen,
+                tls_listen: (!no_tls).then_some(tls_listen),
+            };
             crate::dev_idp::warn_insecure(&opts);
             let server = match crate::dev_idp::prepare(config, &opts).await {
                 Ok(s) => s,

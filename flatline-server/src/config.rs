@@ -74,6 +74,8 @@ pub struct Config {
     pub messages: MessagesSection,
     /// Sealed sender: sender certificates (API.md §11).
     pub sealed_sender: SealedSenderConfig,
+    /// The chat WebSocket (`/v1/websocket/`): frame and connection limits, timeouts, the push window.
+    pub chat: ChatConfig,
 }
 
 /// Where avatars and attachments are kept, and their limits.
@@ -144,6 +146,45 @@ impl Default for SealedSenderConfig {
     }
 }
 
+/// `[chat]`: the chat and provisioning WebSockets (docs/API.md "Chat socket").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChatConfig {
+    /// Largest WebSocket message (and frame) a client may send, in bytes; a larger one closes the socket with 1009.
+    /// Default 524288 (512 KiB, Signal-Server's), range 4096..=10485760.
+    pub max_frame_bytes: usize,
+    /// Requests of one socket being handled at once; one more is answered 429 in its response frame. Default 128.
+    pub max_in_flight_requests: usize,
+    /// Server pushes (`PUT /api/v1/message`) sent and not yet acknowledged on one socket. Default 256 (Signal's).
+    pub push_window: usize,
+    /// Open chat and provisioning sockets per client IP; one more upgrade is answered 429. Default 100.
+    pub max_sockets_per_ip: usize,
+    /// Open chat and provisioning sockets of this process; one more upgrade is answered 429. Default 20000.
+    pub max_sockets: usize,
+    /// Seconds a chat socket may stay silent (no frame, ping or pong) before it is closed (1000 `Timeout`).
+    /// Default 90 (libsignal pings after 31 s of silence).
+    pub idle_timeout_seconds: u64,
+    /// Seconds a provisioning socket may stay silent. Default 60.
+    pub provisioning_idle_timeout_seconds: u64,
+    /// Seconds after which a provisioning socket is closed however busy (1000 `Timeout`). Default 90.
+    pub provisioning_lifetime_seconds: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            max_frame_bytes: 512 * 1024,
+            max_in_flight_requests: 128,
+            push_window: 256,
+            max_sockets_per_ip: 100,
+            max_sockets: 20_000,
+            idle_timeout_seconds: 90,
+            provisioning_idle_timeout_seconds: 60,
+            provisioning_lifetime_seconds: 90,
+        }
+    }
+}
+
 impl MessagesSection {
     /// The validated settings for the message service.
     pub fn to_messages_config(
@@ -170,6 +211,50 @@ impl SealedSenderConfig {
     pub fn certificate_lifetime(&self) -> std::time::Duration {
         std::time::Duration::from_secs(u64::from(self.certificate_lifetime_hours) * 3600)
     }
+}
+
+impl ChatConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(4096..=10 << 20).contains(&self.max_frame_bytes) {
+            return Err(invalid(
+                "chat.max_frame_bytes",
+                "must be between 4096 and 10485760",
+            ));
+        }
+        for (key, v) in [
+            ("max_in_flight_requests", self.max_in_flight_requests as u64),
+            ("push_window", self.push_window as u64),
+            ("max_sockets_per_ip", self.max_sockets_per_ip as u64),
+            ("max_sockets", self.max_sockets as u64),
+            ("idle_timeout_seconds", self.idle_timeout_seconds),
+            (
+                "provisioning_idle_timeout_seconds",
+                self.provisioning_idle_timeout_seconds,
+            ),
+            (
+                "provisioning_lifetime_seconds",
+                self.provisioning_lifetime_seconds,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("chat.{key}"), "must be at least 1"));
+            }
+        }
+        if self.push_window > 4096 {
+            return Err(invalid("chat.push_window", "must be at most 4096"));
+        }
+        Ok(())
+    }
+}
+
+/// `[server.tls]`: native TLS on the main listener (HTTPS and WSS on one port).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Registration settings.
@@ -610,6 +695,16 @@ pub struct ServerConfig {
     /// Per-IP rate limits count IPv6 clients per network of this prefix length (32..=128). Default 64: one
     /// client usually holds a whole /64; use 48 or 56 where providers hand out larger blocks.
     pub ipv6_limit_prefix: u8,
+    /// Native TLS: when set, the main listener serves HTTPS and WSS only. Default: plain HTTP (behind a TLS proxy).
+    pub tls: Option<TlsConfig>,
+    /// Seconds a connection may take to send a request head (and to finish the TLS handshake), and may stay idle
+    /// between requests, before it is closed. Default 30.
+    pub header_read_timeout_seconds: u64,
+    /// Open HTTP connections of the main listener (upgraded WebSockets are counted by `[chat]` instead); further
+    /// connections are closed at once. Default 10000.
+    pub max_connections: usize,
+    /// Open HTTP connections per client address (the TCP peer; trusted proxies are not capped). Default 1024.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for ServerConfig {
@@ -623,6 +718,10 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             request_timeout_seconds: 30,
             ipv6_limit_prefix: 64,
+            tls: None,
+            header_read_timeout_seconds: 30,
+            max_connections: 10_000,
+            max_connections_per_ip: 1024,
         }
     }
 }
@@ -1025,6 +1124,19 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        for (key, v) in [
+            (
+                "header_read_timeout_seconds",
+                self.server.header_read_timeout_seconds as usize,
+            ),
+            ("max_connections", self.server.max_connections),
+            ("max_connections_per_ip", self.server.max_connections_per_ip),
+        ] {
+            if v == 0 {
+                return Err(invalid(format!("server.{key}"), "must be at least 1"));
+            }
+        }
+        self.chat.validate()?;
         self.validate_instance()?;
         Ok(())
     }
@@ -1317,6 +1429,14 @@ mod tests {
                 "[database]\nacquire_timeout_seconds = 0\n",
                 "database.acquire_timeout_seconds",
             ),
+            ("[chat]\nmax_frame_bytes = 10\n", "chat.max_frame_bytes"),
+            ("[chat]\npush_window = 0\n", "chat.push_window"),
+            ("[chat]\nidle_timeouts = 1\n", "chat.idle_timeouts"),
+            (
+                "[server]\nheader_read_timeout_seconds = 0\n",
+                "server.header_read_timeout_seconds",
+            ),
+            ("[server.tls]\ncert_file = \"c.pem\"\n", "server.tls"),
         ];
         for (text, key) in cases {
             match load(text, &[]) {
@@ -1379,6 +1499,26 @@ mod tests {
         assert_eq!(c.database.acquire_timeout_seconds, 10);
         assert_eq!(c.database.idle_timeout_seconds, 600);
         assert_eq!(c.database.statement_timeout_ms, 1500);
+    }
+
+    #[test]
+    fn chat_and_tls_sections() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.chat.max_frame_bytes, 512 * 1024);
+        assert!(c.server.tls.is_none());
+        let c = load(
+            "[chat]\nmax_in_flight_requests = 4\n[server.tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n",
+            &[("FLATLINE_CHAT__MAX_SOCKETS_PER_IP", "3")],
+        )
+        .unwrap();
+        assert_eq!(
+            (c.chat.max_in_flight_requests, c.chat.max_sockets_per_ip),
+            (4, 3)
+        );
+        assert_eq!(
+            c.server.tls.map(|t| t.key_file),
+            Some(PathBuf::from("k.pem"))
+        );
     }
 
     #[test]

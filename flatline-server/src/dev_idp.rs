@@ -49,6 +49,8 @@ pub const CLIENT_SECRET: &str = "flatline-dev-insecure-client-secret";
 pub const DEFAULT_LOGIN: &str = "dev-user";
 /// The default listener of `flatline-server dev`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default TLS listener of `flatline-server dev`.
+pub const DEFAULT_TLS_LISTEN: &str = "127.0.0.1:8443";
 /// The database file name in the data directory.
 pub const DB_FILE: &str = "flatline-dev.db";
 
@@ -521,6 +523,9 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     /// The listener; loopback only. Port 0 picks a free port.
     pub listen: SocketAddr,
+    /// A second, TLS listener with a self-signed `localhost` certificate kept in the data directory (libsignal-net
+    /// connects only over TLS); loopback only. `None`: no TLS listener.
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// A development server ready to run.
@@ -535,6 +540,10 @@ pub struct DevServer {
     pub addr: SocketAddr,
     /// The development IdP.
     pub idp: DevIdp,
+    /// The bound TLS address, when a TLS listener was asked for.
+    pub tls_addr: Option<SocketAddr>,
+    /// Its certificate.
+    pub certificate: Option<crate::tls::DevCertificate>,
 }
 
 impl DevServer {
@@ -584,6 +593,11 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
     if !opts.listen.ip().is_loopback() {
         return Err(DevError::NotLoopback(opts.listen));
     }
+    if let Some(addr) = opts.tls_listen
+        && !addr.ip().is_loopback()
+    {
+        return Err(DevError::NotLoopback(addr));
+    }
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| DevError::DataDir {
         path: opts.data_dir.clone(),
         source: e,
@@ -596,7 +610,29 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
     })?;
 
     config.server.listen = opts.listen;
-    let listeners = crate::serve::bind(&config).await?;
+    // The development server's own TLS listener; `[server.tls]` of the loaded file does not apply.
+    config.server.tls = None;
+    let mut listeners = crate::serve::bind(&config).await?;
+    let mut certificate = None;
+    let mut tls_addr = None;
+    if let Some(addr) = opts.tls_listen {
+        let cert = crate::tls::dev_certificate(dir).map_err(ServeError::from)?;
+        let acceptor =
+            crate::tls::acceptor(&cert.cert_file, &cert.key_file).map_err(ServeError::from)?;
+        let listener = crate::serve::bind_addr(addr).await?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen { addr, source })?;
+        tracing::warn!(
+            "TLS on https://localhost:{} with the self-signed certificate {} (SHA-256 {})",
+            bound.port(),
+            cert.cert_file.display(),
+            cert.sha256
+        );
+        listeners.extra_tls = Some((listener, acceptor));
+        tls_addr = Some(bound);
+        certificate = Some(cert);
+    }
     let addr = listeners
         .main
         .local_addr()
@@ -667,6 +703,8 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
         router,
         addr,
         idp,
+        tls_addr,
+        certificate,
     })
 }
 

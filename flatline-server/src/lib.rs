@@ -1,5 +1,6 @@
 //! The Flatline server: HTTP API, configuration, authentication and SQL stores around `flatline-core`.
 
+pub mod chat;
 pub mod cli;
 pub mod cli_invites;
 pub mod cli_sealed;
@@ -15,4 +16,5 @@ pub mod serve;
 pub mod storage;
 pub mod store;
 pub mod system;
+pub mod tls;
 pub mod trust;

@@ -1,13 +1,20 @@
 //! Running the server: listeners, background housekeeping, graceful shutdown.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
 use flatline_core::manifest::IdentityProvider;
 use flatline_core::store::{FingerprintRecord, Store};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
 use crate::config::Config;
 use crate::http::{AppState, admin_app, app};
@@ -50,6 +57,12 @@ pub enum ServeError {
         /// Why.
         source: crate::secrets::SecretError,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// The PostgreSQL event bus of the chat sockets could not start.
+    #[error(transparent)]
+    ChatBus(#[from] crate::chat::bus::BusError),
     /// A listener could not be bound or failed.
     #[error("listener {addr}: {source}")]
     Listen {
@@ -67,7 +80,21 @@ pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
     let clock = Arc::new(SystemClock);
     let rng = Arc::new(OsRandom);
     let state = AppState::new(config, store, clock, rng)?;
+    install_chat_bus(&state).await?;
     finish_state(state, None).await
+}
+
+/// With PostgreSQL, several processes may share the database: chat events (displacement, disconnects, new messages)
+/// then travel over `LISTEN/NOTIFY`. With SQLite the in-process bus stays.
+pub async fn install_chat_bus(state: &AppState) -> Result<(), ServeError> {
+    let url = &state.config.database.url;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
+            .map_err(crate::chat::bus::BusError::from)?;
+        let bus = crate::chat::bus::PgBus::start(options, &state.chat).await?;
+        state.chat.set_bus(bus);
+    }
+    Ok(())
 }
 
 /// Checks the principal secret against the database and attaches the instance trust material. The manifest lists
@@ -195,25 +222,33 @@ async fn check_client_secrets(state: &AppState, principal_secret: &[u8]) -> Resu
 
 /// The bound sockets of a server.
 pub struct Listeners {
-    /// The API listener.
+    /// The API listener (HTTPS when `[server.tls]` is set).
     pub main: TcpListener,
     /// The admin listener, when configured.
     pub admin: Option<TcpListener>,
+    /// A second listener serving the API over TLS with its own certificate (`flatline-server dev --tls-listen`).
+    pub extra_tls: Option<(TcpListener, TlsAcceptor)>,
 }
 
 /// Binds the configured addresses.
 pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
-    let bind = |addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServeError::Listen { addr, source })
-    };
-    let main = bind(config.server.listen).await?;
+    let main = bind_addr(config.server.listen).await?;
     let admin = match config.server.admin_listen {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind_addr(addr).await?),
         None => None,
     };
-    Ok(Listeners { main, admin })
+    Ok(Listeners {
+        main,
+        admin,
+        extra_tls: None,
+    })
+}
+
+/// Binds one address.
+pub async fn bind_addr(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen { addr, source })
 }
 
 /// Serves on `listeners` until `shutdown` resolves, then lets in-flight requests finish within the configured
@@ -235,11 +270,19 @@ pub async fn run_router(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let config = state.config.clone();
-    let Listeners { main, admin } = listeners;
+    let Listeners {
+        main,
+        admin,
+        extra_tls,
+    } = listeners;
     let main_addr = main.local_addr().map_err(|source| ServeError::Listen {
         addr: config.server.listen,
         source,
     })?;
+    let tls = match &config.server.tls {
+        Some(t) => Some(crate::tls::acceptor(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
@@ -251,12 +294,26 @@ pub async fn run_router(
     };
 
     let housekeeping = tokio::spawn(housekeeping(state.clone(), stop_rx.clone()));
-    tracing::info!(addr = %main_addr, "listening");
-    let main_server = axum::serve(
+    tracing::info!(addr = %main_addr, tls = tls.is_some(), "listening");
+    let limits = ConnectionLimits::from_config(&config.server);
+    let mut servers = JoinSet::new();
+    servers.spawn(serve_connections(
         main,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
+        router.clone(),
+        tls,
+        limits.clone(),
+        stop_rx.clone(),
+    ));
+    if let Some((listener, acceptor)) = extra_tls {
+        tracing::info!(addr = ?listener.local_addr().ok(), "TLS listening");
+        servers.spawn(serve_connections(
+            listener,
+            router,
+            Some(acceptor),
+            limits,
+            stop_rx.clone(),
+        ));
+    }
     let admin_server = admin.map(|l| {
         tracing::info!(addr = ?l.local_addr().ok(), "admin listening");
         axum::serve(
@@ -268,9 +325,13 @@ pub async fn run_router(
 
     let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
     let serving = async {
+        let main = async {
+            while servers.join_next().await.is_some() {}
+            Ok(())
+        };
         let main_result = match admin_server {
-            Some(admin) => tokio::try_join!(main_server, admin).map(|_| ()),
-            None => main_server.await,
+            Some(admin) => tokio::try_join!(main, admin).map(|_| ()),
+            None => main.await,
         };
         main_result.map_err(|source| ServeError::Listen {
             addr: main_addr,
@@ -290,6 +351,180 @@ pub async fn run_router(
     housekeeping.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Connection limits of a listener (security review F-02). WebSockets leave these counts once upgraded; `[chat]`
+/// counts them instead.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Time to finish the TLS handshake, to send a request head, and to stay idle between requests.
+    pub header_read_timeout: Duration,
+    /// Open connections of the listener.
+    pub max_connections: usize,
+    /// Open connections per peer address.
+    pub max_per_ip: usize,
+    /// Peers without a per-address cap: the trusted proxies, whose connections carry many clients.
+    pub uncapped: Arc<[ipnet::IpNet]>,
+}
+
+impl ConnectionLimits {
+    /// The limits of `[server]`.
+    pub fn from_config(c: &crate::config::ServerConfig) -> Self {
+        let uncapped = c
+            .trusted_proxies
+            .iter()
+            .filter_map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
+                    .ok()
+            })
+            .collect();
+        ConnectionLimits {
+            header_read_timeout: Duration::from_secs(c.header_read_timeout_seconds),
+            max_connections: c.max_connections,
+            max_per_ip: c.max_connections_per_ip,
+            uncapped,
+        }
+    }
+}
+
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection's place in the per-address count; released on drop.
+struct IpSlot {
+    counts: PerIp,
+    ip: IpAddr,
+}
+
+impl IpSlot {
+    fn take(counts: &PerIp, ip: IpAddr, max: usize) -> Option<IpSlot> {
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The accept loop: HTTP/1.1 (with upgrades, for the WebSockets) over plain TCP or TLS, with hyper's header-read
+/// timer installed, and connection caps. Returns once `stop` is set and the open connections have finished.
+pub async fn serve_connections(
+    listener: TcpListener,
+    router: axum::Router,
+    tls: Option<TlsAcceptor>,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let total = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip: PerIp = Arc::default();
+    let mut connections = JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, usually: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        while connections.try_join_next().is_some() {}
+        let Ok(permit) = total.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "connection limit reached; closing");
+            continue;
+        };
+        let slot = if limits.uncapped.iter().any(|n| n.contains(&peer.ip())) {
+            None
+        } else {
+            match IpSlot::take(&per_ip, peer.ip(), limits.max_per_ip) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::debug!(%peer, "per-address connection limit reached; closing");
+                    continue;
+                }
+            }
+        };
+        let router = router.clone();
+        let limits = limits.clone();
+        let tls = tls.clone();
+        let stop = stop.clone();
+        connections.spawn(async move {
+            let _held = (permit, slot);
+            let _ = tcp.set_nodelay(true);
+            match tls {
+                Some(acceptor) => {
+                    match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp))
+                        .await
+                    {
+                        Ok(Ok(stream)) => serve_one(stream, peer, router, limits, stop).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_one(tcp, peer, router, limits, stop).await,
+            }
+        });
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|v| *v).await;
+}
+
+async fn serve_one<I>(
+    io: I,
+    peer: SocketAddr,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service =
+        hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    let connection = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        () = stopped(&mut stop) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
 }
 
 /// Periodic cleanup of shared state that would otherwise only grow.

@@ -1,12 +1,15 @@
 // Two real libsignal clients message each other through a running Flatline server over its REST API:
 // prekey upload, bundle fetch, PQXDH session, PreKey and Whisper messages sent with PUT /v1/messages/{aci},
 // fetched with GET /v1/messages, decrypted and acknowledged; then a sealed-sender message sent with the
-// recipient's real unidentified-access key (derived from a profile key) and decrypted.
+// recipient's real unidentified-access key (derived from a profile key) and decrypted. With "chat" in the config,
+// first a PreKey message is pushed to Bob's libsignal-net AuthenticatedChatConnection (onIncomingMessage),
+// decrypted with signalDecryptPreKey and acknowledged with ack.send(200), after which it is gone from the queue.
 //
 // Usage: node messages.mjs <config.json>, where the file holds
 //   {"base": "http://127.0.0.1:PORT",
 //    "alice": {"aci", "password", "identityPrivate" (std base64, 32 bytes), "registrationId"},
-//    "bob":   {...same...}}
+//    "bob":   {...same...},
+//    "chat":  {"port": TLS port of the same server, "rootCertificate": path of its root certificate (DER)}}  (optional)
 // Prints one JSON line {"ok": true, "steps": [...]} and exits 0, or prints the failure to stderr and exits 1.
 
 import { readFileSync } from 'node:fs';
@@ -174,8 +177,102 @@ await alice.uploadKeys();
 await bob.uploadKeys();
 steps.push('keys uploaded');
 
-// Alice starts a PQXDH session from Bob's fetched bundle and sends a PreKey message.
-const bobReg = await alice.startSession(bob);
+// The fields of a serialized Envelope this client reads (protobuf: 1 type, 8 content, 9 serverGuid, 11
+// sourceServiceId).
+function parseEnvelope(bytes) {
+  const out = {};
+  let i = 0;
+  const varint = () => {
+    let v = 0n;
+    let shift = 0n;
+    for (;;) {
+      const b = bytes[i++];
+      v |= BigInt(b & 0x7f) << shift;
+      if (!(b & 0x80)) return v;
+      shift += 7n;
+    }
+  };
+  while (i < bytes.length) {
+    const key = Number(varint());
+    const field = key >> 3;
+    const wire = key & 7;
+    if (wire === 0) {
+      const v = varint();
+      if (field === 1) out.type = Number(v);
+    } else if (wire === 2) {
+      const len = Number(varint());
+      const value = bytes.subarray(i, i + len);
+      i += len;
+      if (field === 8) out.content = value;
+      if (field === 9) out.serverGuid = dec(value);
+      if (field === 11) out.sourceServiceId = dec(value);
+    } else if (wire === 1) {
+      i += 8;
+    } else if (wire === 5) {
+      i += 4;
+    } else {
+      throw new Error(`unexpected wire type ${wire}`);
+    }
+  }
+  return out;
+}
+
+const withTimeout = (promise, ms, what) =>
+  Promise.race([
+    promise,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`timeout: ${what}`)), ms)),
+  ]);
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let bobReg;
+if (config.chat) {
+  // Bob is online with libsignal-net: Alice's PreKey message is pushed to him over the socket.
+  const net = new S.Net.Net({
+    localTestServer: true,
+    userAgent: 'flatline-test',
+    TESTING_localServer_chatPort: config.chat.port,
+    TESTING_localServer_cdsiPort: config.chat.port,
+    TESTING_localServer_svr2Port: config.chat.port,
+    TESTING_localServer_svrBPort: config.chat.port,
+    TESTING_localServer_rootCertificateDer: new Uint8Array(readFileSync(config.chat.rootCertificate)),
+    TESTING_localServer_httpVersion: 1,
+  });
+  let queueEmpty;
+  const queueEmptySeen = new Promise((resolve) => { queueEmpty = resolve; });
+  let incoming;
+  const incomingSeen = new Promise((resolve) => { incoming = resolve; });
+  const listener = {
+    onIncomingMessage(envelope, timestamp, ack) { incoming({ envelope, timestamp, ack }); },
+    onQueueEmpty() { queueEmpty(true); },
+    onConnectionInterrupted() {},
+  };
+  const chat = await withTimeout(
+    net.connectAuthenticatedChat(`${bob.aci}.1`, bob.password, false, listener), 30000, 'bob connects');
+  await withTimeout(queueEmptySeen, 30000, 'queue empty on connect');
+  bobReg = await alice.startSession(bob);
+  check((await alice.sendTo(bob, bobReg, 'hello bob over the socket')) === 3, 'a PreKey message');
+  const pushed = await withTimeout(incomingSeen, 30000, 'the pushed message');
+  const e = parseEnvelope(pushed.envelope);
+  check(e.type === 3 && e.sourceServiceId === alice.aci, `pushed envelope ${JSON.stringify({ ...e, content: null })}`);
+  check(typeof pushed.timestamp === 'number' && pushed.timestamp > 0, 'delivery timestamp from X-Signal-Timestamp');
+  const text = dec(await S.signalDecryptPreKey(S.PreKeySignalMessage.deserialize(e.content), alice.address,
+    bob.address, bob.sessionStore, bob.identityStore, bob.preKeyStore, bob.signedPreKeyStore, bob.kyberPreKeyStore));
+  check(text === 'hello bob over the socket', 'bob decrypts the pushed message');
+  pushed.ack.send(200);
+  let left = -1;
+  for (let n = 0; n < 100; n++) {
+    left = (await bob.fetchAll()).length;
+    if (left === 0) break;
+    await sleep(50);
+  }
+  check(left === 0, `the acknowledged message is gone from the queue (${left} left)`);
+  await chat.disconnect();
+  steps.push('prekey message pushed over libsignal-net, decrypted and acknowledged');
+}
+
+// Alice starts a PQXDH session from Bob's fetched bundle (unless the socket step did) and sends a PreKey message
+// (still one until Bob answers).
+if (bobReg === undefined) bobReg = await alice.startSession(bob);
 check((await alice.sendTo(bob, bobReg, 'hello bob')) === 3, 'first message is a PreKey message');
 let inbox = await bob.fetchAll();
 check(inbox.length === 1, `bob has one message, got ${inbox.length}`);

@@ -72,6 +72,23 @@ pub struct WebSocketMessage {
     pub response: Option<WebSocketResponseMessage>,
 }
 
+/// `ProvisioningAddress` (Signal's `TextSecure.proto`, libsignal's `chat_provisioning.proto`): the body of the
+/// `PUT /v1/address` the server sends first on a provisioning socket (M§5).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ProvisioningAddress {
+    /// The address a primary device sends the provisioning message to (`PUT /v1/provisioning/{address}`).
+    #[prost(string, optional, tag = "1")]
+    pub address: Option<String>,
+}
+
+/// The serialized `ProvisioningAddress` for `address`.
+pub fn encode_provisioning_address(address: &str) -> Vec<u8> {
+    ProvisioningAddress {
+        address: Some(address.to_owned()),
+    }
+    .encode_to_vec()
+}
+
 /// A frame that Signal-Server would call "Badly formatted": the socket is closed with 1007.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -394,6 +411,22 @@ mod tests {
         assert_eq!(
             decode_frame(&[0xff, 0xff, 0xff]),
             Err(FrameError::Undecodable)
+        );
+    }
+
+    #[test]
+    fn provisioning_address_is_field_one() {
+        let bytes = encode_provisioning_address("AAAAAAAAAAAAAAAAAAAAAA==");
+        assert_eq!(
+            &bytes[..2],
+            &[0x0a, 24],
+            "field 1, length-delimited, 24 bytes"
+        );
+        assert_eq!(
+            ProvisioningAddress::decode(bytes.as_slice())
+                .ok()
+                .and_then(|a| a.address),
+            Some("AAAAAAAAAAAAAAAAAAAAAA==".to_owned())
         );
     }
 

@@ -541,6 +541,21 @@ impl MessageService {
         Ok(true)
     }
 
+    /// Removes the device's envelope `guid` without a delivery receipt: a story the consumer did not ask for
+    /// (M§1.5 step 2). Returns whether it was there.
+    pub async fn discard(
+        &self,
+        aci: Aci,
+        device: DeviceId,
+        guid: MessageGuid,
+    ) -> Result<bool, StoreError> {
+        Ok(self
+            .store
+            .delete_message(aci, device, guid)
+            .await?
+            .is_some())
+    }
+
     async fn send_receipt(
         &self,
         acker: Aci,

@@ -238,6 +238,10 @@ async fn delete_account(
         });
     state.accounts.delete(&caller).await.map_err(error)?;
     tracing::info!(aci = %caller.account.aci, "account deleted");
+    state.chat.publish(crate::chat::Event::Disconnect {
+        aci: caller.account.aci,
+        device: None,
+    });
     let mut response = StatusCode::NO_CONTENT.into_response();
     if let Some(url) = end_session.and_then(|u| axum::http::HeaderValue::from_str(&u).ok()) {
         response.headers_mut().insert("flatline-end-session", url);

@@ -11,17 +11,52 @@ use ipnet::IpNet;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::chat::{SocketIdentity, UnauthenticatedSocket};
 
-/// A request authenticated with a device's Basic credentials; anything else is 401.
+/// A request authenticated with a device's Basic credentials (or tunnelled through that device's authenticated chat
+/// socket); anything else is 401.
 pub struct Authenticated(pub AuthenticatedDevice);
 
 /// Authenticated when an `Authorization` header is present (and then it must be valid), anonymous otherwise.
 pub struct MaybeAuthenticated(pub Option<AuthenticatedDevice>);
 
+/// The device of an authenticated chat socket, reloaded for this request: a removed device, a deleted account, a
+/// changed password (the stored credential is no longer the one the socket authenticated against) or a locked
+/// credential is a 401, as it would be over HTTP.
+async fn socket_device(
+    identity: &SocketIdentity,
+    state: &AppState,
+) -> Result<AuthenticatedDevice, ApiError> {
+    let account = state
+        .store
+        .account(identity.aci)
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+        .ok_or_else(ApiError::unauthorized)?;
+    let current = account
+        .device(identity.device_id)
+        .is_some_and(|d| d.credential == identity.credential && !d.credential.is_locked());
+    if !current {
+        state.metrics.auth_failure("socket_stale");
+        return Err(ApiError::unauthorized());
+    }
+    Ok(AuthenticatedDevice {
+        account,
+        device_id: identity.device_id,
+    })
+}
+
 async fn authenticate(
     parts: &Parts,
     state: &AppState,
 ) -> Result<Option<AuthenticatedDevice>, ApiError> {
+    // Inside a chat socket the socket's identity counts, never a per-request header (M§1.3).
+    if let Some(identity) = parts.extensions.get::<SocketIdentity>() {
+        return socket_device(identity, state).await.map(Some);
+    }
+    if parts.extensions.get::<UnauthenticatedSocket>().is_some() {
+        return Ok(None);
+    }
     let Some(value) = parts.headers.get(AUTHORIZATION) else {
         return Ok(None);
     };

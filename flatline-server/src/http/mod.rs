@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod attachments;
 pub mod certificates;
+pub mod chat;
 pub mod contacts;
 pub mod error;
 pub mod extract;
@@ -36,7 +37,7 @@ use flatline_core::auth::Authenticator;
 use flatline_core::contacts::Contacts;
 use flatline_core::invites::Invites;
 use flatline_core::keys::KeyService;
-use flatline_core::messages::service::{MessageNotifier, MessageService, NoNotifier};
+use flatline_core::messages::service::{MessageNotifier, MessageService};
 use flatline_core::profiles::ProfileService;
 use flatline_core::random::SecureRandom;
 use flatline_core::ratelimit::RateLimiters;
@@ -88,7 +89,8 @@ pub struct AppState {
     /// Message sends, queues, acknowledgements and spam reports.
     pub messages: MessageService,
     /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
-    /// [`NoNotifier`] until [`AppState::with_notifier`].
+    /// [`crate::chat::ChatNotifier`] (wakes the device's socket, pushes online messages) unless replaced with
+    /// [`AppState::with_notifier`].
     pub notifier: Arc<dyn MessageNotifier>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -100,6 +102,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
     pub trust: Option<Arc<crate::trust::Trust>>,
+    /// The chat transport: presence, socket counts, cluster events, delivery loop, provisioning registry.
+    pub chat: Arc<crate::chat::ChatHub>,
 }
 
 /// The identity-provider side of the state, injectable so tests can substitute fakes.
@@ -184,7 +188,10 @@ impl AppState {
             oidc.verifier,
             settings,
         );
-        let notifier: Arc<dyn MessageNotifier> = Arc::new(NoNotifier);
+        // Live delivery: stores wake the device's socket through the chat hub, whose delivery loop reads and
+        // acknowledges through the same message service.
+        let chat = crate::chat::ChatHub::new();
+        let notifier: Arc<dyn MessageNotifier> = Arc::new(crate::chat::ChatNotifier::new(&chat));
         let messages = MessageService::new(
             store.clone(),
             clock.clone(),
@@ -193,6 +200,9 @@ impl AppState {
             notifier.clone(),
             config.messages.to_messages_config()?,
         );
+        chat.set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
+            messages.clone(),
+        )));
         let contacts_config = config.contacts.to_contacts_config()?;
         let shortcodes = Shortcodes::new(
             store.clone(),
@@ -233,6 +243,7 @@ impl AppState {
             trusted_proxies: config.trusted_proxies()?.into(),
             ipv6_limit_prefix: config.server.ipv6_limit_prefix,
             metrics: Arc::new(Metrics::new()),
+            chat,
             limiters,
             store,
             clock,
@@ -253,6 +264,10 @@ impl AppState {
             notifier.clone(),
             *self.messages.config(),
         );
+        self.chat
+            .set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
+                self.messages.clone(),
+            )));
         self.notifier = notifier;
         self
     }
@@ -265,14 +280,26 @@ impl AppState {
 }
 
 /// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`, serving its own
-/// OpenAPI description at `/openapi.json`.
+/// OpenAPI description at `/openapi.json`. Requests inside chat sockets are dispatched into this same router (the
+/// [`crate::chat::socket::Tunnel`] extension), so they meet the same routes, limits and middleware as HTTP.
 pub fn app(state: AppState) -> Router {
+    let router = routes(state);
+    router
+        .clone()
+        .layer(Extension(crate::chat::socket::Tunnel(router)))
+}
+
+fn routes(state: AppState) -> Router {
     let (router, api) = api_router(&state.config).split_for_parts();
     router
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(Extension(openapi::Document::new(&api)))
         .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            signal_timestamp,
+        ))
         .with_state(state)
 }
 
@@ -293,6 +320,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(manifest::routes())
         .merge(zk::routes())
         .merge(certificates::routes())
+        .merge(chat::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
@@ -310,10 +338,37 @@ pub fn admin_app(state: AppState) -> Router {
     Router::from(health::routes()).with_state(state)
 }
 
+/// `X-Signal-Timestamp: <epoch ms>` on every response (M§1.1): libsignal only counts an upgrade error as the
+/// server's answer when it carries this header, and reports the 101's value as the server time.
+async fn signal_timestamp(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let now = state.clock.now().as_millis();
+    response
+        .headers_mut()
+        .insert("x-signal-timestamp", axum::http::HeaderValue::from(now));
+    response
+}
+
+/// The method as a metric label and log field: one of a closed set, so that arbitrary extension methods cannot
+/// create unbounded label values or long log lines (security review F-01).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Times out slow requests, and records metrics and a log line for every request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -332,7 +387,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     let elapsed = started.elapsed();
     state
         .metrics
-        .request(&method, &route, status, elapsed.as_secs_f64());
+        .request(method, &route, status, elapsed.as_secs_f64());
     if status == 429 {
         state.metrics.rate_limited(&route);
     }

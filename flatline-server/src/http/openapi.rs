@@ -68,6 +68,7 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "attachments", description = "Attachment upload forms, TUS uploads and downloads (cdn3)"),
         (name = "zkgroup", description = "Zero-knowledge group, call-link and profile credentials"),
         (name = "sealed_sender", description = "Sender certificates for sealed sender"),
+        (name = "chat", description = "The chat and provisioning WebSockets"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -128,6 +128,13 @@ async fn register(
         .await
         .map_err(|e| error(&state, e))?;
     tracing::info!(aci = %registered.account.aci, reregistration = registered.reregistration, "registered");
+    if registered.reregistration {
+        // The old devices and the old primary password are gone: their sockets must reauthenticate.
+        state.chat.publish(crate::chat::Event::Disconnect {
+            aci: registered.account.aci,
+            device: None,
+        });
+    }
     Ok(axum::Json(RegisteredDto {
         identity: AccountIdentity::from(&registered.account),
         reregistration: registered.reregistration,

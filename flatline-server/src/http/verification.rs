@@ -372,6 +372,12 @@ async fn backchannel_logout(
     {
         Ok(accounts) => {
             tracing::info!(provider = ?provider, accounts = accounts.len(), "back-channel logout");
+            // Locked credentials: the accounts' sockets must reauthenticate (and cannot).
+            for aci in accounts {
+                state
+                    .chat
+                    .publish(crate::chat::Event::Disconnect { aci, device: None });
+            }
             (StatusCode::OK, no_store).into_response()
         }
         Err(e) => {

@@ -23,7 +23,7 @@ fn valid_attributes() -> serde_json::Value {
 }
 
 #[tokio::test]
-async fn attributes_are_applied() {
+pub async fn attributes_are_applied() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let client = app.seed("alice").await;
@@ -105,7 +105,7 @@ async fn upstream_alias_and_defaults() {
 }
 
 #[tokio::test]
-async fn bad_bodies_are_refused_and_write_nothing() {
+pub async fn bad_bodies_are_refused_and_write_nothing() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let client = app.seed("alice").await;
@@ -219,7 +219,7 @@ fn base64_of(n: usize) -> String {
 }
 
 #[tokio::test]
-async fn deleting_the_account_removes_it() {
+pub async fn deleting_the_account_removes_it() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let client = app.seed("alice").await;

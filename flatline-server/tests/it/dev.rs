@@ -14,6 +14,8 @@ use crate::support::{Backend, TestApp};
 
 struct Running {
     remote: Remote,
+    tls_port: u16,
+    certificate: flatline_server::tls::DevCertificate,
     redirect: String,
     issuer: String,
     stop: Option<oneshot::Sender<()>>,
@@ -25,12 +27,15 @@ impl Running {
         let opts = DevOptions {
             data_dir: data_dir.to_owned(),
             listen: "127.0.0.1:0".parse().unwrap(),
+            tls_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
         let server: DevServer = dev_idp::prepare(Config::default(), &opts)
             .await
             .expect("dev server prepares");
         let base = format!("http://{}", server.addr);
         let issuer = server.idp.issuer().to_owned();
+        let tls_port = server.tls_addr.expect("TLS listener").port();
+        let certificate = server.certificate.clone().expect("dev certificate");
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -42,11 +47,33 @@ impl Running {
         });
         Running {
             remote: Remote::new(&base).unwrap(),
+            tls_port,
+            certificate,
             redirect: format!("{base}/dev-idp/callback"),
             issuer,
             stop: Some(stop),
             task,
         }
+    }
+
+    /// `GET /healthz` over the TLS listener, trusting only the development certificate, by the name `localhost`.
+    async fn healthz_over_tls(&self) -> u16 {
+        let pem = std::fs::read(&self.certificate.cert_file).unwrap();
+        let http = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .resolve(
+                "localhost",
+                std::net::SocketAddr::from(([127, 0, 0, 1], self.tls_port)),
+            )
+            .build()
+            .unwrap();
+        let r = http
+            .get(format!("https://localhost:{}/healthz", self.tls_port))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().contains_key("x-signal-timestamp"));
+        r.status().as_u16()
     }
 
     async fn stop(mut self) {
@@ -64,6 +91,10 @@ impl Running {
 async fn registers_through_the_built_in_idp_and_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let dev = Running::start(dir.path()).await;
+    // The TLS listener serves the same API with the self-signed localhost certificate.
+    assert_eq!(dev.healthz_over_tls().await, 200);
+    let fingerprint = dev.certificate.sha256.clone();
+    assert_eq!(fingerprint.len(), 64);
     let providers = dev.remote.providers().await.unwrap();
     assert_eq!(
         providers,
@@ -152,6 +183,11 @@ async fn registers_through_the_built_in_idp_and_survives_a_restart() {
     // A restart (new port, same data directory) keeps the account and the key the server pinned.
     dev.stop().await;
     let dev = Running::start(dir.path()).await;
+    assert_eq!(
+        dev.certificate.sha256, fingerprint,
+        "the certificate (clients pin it) survives a restart"
+    );
+    assert_eq!(dev.healthz_over_tls().await, 200);
     let browser = Browser::new(vec![dev.redirect.clone()]).unwrap();
     let (again, j2) = dev
         .remote
@@ -172,6 +208,7 @@ async fn dev_mode_refuses_public_addresses() {
     let opts = DevOptions {
         data_dir: dir.path().to_owned(),
         listen: "0.0.0.0:0".parse().unwrap(),
+        tls_listen: None,
     };
     let e = dev_idp::prepare(Config::default(), &opts)
         .await

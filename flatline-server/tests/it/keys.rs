@@ -27,7 +27,7 @@ async fn counts(app: &TestApp, auth: &str, identity: &str) -> Value {
 }
 
 #[tokio::test]
-async fn upload_then_fetch_hands_out_lowest_ids_then_last_resort() {
+pub async fn upload_then_fetch_hands_out_lowest_ids_then_last_resort() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -153,7 +153,7 @@ async fn empty_lists_keep_and_nonempty_lists_replace() {
 
 /// Mutations of a valid 100 + 100 upload; each must be refused with 422 and store nothing.
 #[tokio::test]
-async fn any_bad_key_refuses_the_whole_upload() {
+pub async fn any_bad_key_refuses_the_whole_upload() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -374,7 +374,7 @@ async fn padding_is_optional_on_input() {
 }
 
 #[tokio::test]
-async fn check_compares_the_digest() {
+pub async fn check_compares_the_digest() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -431,7 +431,7 @@ type FetchCase<'a> = (&'a str, String, Vec<(&'a str, &'a str)>, u16);
 
 /// Who may fetch what: authenticated 404s, anonymous 401s, access keys in constant time, PNI never by access key.
 #[tokio::test]
-async fn fetch_access_rules() {
+pub async fn fetch_access_rules() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;

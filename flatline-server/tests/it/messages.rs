@@ -1009,8 +1009,11 @@ async fn the_operator_cli_lists_spam_reports() {
 /// Two real npm libsignal-client 0.103.0 clients (flatline-testkit/libsignal/messages.mjs) against the server on a
 /// real socket: prekey upload, bundle fetch, PQXDH, a PreKey message and a Whisper reply sent with PUT, fetched
 /// with GET /v1/messages, decrypted and acknowledged (with the delivery receipt), then a sealed-sender message
-/// sent with the recipient's real access key and opened. Needs `node` and `npm ci --prefix
-/// flatline-testkit/libsignal` (`.ci/run` does both); `TESTS_SKIP_NODE=1` skips it.
+/// sent with the recipient's real access key and opened. First, Bob is online with libsignal-net's
+/// `AuthenticatedChatConnection` over the TLS listener: Alice's PreKey message is pushed to it (`onIncomingMessage`),
+/// decrypted with `signalDecryptPreKey` and acknowledged with `ack.send(200)`, and is then gone from the queue.
+/// Needs `node` and `npm ci --prefix flatline-testkit/libsignal` (`.ci/run` does both); `TESTS_SKIP_NODE=1` skips
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_libsignal_clients_exchange_messages() {
     if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
@@ -1025,21 +1028,10 @@ async fn real_libsignal_clients_exchange_messages() {
         "the libsignal test clients are missing: run `npm ci --prefix flatline-testkit/libsignal` \
          (or set TESTS_SKIP_NODE=1)"
     );
-    let work = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".parse().unwrap();
-    config.registration.principal_secret_file = work.path().join("principal.key");
-    let store = crate::support::sqlite_store().await;
-    let clock = Arc::new(flatline_testkit::MockClock::default());
-    let rng = Arc::new(flatline_testkit::SeededRng::new(3));
-    let state =
-        flatline_server::http::AppState::new(config, store.clone(), clock.clone(), rng.clone())
-            .unwrap();
+    let app = TestApp::new(Backend::Sqlite).await;
     let mut users = vec![];
     for name in ["alice", "bob"] {
-        let client = SimClient::new(rng.as_ref());
-        let new = client.new_account(name, rng.as_ref(), clock.now());
-        state.store.create_account(new).await.unwrap();
+        let client = app.seed(name).await;
         users.push(json!({
             "aci": client.aci.to_string(),
             "password": client.password,
@@ -1047,26 +1039,33 @@ async fn real_libsignal_clients_exchange_messages() {
             "registrationId": REG,
         }));
     }
-    let listeners = flatline_server::serve::bind(&state.config).await.unwrap();
-    let addr = listeners.main.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(flatline_server::serve::run(state, listeners, async {
-        let _ = stopped.await;
-    }));
+    // REST over plain HTTP; the chat socket over the native TLS listener, as libsignal-net requires.
+    let addr = app.listen().await;
+    let (der, acceptor) = crate::socket::test_tls();
+    let tls = app.serve(Some(acceptor)).await;
+    let work = tempfile::tempdir().unwrap();
+    let cert = work.path().join("root.der");
+    std::fs::write(&cert, &der).unwrap();
     let config_file = work.path().join("clients.json");
     std::fs::write(
         &config_file,
-        json!({"base": format!("http://{addr}"), "alice": users[0], "bob": users[1]}).to_string(),
+        json!({"base": format!("http://{addr}"), "alice": users[0], "bob": users[1],
+               "chat": {"port": tls.port(), "rootCertificate": cert}})
+        .to_string(),
     )
     .unwrap();
-    let out = tokio::process::Command::new("node")
-        .arg(dir.join("messages.mjs"))
-        .arg(&config_file)
-        .current_dir(&dir)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("node (Node.js 20) on PATH");
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(dir.join("messages.mjs"))
+            .arg(&config_file)
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finished")
+    .expect("node (Node.js 20) on PATH");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -1075,13 +1074,7 @@ async fn real_libsignal_clients_exchange_messages() {
     );
     let report: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(report["ok"], true);
-    assert_eq!(report["steps"].as_array().unwrap().len(), 4, "{report}");
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), server)
-        .await
-        .expect("stops")
-        .unwrap()
-        .unwrap();
+    assert_eq!(report["steps"].as_array().unwrap().len(), 5, "{report}");
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ const REDIRECT: &str = "flatline://oidc/callback";
 /// A fresh, empty database: a new PostgreSQL database `flatline_mp_<unix secs>_<uuid>` next to
 /// `TEST_POSTGRES_URL`. Databases of runs more than an hour old are dropped first (the name tells their age), so
 /// repeated runs do not pile them up on a shared server.
-async fn fresh_database() -> String {
+pub(crate) async fn fresh_database() -> String {
     let admin = crate::support::pg_url();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -66,7 +66,7 @@ async fn fresh_database() -> String {
     format!("{base}/{name}")
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -81,3 +81,16 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
         .unwrap();
     assert!(TcpStream::connect(addr).await.is_err(), "listener closed");
 }
+
+/// Security review F-01: an extension method never becomes a metric label (nor a log field).
+#[tokio::test]
+async fn unknown_methods_share_one_metric_label() {
+    let app = crate::support::TestApp::new(crate::support::Backend::Memory).await;
+    let method = axum::http::Method::from_bytes(b"XCARDINALITYPROBE").unwrap();
+    let r = app.send(method, "/v1/nope", &[], None).await;
+    assert_eq!(r.status, 404);
+    assert!(r.headers.contains_key("x-signal-timestamp"));
+    let metrics = String::from_utf8(app.get("/metrics", None).await.body).unwrap();
+    assert!(!metrics.contains("XCARDINALITYPROBE"));
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
+}

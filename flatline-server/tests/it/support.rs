@@ -150,6 +150,30 @@ pub struct TestApp {
     pub clock: Arc<MockClock>,
     pub rng: Arc<SeededRng>,
     router: Router,
+    /// Whether [`TestApp::send`] goes through the chat socket (see [`via_socket`]).
+    via_socket: bool,
+    /// The loopback listener serving this app, once started.
+    listener: tokio::sync::OnceCell<SocketAddr>,
+}
+
+thread_local! {
+    /// Set by [`via_socket`]: apps created on this thread send every request through a chat socket.
+    static VIA_SOCKET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Requests sent through a chat socket on this thread.
+    static SOCKET_REQUESTS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Runs an HTTP API test (a `#[tokio::test]` function, whose runtime runs on this thread) a second time with
+/// every request of its apps sent through the chat socket instead: an authenticated socket for a request with a
+/// device's Basic credentials (the frame then carries no `Authorization`; when the upgrade is refused with 403, an
+/// unauthenticated socket with the header in the frame, as a client would see it), an unauthenticated one otherwise.
+pub fn via_socket(test: fn()) {
+    VIA_SOCKET.with(|v| v.set(true));
+    let before = SOCKET_REQUESTS.with(|c| c.get());
+    test();
+    VIA_SOCKET.with(|v| v.set(false));
+    let sent = SOCKET_REQUESTS.with(|c| c.get()) - before;
+    assert!(sent > 0, "no request went through the socket");
 }
 
 pub struct Response {
@@ -208,6 +232,8 @@ impl TestApp {
             state,
             clock,
             rng,
+            via_socket: VIA_SOCKET.with(|v| v.get()),
+            listener: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -247,7 +273,39 @@ impl TestApp {
             state,
             clock,
             rng,
+            via_socket: VIA_SOCKET.with(|v| v.get()),
+            listener: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Serves this app over plain HTTP on a loopback port (once; later calls return the same address), through the
+    /// server's own accept loop, until the test's runtime ends.
+    pub async fn listen(&self) -> SocketAddr {
+        *self
+            .listener
+            .get_or_init(|| async { self.serve(None).await })
+            .await
+    }
+
+    /// Serves this app on a new loopback port, over TLS when `tls` is given.
+    pub async fn serve(&self, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let limits =
+            flatline_server::serve::ConnectionLimits::from_config(&self.state.config.server);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        // Never stopped: the server lives as long as the test's runtime.
+        std::mem::forget(stop);
+        tokio::spawn(flatline_server::serve::serve_connections(
+            listener,
+            self.router.clone(),
+            tls,
+            limits,
+            stopped,
+        ));
+        addr
     }
 
     /// A registered account with real keys, seeded directly into the store.
@@ -273,6 +331,10 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<&str>,
     ) -> Response {
+        if self.via_socket {
+            SOCKET_REQUESTS.with(|c| c.set(c.get() + 1));
+            return self.send_via_socket(method, uri, headers, body).await;
+        }
         self.send_from(
             SocketAddr::from(([192, 0, 2, 1], 40000)),
             method,
@@ -364,6 +426,77 @@ impl TestApp {
             status,
             headers,
             body,
+        }
+    }
+
+    /// [`TestApp::send`] through a fresh chat socket (see [`via_socket`]).
+    pub async fn send_via_socket(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        use crate::socket::WsClient;
+        let addr = self.listen().await;
+        let authorization = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .map(|(_, v)| *v)
+            .filter(|v| flatline_core::credentials::DeviceCredentials::from_header(v).is_ok());
+        let mut frame_headers: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(k, _)| authorization.is_none() || !k.eq_ignore_ascii_case("authorization"))
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        {
+            frame_headers.push(("content-type".into(), "application/json".into()));
+        }
+        let mut client = match authorization {
+            Some(auth) => match WsClient::connect(addr, Some(auth)).await {
+                Ok(c) => c,
+                Err(status) => {
+                    assert_eq!(status, 403, "upgrade refused with {status}");
+                    frame_headers.push(("authorization".into(), auth.to_owned()));
+                    WsClient::connect(addr, None)
+                        .await
+                        .expect("unauthenticated socket")
+                }
+            },
+            None => WsClient::connect(addr, None)
+                .await
+                .expect("unauthenticated socket"),
+        };
+        let header_refs: Vec<(&str, &str)> = frame_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let r = client
+            .request(
+                method.as_str(),
+                uri,
+                &header_refs,
+                body.unwrap_or("").as_bytes(),
+            )
+            .await;
+        client.close().await;
+        let mut headers = HeaderMap::new();
+        for (name, value) in &r.headers {
+            if let (Ok(n), Ok(v)) = (
+                axum::http::HeaderName::from_bytes(name.as_bytes()),
+                axum::http::HeaderValue::from_str(value),
+            ) {
+                headers.append(n, v);
+            }
+        }
+        Response {
+            status: StatusCode::from_u16(u16::try_from(r.status).expect("status")).expect("status"),
+            headers,
+            body: r.body,
         }
     }
 

@@ -84,7 +84,7 @@ async fn snapshot(app: &TestApp, c: &SimClient) -> impl PartialEq + std::fmt::De
 }
 
 #[tokio::test]
-async fn full_flow_reserve_confirm_lookup_link_delete() {
+pub async fn full_flow_reserve_confirm_lookup_link_delete() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice@example.org").await;
@@ -170,7 +170,7 @@ async fn full_flow_reserve_confirm_lookup_link_delete() {
 }
 
 #[tokio::test]
-async fn reserve_and_confirm_conflicts_409_410() {
+pub async fn reserve_and_confirm_conflicts_409_410() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
@@ -424,7 +424,7 @@ async fn find(app: &TestApp, c: &SimClient, principal: &str) -> Response {
 }
 
 #[tokio::test]
-async fn username_links_put_get_delete() {
+pub async fn username_links_put_get_delete() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
