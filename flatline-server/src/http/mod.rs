@@ -13,6 +13,7 @@ pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod messages;
+pub mod multi_recipient;
 pub mod openapi;
 pub mod registration;
 pub mod shortcodes;
@@ -270,6 +271,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(shortcodes::routes())
         .merge(invites::routes())
         .merge(messages::routes(config))
+        .merge(multi_recipient::routes())
         .merge(manifest::routes())
         .merge(zk::routes())
         .merge(certificates::routes())
