@@ -98,6 +98,16 @@ struct RecipientStaleDevicesDto {
     devices: StaleDevices,
 }
 
+/// 409 body: one entry per recipient with missing or extra devices.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+struct MismatchedRecipientsDto(Vec<RecipientMismatchedDevicesDto>);
+
+/// 410 body: one entry per recipient with stale devices.
+#[derive(Serialize, ToSchema)]
+#[serde(transparent)]
+struct StaleRecipientsDto(Vec<RecipientStaleDevicesDto>);
+
 fn ids(devices: Vec<DeviceId>) -> Vec<u8> {
     devices.into_iter().map(DeviceId::get).collect()
 }
@@ -114,7 +124,7 @@ fn error(e: MultiRecipientError) -> Response {
         }
         MultiRecipientError::MismatchedDevices(m) => (
             StatusCode::CONFLICT,
-            axum::Json(
+            axum::Json(MismatchedRecipientsDto(
                 m.into_iter()
                     .map(|r| RecipientMismatchedDevicesDto {
                         uuid: r.service_id.to_string(),
@@ -123,13 +133,13 @@ fn error(e: MultiRecipientError) -> Response {
                             extra_devices: ids(r.extra),
                         },
                     })
-                    .collect::<Vec<_>>(),
-            ),
+                    .collect(),
+            )),
         )
             .into_response(),
         MultiRecipientError::StaleDevices(s) => (
             StatusCode::GONE,
-            axum::Json(
+            axum::Json(StaleRecipientsDto(
                 s.into_iter()
                     .map(|(id, stale)| RecipientStaleDevicesDto {
                         uuid: id.to_string(),
@@ -137,8 +147,8 @@ fn error(e: MultiRecipientError) -> Response {
                             stale_devices: ids(stale),
                         },
                     })
-                    .collect::<Vec<_>>(),
-            ),
+                    .collect(),
+            )),
         )
             .into_response(),
         MultiRecipientError::TooLarge => ApiError::new(
@@ -196,8 +206,8 @@ fn unauthorized_after_parse(body: &[u8]) -> Response {
             or a recipient without a key), a token that does not verify", body = ErrorBody),
         (status = 404, description = "`not_found`: a recipient of a key send has no account", body = ErrorBody),
         (status = 409, description = "Recipients with missing or extra devices (wins over 410)",
-            body = Vec<RecipientMismatchedDevicesDto>),
-        (status = 410, description = "Recipients with stale devices", body = Vec<RecipientStaleDevicesDto>),
+            body = MismatchedRecipientsDto),
+        (status = 410, description = "Recipients with stale devices", body = StaleRecipientsDto),
         (status = 413, description = "`message_too_large` (a recipient's payload over 256 KiB) or \
             `body_too_large` (over 32 + 256 KiB + 500 000 bytes)", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not application/vnd.signal-messenger.mrm", body = ErrorBody),
@@ -255,8 +265,11 @@ async fn send_multi_recipient(
         Some(v) => match v.to_str().ok().map(parse_group_send_token) {
             Some(Ok(t)) => Some(t),
             _ => {
-                return ApiError::bad_request("invalid_token", "not a serialized GroupSendFullToken")
-                    .into_response();
+                return ApiError::bad_request(
+                    "invalid_token",
+                    "not a serialized GroupSendFullToken",
+                )
+                .into_response();
             }
         },
         None => None,
