@@ -454,3 +454,51 @@ async fn stories_skip_unknown_and_invite_only_recipients_and_unrestricted_is_ign
     .await;
     assert_eq!(r.json(), json!({"uuids404": []}));
 }
+
+/// A Group-Send-Token from libsignal (endorsements issued with the instance's params) for Bob and an unknown
+/// recipient: 200 with the unknown one in `uuids404`, Bob's device served; the same token for another set is 401.
+#[tokio::test]
+async fn a_group_send_token_authorizes_exactly_its_recipients_and_reports_unknown_ones() {
+    let Some(dir) = libsignal_dir() else { return };
+    let app = crate::zk::app_with_trust().await;
+    let bob = seed(&app, "bob@example.org", &[(1, 11)], None, false).await;
+    let carol = seed(&app, "carol@example.org", &[(1, 21)], Some([3; 16]), false).await;
+    let sender = ServiceId::Aci(Aci::random(app.rng.as_ref()));
+    let unknown = ServiceId::Aci(Aci::random(app.rng.as_ref()));
+    let b = ServiceId::Aci(bob.aci);
+    let params = &app.state.trust.as_ref().unwrap().zk().server;
+    let now = u64::try_from(app.clock.now().as_secs()).unwrap();
+    let out = crate::zk::run_script(
+        &dir,
+        "zk_group_send.mjs",
+        &json!({
+            "serverSecretParams": STANDARD.encode(params.to_bytes()),
+            "members": [sender.to_string(), b.to_string(), unknown.to_string()],
+            "expiration": crate::zk::today(&app) + crate::zk::DAY,
+            "now": now,
+        }),
+    );
+    assert_eq!(out["ok"], true, "{out}");
+    let token = out["token"].as_str().unwrap().to_owned();
+    let headers = [("group-send-token", token.as_str())];
+
+    let body = sent_message(&[(b, &[(1, 11)]), (unknown, &[(1, 1)])], 40);
+    let r = put(&app, "", &headers, body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json(), json!({"uuids404": [unknown.to_string()]}));
+    assert_eq!(fetch(&app, &bob, 1, false).await.len(), 1);
+
+    // Another recipient set (Carol added, or the unknown one left out): 401, nothing stored.
+    let c = ServiceId::Aci(carol.aci);
+    for body in [
+        sent_message(
+            &[(b, &[(1, 11)]), (unknown, &[(1, 1)]), (c, &[(1, 21)])],
+            40,
+        ),
+        sent_message(&[(b, &[(1, 11)])], 40),
+    ] {
+        assert_status(&put(&app, "", &headers, body).await, 401, "unauthorized");
+    }
+    assert!(fetch(&app, &carol, 1, false).await.is_empty());
+    assert_eq!(fetch(&app, &bob, 1, false).await.len(), 1);
+}
