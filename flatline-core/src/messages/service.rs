@@ -963,3 +963,57 @@ impl MessageService {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{MultiRecipientView, combined_key_authorizes};
+
+    fn view(key: Option<[u8; 16]>, unrestricted: bool, invite_only: bool) -> MultiRecipientView {
+        MultiRecipientView {
+            is_pni: false,
+            unrestricted,
+            invite_only,
+            access_key: key,
+        }
+    }
+
+    #[test]
+    fn combined_key_is_the_xor_of_restricted_recipients_keys() {
+        let (a, b) = ([1u8; 16], [6u8; 16]);
+        let both = [7u8; 16];
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), false, false)],
+            &both
+        ));
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), false, false)],
+            &a
+        ));
+        // Unrestricted recipients are left out (even without a key) ...
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(None, true, false)],
+            &a
+        ));
+        // ... except invite_only ones, whose real key is needed.
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), true, true)],
+            &a
+        ));
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), true, true)],
+            &both
+        ));
+        // A recipient without a key, a PNI recipient, or a key that is not 16 bytes: never.
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(None, false, false)],
+            &a
+        ));
+        let mut pni = view(Some(a), false, false);
+        pni.is_pni = true;
+        assert!(!combined_key_authorizes(&[pni], &a));
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false)],
+            &a[..15]
+        ));
+    }
+}
