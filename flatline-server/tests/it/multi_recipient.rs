@@ -502,3 +502,65 @@ async fn a_group_send_token_authorizes_exactly_its_recipients_and_reports_unknow
     assert!(fetch(&app, &carol, 1, false).await.is_empty());
     assert_eq!(fetch(&app, &bob, 1, false).await.len(), 1);
 }
+
+/// One insert for all recipients: when any recipient's queue is full the whole send is a 429 and no recipient gets
+/// anything, on every backend.
+#[tokio::test]
+async fn a_full_queue_of_one_recipient_stores_nothing_for_any() {
+    for backend in Backend::ALL {
+        let mut config = flatline_server::config::Config::default();
+        config.messages.max_queue_bytes = 1 << 20;
+        let app = TestApp::with_config(backend, config).await;
+        let bob = seed(&app, "bob@example.org", &[(1, 11)], Some([1; 16]), false).await;
+        let carol = seed(
+            &app,
+            "carol@example.org",
+            &[(1, 21), (2, 22)],
+            Some([2; 16]),
+            false,
+        )
+        .await;
+        let (b, c) = (ServiceId::Aci(bob.aci), ServiceId::Aci(carol.aci));
+        let bob_key = key_header(&[1; 16]);
+        // Four sends of ~250 kB fill most of Bob's 1 MiB queue.
+        for _ in 0..4 {
+            let r = put(
+                &app,
+                "",
+                &[("unidentified-access-key", &bob_key)],
+                sent_message(&[(b, &[(1, 11)])], 250_000),
+            )
+            .await;
+            assert_eq!(r.status, 200, "{backend:?}");
+        }
+        let both = key_header(&xor(&[1; 16], &[2; 16]));
+        let r = put(
+            &app,
+            "",
+            &[("unidentified-access-key", &both)],
+            sent_message(&[(c, &[(1, 21), (2, 22)]), (b, &[(1, 11)])], 250_000),
+        )
+        .await;
+        assert_status(&r, 429, "queue_full");
+        assert_eq!(fetch(&app, &bob, 1, false).await.len(), 4, "{backend:?}");
+        assert!(
+            fetch(&app, &carol, 1, false).await.is_empty(),
+            "{backend:?}"
+        );
+        assert!(
+            fetch(&app, &carol, 2, false).await.is_empty(),
+            "{backend:?}"
+        );
+        // Without Bob it goes through, to both of Carol's devices.
+        let carol_key = key_header(&[2; 16]);
+        let r = put(
+            &app,
+            "",
+            &[("unidentified-access-key", &carol_key)],
+            sent_message(&[(c, &[(1, 21), (2, 22)])], 250_000),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{backend:?}");
+        assert_eq!(fetch(&app, &carol, 2, false).await.len(), 1, "{backend:?}");
+    }
+}
