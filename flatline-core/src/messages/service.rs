@@ -669,3 +669,366 @@ pub fn parse_guid(s: &str) -> Option<MessageGuid> {
         .flatten()
         .map(MessageGuid)
 }
+
+/// How a multi-recipient send is authorized (M§2.5). The endpoint has refused "both" and "neither" already.
+#[derive(Clone, Copy)]
+pub enum MultiRecipientAuth<'a> {
+    /// `Unidentified-Access-Key`: the XOR of the recipients' keys, decoded (not 16 bytes is a 401).
+    AccessKey(&'a [u8]),
+    /// `Group-Send-Token`, parsed, with the instance's zkgroup secret params to verify it.
+    GroupSendToken {
+        /// The token.
+        token: &'a crate::zk::GroupSendFullToken,
+        /// The params that issued the endorsements.
+        params: &'a crate::zk::ServerSecretParams,
+    },
+    /// `?story=true`: no authorization (a combined key beside it is ignored).
+    Story,
+}
+
+/// A multi-recipient send: the SSv2 SentMessage and the query.
+#[derive(Debug, Clone)]
+pub struct MultiRecipientRequest<'a> {
+    /// The request body (`application/vnd.signal-messenger.mrm`).
+    pub body: &'a [u8],
+    /// `ts`: client timestamp in ms; 0 means the server's time.
+    pub timestamp: i64,
+    /// `online`: delivered live to connected devices, never stored.
+    pub online: bool,
+    /// `urgent` (default true).
+    pub urgent: bool,
+    /// `story`.
+    pub story: bool,
+}
+
+/// The result of an accepted multi-recipient send (200 `{"uuids404"}`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MultiRecipientOutcome {
+    /// Recipients without an account (group send token only; always empty for UAK sends and stories).
+    pub uuids404: Vec<ServiceId>,
+    /// Queues that received a message (already passed to [`MessageNotifier::messages_stored`]).
+    pub stored: Vec<(Aci, DeviceId)>,
+    /// Online messages for the caller to push live (never stored).
+    pub online: Vec<LiveMessage>,
+}
+
+/// Why a multi-recipient send was refused; each variant is one status of M§2.5.
+#[derive(Debug, thiserror::Error)]
+pub enum MultiRecipientError {
+    /// 400: a malformed SentMessage, no recipient, a device twice, or `ts` out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: a wrong combined key, a token that does not verify for these recipients, or a PNI recipient with a key.
+    #[error("unauthorized")]
+    Unauthorized,
+    /// 404: a recipient without an account (access-key sends only).
+    #[error("recipient not found")]
+    NotFound,
+    /// 409: recipients whose devices are missing or extra (only those), before any 410.
+    #[error("mismatched devices")]
+    MismatchedDevices(Vec<crate::sealed::multi_recipient::RecipientMismatch>),
+    /// 410: recipients with stale devices (only those).
+    #[error("stale devices")]
+    StaleDevices(Vec<(ServiceId, Vec<DeviceId>)>),
+    /// 413: the per-recipient payload is over the content limit.
+    #[error("message too large")]
+    TooLarge,
+    /// 429: a limiter refused the send.
+    #[error(transparent)]
+    RateLimited(RateLimited),
+    /// 429: a destination device queue is full; nothing was stored.
+    #[error("destination queue full")]
+    QueueFull(RateLimited),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SendError> for MultiRecipientError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::QueueFull(r) => MultiRecipientError::QueueFull(r),
+            SendError::RateLimited(r) => MultiRecipientError::RateLimited(r),
+            SendError::Store(s) => MultiRecipientError::Store(s),
+            SendError::Unauthorized => MultiRecipientError::Unauthorized,
+            SendError::NotFound => MultiRecipientError::NotFound,
+            SendError::TooLarge => MultiRecipientError::TooLarge,
+            other => MultiRecipientError::BadRequest(other.to_string()),
+        }
+    }
+}
+
+impl From<LimitError> for MultiRecipientError {
+    fn from(e: LimitError) -> Self {
+        SendError::from(e).into()
+    }
+}
+
+/// What the multi-recipient access decision needs about one resolved recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MultiRecipientView {
+    /// Addressed by PNI.
+    pub is_pni: bool,
+    /// `unrestrictedUnidentifiedAccess` (ignored for invite_only accounts).
+    pub unrestricted: bool,
+    /// The account's contact policy is `invite_only`.
+    pub invite_only: bool,
+    /// The account's access key, if it has one.
+    pub access_key: Option<[u8; 16]>,
+}
+
+/// The combined-key decision of M§2.5 step 4 with API.md §10 gating: no PNI recipient, every recipient that is
+/// not unrestricted (invite_only accounts never are) has a key, and the XOR of those keys equals `presented`
+/// (constant time). True when the send may proceed.
+pub fn combined_key_authorizes(recipients: &[MultiRecipientView], presented: &[u8]) -> bool {
+    if presented.len() != 16 || recipients.iter().any(|r| r.is_pni) {
+        return false;
+    }
+    let mut keys = Vec::with_capacity(recipients.len());
+    for r in recipients {
+        if r.unrestricted && !r.invite_only {
+            continue;
+        }
+        match &r.access_key {
+            Some(k) => keys.push(k),
+            None => return false,
+        }
+    }
+    let expected = crate::sealed::multi_recipient::combined_access_key(keys);
+    crate::sealed::multi_recipient::access_key_matches(&expected, presented)
+}
+
+impl MessageService {
+    /// `PUT /v1/messages/multi_recipient` (M§2.5 server checks 1-9, API.md §10 gating). Every stored envelope of
+    /// every recipient goes to the store in one all-or-nothing insert.
+    pub async fn send_multi_recipient(
+        &self,
+        auth: MultiRecipientAuth<'_>,
+        request: MultiRecipientRequest<'_>,
+    ) -> Result<MultiRecipientOutcome, MultiRecipientError> {
+        use crate::sealed::multi_recipient::{MultiDeviceCheck, check_recipient_devices, parse};
+
+        let message =
+            parse(request.body).map_err(|e| MultiRecipientError::BadRequest(e.to_string()))?;
+        message
+            .check_recipients()
+            .map_err(|e| MultiRecipientError::BadRequest(e.to_string()))?;
+        if !(0..=MAX_TIMESTAMP).contains(&request.timestamp) {
+            return Err(MultiRecipientError::BadRequest("Illegal timestamp".into()));
+        }
+        let auth = if request.story {
+            MultiRecipientAuth::Story
+        } else {
+            auth
+        };
+        let now = self.clock.now();
+        if let MultiRecipientAuth::GroupSendToken { token, params } = auth {
+            let ids: Vec<ServiceId> = message.recipients.iter().map(|r| r.service_id).collect();
+            let secs = u64::try_from(now.as_secs()).unwrap_or(0);
+            crate::zk::service::verify_group_send_token(params, token, &ids, secs)
+                .map_err(|_| MultiRecipientError::Unauthorized)?;
+        }
+        if let MultiRecipientAuth::AccessKey(k) = auth
+            && k.len() != 16
+        {
+            return Err(MultiRecipientError::Unauthorized);
+        }
+
+        // Resolve every recipient (M§2.5 step 4).
+        let mut resolved: Vec<(ServiceId, Account, MultiRecipientView)> = vec![];
+        let mut uuids404 = vec![];
+        for r in &message.recipients {
+            let account = match r.service_id {
+                ServiceId::Aci(a) => self.store.account(a).await?,
+                ServiceId::Pni(p) => self.store.account_by_pni(p).await?,
+            };
+            let Some(account) = account else {
+                match auth {
+                    MultiRecipientAuth::AccessKey(_) => return Err(MultiRecipientError::NotFound),
+                    MultiRecipientAuth::GroupSendToken { .. } => uuids404.push(r.service_id),
+                    MultiRecipientAuth::Story => {}
+                }
+                continue;
+            };
+            let view = MultiRecipientView {
+                is_pni: matches!(r.service_id, ServiceId::Pni(_)),
+                unrestricted: account.settings.unrestricted_unidentified_access,
+                invite_only: is_invite_only(self.store.as_ref(), account.aci).await?,
+                access_key: account.settings.unidentified_access_key,
+            };
+            resolved.push((r.service_id, account, view));
+        }
+        match auth {
+            MultiRecipientAuth::AccessKey(k) => {
+                let views: Vec<MultiRecipientView> = resolved.iter().map(|(_, _, v)| *v).collect();
+                if !combined_key_authorizes(&views, k) {
+                    return Err(MultiRecipientError::Unauthorized);
+                }
+            }
+            // A story has no sender that could hold a grant: invite_only recipients are dropped silently, before
+            // the device check, so nothing about their devices leaks.
+            MultiRecipientAuth::Story => resolved.retain(|(_, _, v)| !v.invite_only),
+            MultiRecipientAuth::GroupSendToken { .. } => {}
+        }
+        if resolved.is_empty() {
+            return Ok(MultiRecipientOutcome {
+                uuids404,
+                ..Default::default()
+            });
+        }
+        if matches!(auth, MultiRecipientAuth::Story) {
+            for (_, account, _) in &resolved {
+                self.limiters
+                    .check(Limiter::Stories, &account.aci.to_string())
+                    .await?;
+            }
+        }
+
+        // Device check (step 6): 409 wins over 410.
+        let devices: Vec<(ServiceId, BTreeMap<DeviceId, u32>)> = resolved
+            .iter()
+            .map(|(id, account, _)| {
+                let map = account
+                    .devices
+                    .iter()
+                    .map(|d| {
+                        let reg = match id.identity_type() {
+                            IdentityType::Aci => d.settings.registration_id,
+                            IdentityType::Pni => d.settings.pni_registration_id,
+                        };
+                        (d.id, u32::from(reg))
+                    })
+                    .collect();
+                (*id, map)
+            })
+            .collect();
+        match check_recipient_devices(&message, |id| {
+            devices.iter().find(|(d, _)| d == id).map(|(_, m)| m)
+        }) {
+            MultiDeviceCheck::Ok => {}
+            MultiDeviceCheck::Mismatched(m) => {
+                return Err(MultiRecipientError::MismatchedDevices(m));
+            }
+            MultiDeviceCheck::Stale(s) => return Err(MultiRecipientError::StaleDevices(s)),
+        }
+        if message.payload_len() > super::MAX_CONTENT_BYTES {
+            return Err(MultiRecipientError::TooLarge);
+        }
+
+        let client_timestamp = if request.timestamp == 0 {
+            millis(now)
+        } else {
+            u64::try_from(request.timestamp).unwrap_or(0)
+        };
+        let expires_at = now.plus(self.config.ttl);
+        let mut new = vec![];
+        let mut online = vec![];
+        for (r, listed) in message.recipients_with_devices() {
+            let Some((_, account, _)) = resolved.iter().find(|(id, _, _)| *id == r.service_id)
+            else {
+                continue;
+            };
+            let payload = message.payload_for(r);
+            for d in listed {
+                let guid = random_guid(self.rng.as_ref());
+                let envelope = Envelope {
+                    r#type: Some(EnvelopeType::UnidentifiedSender.number()),
+                    client_timestamp: Some(client_timestamp),
+                    content: Some(payload.clone()),
+                    server_guid: Some(guid.0.hyphenated().to_string()),
+                    server_timestamp: Some(millis(now)),
+                    ephemeral: Some(request.online),
+                    destination_service_id: Some(r.service_id.to_string()),
+                    urgent: Some(request.urgent),
+                    story: request.story.then_some(true),
+                    destination_service_id_binary: Some(service_id_binary(r.service_id)),
+                    server_guid_binary: Some(guid.0.as_bytes().to_vec()),
+                    ..Default::default()
+                }
+                .encode_to_vec();
+                if request.online {
+                    online.push(LiveMessage {
+                        aci: account.aci,
+                        device: d.device,
+                        guid,
+                        envelope,
+                    });
+                } else {
+                    new.push(NewMessage {
+                        aci: account.aci,
+                        device: d.device,
+                        guid,
+                        envelope,
+                        server_timestamp: now,
+                        expires_at,
+                        story: request.story,
+                    });
+                }
+            }
+        }
+        let stored = if new.is_empty() {
+            vec![]
+        } else {
+            self.store_and_notify(&new).await?
+        };
+        Ok(MultiRecipientOutcome {
+            uuids404,
+            stored,
+            online,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MultiRecipientView, combined_key_authorizes};
+
+    fn view(key: Option<[u8; 16]>, unrestricted: bool, invite_only: bool) -> MultiRecipientView {
+        MultiRecipientView {
+            is_pni: false,
+            unrestricted,
+            invite_only,
+            access_key: key,
+        }
+    }
+
+    #[test]
+    fn combined_key_is_the_xor_of_restricted_recipients_keys() {
+        let (a, b) = ([1u8; 16], [6u8; 16]);
+        let both = [7u8; 16];
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), false, false)],
+            &both
+        ));
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), false, false)],
+            &a
+        ));
+        // Unrestricted recipients are left out (even without a key) ...
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(None, true, false)],
+            &a
+        ));
+        // ... except invite_only ones, whose real key is needed.
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), true, true)],
+            &a
+        ));
+        assert!(combined_key_authorizes(
+            &[view(Some(a), false, false), view(Some(b), true, true)],
+            &both
+        ));
+        // A recipient without a key, a PNI recipient, or a key that is not 16 bytes: never.
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false), view(None, false, false)],
+            &a
+        ));
+        let mut pni = view(Some(a), false, false);
+        pni.is_pni = true;
+        assert!(!combined_key_authorizes(&[pni], &a));
+        assert!(!combined_key_authorizes(
+            &[view(Some(a), false, false)],
+            &a[..15]
+        ));
+    }
+}

@@ -15,6 +15,7 @@ pub mod invites;
 pub mod keys;
 pub mod manifest;
 pub mod messages;
+pub mod multi_recipient;
 pub mod openapi;
 pub mod profiles;
 pub mod registration;
@@ -317,6 +318,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(profiles::routes())
         .merge(attachments::routes())
         .merge(messages::routes(config))
+        .merge(multi_recipient::routes())
         .merge(manifest::routes())
         .merge(zk::routes())
         .merge(certificates::routes())

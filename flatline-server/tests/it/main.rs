@@ -17,6 +17,7 @@ mod jwks_refresh;
 mod keys;
 mod manifest;
 mod messages;
+mod multi_recipient;
 mod multiprocess;
 mod openapi;
 mod postgres;

@@ -30,7 +30,7 @@ use crate::support::{Backend, TestApp};
 
 const HOUR_MS: i64 = 3_600_000;
 
-fn libsignal_dir() -> Option<PathBuf> {
+pub(crate) fn libsignal_dir() -> Option<PathBuf> {
     if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
         eprintln!("TESTS_SKIP_NODE=1: skipping the sealed-sender tests against npm libsignal");
         return None;
@@ -45,14 +45,14 @@ fn libsignal_dir() -> Option<PathBuf> {
 }
 
 /// The node client: one JSON request per line, one answer per line.
-struct Libsignal {
+pub(crate) struct Libsignal {
     _child: Child,
     stdin: ChildStdin,
     lines: Lines<BufReader<ChildStdout>>,
 }
 
 impl Libsignal {
-    fn start(dir: &Path) -> Libsignal {
+    pub(crate) fn start(dir: &Path) -> Libsignal {
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("sealed.mjs"))
             .current_dir(dir)
@@ -72,7 +72,7 @@ impl Libsignal {
     }
 
     /// Sends one request; returns the answer (`ok` true or false).
-    async fn try_call(&mut self, request: Value) -> Value {
+    pub(crate) async fn try_call(&mut self, request: Value) -> Value {
         let line = format!("{request}\n");
         self.stdin.write_all(line.as_bytes()).await.expect("write");
         self.stdin.flush().await.expect("flush");
@@ -84,7 +84,7 @@ impl Libsignal {
         serde_json::from_str(&answer).expect("JSON answer")
     }
 
-    async fn call(&mut self, request: Value) -> Value {
+    pub(crate) async fn call(&mut self, request: Value) -> Value {
         let op = request["op"].clone();
         let answer = self.try_call(request).await;
         assert_eq!(answer["ok"], true, "{op}: {answer}");
@@ -100,7 +100,7 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-async fn app_with_trust(backend: Backend) -> TestApp {
+pub(crate) async fn app_with_trust(backend: Backend) -> TestApp {
     let keys = scratch_dir();
     let mut config = Config::default();
     config.server.public_url = "https://chat.example.org".into();
@@ -126,7 +126,7 @@ async fn app_with_trust(backend: Backend) -> TestApp {
 }
 
 /// The trust root as a client learns it: `trustRoots.sealedSender` of the served manifest.
-async fn manifest_trust_root(app: &TestApp) -> String {
+pub(crate) async fn manifest_trust_root(app: &TestApp) -> String {
     let r = app.get("/.well-known/flatline/manifest", None).await;
     assert_eq!(r.status, 200);
     let jws = String::from_utf8(r.body).unwrap();
@@ -140,7 +140,11 @@ async fn manifest_trust_root(app: &TestApp) -> String {
 }
 
 /// Seeds an account whose ACI identity key is `identity` and returns its client.
-async fn seed_with_identity(app: &TestApp, principal: &str, identity: KeyPair) -> SimClient {
+pub(crate) async fn seed_with_identity(
+    app: &TestApp,
+    principal: &str,
+    identity: KeyPair,
+) -> SimClient {
     let mut client = SimClient::new(app.rng.as_ref());
     client.aci_identity = identity;
     let new = client.new_account(principal, app.rng.as_ref(), app.clock.now());
@@ -148,7 +152,7 @@ async fn seed_with_identity(app: &TestApp, principal: &str, identity: KeyPair) -
     client
 }
 
-async fn fetch_certificate(app: &TestApp, client: &SimClient, query: &str) -> String {
+pub(crate) async fn fetch_certificate(app: &TestApp, client: &SimClient, query: &str) -> String {
     let r = app
         .get(
             &format!("/v1/certificate/delivery{query}"),

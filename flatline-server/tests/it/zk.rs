@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 use crate::support::TestApp;
 
-const DAY: u64 = 86_400;
+pub(crate) const DAY: u64 = 86_400;
 
 fn scratch_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -31,7 +31,7 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
-async fn app_with_trust() -> TestApp {
+pub(crate) async fn app_with_trust() -> TestApp {
     let keys = scratch_dir();
     let mut config = Config::default();
     config.database.url = "sqlite://unused.db".into();
@@ -51,7 +51,7 @@ async fn app_with_trust() -> TestApp {
     TestApp::with_state(state, clock, rng)
 }
 
-fn today(app: &TestApp) -> u64 {
+pub(crate) fn today(app: &TestApp) -> u64 {
     let now = u64::try_from(app.clock.now().as_secs()).unwrap();
     now - now % DAY
 }
@@ -192,7 +192,7 @@ fn run_libsignal(dir: &Path, input: &Value) -> Value {
     run_script(dir, "zk_receive.mjs", input)
 }
 
-fn run_script(dir: &Path, script: &str, input: &Value) -> Value {
+pub(crate) fn run_script(dir: &Path, script: &str, input: &Value) -> Value {
     let mut child = std::process::Command::new("node")
         .arg(script)
         .current_dir(dir)
