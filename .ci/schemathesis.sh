@@ -116,8 +116,10 @@ run() {
 
 # Everything but the account deletion, as Alice. Then the deletion alone, as Bob (it ends his account, after
 # which every call is a documented 401).
+# The TUS create and append take `application/offset+octet-stream` bodies, which schemathesis cannot generate;
+# tests/it/attachments.rs covers them (offsets, resumption, caps, tokens).
 ST_DEVICE_USER="$ALICE_ACI.1" ST_DEVICE_PASSWORD="$ALICE_PASSWORD" run all-operations \
-  --exclude-operation-id delete_account
+  --exclude-operation-id delete_account --exclude-operation-id tus_create --exclude-operation-id tus_patch
 ST_DEVICE_USER="$BOB_ACI.1" ST_DEVICE_PASSWORD="$BOB_PASSWORD" run account-deletion \
   --include-operation-id delete_account --max-examples 5
 

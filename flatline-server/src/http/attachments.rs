@@ -245,6 +245,14 @@ fn is_offset_stream(h: &HeaderMap) -> bool {
 )]
 async fn tus_create(State(state): State<AppState>, request: Request) -> Result<Response, ApiError> {
     let h = request.headers().clone();
+    // The token is bound to the key in the metadata, but a request without any bearer token is refused as
+    // unauthenticated before its metadata is looked at.
+    if header_str(&h, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_none()
+    {
+        return Err(ApiError::unauthorized());
+    }
     let key = header_str(&h, "upload-metadata")
         .and_then(|m| {
             m.split(',').find_map(|pair| {

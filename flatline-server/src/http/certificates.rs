@@ -52,8 +52,8 @@ pub struct DeliveryCertificate {
     tag = "sealed_sender",
     security(("basicAuth" = [])),
     params(
-        ("includeE164" = Option<bool>, Query,
-            description = "Accepted and ignored: Flatline certificates never carry a phone number or principal"),
+        ("includeE164" = Option<String>, Query,
+            description = "Accepted and ignored, whatever its value (clients send true or false): Flatline certificates never carry a phone number or principal"),
     ),
     responses(
         (status = 200, description = "The sender certificate", body = DeliveryCertificate),

@@ -361,6 +361,13 @@ async fn limits_tokens_creation_with_upload_and_termination() {
         .status,
         401
     );
+    // No token at all: 401 before the metadata is read (found by schemathesis: it was a 400).
+    assert_eq!(
+        send(&app, Method::POST, "/attachments", &[], Body::empty())
+            .await
+            .status,
+        401
+    );
     // A form's uploadLength bounds its upload.
     let small = form(&app, &auth, "?uploadLength=5").await;
     let c = vec![
