@@ -160,7 +160,7 @@ impl Authenticator {
     }
 }
 
-fn start_of_day(t: Timestamp) -> Timestamp {
+pub(crate) fn start_of_day(t: Timestamp) -> Timestamp {
     let day_ms = DAY.as_millis() as i64;
     Timestamp(t.as_millis().div_euclid(day_ms) * day_ms)
 }

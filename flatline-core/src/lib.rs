@@ -14,6 +14,7 @@ pub mod chat;
 pub mod contacts;
 pub mod credentials;
 pub mod crypto;
+pub mod devices;
 pub mod ids;
 pub mod invites;
 pub mod keys;

@@ -238,11 +238,17 @@ pub enum Limiter {
     Stories,
     /// Contact shortcode redemption attempts, per ACI and per IP (IPv6 per /64).
     ShortcodeAttempt,
+    /// `GET /v1/devices/provisioning/code`, per ACI.
+    AllocateDevice,
+    /// `PUT /v1/devices/link`, per ACI of the token.
+    VerifyDevice,
+    /// `GET /v1/devices/wait_for_linked_device/{id}`, per ACI.
+    WaitForLinkedDevice,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 23] = [
+    pub const ALL: [Limiter; 26] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -266,6 +272,9 @@ impl Limiter {
         Limiter::InboundMessageBytes,
         Limiter::Stories,
         Limiter::ShortcodeAttempt,
+        Limiter::AllocateDevice,
+        Limiter::VerifyDevice,
+        Limiter::WaitForLinkedDevice,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -294,6 +303,9 @@ impl Limiter {
             Limiter::InboundMessageBytes => "inboundMessageBytes",
             Limiter::Stories => "stories",
             Limiter::ShortcodeAttempt => "shortcodeAttempt",
+            Limiter::AllocateDevice => "allocateDevice",
+            Limiter::VerifyDevice => "verifyDevice",
+            Limiter::WaitForLinkedDevice => "waitForLinkedDevice",
         }
     }
 
@@ -330,6 +342,8 @@ impl Limiter {
             Limiter::Stories => b(5000, 8),
             // API §15; docs/SECURITY.md derives the guessing bound from it.
             Limiter::ShortcodeAttempt => b(10, MIN),
+            Limiter::AllocateDevice | Limiter::VerifyDevice => b(6, 2 * MIN),
+            Limiter::WaitForLinkedDevice => b(10, 30),
         }
     }
 

@@ -283,6 +283,7 @@ pub trait Store:
     + ServerStateStore
     + ProfileStore
     + MessageStore
+    + crate::devices::DeviceStore
 {
 }
 
@@ -299,6 +300,7 @@ impl<T> Store for T where
         + ServerStateStore
         + ProfileStore
         + MessageStore
+        + crate::devices::DeviceStore
 {
 }
 /// Contact policies, contact invites and grants (the contact graph of `invite_only` accounts).

@@ -76,6 +76,33 @@ pub struct Config {
     pub sealed_sender: SealedSenderConfig,
     /// The chat WebSocket (`/v1/websocket/`): frame and connection limits, timeouts, the push window.
     pub chat: ChatConfig,
+    /// Linked devices (API.md §12).
+    pub devices: DevicesSection,
+}
+
+/// `[devices]`: linked devices.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesSection {
+    /// Devices per account, the primary included (1..=127). Default 6 (Signal's); a link beyond it is 411.
+    pub max_per_account: u8,
+}
+
+impl Default for DevicesSection {
+    fn default() -> Self {
+        DevicesSection {
+            max_per_account: flatline_core::devices::DEFAULT_MAX_DEVICES,
+        }
+    }
+}
+
+impl DevicesSection {
+    /// The core's settings.
+    pub fn to_devices_config(&self) -> flatline_core::devices::DevicesConfig {
+        flatline_core::devices::DevicesConfig {
+            max_per_account: self.max_per_account,
+        }
+    }
 }
 
 /// Where avatars and attachments are kept, and their limits.
@@ -1076,6 +1103,12 @@ impl Config {
         self.contacts.to_contacts_config()?;
         self.invites.to_policy()?;
         self.messages.to_messages_config()?;
+        if !(1..=flatline_core::ids::DeviceId::MAX).contains(&self.devices.max_per_account) {
+            return Err(invalid(
+                "devices.max_per_account",
+                "must be between 1 and 127",
+            ));
+        }
         if !(1..=720).contains(&self.sealed_sender.certificate_lifetime_hours) {
             return Err(invalid(
                 "sealed_sender.certificate_lifetime_hours",

@@ -213,6 +213,30 @@ impl SimClient {
         })
     }
 
+    /// A `PUT /v1/devices/link` body for a new device of this client's account: its attributes with
+    /// `registration_id` (and `registration_id + 1` for the PNI) and keys signed by the account's identity keys.
+    pub fn link_body(
+        &self,
+        verification_code: &str,
+        registration_id: u16,
+        rng: &dyn SecureRandom,
+    ) -> Value {
+        json!({
+            "verificationCode": verification_code,
+            "accountAttributes": {
+                "fetchesMessages": true,
+                "registrationId": registration_id,
+                "pniRegistrationId": registration_id + 1,
+                "name": STANDARD.encode(b"linked device name"),
+                "capabilities": {"deleteSync": true, "storage": false},
+            },
+            "aciSignedPreKey": signed_json(&self.signed_ec(IdentityType::Aci, 7, rng)),
+            "pniSignedPreKey": signed_json(&self.signed_ec(IdentityType::Pni, 7, rng)),
+            "aciPqLastResortPreKey": signed_json(&self.kem(IdentityType::Aci, 7, rng)),
+            "pniPqLastResortPreKey": signed_json(&self.kem(IdentityType::Pni, 7, rng)),
+        })
+    }
+
     /// The Basic header registration uses: the principal as username (split at the last `:` by the server).
     pub fn registration_auth(&self, principal: &str) -> String {
         format!(

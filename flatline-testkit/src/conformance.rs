@@ -34,6 +34,8 @@ mod messages;
 pub use messages::*;
 mod shortcodes;
 pub use shortcodes::*;
+mod devices;
+pub use devices::*;
 
 /// Expands to one test per conformance check. `$make` is an expression evaluating to an async closure (or fn)
 /// that returns `Arc<dyn Store>`, empty.
@@ -69,7 +71,10 @@ macro_rules! conformance_suite {
             message_concurrent_writers_one_reader, message_expiry_by_ttl, message_queue_bound_refuses_whole_batch,
             message_multi_device_insert_is_atomic, message_queues_go_with_device_and_account, spam_reports_recorded_once,
             server_certificates_issue_rotate_prune, concurrent_first_server_certificates_have_one_winner,
-            concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle);
+            concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle,
+            link_assigns_lowest_free_id_and_reuses_it_clean, link_refusals_write_nothing, used_token_markers_expire,
+            device_linked_with_token, concurrent_links_for_the_last_slot_one_wins,
+            concurrent_links_with_one_token_link_once, set_device_capabilities);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

@@ -34,14 +34,46 @@ pub enum BusError {
     Encode(#[from] serde_json::Error),
 }
 
-/// Carries events to the other processes of the instance.
+/// Carries events to the other processes of the instance, and provisioning envelopes to the process holding
+/// their socket.
 #[async_trait]
 pub trait ClusterBus: Send + Sync {
     /// Sends `event`, published by the process `origin`, to every other process.
     async fn broadcast(&self, origin: uuid::Uuid, event: &Event) -> Result<(), BusError>;
+
+    /// Lists a provisioning socket of `origin` under `address` for `lifetime`, for relays on other processes.
+    async fn provisioning_opened(
+        &self,
+        _origin: uuid::Uuid,
+        _address: &str,
+        _lifetime: Duration,
+    ) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// Unlists a provisioning address.
+    async fn provisioning_closed(&self, _address: &str) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    /// Relays an envelope to a provisioning socket another process lists under `address` (each address takes
+    /// one envelope): `false` when none does.
+    async fn relay_provisioning(
+        &self,
+        _origin: uuid::Uuid,
+        _address: &str,
+        _envelope: &[u8],
+    ) -> Result<bool, BusError> {
+        Ok(false)
+    }
+
+    /// Takes the envelope another process relayed to `address` (on [`Event::Provision`]).
+    async fn take_provisioning(&self, _address: &str) -> Result<Option<Vec<u8>>, BusError> {
+        Ok(None)
+    }
 }
 
-/// One process: nothing to send.
+/// One process: nothing to send, no other process to relay to.
 pub struct LocalBus;
 
 #[async_trait]
@@ -49,6 +81,12 @@ impl ClusterBus for LocalBus {
     async fn broadcast(&self, _origin: uuid::Uuid, _event: &Event) -> Result<(), BusError> {
         Ok(())
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// What travels in a notification.
@@ -135,5 +173,95 @@ impl ClusterBus for PgBus {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn provisioning_opened(
+        &self,
+        origin: uuid::Uuid,
+        address: &str,
+        lifetime: Duration,
+    ) -> Result<(), BusError> {
+        let expires_at =
+            now_ms().saturating_add(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX));
+        // Stale rows (a crashed process's) are cleared on the way.
+        sqlx::query("DELETE FROM provisioning_listeners WHERE expires_at < $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM provisioning_envelopes WHERE expires_at < $1")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        sqlx::query(
+            "INSERT INTO provisioning_listeners (address, server_id, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (address) DO UPDATE SET server_id = excluded.server_id, expires_at = excluded.expires_at",
+        )
+        .bind(address)
+        .bind(origin.as_bytes().to_vec())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn provisioning_closed(&self, address: &str) -> Result<(), BusError> {
+        sqlx::query("DELETE FROM provisioning_listeners WHERE address = $1")
+            .bind(address)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn relay_provisioning(
+        &self,
+        origin: uuid::Uuid,
+        address: &str,
+        envelope: &[u8],
+    ) -> Result<bool, BusError> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Claiming the listing makes the relay single-use across processes, as it is within one.
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "DELETE FROM provisioning_listeners WHERE address = $1 AND expires_at >= $2 RETURNING expires_at",
+        )
+        .bind(address)
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(expires_at) = claimed else {
+            return Ok(false);
+        };
+        sqlx::query(
+            "INSERT INTO provisioning_envelopes (address, envelope, expires_at) VALUES ($1, $2, $3)
+             ON CONFLICT (address) DO UPDATE SET envelope = excluded.envelope, expires_at = excluded.expires_at",
+        )
+        .bind(address)
+        .bind(envelope)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+        let payload = serde_json::to_string(&Notification {
+            origin,
+            event: Event::Provision {
+                address: address.to_owned(),
+            },
+        })?;
+        // Sent at commit, so the holder finds the envelope when it is told.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn take_provisioning(&self, address: &str) -> Result<Option<Vec<u8>>, BusError> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM provisioning_envelopes WHERE address = $1 RETURNING envelope",
+        )
+        .bind(address)
+        .fetch_optional(&self.pool)
+        .await?)
     }
 }

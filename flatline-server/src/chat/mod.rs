@@ -30,7 +30,7 @@ use flatline_core::ids::{Aci, DeviceId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
-pub use bus::{ClusterBus, LocalBus};
+pub use bus::{BusError, ClusterBus, LocalBus};
 pub use delivery::{ChatNotifier, MessageDelivery};
 pub use provisioning::ProvisioningRegistry;
 pub use push::{
@@ -87,6 +87,22 @@ pub enum Event {
         aci: Aci,
         /// The device.
         device: DeviceId,
+    },
+    /// A device was linked with the token of this identifier (base64url SHA-256): `wait_for_linked_device` waiters
+    /// of the account look it up.
+    #[serde(rename_all = "camelCase")]
+    DeviceLinked {
+        /// The account.
+        aci: Aci,
+        /// The token identifier.
+        token_identifier: String,
+    },
+    /// A provisioning envelope for the socket listed under `address` was stored by another process
+    /// ([`ClusterBus::relay_provisioning`]): the process holding that socket takes it and sends it.
+    #[serde(rename_all = "camelCase")]
+    Provision {
+        /// The provisioning address.
+        address: String,
     },
     /// An online (ephemeral) envelope for the device's socket, wherever it is; never stored, dropped when the
     /// device has no socket.
@@ -151,6 +167,7 @@ pub struct ChatHub {
     bus: RwLock<Arc<dyn ClusterBus>>,
     delivery: RwLock<Arc<dyn DeliveryLoop>>,
     provisioning: ProvisioningRegistry,
+    links: tokio::sync::broadcast::Sender<(Aci, [u8; 32])>,
 }
 
 #[derive(Default)]
@@ -227,7 +244,64 @@ impl ChatHub {
             bus: RwLock::new(Arc::new(LocalBus)),
             delivery: RwLock::new(Arc::new(QueueEmptyThenIdle)),
             provisioning: ProvisioningRegistry::default(),
+            links: tokio::sync::broadcast::channel(256).0,
         })
+    }
+
+    /// Devices linked from now on, on any process, as (account, SHA-256 of the link token).
+    pub fn subscribe_links(&self) -> tokio::sync::broadcast::Receiver<(Aci, [u8; 32])> {
+        self.links.subscribe()
+    }
+
+    fn bus(&self) -> Arc<dyn ClusterBus> {
+        self.bus.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Lists a provisioning socket of this process under `address` for `lifetime` (so that relays on other
+    /// processes find it) and returns its entry in the local registry with the channel its envelope arrives on.
+    pub(crate) async fn open_provisioning(
+        &self,
+        address: String,
+        lifetime: std::time::Duration,
+    ) -> (provisioning::Registration, mpsc::Receiver<Vec<u8>>) {
+        let entry = self.provisioning.register(address.clone());
+        if let Err(e) = self
+            .bus()
+            .provisioning_opened(self.server_id, &address, lifetime)
+            .await
+        {
+            tracing::warn!(error = %e, "provisioning address not listed for other processes");
+        }
+        entry
+    }
+
+    /// Unlists a provisioning address (the socket closed).
+    pub(crate) fn close_provisioning(&self, address: String) {
+        let bus = self.bus();
+        tokio::spawn(async move {
+            if let Err(e) = bus.provisioning_closed(&address).await {
+                tracing::debug!(error = %e, "provisioning address not unlisted");
+            }
+        });
+    }
+
+    /// `PUT /v1/provisioning/{address}`: hands `envelope` to the socket listed under `address` on this process,
+    /// or through the bus to the process that holds it. `false` when no socket has that address.
+    pub async fn relay_provisioning(
+        &self,
+        address: &str,
+        envelope: Vec<u8>,
+    ) -> Result<bool, BusError> {
+        if self.provisioning.is_listening(address) {
+            let delivered = self.provisioning.relay(address, envelope).is_ok();
+            if delivered {
+                self.close_provisioning(address.to_owned());
+            }
+            return Ok(delivered);
+        }
+        self.bus()
+            .relay_provisioning(self.server_id, address, &envelope)
+            .await
     }
 
     /// This process's random id on the bus (its own broadcasts are not applied twice).
@@ -419,6 +493,34 @@ impl ChatHub {
                             let _ = p.control.send(Control::Close(CloseReason::Reauthenticate));
                         }
                     }
+                }
+            }
+            Event::DeviceLinked {
+                aci,
+                ref token_identifier,
+            } => {
+                if let Some(hash) = flatline_core::devices::parse_token_identifier(token_identifier)
+                {
+                    let _ = self.links.send((aci, hash));
+                }
+            }
+            Event::Provision { ref address } => {
+                // Only the process holding the socket takes the stored envelope.
+                if !local && self.provisioning.is_listening(address) {
+                    let bus = self.bus();
+                    let address = address.clone();
+                    let registry = self.provisioning.clone();
+                    tokio::spawn(async move {
+                        match bus.take_provisioning(&address).await {
+                            Ok(Some(envelope)) => {
+                                let _ = registry.relay(&address, envelope);
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "relayed provisioning envelope not taken")
+                            }
+                        }
+                    });
                 }
             }
             Event::MessageAvailable { aci, device } => {

@@ -2,9 +2,9 @@
 //! sent in `PUT /v1/address`, so that `PUT /v1/provisioning/{address}` (the devices module) can hand it the
 //! `ProvisionEnvelope`.
 //!
-//! The registry is per process: a relay reaches a socket open on the same process only. Several processes behind
-//! one load balancer need sticky routing of `/v1/provisioning/*` or a relay over the database (not built yet; the
-//! cluster bus carries at most 8000 bytes per event, less than an envelope may be).
+//! The registry is per process. A relay for an address another process holds goes through the cluster bus
+//! ([`super::ClusterBus::relay_provisioning`]): with PostgreSQL the address is listed in a table while its socket
+//! is open, and the envelope is stored for the holding process to take (it may be larger than a notification).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,8 +21,8 @@ pub enum RelayError {
 
 type Listeners = Arc<Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>>;
 
-/// Open provisioning sockets by address.
-#[derive(Default)]
+/// Open provisioning sockets by address (cheap to clone: clones share the listing).
+#[derive(Default, Clone)]
 pub struct ProvisioningRegistry {
     listeners: Listeners,
 }

@@ -406,7 +406,13 @@ pub async fn run_provisioning(mut socket: WebSocket, state: AppState, slot: Sock
     let _slot = slot;
     let config = state.config.chat.clone();
     let address = provisioning_address(state.rng.as_ref());
-    let (registration, mut envelopes) = state.chat.provisioning().register(address.clone());
+    let (registration, mut envelopes) = state
+        .chat
+        .open_provisioning(
+            address.clone(),
+            Duration::from_secs(config.provisioning_lifetime_seconds),
+        )
+        .await;
     let first = encode_request(
         Some(0),
         "PUT",
@@ -463,6 +469,7 @@ pub async fn run_provisioning(mut socket: WebSocket, state: AppState, slot: Sock
         }
     };
     drop(registration);
+    state.chat.close_provisioning(address);
     if let Some((code, reason)) = close {
         finish(socket, code, reason).await;
     }

@@ -8,6 +8,7 @@ pub mod attachments;
 pub mod certificates;
 pub mod chat;
 pub mod contacts;
+pub mod devices;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub storage: Arc<crate::storage::Storage>,
     /// Message sends, queues, acknowledgements and spam reports.
     pub messages: MessageService,
+    /// Linked devices: link tokens, linking, removal.
+    pub devices: flatline_core::devices::DeviceService,
     /// Live delivery hooks: told after every stored message, and handed online messages by the send handler.
     /// [`crate::chat::ChatNotifier`] (wakes the device's socket, pushes online messages) unless replaced with
     /// [`AppState::with_notifier`].
@@ -174,6 +177,9 @@ impl AppState {
             crate::storage::derive_secret(&oidc.principal_secret),
             config.storage.clone(),
         ));
+        // Link tokens are HMAC'd with a key derived from the principal secret: stable across restarts and shared by
+        // every process of the instance, as tokens must be.
+        let settings_principal_secret = oidc.principal_secret.clone();
         let settings = RegistrationSettings {
             session_lifetime: Duration::from_secs(config.registration.session_lifetime_seconds),
             invite_required: config.invites.required,
@@ -215,7 +221,16 @@ impl AppState {
                 ..ShortcodesConfig::default()
             },
         );
+        let devices = flatline_core::devices::DeviceService::new(
+            store.clone(),
+            clock.clone(),
+            rng.clone(),
+            limiters.clone(),
+            derive_link_secret(&settings_principal_secret),
+            config.devices.to_devices_config(),
+        );
         Ok(AppState {
+            devices,
             profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
             storage,
             messages,
@@ -280,6 +295,18 @@ impl AppState {
     }
 }
 
+/// The key that signs device link tokens, derived from the principal secret.
+fn derive_link_secret(principal_secret: &[u8]) -> zeroize::Zeroizing<Vec<u8>> {
+    use sha2::{Digest, Sha256};
+    zeroize::Zeroizing::new(
+        Sha256::new()
+            .chain_update(b"flatline link token secret v1\0")
+            .chain_update(principal_secret)
+            .finalize()
+            .to_vec(),
+    )
+}
+
 /// The whole application as one `Router`, ready for `axum::serve` or `tower::ServiceExt::oneshot`, serving its own
 /// OpenAPI description at `/openapi.json`. Requests inside chat sockets are dispatched into this same router (the
 /// [`crate::chat::socket::Tunnel`] extension), so they meet the same routes, limits and middleware as HTTP.
@@ -323,6 +350,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
         .merge(zk::routes())
         .merge(certificates::routes())
         .merge(chat::routes())
+        .merge(devices::routes())
         .merge(openapi::routes());
     if config.server.admin_listen.is_none() {
         router = router.merge(health::routes());
@@ -367,6 +395,9 @@ fn method_label(method: &axum::http::Method) -> &'static str {
     }
 }
 
+/// Routes that wait on purpose longer than `server.request_timeout_seconds`.
+const LONG_POLL_ROUTES: &[&str] = &["/v1/devices/wait_for_linked_device/{tokenIdentifier}"];
+
 /// Times out slow requests, and records metrics and a log line for every request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -375,7 +406,11 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
+    let mut timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
+    if LONG_POLL_ROUTES.contains(&route.as_str()) {
+        // A long poll bounds its own wait (its `timeout` parameter).
+        timeout += Duration::from_secs(devices::MAX_WAIT_SECONDS);
+    }
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(r) => r,
         Err(_) => ApiError::new(

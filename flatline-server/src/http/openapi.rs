@@ -69,6 +69,7 @@ The only intended 5xx is 502 `idp_error`; a 500 `internal_error` means a bug or 
         (name = "zkgroup", description = "Zero-knowledge group, call-link and profile credentials"),
         (name = "sealed_sender", description = "Sender certificates for sealed sender"),
         (name = "chat", description = "The chat and provisioning WebSockets"),
+        (name = "devices", description = "Linked devices and the provisioning relay"),
         (name = "operations", description = "Health, metrics and this document"),
     )
 )]

@@ -7,6 +7,7 @@ mod contacts;
 mod contacts_props;
 mod delivery;
 mod dev;
+mod devices;
 mod e2e;
 mod fuzz_corpus;
 mod hardening;

@@ -40,6 +40,11 @@ impl MessageState {
         self.queues.retain(|(a, _), _| *a != aci);
         self.reports.retain(|r| r.reporter != aci);
     }
+
+    pub(super) fn remove_device(&mut self, aci: Aci, device: DeviceId) {
+        // The whole queue: a device linked later under the same id starts with fresh cursors too.
+        self.queues.remove(&(aci, device));
+    }
 }
 
 #[async_trait]

@@ -3,6 +3,7 @@
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
 mod contacts;
+mod devices;
 mod messages;
 mod profiles;
 mod server_state;
@@ -47,6 +48,7 @@ struct State {
     server: server_state::ServerState,
     profiles: profiles::ProfileState,
     messages: messages::MessageState,
+    devices: devices::DeviceState,
 }
 
 impl State {
@@ -183,6 +185,7 @@ impl AccountStore for MemoryStore {
         s.contacts.remove_account(aci);
         s.profiles.remove_account(aci);
         s.messages.remove_account(aci);
+        s.devices.remove_account(aci);
         Ok(true)
     }
 }

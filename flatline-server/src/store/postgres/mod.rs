@@ -35,6 +35,7 @@ use super::Migration;
 use crate::config::DatabaseConfig;
 
 mod contacts;
+mod devices;
 mod invites;
 mod messages;
 mod profiles;
@@ -95,6 +96,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "profiles",
         sql: include_str!("../../../migrations/postgres/0012_profiles.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "devices",
+        sql: include_str!("../../../migrations/postgres/0013_devices.sql"),
     },
 ];
 

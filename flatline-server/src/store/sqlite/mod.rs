@@ -31,6 +31,7 @@ use uuid::Uuid;
 use super::Migration;
 
 mod contacts;
+mod devices;
 mod invites;
 mod messages;
 mod profiles;
@@ -89,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 12,
         name: "profiles",
         sql: include_str!("../../../migrations/sqlite/0012_profiles.sql"),
+    },
+    Migration {
+        version: 13,
+        name: "devices",
+        sql: include_str!("../../../migrations/sqlite/0013_devices.sql"),
     },
 ];
 
