@@ -566,3 +566,91 @@ async fn relay_and_wait_work_across_processes_on_postgres() {
         Some((4401, "Reauthentication required".into()))
     );
 }
+
+/// npm libsignal-client 0.103.0 (flatline-testkit/libsignal/linking.mjs): a second device joins through
+/// libsignal-net's provisioning connection, links, uploads keys and connects; a send naming only device 1 is 409
+/// `missingDevices: [2]`, a send to both is decrypted by both, a sync message from device 1 reaches device 2 only,
+/// and removing device 2 interrupts its connection (4401) and removes its keys. Needs `node` and
+/// `npm ci --prefix flatline-testkit/libsignal`; `TESTS_SKIP_NODE=1` skips it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_libsignal_device_links_and_receives() {
+    if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
+        eprintln!("TESTS_SKIP_NODE=1: skipping the libsignal linking test");
+        return;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/libsignal");
+    assert!(
+        dir.join("node_modules/@signalapp/libsignal-client")
+            .is_dir(),
+        "the libsignal test clients are missing: run `npm ci --prefix flatline-testkit/libsignal` \
+         (or set TESTS_SKIP_NODE=1)"
+    );
+    let app = TestApp::new(Backend::Sqlite).await;
+    let mut users = vec![];
+    for name in ["alice", "bob"] {
+        let client = app.seed(name).await;
+        users.push(json!({
+            "aci": client.aci.to_string(),
+            "password": client.password,
+            "identityPrivate": STANDARD.encode(client.aci_identity.private_key.serialize()),
+            "pniIdentityPrivate": STANDARD.encode(client.pni_identity.private_key.serialize()),
+            // The seeded primary's registration id (testkit fixtures).
+            "registrationId": app.state.store.account(client.aci).await.unwrap().unwrap()
+                .device(DeviceId::PRIMARY).unwrap().settings.registration_id,
+        }));
+    }
+    let addr = app.listen().await;
+    let (der, acceptor) = crate::socket::test_tls();
+    let tls = app.serve(Some(acceptor)).await;
+    let work = tempfile::tempdir().unwrap();
+    let cert = work.path().join("root.der");
+    std::fs::write(&cert, &der).unwrap();
+    let config_file = work.path().join("clients.json");
+    std::fs::write(
+        &config_file,
+        json!({"base": format!("http://{addr}"), "alice": users[0], "bob": users[1],
+               "chat": {"port": tls.port(), "rootCertificate": cert}})
+        .to_string(),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        tokio::process::Command::new("node")
+            .arg(dir.join("linking.mjs"))
+            .arg(&config_file)
+            .current_dir(&dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("node finished")
+    .expect("node (Node.js 20) on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "linking.mjs failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["steps"].as_array().unwrap().len(), 7, "{report}");
+    assert_eq!(
+        report["missing"],
+        json!({"missingDevices": [2], "extraDevices": []}),
+        "{report}"
+    );
+    // libsignal reports the server's 4401 close as ConnectionInvalidated (error code 40).
+    assert_eq!(report["device2Interrupted"], 40, "{report}");
+    assert_eq!(report["keysAfterRemoval"], 404, "{report}");
+    // The server closed the provisioning socket after the envelope's ack (1000 "Closed" on the wire, see
+    // the_provisioning_relay_delivers_once); libsignal-net reports a server-initiated close as IoError (21).
+    assert_eq!(report["provisioningClose"], 21, "{report}");
+    let alice = app
+        .state
+        .store
+        .account(users[0]["aci"].as_str().unwrap().parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(alice.devices.len(), 1);
+}
