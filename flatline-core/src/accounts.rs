@@ -17,7 +17,8 @@ pub enum AccountError {
     /// Only the primary device may do this (403).
     #[error("only the primary device may do this")]
     PrimaryRequired,
-    /// The account disappeared while the request ran (401: its credentials no longer exist).
+    /// The account or the device disappeared (or was replaced) while the request ran (401: its credentials no
+    /// longer exist).
     #[error("account no longer exists")]
     Gone,
     /// The store failed.
@@ -45,11 +46,9 @@ impl Accounts {
         raw: RawAccountAttributes,
     ) -> Result<(), AccountError> {
         let attributes = AccountAttributes::validate(raw)?;
-        if self
-            .store
-            .update_attributes(caller.account.aci, caller.device_id, &attributes)
-            .await?
-        {
+        let writer = crate::store::DeviceGeneration::of(&caller.account, caller.device_id)
+            .ok_or(AccountError::Gone)?;
+        if self.store.update_attributes(&writer, &attributes).await? {
             Ok(())
         } else {
             Err(AccountError::Gone)

@@ -100,6 +100,9 @@ pub enum KeyError {
     /// A signature did not verify under the identity key.
     #[error("Invalid signature")]
     BadSignature,
+    /// The device that authenticated was removed or replaced while the request ran (401).
+    #[error("the device no longer exists")]
+    DeviceGone,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -312,14 +315,17 @@ impl KeyService {
         raw: &RawKeyUpload,
     ) -> Result<(), KeyError> {
         let upload = validate_upload(caller.account.identity_key(identity), raw)?;
-        self.store
-            .store_keys(
-                Self::owner(&caller.account, identity),
-                caller.device_id,
-                &upload,
-            )
-            .await?;
-        Ok(())
+        let writer = crate::store::DeviceGeneration::of(&caller.account, caller.device_id)
+            .ok_or(KeyError::DeviceGone)?;
+        if self
+            .store
+            .store_keys_as(&writer, Self::owner(&caller.account, identity), &upload)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(KeyError::DeviceGone)
+        }
     }
 
     /// Remaining one-time keys of the calling device.

@@ -113,12 +113,11 @@ pub trait AccountStore: Send + Sync {
     /// The account holding `principal`.
     async fn account_by_principal(&self, principal: &Principal) -> StoreResult<Option<Account>>;
 
-    /// Applies attributes: the device-level part to `device`, the account-level part to the account.
-    /// Returns false when the account or device does not exist.
+    /// Applies attributes: the device-level part to the device, the account-level part to the account.
+    /// Returns false (writing nothing) when that generation of the device does not exist.
     async fn update_attributes(
         &self,
-        aci: Aci,
-        device: DeviceId,
+        writer: &DeviceGeneration,
         attributes: &AccountAttributes,
     ) -> StoreResult<bool>;
 
@@ -143,6 +142,31 @@ pub trait AccountStore: Send + Sync {
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
 }
 
+/// A device as a request authenticated it. Writes made on its behalf apply only while that same device exists: the
+/// credential salt is drawn afresh for every device (registration, re-registration, each link), so a request
+/// authenticated just before its device was removed, relinked under the same id or replaced by a re-registration
+/// writes nothing (security review F-10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceGeneration {
+    /// The account.
+    pub aci: Aci,
+    /// The device id.
+    pub device: DeviceId,
+    /// The device's credential salt when it authenticated.
+    pub credential_salt: String,
+}
+
+impl DeviceGeneration {
+    /// The generation of `device` of `account`, if it has that device.
+    pub fn of(account: &crate::account::Account, device: DeviceId) -> Option<Self> {
+        account.device(device).map(|d| DeviceGeneration {
+            aci: account.aci,
+            device,
+            credential_salt: d.credential.salt.clone(),
+        })
+    }
+}
+
 /// Prekeys, partitioned by identity (an ACI or a PNI) and device.
 #[async_trait]
 pub trait KeyStore: Send + Sync {
@@ -154,6 +178,15 @@ pub trait KeyStore: Send + Sync {
         device: DeviceId,
         upload: &KeyUpload,
     ) -> StoreResult<()>;
+
+    /// [`KeyStore::store_keys`] for `owner` (the writer's ACI or PNI) and the writer's device, applied only while
+    /// that generation of the device exists (checked in the same transaction); false, writing nothing, otherwise.
+    async fn store_keys_as(
+        &self,
+        writer: &DeviceGeneration,
+        owner: ServiceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<bool>;
 
     /// Atomically removes and returns the lowest-id one-time EC key and the lowest-id one-time Kyber key, if any.
     /// Concurrent callers never receive the same key.

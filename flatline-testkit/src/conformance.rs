@@ -11,7 +11,7 @@ use flatline_core::account::{AccountAttributes, RawAccountAttributes};
 use flatline_core::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
 use flatline_core::keys::{KeyCounts, KeyUpload};
 use flatline_core::ratelimit::{Admission, BucketConfig};
-use flatline_core::store::{Conflict, Store, StoreError};
+use flatline_core::store::{Conflict, DeviceGeneration, Store, StoreError};
 use flatline_core::time::Timestamp;
 
 mod server_state;
@@ -74,7 +74,7 @@ macro_rules! conformance_suite {
             concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle,
             link_assigns_lowest_free_id_and_reuses_it_clean, link_refusals_write_nothing, used_token_markers_expire,
             device_linked_with_token, concurrent_links_for_the_last_slot_one_wins,
-            concurrent_links_with_one_token_link_once, set_device_capabilities);
+            concurrent_links_with_one_token_link_once, set_device_capabilities, key_writes_need_the_current_device);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(
@@ -195,6 +195,7 @@ pub async fn update_attributes(store: Arc<dyn Store>) {
     let rng = rng();
     let new = new_account(&rng, "alice", "pw", T0);
     let aci = new.account.aci;
+    let primary = DeviceGeneration::of(&new.account, DeviceId::PRIMARY).unwrap();
     store.create_account(new).await.unwrap();
     let attrs = AccountAttributes::validate(RawAccountAttributes {
         fetches_messages: false,
@@ -207,28 +208,114 @@ pub async fn update_attributes(store: Arc<dyn Store>) {
         capabilities: vec![("storage".into(), true), ("spqr".into(), true)],
     })
     .unwrap();
-    assert!(
-        store
-            .update_attributes(aci, DeviceId::PRIMARY, &attrs)
-            .await
-            .unwrap()
-    );
+    assert!(store.update_attributes(&primary, &attrs).await.unwrap());
     let a = store.account(aci).await.unwrap().unwrap();
     assert_eq!(a.settings, attrs.account);
     assert_eq!(a.devices[0].settings, attrs.device);
     assert_eq!(a.devices[0].capabilities, attrs.capabilities);
     assert!(a.storage_capable());
+    // Another device, another account, or another generation of the same device: nothing written.
+    let other = AccountAttributes::validate(RawAccountAttributes {
+        registration_id: 5,
+        ..RawAccountAttributes::default()
+    })
+    .unwrap();
+    let stale = [
+        DeviceGeneration {
+            device: DeviceId::new(2).unwrap(),
+            ..primary.clone()
+        },
+        DeviceGeneration {
+            aci: Aci::random(&rng),
+            ..primary.clone()
+        },
+        DeviceGeneration {
+            credential_salt: "00".repeat(16),
+            ..primary.clone()
+        },
+    ];
+    for writer in &stale {
+        assert!(
+            !store.update_attributes(writer, &other).await.unwrap(),
+            "{writer:?}"
+        );
+    }
+    assert_eq!(store.account(aci).await.unwrap().unwrap(), a);
+}
+
+/// Keys are written on a device's behalf only while that generation of the device exists (security review F-10):
+/// after the device is removed, or replaced by a re-registration or a new link under the same id, a writer that
+/// authenticated before writes nothing.
+pub async fn key_writes_need_the_current_device(store: Arc<dyn Store>) {
+    let rng = rng();
+    let new = new_account(&rng, "alice", "pw", T0);
+    let (aci, pni) = (new.account.aci, new.account.pni);
+    let primary = DeviceGeneration::of(&new.account, DeviceId::PRIMARY).unwrap();
+    store.create_account(new).await.unwrap();
+    let upload = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 10)]),
+        kem: Some(vec![fake_kem(&rng, 20)]),
+        ..KeyUpload::default()
+    };
     assert!(
-        !store
-            .update_attributes(aci, DeviceId::new(2).unwrap(), &attrs)
+        store
+            .store_keys_as(&primary, ServiceId::Pni(pni), &upload)
             .await
             .unwrap()
     );
+    assert_eq!(
+        store
+            .key_counts(ServiceId::Pni(pni), DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        KeyCounts { ec: 1, kem: 1 }
+    );
+    let stale = DeviceGeneration {
+        credential_salt: "00".repeat(16),
+        ..primary.clone()
+    };
+    let other_upload = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 11), fake_ec(&rng, 12)]),
+        signed: Some(fake_signed_ec(&rng, 99)),
+        ..KeyUpload::default()
+    };
     assert!(
         !store
-            .update_attributes(Aci::random(&rng), DeviceId::PRIMARY, &attrs)
+            .store_keys_as(&stale, ServiceId::Aci(aci), &other_upload)
             .await
             .unwrap()
+    );
+    assert_eq!(
+        store
+            .key_counts(ServiceId::Aci(aci), DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        KeyCounts::default()
+    );
+    assert_ne!(
+        store
+            .signed_pre_key(ServiceId::Aci(aci), DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        other_upload.signed
+    );
+    // A device that does not exist (never linked, or removed) cannot be written for either.
+    let absent = DeviceGeneration {
+        device: DeviceId::new(3).unwrap(),
+        ..primary.clone()
+    };
+    assert!(
+        !store
+            .store_keys_as(&absent, ServiceId::Aci(aci), &upload)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .key_counts(ServiceId::Aci(aci), DeviceId::new(3).unwrap())
+            .await
+            .unwrap(),
+        KeyCounts::default()
     );
 }
 

@@ -34,6 +34,7 @@ fn key_error(e: KeyError) -> ApiError {
             "invalid_signature",
             "Invalid signature",
         ),
+        KeyError::DeviceGone => ApiError::unauthorized(),
         KeyError::Store(s) => ApiError::internal(&s),
     }
 }

@@ -654,3 +654,100 @@ async fn a_libsignal_device_links_and_receives() {
         .unwrap();
     assert_eq!(alice.devices.len(), 1);
 }
+
+/// Security review F-10: a request that authenticated as a device just before the device was removed and its id
+/// given to a new device (or before a re-registration replaced it) writes neither keys nor attributes into the new
+/// device. The authentication snapshot is taken, then the device is replaced, then the write runs.
+#[tokio::test]
+async fn a_stale_authentication_writes_nothing_into_a_new_device() {
+    use flatline_core::account::RawAccountAttributes;
+    use flatline_core::auth::AuthenticatedDevice;
+    use flatline_core::ids::{IdentityType, ServiceId};
+    use flatline_core::keys::{KeyError, RawKeyUpload};
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = app.seed("alice").await;
+        let primary = alice.basic_auth(UsernameForm::Aci);
+        let (token, _) = code(&app, &alice).await;
+        assert_eq!(
+            link(&app, &alice, &token, NEW_PASSWORD, 300).await.status,
+            StatusCode::OK
+        );
+        let stale = AuthenticatedDevice {
+            account: app.state.store.account(alice.aci).await.unwrap().unwrap(),
+            device_id: DeviceId::new(2).unwrap(),
+        };
+        // Device 2 goes and a new device 2 arrives.
+        assert_eq!(
+            delete(&app, "/v1/devices/2", &primary).await.status,
+            StatusCode::NO_CONTENT
+        );
+        app.clock.advance(Duration::from_millis(1));
+        let (token, _) = code(&app, &alice).await;
+        assert_eq!(
+            link(&app, &alice, &token, NEW_PASSWORD, 400).await.json()["deviceId"],
+            2
+        );
+        let owner = ServiceId::Aci(alice.aci);
+        let two = DeviceId::new(2).unwrap();
+        let signed_before = app.state.store.signed_pre_key(owner, two).await.unwrap();
+
+        let raw = |k: &flatline_core::keys::SignedPreKey| flatline_core::keys::RawKey {
+            key_id: i64::from(k.key_id.get()),
+            public_key: k.public_key.clone(),
+            signature: k.signature.clone(),
+        };
+        let upload = RawKeyUpload {
+            ec: vec![],
+            signed: Some(raw(&alice.signed_ec(
+                IdentityType::Aci,
+                55,
+                app.rng.as_ref(),
+            ))),
+            kem: vec![raw(&alice.kem(IdentityType::Aci, 56, app.rng.as_ref()))],
+            last_resort: None,
+        };
+        let r = app
+            .state
+            .keys
+            .upload(&stale, IdentityType::Aci, &upload)
+            .await;
+        assert!(matches!(r, Err(KeyError::DeviceGone)), "{backend:?}: {r:?}");
+        assert_eq!(
+            app.state.store.signed_pre_key(owner, two).await.unwrap(),
+            signed_before
+        );
+        assert_eq!(app.state.store.key_counts(owner, two).await.unwrap().kem, 0);
+
+        let attributes = RawAccountAttributes {
+            registration_id: 999,
+            fetches_messages: true,
+            ..RawAccountAttributes::default()
+        };
+        assert!(
+            app.state
+                .accounts
+                .set_attributes(&stale, attributes)
+                .await
+                .is_err()
+        );
+        let account = app.state.store.account(alice.aci).await.unwrap().unwrap();
+        assert_eq!(
+            account.device(two).unwrap().settings.registration_id,
+            400,
+            "{backend:?}"
+        );
+
+        // The current device itself still writes.
+        let current = AuthenticatedDevice {
+            account,
+            device_id: two,
+        };
+        app.state
+            .keys
+            .upload(&current, IdentityType::Aci, &upload)
+            .await
+            .unwrap();
+        assert_eq!(app.state.store.key_counts(owner, two).await.unwrap().kem, 1);
+    }
+}

@@ -19,7 +19,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, KeyStore, NewAccount, RateLimitStore, StoreError, StoreResult,
+    AccountStore, Conflict, DeviceGeneration, KeyStore, NewAccount, RateLimitStore, StoreError,
+    StoreResult,
 };
 use flatline_core::time::Timestamp;
 
@@ -54,6 +55,25 @@ struct State {
 impl State {
     fn remove_keys_of(&mut self, owner: ServiceId) {
         self.keys.retain(|(o, _), _| *o != owner);
+    }
+
+    fn put_keys(&mut self, owner: ServiceId, device: DeviceId, upload: &KeyUpload) {
+        let entry = self.keys.entry((owner, device)).or_default();
+        if let Some(ec) = &upload.ec {
+            entry.ec = ec
+                .iter()
+                .map(|k| (k.key_id, k.public_key.clone()))
+                .collect();
+        }
+        if let Some(kem) = &upload.kem {
+            entry.kem = kem.iter().map(|k| (k.key_id, k.clone())).collect();
+        }
+        if let Some(signed) = &upload.signed {
+            entry.signed = Some(signed.clone());
+        }
+        if let Some(last_resort) = &upload.last_resort {
+            entry.last_resort = Some(last_resort.clone());
+        }
     }
 }
 
@@ -125,15 +145,18 @@ impl AccountStore for MemoryStore {
 
     async fn update_attributes(
         &self,
-        aci: Aci,
-        device: DeviceId,
+        writer: &DeviceGeneration,
         attributes: &AccountAttributes,
     ) -> StoreResult<bool> {
         let mut s = self.state();
-        let Some(account) = s.accounts.get_mut(&aci) else {
+        let Some(account) = s.accounts.get_mut(&writer.aci) else {
             return Ok(false);
         };
-        let Some(d) = account.devices.iter_mut().find(|d| d.id == device) else {
+        let Some(d) = account
+            .devices
+            .iter_mut()
+            .find(|d| d.id == writer.device && d.credential.salt == writer.credential_salt)
+        else {
             return Ok(false);
         };
         d.settings = attributes.device.clone();
@@ -198,24 +221,26 @@ impl KeyStore for MemoryStore {
         device: DeviceId,
         upload: &KeyUpload,
     ) -> StoreResult<()> {
-        let mut s = self.state();
-        let entry = s.keys.entry((owner, device)).or_default();
-        if let Some(ec) = &upload.ec {
-            entry.ec = ec
-                .iter()
-                .map(|k| (k.key_id, k.public_key.clone()))
-                .collect();
-        }
-        if let Some(kem) = &upload.kem {
-            entry.kem = kem.iter().map(|k| (k.key_id, k.clone())).collect();
-        }
-        if let Some(signed) = &upload.signed {
-            entry.signed = Some(signed.clone());
-        }
-        if let Some(last_resort) = &upload.last_resort {
-            entry.last_resort = Some(last_resort.clone());
-        }
+        self.state().put_keys(owner, device, upload);
         Ok(())
+    }
+
+    async fn store_keys_as(
+        &self,
+        writer: &DeviceGeneration,
+        owner: ServiceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<bool> {
+        let mut s = self.state();
+        let current = s
+            .accounts
+            .get(&writer.aci)
+            .and_then(|a| a.device(writer.device))
+            .is_some_and(|d| d.credential.salt == writer.credential_salt);
+        if current {
+            s.put_keys(owner, writer.device, upload);
+        }
+        Ok(current)
     }
 
     async fn take_one_time_keys(

@@ -23,8 +23,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, InitialKeys, KeyStore, NewAccount, RateLimitStore, StoreError,
-    StoreResult,
+    AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
+    StoreError, StoreResult,
 };
 use flatline_core::time::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -604,15 +604,15 @@ impl AccountStore for PgStore {
 
     async fn update_attributes(
         &self,
-        aci: Aci,
-        device: DeviceId,
+        writer: &DeviceGeneration,
         attributes: &AccountAttributes,
     ) -> StoreResult<bool> {
+        let (aci, device) = (writer.aci, writer.device);
         let mut tx = self.pool.begin().await.map_err(db)?;
         let d = &attributes.device;
         let updated = sqlx::query(
             "UPDATE devices SET registration_id = $1, pni_registration_id = $2, name = $3, fetches_messages = $4,
-             capabilities = $5 WHERE aci = $6 AND device_id = $7",
+             capabilities = $5 WHERE aci = $6 AND device_id = $7 AND credential_salt = $8",
         )
         .bind(i64::from(d.registration_id))
         .bind(i64::from(d.pni_registration_id))
@@ -621,6 +621,7 @@ impl AccountStore for PgStore {
         .bind(join_capabilities(&attributes.capabilities))
         .bind(aci.as_bytes().to_vec())
         .bind(i64::from(device.get()))
+        .bind(&writer.credential_salt)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -730,42 +731,58 @@ fn dedup<T>(keys: impl IntoIterator<Item = (KeyId, T)>) -> BTreeMap<KeyId, T> {
     keys.into_iter().collect()
 }
 
-#[async_trait]
-impl KeyStore for PgStore {
-    async fn store_keys(
-        &self,
-        owner: ServiceId,
-        device: DeviceId,
-        upload: &KeyUpload,
-    ) -> StoreResult<()> {
-        let identity = identity_code(owner);
-        let owner_b = owner_bytes(owner);
-        let dev = i64::from(device.get());
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        // Serializes uploads to one device across processes: without it, two "replace" uploads racing under
-        // READ COMMITTED could each delete only the rows they saw and leave the union of both lists.
-        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext(encode($2, 'hex') || ':' || $3 || ':' || $4))")
-            .bind(KEY_UPLOAD_LOCK_CLASS)
-            .bind(&owner_b)
-            .bind(identity)
-            .bind(dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        if let Some(ec) = &upload.ec {
-            sqlx::query(
-                "DELETE FROM one_time_ec_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
-            )
-            .bind(identity)
-            .bind(&owner_b)
-            .bind(dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            let keys = dedup(ec.iter().map(|k| (k.key_id, &k.public_key)));
-            let ids: Vec<i64> = keys.keys().map(|k| i64::from(k.get())).collect();
-            let publics: Vec<Vec<u8>> = keys.values().map(|p| (*p).clone()).collect();
-            sqlx::query(
+/// Whether `writer`'s generation of its device still exists (inside the writing transaction; on PostgreSQL the
+/// row is share-locked, so a removal or re-registration waits for this write and then deletes what it wrote).
+async fn device_is_current(
+    tx: &mut Transaction<'_, Postgres>,
+    writer: &DeviceGeneration,
+) -> StoreResult<bool> {
+    Ok(sqlx::query("SELECT 1 FROM devices WHERE aci = $1 AND device_id = $2 AND credential_salt = $3 FOR SHARE")
+        .bind(writer.aci.as_bytes().to_vec())
+        .bind(i64::from(writer.device.get()))
+        .bind(&writer.credential_salt)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(db)?
+        .is_some())
+}
+
+/// An upload's writes (see [`KeyStore::store_keys`]), inside the caller's transaction.
+async fn write_keys(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: ServiceId,
+    device: DeviceId,
+    upload: &KeyUpload,
+) -> StoreResult<()> {
+    let identity = identity_code(owner);
+    let owner_b = owner_bytes(owner);
+    let dev = i64::from(device.get());
+    // Serializes uploads to one device across processes: without it, two "replace" uploads racing under
+    // READ COMMITTED could each delete only the rows they saw and leave the union of both lists.
+    sqlx::query(
+        "SELECT pg_advisory_xact_lock($1, hashtext(encode($2, 'hex') || ':' || $3 || ':' || $4))",
+    )
+    .bind(KEY_UPLOAD_LOCK_CLASS)
+    .bind(&owner_b)
+    .bind(identity)
+    .bind(dev)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    if let Some(ec) = &upload.ec {
+        sqlx::query(
+            "DELETE FROM one_time_ec_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
+        )
+        .bind(identity)
+        .bind(&owner_b)
+        .bind(dev)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        let keys = dedup(ec.iter().map(|k| (k.key_id, &k.public_key)));
+        let ids: Vec<i64> = keys.keys().map(|k| i64::from(k.get())).collect();
+        let publics: Vec<Vec<u8>> = keys.values().map(|p| (*p).clone()).collect();
+        sqlx::query(
                 "INSERT INTO one_time_ec_keys (identity, owner, device_id, key_id, public_key)
                  SELECT $1, $2, $3, k.key_id, k.public_key FROM UNNEST($4::BIGINT[], $5::BYTEA[]) AS k (key_id, public_key)",
             )
@@ -774,25 +791,25 @@ impl KeyStore for PgStore {
             .bind(dev)
             .bind(&ids)
             .bind(&publics)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db)?;
-        }
-        if let Some(kem) = &upload.kem {
-            sqlx::query(
-                "DELETE FROM one_time_kem_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
-            )
-            .bind(identity)
-            .bind(&owner_b)
-            .bind(dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            let keys = dedup(kem.iter().map(|k| (k.key_id, k)));
-            let ids: Vec<i64> = keys.keys().map(|k| i64::from(k.get())).collect();
-            let publics: Vec<Vec<u8>> = keys.values().map(|k| k.public_key.clone()).collect();
-            let signatures: Vec<Vec<u8>> = keys.values().map(|k| k.signature.clone()).collect();
-            sqlx::query(
+    }
+    if let Some(kem) = &upload.kem {
+        sqlx::query(
+            "DELETE FROM one_time_kem_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
+        )
+        .bind(identity)
+        .bind(&owner_b)
+        .bind(dev)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        let keys = dedup(kem.iter().map(|k| (k.key_id, k)));
+        let ids: Vec<i64> = keys.keys().map(|k| i64::from(k.get())).collect();
+        let publics: Vec<Vec<u8>> = keys.values().map(|k| k.public_key.clone()).collect();
+        let signatures: Vec<Vec<u8>> = keys.values().map(|k| k.signature.clone()).collect();
+        sqlx::query(
                 "INSERT INTO one_time_kem_keys (identity, owner, device_id, key_id, public_key, signature)
                  SELECT $1, $2, $3, k.key_id, k.public_key, k.signature
                  FROM UNNEST($4::BIGINT[], $5::BYTEA[], $6::BYTEA[]) AS k (key_id, public_key, signature)",
@@ -803,17 +820,45 @@ impl KeyStore for PgStore {
             .bind(&ids)
             .bind(&publics)
             .bind(&signatures)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await
             .map_err(db)?;
-        }
-        if let Some(k) = &upload.signed {
-            put_signed(&mut tx, owner, device, SIGNED_EC, k).await?;
-        }
-        if let Some(k) = &upload.last_resort {
-            put_signed(&mut tx, owner, device, LAST_RESORT, k).await?;
-        }
+    }
+    if let Some(k) = &upload.signed {
+        put_signed(tx, owner, device, SIGNED_EC, k).await?;
+    }
+    if let Some(k) = &upload.last_resort {
+        put_signed(tx, owner, device, LAST_RESORT, k).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for PgStore {
+    async fn store_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        write_keys(&mut tx, owner, device, upload).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn store_keys_as(
+        &self,
+        writer: &DeviceGeneration,
+        owner: ServiceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        if !device_is_current(&mut tx, writer).await? {
+            return Ok(false);
+        }
+        write_keys(&mut tx, owner, writer.device, upload).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn take_one_time_keys(

@@ -17,8 +17,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, InitialKeys, KeyStore, NewAccount, RateLimitStore, StoreError,
-    StoreResult,
+    AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
+    StoreError, StoreResult,
 };
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::{
@@ -485,10 +485,10 @@ impl AccountStore for SqliteStore {
 
     async fn update_attributes(
         &self,
-        aci: Aci,
-        device: DeviceId,
+        writer: &DeviceGeneration,
         attributes: &AccountAttributes,
     ) -> StoreResult<bool> {
+        let (aci, device) = (writer.aci, writer.device);
         let mut tx = self
             .writer
             .begin_with("BEGIN IMMEDIATE")
@@ -497,7 +497,7 @@ impl AccountStore for SqliteStore {
         let d = &attributes.device;
         let updated = sqlx::query(
             "UPDATE devices SET registration_id = ?, pni_registration_id = ?, name = ?, fetches_messages = ?,
-             capabilities = ? WHERE aci = ? AND device_id = ?",
+             capabilities = ? WHERE aci = ? AND device_id = ? AND credential_salt = ?",
         )
         .bind(i64::from(d.registration_id))
         .bind(i64::from(d.pni_registration_id))
@@ -506,6 +506,7 @@ impl AccountStore for SqliteStore {
         .bind(join_capabilities(&attributes.capabilities))
         .bind(aci.as_bytes().to_vec())
         .bind(i64::from(device.get()))
+        .bind(&writer.credential_salt)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -603,34 +604,46 @@ impl AccountStore for SqliteStore {
     }
 }
 
-#[async_trait]
-impl KeyStore for SqliteStore {
-    async fn store_keys(
-        &self,
-        owner: ServiceId,
-        device: DeviceId,
-        upload: &KeyUpload,
-    ) -> StoreResult<()> {
-        let identity = identity_code(owner);
-        let owner_bytes = owner.uuid().as_bytes().to_vec();
-        let dev = i64::from(device.get());
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
-        if let Some(ec) = &upload.ec {
+/// Whether `writer`'s generation of its device still exists (inside the writing transaction; on PostgreSQL the
+/// row is share-locked, so a removal or re-registration waits for this write and then deletes what it wrote).
+async fn device_is_current(
+    tx: &mut Transaction<'_, Sqlite>,
+    writer: &DeviceGeneration,
+) -> StoreResult<bool> {
+    Ok(sqlx::query(
+        "SELECT 1 FROM devices WHERE aci = $1 AND device_id = $2 AND credential_salt = $3",
+    )
+    .bind(writer.aci.as_bytes().to_vec())
+    .bind(i64::from(writer.device.get()))
+    .bind(&writer.credential_salt)
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(db)?
+    .is_some())
+}
+
+/// An upload's writes (see [`KeyStore::store_keys`]), inside the caller's transaction.
+async fn write_keys(
+    tx: &mut Transaction<'_, Sqlite>,
+    owner: ServiceId,
+    device: DeviceId,
+    upload: &KeyUpload,
+) -> StoreResult<()> {
+    let identity = identity_code(owner);
+    let owner_bytes = owner.uuid().as_bytes().to_vec();
+    let dev = i64::from(device.get());
+    if let Some(ec) = &upload.ec {
+        sqlx::query(
+            "DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?",
+        )
+        .bind(identity)
+        .bind(&owner_bytes)
+        .bind(dev)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        for k in ec {
             sqlx::query(
-                "DELETE FROM one_time_ec_keys WHERE identity = ? AND owner = ? AND device_id = ?",
-            )
-            .bind(identity)
-            .bind(&owner_bytes)
-            .bind(dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            for k in ec {
-                sqlx::query(
                     "INSERT OR REPLACE INTO one_time_ec_keys (identity, owner, device_id, key_id, public_key) VALUES (?,?,?,?,?)",
                 )
                 .bind(identity)
@@ -638,23 +651,23 @@ impl KeyStore for SqliteStore {
                 .bind(dev)
                 .bind(i64::from(k.key_id.get()))
                 .bind(&k.public_key)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-            }
         }
-        if let Some(kem) = &upload.kem {
+    }
+    if let Some(kem) = &upload.kem {
+        sqlx::query(
+            "DELETE FROM one_time_kem_keys WHERE identity = ? AND owner = ? AND device_id = ?",
+        )
+        .bind(identity)
+        .bind(&owner_bytes)
+        .bind(dev)
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        for k in kem {
             sqlx::query(
-                "DELETE FROM one_time_kem_keys WHERE identity = ? AND owner = ? AND device_id = ?",
-            )
-            .bind(identity)
-            .bind(&owner_bytes)
-            .bind(dev)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            for k in kem {
-                sqlx::query(
                     "INSERT OR REPLACE INTO one_time_kem_keys (identity, owner, device_id, key_id, public_key, signature)
                      VALUES (?,?,?,?,?,?)",
                 )
@@ -664,18 +677,54 @@ impl KeyStore for SqliteStore {
                 .bind(i64::from(k.key_id.get()))
                 .bind(&k.public_key)
                 .bind(&k.signature)
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .map_err(db)?;
-            }
         }
-        if let Some(k) = &upload.signed {
-            put_signed(&mut tx, owner, device, SIGNED_EC, k).await?;
-        }
-        if let Some(k) = &upload.last_resort {
-            put_signed(&mut tx, owner, device, LAST_RESORT, k).await?;
-        }
+    }
+    if let Some(k) = &upload.signed {
+        put_signed(tx, owner, device, SIGNED_EC, k).await?;
+    }
+    if let Some(k) = &upload.last_resort {
+        put_signed(tx, owner, device, LAST_RESORT, k).await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl KeyStore for SqliteStore {
+    async fn store_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<()> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        write_keys(&mut tx, owner, device, upload).await?;
         tx.commit().await.map_err(db)
+    }
+
+    async fn store_keys_as(
+        &self,
+        writer: &DeviceGeneration,
+        owner: ServiceId,
+        upload: &KeyUpload,
+    ) -> StoreResult<bool> {
+        let mut tx = self
+            .writer
+            .begin_with("BEGIN IMMEDIATE")
+            .await
+            .map_err(db)?;
+        if !device_is_current(&mut tx, writer).await? {
+            return Ok(false);
+        }
+        write_keys(&mut tx, owner, writer.device, upload).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn take_one_time_keys(
