@@ -308,7 +308,7 @@ async fn racing_redemptions_of_one_use_invite() {
 
 /// Creation, listing, rotation and deletion of contact invites; refused input changes nothing.
 #[tokio::test]
-async fn contact_invite_lifecycle() {
+pub async fn contact_invite_lifecycle() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -458,7 +458,7 @@ async fn contact_invite_lifecycle() {
 
 /// Redemption refusals: no credentials, garbage, own invite, rate limit.
 #[tokio::test]
-async fn redeem_refusals() {
+pub async fn redeem_refusals() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -611,7 +611,7 @@ async fn introductions_follow_the_recipient_policy() {
 
 /// Direct grants, blocks, policy validation and switching back to open.
 #[tokio::test]
-async fn grants_blocks_and_policy_switch() {
+pub async fn grants_blocks_and_policy_switch() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -735,7 +735,7 @@ async fn grants_blocks_and_policy_switch() {
 
 /// Unidentified fetches of invite_only accounts need the real access key; unrestricted access is ignored.
 #[tokio::test]
-async fn unidentified_access_of_invite_only_accounts() {
+pub async fn unidentified_access_of_invite_only_accounts() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;

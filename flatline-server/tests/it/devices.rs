@@ -75,7 +75,7 @@ async fn delete(app: &TestApp, uri: &str, auth: &str) -> Response {
 }
 
 #[tokio::test]
-async fn link_list_and_remove_a_device() {
+pub async fn link_list_and_remove_a_device() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
@@ -180,7 +180,7 @@ async fn link_list_and_remove_a_device() {
 }
 
 #[tokio::test]
-async fn bad_links_change_nothing() {
+pub async fn bad_links_change_nothing() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
@@ -264,7 +264,7 @@ async fn bad_links_change_nothing() {
 }
 
 #[tokio::test]
-async fn capabilities_are_per_device() {
+pub async fn capabilities_are_per_device() {
     let app = TestApp::new(Backend::Sqlite).await;
     let alice = app.seed("alice").await;
     let primary = alice.basic_auth(UsernameForm::Aci);

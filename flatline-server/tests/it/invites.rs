@@ -50,7 +50,7 @@ fn status(r: &Response) -> (u16, String) {
 }
 
 #[tokio::test]
-async fn create_list_and_revoke() {
+pub async fn create_list_and_revoke() {
     for backend in Backend::ALL {
         let mut config = Config::default();
         young_ok(&mut config);
@@ -186,7 +186,7 @@ async fn create_list_and_revoke() {
 }
 
 #[tokio::test]
-async fn bad_requests_change_nothing() {
+pub async fn bad_requests_change_nothing() {
     for backend in Backend::ALL {
         let mut config = Config::default();
         young_ok(&mut config);

@@ -165,7 +165,7 @@ async fn set_invite_only(app: &TestApp, who: &User) {
 }
 
 #[tokio::test]
-async fn two_accounts_exchange_messages_and_receipts() {
+pub async fn two_accounts_exchange_messages_and_receipts() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = seed(&app, "alice").await;
@@ -248,7 +248,7 @@ async fn two_accounts_exchange_messages_and_receipts() {
 }
 
 #[tokio::test]
-async fn device_mismatches_answer_409_and_410_with_their_bodies() {
+pub async fn device_mismatches_answer_409_and_410_with_their_bodies() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = seed(&app, "alice").await;
@@ -339,7 +339,7 @@ async fn device_mismatches_answer_409_and_410_with_their_bodies() {
 }
 
 #[tokio::test]
-async fn authorization_and_validation_statuses() {
+pub async fn authorization_and_validation_statuses() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = seed(&app, "alice").await;
@@ -465,7 +465,7 @@ async fn authorization_and_validation_statuses() {
 }
 
 #[tokio::test]
-async fn sync_messages_and_needs_sync() {
+pub async fn sync_messages_and_needs_sync() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = seed_with(&app, "alice", 2, None, false).await;
@@ -536,7 +536,7 @@ async fn sync_messages_and_needs_sync() {
 }
 
 #[tokio::test]
-async fn invite_only_accounts_refuse_strangers_before_the_device_check() {
+pub async fn invite_only_accounts_refuse_strangers_before_the_device_check() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = seed_with(&app, "bob", 2, Some([3; 16]), true).await;
@@ -723,7 +723,7 @@ async fn unacknowledged_messages_expire_after_the_ttl() {
 }
 
 #[tokio::test]
-async fn sealed_sends_with_the_access_key_carry_no_sender() {
+pub async fn sealed_sends_with_the_access_key_carry_no_sender() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = seed_with(&app, "bob", 1, Some([9; 16]), false).await;
@@ -1120,7 +1120,7 @@ async fn a_send_to_six_devices_at_the_size_limit_fits_the_body_limit() {
 }
 
 #[tokio::test]
-async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
+pub async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
     use flatline_core::messages::MessageGuid;
     use flatline_core::messages::store::{InsertOutcome, NewMessage};
     let app = TestApp::new(Backend::Sqlite).await;

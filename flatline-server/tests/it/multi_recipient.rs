@@ -232,7 +232,7 @@ async fn a_libsignal_multi_recipient_message_reaches_every_device() {
 }
 
 #[tokio::test]
-async fn statuses_and_bodies_in_order() {
+pub async fn statuses_and_bodies_in_order() {
     let app = TestApp::new(Backend::Memory).await;
     let (bob_key, carol_key) = ([1u8; 16], [2u8; 16]);
     let bob = seed(

@@ -61,7 +61,7 @@ async fn get_with(app: &TestApp, uri: &str, headers: &[(&str, &str)]) -> crate::
 }
 
 #[tokio::test]
-async fn set_and_read_authenticated_and_with_the_access_key() {
+pub async fn set_and_read_authenticated_and_with_the_access_key() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;
@@ -206,7 +206,7 @@ async fn set_and_read_authenticated_and_with_the_access_key() {
 }
 
 #[tokio::test]
-async fn wrong_sizes_are_422_and_the_old_profile_stays() {
+pub async fn wrong_sizes_are_422_and_the_old_profile_stays() {
     let app = TestApp::new(Backend::Sqlite).await;
     let bob = app.seed("bob").await;
     let auth = bob.basic_auth(UsernameForm::Aci);
@@ -269,7 +269,7 @@ async fn wrong_sizes_are_422_and_the_old_profile_stays() {
 }
 
 #[tokio::test]
-async fn invite_only_accounts_show_strangers_only_the_base_profile() {
+pub async fn invite_only_accounts_show_strangers_only_the_base_profile() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let bob = app.seed("bob").await;

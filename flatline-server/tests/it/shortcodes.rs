@@ -101,7 +101,7 @@ fn roomy() -> Config {
 }
 
 #[tokio::test]
-async fn create_list_redeem_once_and_revoke() {
+pub async fn create_list_redeem_once_and_revoke() {
     for backend in Backend::ALL {
         let app = TestApp::with_config(backend, roomy()).await;
         let bob = app.seed("bob").await;
@@ -274,7 +274,7 @@ async fn expiry_follows_the_clock() {
 }
 
 #[tokio::test]
-async fn third_failed_guess_burns() {
+pub async fn third_failed_guess_burns() {
     for backend in Backend::ALL {
         let app = TestApp::with_config(backend, roomy()).await;
         let bob = app.seed("bob").await;
@@ -321,7 +321,7 @@ async fn third_failed_guess_burns() {
 }
 
 #[tokio::test]
-async fn unusable_codes_get_identical_404s() {
+pub async fn unusable_codes_get_identical_404s() {
     for backend in Backend::ALL {
         let app = TestApp::with_config(backend, roomy()).await;
         let bob = app.seed("bob").await;

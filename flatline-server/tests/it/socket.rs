@@ -865,6 +865,152 @@ fn usernames_links_through_the_socket() {
     via_socket(crate::usernames::username_links_put_get_delete);
 }
 
+/// `chat.max_in_flight_requests`: with one request of a socket still being handled (a long poll), one more is
+/// answered 429 `too_many_requests_in_flight` with `Retry-After: 1` at once; the first is answered normally, and
+/// afterwards the socket takes requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_in_flight_limit_are_429() {
+    let app = app_with(|c| c.chat.max_in_flight_requests = 1).await;
+    let alice = app.seed("alice").await;
+    let mut socket = connected(&app, &alice).await;
+    let r = socket
+        .request("GET", "/v1/devices/provisioning/code", &[], b"")
+        .await;
+    assert_eq!(r.status, 200);
+    let identifier = json(&r.body)["tokenIdentifier"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wait = format!("/v1/devices/wait_for_linked_device/{identifier}?timeout=2");
+    socket.send_request(Some(10), "GET", &wait, &[], b"").await;
+    // Give the long poll time to be taken up by the socket before the next request arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    socket
+        .send_request(Some(11), "GET", "/v1/devices", &[], b"")
+        .await;
+    let refused = socket.response().await;
+    assert_eq!((refused.id, refused.status), (11, 429));
+    assert_eq!(header(&refused, "retry-after"), Some("1"));
+    assert_eq!(json(&refused.body)["code"], "too_many_requests_in_flight");
+    let waited = socket.response().await;
+    assert_eq!((waited.id, waited.status), (10, 204));
+    let r = socket.request("GET", "/v1/devices", &[], b"").await;
+    assert_eq!(r.status, 200);
+}
+
+/// More of the HTTP API tests, each run a second time with every request through the chat socket (see
+/// [`via_socket`]): messages, profiles, contacts, shortcodes, invites, devices, multi-recipient sends and zkgroup
+/// credentials answer through the socket exactly as over HTTP.
+#[test]
+fn the_http_api_tests_pass_through_the_socket() {
+    let tests: &[(&str, fn())] = &[
+        (
+            "messages::two_accounts_exchange_messages_and_receipts",
+            crate::messages::two_accounts_exchange_messages_and_receipts,
+        ),
+        (
+            "messages::device_mismatches_answer_409_and_410_with_their_bodies",
+            crate::messages::device_mismatches_answer_409_and_410_with_their_bodies,
+        ),
+        (
+            "messages::authorization_and_validation_statuses",
+            crate::messages::authorization_and_validation_statuses,
+        ),
+        (
+            "messages::sync_messages_and_needs_sync",
+            crate::messages::sync_messages_and_needs_sync,
+        ),
+        (
+            "messages::invite_only_accounts_refuse_strangers_before_the_device_check",
+            crate::messages::invite_only_accounts_refuse_strangers_before_the_device_check,
+        ),
+        (
+            "messages::sealed_sends_with_the_access_key_carry_no_sender",
+            crate::messages::sealed_sends_with_the_access_key_carry_no_sender,
+        ),
+        (
+            "messages::the_rest_fetch_pages_by_100_and_says_when_more_wait",
+            crate::messages::the_rest_fetch_pages_by_100_and_says_when_more_wait,
+        ),
+        (
+            "profiles::set_and_read_authenticated_and_with_the_access_key",
+            crate::profiles::set_and_read_authenticated_and_with_the_access_key,
+        ),
+        (
+            "profiles::wrong_sizes_are_422_and_the_old_profile_stays",
+            crate::profiles::wrong_sizes_are_422_and_the_old_profile_stays,
+        ),
+        (
+            "profiles::invite_only_accounts_show_strangers_only_the_base_profile",
+            crate::profiles::invite_only_accounts_show_strangers_only_the_base_profile,
+        ),
+        (
+            "contacts::contact_invite_lifecycle",
+            crate::contacts::contact_invite_lifecycle,
+        ),
+        (
+            "contacts::redeem_refusals",
+            crate::contacts::redeem_refusals,
+        ),
+        (
+            "contacts::grants_blocks_and_policy_switch",
+            crate::contacts::grants_blocks_and_policy_switch,
+        ),
+        (
+            "contacts::unidentified_access_of_invite_only_accounts",
+            crate::contacts::unidentified_access_of_invite_only_accounts,
+        ),
+        (
+            "shortcodes::create_list_redeem_once_and_revoke",
+            crate::shortcodes::create_list_redeem_once_and_revoke,
+        ),
+        (
+            "shortcodes::unusable_codes_get_identical_404s",
+            crate::shortcodes::unusable_codes_get_identical_404s,
+        ),
+        (
+            "shortcodes::third_failed_guess_burns",
+            crate::shortcodes::third_failed_guess_burns,
+        ),
+        (
+            "invites::create_list_and_revoke",
+            crate::invites::create_list_and_revoke,
+        ),
+        (
+            "invites::bad_requests_change_nothing",
+            crate::invites::bad_requests_change_nothing,
+        ),
+        (
+            "devices::link_list_and_remove_a_device",
+            crate::devices::link_list_and_remove_a_device,
+        ),
+        (
+            "devices::bad_links_change_nothing",
+            crate::devices::bad_links_change_nothing,
+        ),
+        (
+            "devices::capabilities_are_per_device",
+            crate::devices::capabilities_are_per_device,
+        ),
+        (
+            "multi_recipient::statuses_and_bodies_in_order",
+            crate::multi_recipient::statuses_and_bodies_in_order,
+        ),
+        (
+            "zk::group_credentials_cover_each_day_of_the_range",
+            crate::zk::group_credentials_cover_each_day_of_the_range,
+        ),
+        (
+            "zk::bad_ranges_are_400_and_anonymous_is_401",
+            crate::zk::bad_ranges_are_400_and_anonymous_is_401,
+        ),
+    ];
+    for (name, test) in tests {
+        eprintln!("through the socket: {name}");
+        via_socket(*test);
+    }
+}
+
 // --- Two server processes on one PostgreSQL database ---
 
 pub(crate) struct Process {

@@ -457,7 +457,22 @@ impl TestApp {
             frame_headers.push(("content-type".into(), "application/json".into()));
         }
         let mut client = match authorization {
-            Some(auth) => match WsClient::connect(addr, Some(auth)).await {
+            // Stories too: a socket that does not ask for them drops the stories its delivery loop reaches, which
+            // would change what the test's REST fetches see. (The harness never acknowledges pushes, so nothing
+            // else the loop pushes is lost.)
+            Some(auth) => match WsClient::open(
+                &format!("ws://{addr}/v1/websocket/"),
+                &[
+                    ("authorization", auth),
+                    ("x-signal-receive-stories", "true"),
+                ],
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                tokio_tungstenite::tungstenite::Error::Http(r) => r.status().as_u16(),
+                e => panic!("connect: {e}"),
+            }) {
                 Ok(c) => c,
                 Err(status) => {
                     assert_eq!(status, 403, "upgrade refused with {status}");
@@ -471,6 +486,14 @@ impl TestApp {
                 .await
                 .expect("unauthenticated socket"),
         };
+        // The upgrade's `X-Signal-Receive-Stories: true` would apply to every request of the socket; a request
+        // without its own says false, which the server treats as absent.
+        if !frame_headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-signal-receive-stories"))
+        {
+            frame_headers.push(("x-signal-receive-stories".into(), "false".into()));
+        }
         let header_refs: Vec<(&str, &str)> = frame_headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -70,7 +70,7 @@ async fn manifest_claims(app: &TestApp) -> Value {
 }
 
 #[tokio::test]
-async fn group_credentials_cover_each_day_of_the_range() {
+pub async fn group_credentials_cover_each_day_of_the_range() {
     let app = app_with_trust().await;
     let client = app.seed("alice").await;
     let auth = client.basic_auth(UsernameForm::Aci);
@@ -128,7 +128,7 @@ async fn group_credentials_cover_each_day_of_the_range() {
 }
 
 #[tokio::test]
-async fn bad_ranges_are_400_and_anonymous_is_401() {
+pub async fn bad_ranges_are_400_and_anonymous_is_401() {
     let app = app_with_trust().await;
     let client = app.seed("alice").await;
     let auth = client.basic_auth(UsernameForm::Aci);
