@@ -40,7 +40,7 @@ const NAMESPACE: &str = "attachments/";
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload_form))
-        .routes(routes!(tus_create))
+        .routes(routes!(tus_create, tus_options))
         .routes(routes!(
             download_attachment,
             tus_head,
@@ -220,6 +220,31 @@ async fn append(state: &AppState, key: &str, offset: u64, body: Body) -> Result<
 
 fn is_offset_stream(h: &HeaderMap) -> bool {
     header_str(h, "content-type").is_some_and(|v| v.starts_with("application/offset+octet-stream"))
+}
+
+/// TUS discovery: the version and extensions served, and the largest upload.
+#[utoipa::path(
+    options,
+    path = "/attachments",
+    tag = "attachments",
+    responses(
+        (status = 204, description = "`Tus-Resumable`, `Tus-Version: 1.0.0`, `Tus-Extension: creation,creation-with-upload,termination`, `Tus-Max-Size`"),
+    )
+)]
+async fn tus_options(State(state): State<AppState>) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert(
+        "tus-extension",
+        HeaderValue::from_static("creation,creation-with-upload,termination"),
+    );
+    h.insert(
+        "tus-max-size",
+        HeaderValue::from(state.config.storage.max_attachment_bytes),
+    );
+    response
 }
 
 /// TUS creation (and creation-with-upload).

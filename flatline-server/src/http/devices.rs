@@ -159,7 +159,9 @@ async fn list_devices(
     }))
 }
 
-/// Removes a linked device: its queue and keys are deleted and its sockets close with 4401 on every process.
+/// Removes a linked device.
+///
+/// Its queue and keys are deleted and its sockets close with 4401 on every process.
 #[utoipa::path(
     delete,
     path = "/v1/devices/{device_id}",
@@ -271,8 +273,9 @@ pub struct LinkedDto {
     pub device_id: u8,
 }
 
-/// Links a new device with a token from the primary's provisioning message. The Basic password becomes the new
-/// device's password (the username is not read).
+/// Links a new device with a token from the primary's provisioning message.
+///
+/// The Basic password becomes the new device's password (the username is not read).
 #[utoipa::path(
     put,
     path = "/v1/devices/link",
@@ -359,8 +362,9 @@ pub struct WaitQuery {
     pub timeout: Option<String>,
 }
 
-/// Waits until a device is linked with the token of `tokenIdentifier` (returns at once if it already was, on any
-/// process).
+/// Waits until a device is linked with the token of `tokenIdentifier`.
+///
+/// Answers at once if it already was, on any process.
 #[utoipa::path(
     get,
     path = "/v1/devices/wait_for_linked_device/{tokenIdentifier}",
@@ -431,7 +435,9 @@ pub struct ProvisioningMessageDto {
     pub body: String,
 }
 
-/// Relays a provisioning message to the provisioning socket listed under `address`, on whichever process holds it.
+/// Relays a provisioning message to the socket listed under `destination`.
+///
+/// The socket may be on any process of the instance.
 #[utoipa::path(
     put,
     path = "/v1/provisioning/{destination}",

@@ -397,6 +397,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 
 /// Routes that wait on purpose longer than `server.request_timeout_seconds`.
 const LONG_POLL_ROUTES: &[&str] = &["/v1/devices/wait_for_linked_device/{tokenIdentifier}"];
+/// TUS uploads (creation-with-upload and appends) read a body of up to `[storage] max_attachment_bytes` from clients on
+/// slow links; an interrupted one is resumed from its offset, so a cut-off upload loses nothing.
+const UPLOAD_ROUTES: &[(&str, &str)] = &[("POST", "/attachments"), ("PATCH", "/attachments/{key}")];
+/// How long an upload request may take.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Times out slow requests, and records metrics and a log line for every request.
 async fn observe(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -410,6 +415,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     if LONG_POLL_ROUTES.contains(&route.as_str()) {
         // A long poll bounds its own wait (its `timeout` parameter).
         timeout += Duration::from_secs(devices::MAX_WAIT_SECONDS);
+    }
+    if UPLOAD_ROUTES.contains(&(method, route.as_str())) {
+        timeout = timeout.max(UPLOAD_TIMEOUT);
     }
     let response = match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(r) => r,

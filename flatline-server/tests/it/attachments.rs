@@ -516,3 +516,26 @@ async fn cleanup_removes_expired_unfinished_uploads() {
         "the token expired with it"
     );
 }
+
+/// `OPTIONS /attachments` tells a TUS client what is served, with no credentials.
+#[tokio::test]
+async fn tus_options_lists_the_version_extensions_and_limit() {
+    let (app, _dir) = app_with_storage(5 * 1024 * 1024).await;
+    let r = app
+        .send(axum::http::Method::OPTIONS, "/attachments", &[], None)
+        .await;
+    assert_eq!(r.status, 204);
+    let h = |n: &str| {
+        r.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(h("tus-resumable").as_deref(), Some("1.0.0"));
+    assert_eq!(h("tus-version").as_deref(), Some("1.0.0"));
+    assert_eq!(
+        h("tus-extension").as_deref(),
+        Some("creation,creation-with-upload,termination")
+    );
+    assert_eq!(h("tus-max-size").as_deref(), Some("5242880"));
+}
