@@ -12,9 +12,9 @@ use flatline_core::shortcodes::ShortcodeId;
 use flatline_core::store::{ContactStore, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
-use super::{SqliteStore, db, uuid_of};
+use super::{SqliteStore, db, get, uuid_of};
 
 fn id(aci: Aci) -> Vec<u8> {
     aci.as_bytes().to_vec()
@@ -32,12 +32,12 @@ fn count(v: i64) -> StoreResult<u32> {
 }
 
 fn invite_from_row(r: &SqliteRow) -> StoreResult<ContactInvite> {
-    let hash: Vec<u8> = r.get("code_hash");
-    let ts = |c: &str| r.get::<Option<i64>, _>(c).map(Timestamp);
+    let hash: Vec<u8> = get(r, "code_hash")?;
+    let ts = |c: &str| get::<Option<i64>>(r, c).map(|v| v.map(Timestamp));
     let flood = match (
-        ts("flood_detected_at"),
-        ts("flood_since"),
-        r.get::<Option<i64>, _>("flood_quarantined"),
+        ts("flood_detected_at")?,
+        ts("flood_since")?,
+        get::<Option<i64>>(r, "flood_quarantined")?,
     ) {
         (Some(detected_at), Some(since), Some(q)) => Some(Flood {
             detected_at,
@@ -47,9 +47,9 @@ fn invite_from_row(r: &SqliteRow) -> StoreResult<ContactInvite> {
         _ => None,
     };
     let bucket = match (
-        r.get::<Option<i64>, _>("bucket_credit_ms"),
-        ts("bucket_updated_at"),
-        ts("burst_start"),
+        get::<Option<i64>>(r, "bucket_credit_ms")?,
+        ts("bucket_updated_at")?,
+        ts("burst_start")?,
     ) {
         (Some(credit_ms), Some(updated_at), Some(burst_start)) => Some(FloodBucket {
             credit_ms,
@@ -59,48 +59,48 @@ fn invite_from_row(r: &SqliteRow) -> StoreResult<ContactInvite> {
         _ => None,
     };
     Ok(ContactInvite {
-        id: ContactInviteId(uuid_of(r.get("id"))?),
-        owner: Aci(uuid_of(r.get("owner"))?),
+        id: ContactInviteId(uuid_of(get(r, "id")?)?),
+        owner: Aci(uuid_of(get(r, "owner")?)?),
         code_hash: <[u8; 32]>::try_from(hash.as_slice())
             .map_err(|_| StoreError::corrupt("code hash is not 32 bytes"))?,
-        label: r.get("label"),
-        max_uses: count(r.get("max_uses"))?,
-        uses: count(r.get("uses"))?,
-        created_at: Timestamp(r.get("created_at")),
-        expires_at: Timestamp(r.get("expires_at")),
-        paused_until: ts("paused_until"),
+        label: get(r, "label")?,
+        max_uses: count(get(r, "max_uses")?)?,
+        uses: count(get(r, "uses")?)?,
+        created_at: Timestamp(get(r, "created_at")?),
+        expires_at: Timestamp(get(r, "expires_at")?),
+        paused_until: ts("paused_until")?,
         flood,
         bucket,
     })
 }
 
 fn grant_from_row(r: &SqliteRow) -> StoreResult<Grant> {
-    let state: String = r.get("state");
-    let kind: String = r.get("via_kind");
+    let state: String = get(r, "state")?;
+    let kind: String = get(r, "via_kind")?;
     let via = match kind.as_str() {
         "invite" => Via::Invite(ContactInviteId(uuid_of(
-            &r.get::<Option<Vec<u8>>, _>("via_invite")
+            &get::<Option<Vec<u8>>>(r, "via_invite")?
                 .ok_or_else(|| StoreError::corrupt("invite grant without invite"))?,
         )?)),
         "introduction" => Via::Introduction(Aci(uuid_of(
-            &r.get::<Option<Vec<u8>>, _>("via_introducer")
+            &get::<Option<Vec<u8>>>(r, "via_introducer")?
                 .ok_or_else(|| StoreError::corrupt("introduction grant without introducer"))?,
         )?)),
         "direct" => Via::Direct,
         "shortcode" => Via::Shortcode(ShortcodeId(uuid_of(
-            &r.get::<Option<Vec<u8>>, _>("via_shortcode")
+            &get::<Option<Vec<u8>>>(r, "via_shortcode")?
                 .ok_or_else(|| StoreError::corrupt("shortcode grant without shortcode"))?,
         )?)),
         other => return Err(StoreError::corrupt(format!("grant via `{other}`"))),
     };
     Ok(Grant {
-        owner: Aci(uuid_of(r.get("owner"))?),
-        grantee: Aci(uuid_of(r.get("grantee"))?),
+        owner: Aci(uuid_of(get(r, "owner")?)?),
+        grantee: Aci(uuid_of(get(r, "grantee")?)?),
         state: state
             .parse()
             .map_err(|_| StoreError::corrupt(format!("grant state `{state}`")))?,
         via,
-        created_at: Timestamp(r.get("created_at")),
+        created_at: Timestamp(get(r, "created_at")?),
     })
 }
 
@@ -129,7 +129,7 @@ async fn policy_of(conn: &mut SqliteConnection, aci: Aci) -> StoreResult<Option<
     else {
         return Ok(None);
     };
-    let (p, i): (String, String) = (r.get("policy"), r.get("introductions"));
+    let (p, i): (String, String) = (get(&r, "policy")?, get(&r, "introductions")?);
     Ok(Some(ContactPolicy {
         mode: p
             .parse::<PolicyMode>()

@@ -9,9 +9,9 @@ use flatline_core::invites::{
 use flatline_core::store::{StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 
-use super::{SqliteStore, db, uuid_of};
+use super::{SqliteStore, db, get, uuid_of};
 
 /// Reservations are the live sessions holding the invite.
 const SELECT_INVITE: &str = "SELECT i.*, (SELECT COUNT(*) FROM verification_sessions s
@@ -38,24 +38,24 @@ fn count(v: i64) -> u32 {
 }
 
 fn invite_from_row(r: &SqliteRow) -> StoreResult<(Invite, bool)> {
-    let hash: Vec<u8> = r.get("code_hash");
+    let hash: Vec<u8> = get(r, "code_hash")?;
     let invite = Invite {
-        id: InviteId(uuid_of(r.get("id"))?),
+        id: InviteId(uuid_of(get(r, "id")?)?),
         code_hash: CodeHash(
             <[u8; 32]>::try_from(hash.as_slice())
                 .map_err(|_| StoreError::corrupt("code hash length"))?,
         ),
-        owner: owner_of(r.get("owner"))?,
-        max_uses: count(r.get("max_uses")),
-        uses: count(r.get("uses")),
-        pending: count(r.get("pending")),
-        created_at: Timestamp(r.get("created_at")),
-        expires_at: r.get::<Option<i64>, _>("expires_at").map(Timestamp),
-        last_used_at: r.get::<Option<i64>, _>("last_used_at").map(Timestamp),
-        revoked_at: r.get::<Option<i64>, _>("revoked_at").map(Timestamp),
-        note: r.get("note"),
+        owner: owner_of(get(r, "owner")?)?,
+        max_uses: count(get(r, "max_uses")?),
+        uses: count(get(r, "uses")?),
+        pending: count(get(r, "pending")?),
+        created_at: Timestamp(get(r, "created_at")?),
+        expires_at: get::<Option<i64>>(r, "expires_at")?.map(Timestamp),
+        last_used_at: get::<Option<i64>>(r, "last_used_at")?.map(Timestamp),
+        revoked_at: get::<Option<i64>>(r, "revoked_at")?.map(Timestamp),
+        note: get(r, "note")?,
     };
-    Ok((invite, r.get("owner_suspended")))
+    Ok((invite, get(r, "owner_suspended")?))
 }
 
 async fn find(
@@ -155,10 +155,10 @@ pub(super) async fn revoke_all_of(
 
 fn redemption_from_row(r: &SqliteRow) -> StoreResult<Redemption> {
     Ok(Redemption {
-        invite: InviteId(uuid_of(r.get("invite_id"))?),
-        inviter: owner_of(r.get("inviter"))?,
-        invitee: Aci(uuid_of(r.get("invitee"))?),
-        at: Timestamp(r.get("at")),
+        invite: InviteId(uuid_of(get(r, "invite_id")?)?),
+        inviter: owner_of(get(r, "inviter")?)?,
+        invitee: Aci(uuid_of(get(r, "invitee")?)?),
+        at: Timestamp(get(r, "at")?),
     })
 }
 

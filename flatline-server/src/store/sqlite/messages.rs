@@ -13,9 +13,9 @@ use flatline_core::messages::store::{
 use flatline_core::store::{StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
-use super::{SqliteStore, db, uuid_of};
+use super::{SqliteStore, db, get, uuid_of};
 
 fn id(aci: Aci) -> Vec<u8> {
     aci.as_bytes().to_vec()
@@ -32,14 +32,14 @@ fn size(n: usize) -> i64 {
 const COLUMNS: &str = "seq, guid, envelope, server_timestamp, expires_at, story";
 
 fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
-    let guid: Vec<u8> = r.get("guid");
+    let guid: Vec<u8> = get(r, "guid")?;
     Ok(QueuedMessage {
-        cursor: MessageCursor(r.get("seq")),
+        cursor: MessageCursor(get(r, "seq")?),
         guid: MessageGuid(uuid_of(&guid)?),
-        envelope: r.get("envelope"),
-        server_timestamp: Timestamp(r.get("server_timestamp")),
-        expires_at: Timestamp(r.get("expires_at")),
-        story: r.get("story"),
+        envelope: get(r, "envelope")?,
+        server_timestamp: Timestamp(get(r, "server_timestamp")?),
+        expires_at: Timestamp(get(r, "expires_at")?),
+        story: get(r, "story")?,
     })
 }
 
@@ -217,8 +217,8 @@ impl MessageStore for SqliteStore {
         let count =
             |v: i64| u64::try_from(v).map_err(|_| StoreError::corrupt("negative queue size"));
         Ok(QueueSize {
-            messages: count(row.get("n"))?,
-            bytes: count(row.get("bytes"))?,
+            messages: count(get(&row, "n")?)?,
+            bytes: count(get(&row, "bytes")?)?,
         })
     }
 
@@ -268,13 +268,13 @@ impl MessageStore for SqliteStore {
         .iter()
         .map(|r| {
             let (reporter, source, guid): (Vec<u8>, Vec<u8>, Vec<u8>) =
-                (r.get("reporter"), r.get("source"), r.get("guid"));
+                (get(r, "reporter")?, get(r, "source")?, get(r, "guid")?);
             Ok(SpamReport {
                 reporter: Aci(uuid_of(&reporter)?),
                 source: Aci(uuid_of(&source)?),
                 guid: MessageGuid(uuid_of(&guid)?),
-                token: r.get("token"),
-                reported_at: Timestamp(r.get("reported_at")),
+                token: get(r, "token")?,
+                reported_at: Timestamp(get(r, "reported_at")?),
             })
         })
         .collect()

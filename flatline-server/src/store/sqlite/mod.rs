@@ -205,33 +205,48 @@ impl SqliteStore {
     }
 }
 
+/// A column of `row`; a missing column or a value of another type is a store error, never a panic.
+fn get<'r, T>(row: &'r SqliteRow, column: &str) -> StoreResult<T>
+where
+    T: sqlx::Decode<'r, Sqlite> + sqlx::Type<Sqlite>,
+{
+    row.try_get(column).map_err(db)
+}
+
+fn bucket_state(r: &SqliteRow) -> StoreResult<BucketState> {
+    Ok(BucketState {
+        credit_ms: get(r, "credit_ms")?,
+        updated_at: Timestamp(get(r, "updated_at")?),
+    })
+}
+
 fn uuid_of(bytes: &[u8]) -> StoreResult<Uuid> {
     Uuid::from_slice(bytes).map_err(|_| StoreError::corrupt("uuid column is not 16 bytes"))
 }
 
 fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Account> {
-    let principal: String = row.get("principal");
-    let uak: Option<Vec<u8>> = row.get("unidentified_access_key");
-    let link: Option<Vec<u8>> = row.get("username_link_handle");
+    let principal: String = get(row, "principal")?;
+    let uak: Option<Vec<u8>> = get(row, "unidentified_access_key")?;
+    let link: Option<Vec<u8>> = get(row, "username_link_handle")?;
     Ok(Account {
-        aci: Aci(uuid_of(row.get("aci"))?),
-        pni: Pni(uuid_of(row.get("pni"))?),
+        aci: Aci(uuid_of(get(row, "aci")?)?),
+        pni: Pni(uuid_of(get(row, "pni")?)?),
         principal: Principal::parse(&principal)
             .map_err(|e| StoreError::corrupt(format!("stored principal: {e}")))?,
-        principal_opaque: row.get("principal_opaque"),
-        aci_identity_key: row.get("aci_identity_key"),
-        pni_identity_key: row.get("pni_identity_key"),
+        principal_opaque: get(row, "principal_opaque")?,
+        aci_identity_key: get(row, "aci_identity_key")?,
+        pni_identity_key: get(row, "pni_identity_key")?,
         settings: AccountSettings {
             unidentified_access_key: uak
                 .map(|k| <[u8; 16]>::try_from(k.as_slice()))
                 .transpose()
                 .map_err(|_| StoreError::corrupt("stored access key is not 16 bytes"))?,
-            unrestricted_unidentified_access: row.get("unrestricted_unidentified_access"),
-            discoverable_by_principal: row.get("discoverable_by_principal"),
+            unrestricted_unidentified_access: get(row, "unrestricted_unidentified_access")?,
+            discoverable_by_principal: get(row, "discoverable_by_principal")?,
         },
-        username_hash: row.get("username_hash"),
+        username_hash: get(row, "username_hash")?,
         username_link_handle: link.map(|l| uuid_of(&l)).transpose()?,
-        created_at: Timestamp(row.get("created_at")),
+        created_at: Timestamp(get(row, "created_at")?),
         // A LEFT JOIN row without a device (NULL device id) stands for "no devices".
         devices: devices
             .iter()
@@ -243,8 +258,8 @@ fn account_from_rows(row: &SqliteRow, devices: &[SqliteRow]) -> StoreResult<Acco
 
 /// A device from the `d_`-prefixed columns of [`SqliteStore::load_account`]'s join.
 fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
-    let id: i64 = row.get("d_device_id");
-    let capabilities: String = row.get("d_capabilities");
+    let id: i64 = get(row, "d_device_id")?;
+    let capabilities: String = get(row, "d_capabilities")?;
     let small =
         |v: i64| u16::try_from(v).map_err(|_| StoreError::corrupt("registration id out of range"));
     Ok(Device {
@@ -253,17 +268,17 @@ fn device_from_row(row: &SqliteRow) -> StoreResult<Device> {
             .and_then(|i| DeviceId::new(i).ok())
             .ok_or_else(|| StoreError::corrupt("device id"))?,
         credential: SaltedTokenHash {
-            hash: row.get("d_credential_hash"),
-            salt: row.get("d_credential_salt"),
+            hash: get(row, "d_credential_hash")?,
+            salt: get(row, "d_credential_salt")?,
         },
         settings: DeviceSettings {
-            registration_id: small(row.get("d_registration_id"))?,
-            pni_registration_id: small(row.get("d_pni_registration_id"))?,
-            name: row.get("d_name"),
-            fetches_messages: row.get("d_fetches_messages"),
+            registration_id: small(get(row, "d_registration_id")?)?,
+            pni_registration_id: small(get(row, "d_pni_registration_id")?)?,
+            name: get(row, "d_name")?,
+            fetches_messages: get(row, "d_fetches_messages")?,
         },
-        created_at: Timestamp(row.get("d_created_at")),
-        last_seen: Timestamp(row.get("d_last_seen")),
+        created_at: Timestamp(get(row, "d_created_at")?),
+        last_seen: Timestamp(get(row, "d_last_seen")?),
         capabilities: split_capabilities(&capabilities),
     })
 }
@@ -298,9 +313,9 @@ fn key_id(v: i64) -> StoreResult<KeyId> {
 
 fn signed_from_row(row: &SqliteRow) -> StoreResult<SignedPreKey> {
     Ok(SignedPreKey {
-        key_id: key_id(row.get("key_id"))?,
-        public_key: row.get("public_key"),
-        signature: row.get("signature"),
+        key_id: key_id(get(row, "key_id")?)?,
+        public_key: get(row, "public_key")?,
+        signature: get(row, "signature")?,
     })
 }
 
@@ -767,8 +782,8 @@ impl KeyStore for SqliteStore {
             ec: ec
                 .map(|r| {
                     Ok::<_, StoreError>(EcPreKey {
-                        key_id: key_id(r.get("key_id"))?,
-                        public_key: r.get("public_key"),
+                        key_id: key_id(get(&r, "key_id")?)?,
+                        public_key: get(&r, "public_key")?,
                     })
                 })
                 .transpose()?,
@@ -805,8 +820,8 @@ impl KeyStore for SqliteStore {
         .map_err(db)?;
         let count = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
         Ok(KeyCounts {
-            ec: count(row.get("ec")),
-            kem: count(row.get("kem")),
+            ec: count(get(&row, "ec")?),
+            kem: count(get(&row, "kem")?),
         })
     }
 
@@ -825,7 +840,7 @@ impl KeyStore for SqliteStore {
         .await
         .map_err(db)?
         .iter()
-        .map(|r| Ok(EcPreKey { key_id: key_id(r.get("key_id"))?, public_key: r.get("public_key") }))
+        .map(|r| Ok(EcPreKey { key_id: key_id(get(r, "key_id")?)?, public_key: get(r, "public_key")? }))
         .collect()
     }
 }
@@ -873,10 +888,8 @@ impl RateLimitStore for SqliteStore {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(db)?
-                .map(|r| BucketState {
-                    credit_ms: r.get("credit_ms"),
-                    updated_at: Timestamp(r.get("updated_at")),
-                });
+                .map(|r| bucket_state(&r))
+                .transpose()?;
         let (state, admission) = ratelimit::apply(config, previous, amount, now);
         sqlx::query(
             "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES (?,?,?,?)
@@ -895,17 +908,13 @@ impl RateLimitStore for SqliteStore {
     }
 
     async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
-        Ok(
-            sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
-                .bind(key)
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?
-                .map(|r| BucketState {
-                    credit_ms: r.get("credit_ms"),
-                    updated_at: Timestamp(r.get("updated_at")),
-                }),
-        )
+        sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
+            .bind(key)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+            .map(|r| bucket_state(&r))
+            .transpose()
     }
 
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {

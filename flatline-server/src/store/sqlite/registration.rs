@@ -11,10 +11,10 @@ use flatline_core::registration::{
 use flatline_core::store::{Conflict, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Sqlite, Transaction};
 
 use super::{
-    SqliteStore, db, delete_keys_of, insert_account, insert_device, put_initial_keys, taken,
+    SqliteStore, db, delete_keys_of, get, insert_account, insert_device, put_initial_keys, taken,
     uuid_of,
 };
 
@@ -27,39 +27,37 @@ fn hash32(v: Option<Vec<u8>>) -> StoreResult<Option<[u8; 32]>> {
 }
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<VerificationSession> {
-    let id: String = row.get("id");
-    let verified = match row.get::<Option<String>, _>("subject") {
+    let id: String = get(row, "id")?;
+    let verified = match get::<Option<String>>(row, "subject")? {
         None => None,
         Some(sub) => {
-            let principal: String = row.get("principal");
+            let principal: String = get(row, "principal")?;
             Some(VerifiedIdentity {
                 subject: Subject {
-                    provider: row.get("subject_provider"),
+                    provider: get(row, "subject_provider")?,
                     sub,
                 },
-                subject_hash: hash32(row.get("subject_hash"))?
+                subject_hash: hash32(get(row, "subject_hash")?)?
                     .ok_or_else(|| StoreError::corrupt("verified session without subject hash"))?,
                 principal: Principal::parse(&principal)
                     .map_err(|e| StoreError::corrupt(format!("session principal: {e}")))?,
-                principal_opaque: row
-                    .get::<Option<bool>, _>("principal_opaque")
-                    .unwrap_or(false),
-                sid: row.get("sid"),
+                principal_opaque: get::<Option<bool>>(row, "principal_opaque")?.unwrap_or(false),
+                sid: get(row, "sid")?,
             })
         }
     };
-    let reserved: Option<Vec<u8>> = row.get("reserved_invite");
+    let reserved: Option<Vec<u8>> = get(row, "reserved_invite")?;
     Ok(VerificationSession {
         id: SessionId::parse(&id).ok_or_else(|| StoreError::corrupt("stored session id"))?,
-        provider_id: row.get("provider_id"),
-        state: row.get("state"),
-        nonce: row.get("nonce"),
-        redirect_uri: row.get("redirect_uri"),
-        request_uri: row.get("request_uri"),
-        request_uri_lifetime: u64::try_from(row.get::<i64, _>("request_uri_lifetime")).unwrap_or(0),
-        invite_code: hash32(row.get("invite_code_hash"))?.map(CodeHash),
-        created_at: Timestamp(row.get("created_at")),
-        expires_at: Timestamp(row.get("expires_at")),
+        provider_id: get(row, "provider_id")?,
+        state: get(row, "state")?,
+        nonce: get(row, "nonce")?,
+        redirect_uri: get(row, "redirect_uri")?,
+        request_uri: get(row, "request_uri")?,
+        request_uri_lifetime: u64::try_from(get::<i64>(row, "request_uri_lifetime")?).unwrap_or(0),
+        invite_code: hash32(get(row, "invite_code_hash")?)?.map(CodeHash),
+        created_at: Timestamp(get(row, "created_at")?),
+        expires_at: Timestamp(get(row, "expires_at")?),
         verified,
         reserved_invite: reserved.map(|b| uuid_of(&b).map(InviteId)).transpose()?,
     })
@@ -232,8 +230,8 @@ impl RegistrationStore for SqliteStore {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db)?;
-                let old_pni = Pni(uuid_of(row.get("pni"))?);
-                let old_principal: String = row.get("principal");
+                let old_pni = Pni(uuid_of(get(&row, "pni")?)?);
+                let old_principal: String = get(&row, "principal")?;
                 let pni = if old_principal == v.principal.as_str() {
                     old_pni
                 } else {
@@ -293,8 +291,8 @@ impl RegistrationStore for SqliteStore {
                     .await
                     .map_err(db)?;
                 let aci = match tomb {
-                    Some(r) if r.get::<i64, _>("expires_at") > now.as_millis() => {
-                        Aci(uuid_of(r.get("aci"))?)
+                    Some(r) if get::<i64>(&r, "expires_at")? > now.as_millis() => {
+                        Aci(uuid_of(get(&r, "aci")?)?)
                     }
                     _ => c.candidate_aci,
                 };
@@ -364,17 +362,18 @@ impl RegistrationStore for SqliteStore {
     }
 
     async fn subject_of(&self, aci: Aci) -> StoreResult<Option<Subject>> {
-        Ok(
-            sqlx::query("SELECT provider, subject FROM account_subjects WHERE aci = ?")
-                .bind(aci.as_bytes().to_vec())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(db)?
-                .map(|r| Subject {
-                    provider: r.get("provider"),
-                    sub: r.get("subject"),
-                }),
-        )
+        sqlx::query("SELECT provider, subject FROM account_subjects WHERE aci = ?")
+            .bind(aci.as_bytes().to_vec())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(db)?
+            .map(|r| {
+                Ok(Subject {
+                    provider: get(&r, "provider")?,
+                    sub: get(&r, "subject")?,
+                })
+            })
+            .transpose()
     }
 
     async fn accounts_with_sid(&self, provider: &str, sid: &str) -> StoreResult<Vec<Aci>> {

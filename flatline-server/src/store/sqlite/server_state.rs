@@ -6,7 +6,7 @@ use flatline_core::store::{FingerprintRecord, ServerStateStore, StoreError, Stor
 use flatline_core::time::Timestamp;
 use sqlx::Row;
 
-use super::{SqliteStore, db};
+use super::{SqliteStore, db, get};
 
 fn version_of(v: i64) -> StoreResult<u64> {
     u64::try_from(v).map_err(|_| StoreError::corrupt("negative manifest version"))
@@ -105,11 +105,11 @@ impl ServerStateStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let hash: Vec<u8> = row.get("content_hash");
+        let hash: Vec<u8> = get(&row, "content_hash")?;
         let hash: [u8; 32] = hash
             .try_into()
             .map_err(|_| StoreError::corrupt("manifest content hash is not 32 bytes"))?;
-        Ok(Some((version_of(row.get("version"))?, hash)))
+        Ok(Some((version_of(get(&row, "version")?)?, hash)))
     }
 
     async fn server_certificates(&self) -> StoreResult<Vec<ServerCertificateRecord>> {

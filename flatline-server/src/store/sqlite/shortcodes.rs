@@ -12,11 +12,11 @@ use flatline_core::shortcodes::{
 };
 use flatline_core::store::{StoreError, StoreResult};
 use flatline_core::time::Timestamp;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
 
 use super::contacts::{accounts_exist, grant_of, insert_grant, invite_only, recent};
-use super::{SqliteStore, db, uuid_of};
+use super::{SqliteStore, db, get, uuid_of};
 
 const COLUMNS: &str =
     "id, owner, nameplate, salt, mac, failed_guesses, status, created_at, expires_at";
@@ -30,23 +30,23 @@ fn small(v: i64, what: &str) -> StoreResult<u32> {
 }
 
 fn code_from_row(r: &SqliteRow) -> StoreResult<ContactShortcode> {
-    let salt: Vec<u8> = r.get("salt");
-    let mac: Vec<u8> = r.get("mac");
-    let status: String = r.get("status");
+    let salt: Vec<u8> = get(r, "salt")?;
+    let mac: Vec<u8> = get(r, "mac")?;
+    let status: String = get(r, "status")?;
     Ok(ContactShortcode {
-        id: ShortcodeId(uuid_of(r.get("id"))?),
-        owner: Aci(uuid_of(r.get("owner"))?),
-        nameplate: small(r.get("nameplate"), "nameplate")?,
+        id: ShortcodeId(uuid_of(get(r, "id")?)?),
+        owner: Aci(uuid_of(get(r, "owner")?)?),
+        nameplate: small(get(r, "nameplate")?, "nameplate")?,
         salt: <[u8; SALT_BYTES]>::try_from(salt.as_slice())
             .map_err(|_| StoreError::corrupt("shortcode salt has the wrong length"))?,
         mac: <[u8; 32]>::try_from(mac.as_slice())
             .map_err(|_| StoreError::corrupt("shortcode mac is not 32 bytes"))?,
-        failed_guesses: small(r.get("failed_guesses"), "failed guesses")?,
+        failed_guesses: small(get(r, "failed_guesses")?, "failed guesses")?,
         status: status
             .parse()
             .map_err(|_| StoreError::corrupt(format!("shortcode status `{status}`")))?,
-        created_at: Timestamp(r.get("created_at")),
-        expires_at: Timestamp(r.get("expires_at")),
+        created_at: Timestamp(get(r, "created_at")?),
+        expires_at: Timestamp(get(r, "expires_at")?),
     })
 }
 

@@ -11,17 +11,17 @@ use flatline_core::usernames::{
     UsernameHold, UsernameStore, UsernameView,
 };
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, SqliteConnection, Transaction};
 use uuid::Uuid;
 
-use super::{SqliteStore, db, uuid_of};
+use super::{SqliteStore, db, get, uuid_of};
 
 fn claim_from_row(row: &SqliteRow) -> StoreResult<UsernameClaim> {
-    let kind: String = row.get("kind");
-    let expires: Option<i64> = row.get("expires_at");
+    let kind: String = get(row, "kind")?;
+    let expires: Option<i64> = get(row, "expires_at")?;
     Ok(UsernameClaim {
-        hash: row.get("hash"),
-        owner: Aci(uuid_of(row.get("aci"))?),
+        hash: get(row, "hash")?,
+        owner: Aci(uuid_of(get(row, "aci")?)?),
         kind: ClaimKind::parse(&kind)
             .ok_or_else(|| StoreError::corrupt(format!("username claim kind {kind}")))?,
         expires_at: expires.map(Timestamp),
@@ -29,19 +29,19 @@ fn claim_from_row(row: &SqliteRow) -> StoreResult<UsernameClaim> {
 }
 
 async fn holds_of(conn: &mut SqliteConnection, aci: &[u8]) -> StoreResult<Vec<UsernameHold>> {
-    Ok(
-        sqlx::query("SELECT hash, expires_at FROM username_holds WHERE aci = ? ORDER BY position")
-            .bind(aci)
-            .fetch_all(conn)
-            .await
-            .map_err(db)?
-            .iter()
-            .map(|r| UsernameHold {
-                hash: r.get("hash"),
-                expires_at: Timestamp(r.get("expires_at")),
+    sqlx::query("SELECT hash, expires_at FROM username_holds WHERE aci = ? ORDER BY position")
+        .bind(aci)
+        .fetch_all(conn)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| {
+            Ok(UsernameHold {
+                hash: get(r, "hash")?,
+                expires_at: Timestamp(get(r, "expires_at")?),
             })
-            .collect(),
-    )
+        })
+        .collect()
 }
 
 /// Loads the view of `aci` (None when the account does not exist) with the claims it owns and those on `hashes`.
@@ -62,11 +62,11 @@ pub(super) async fn load_view(
     else {
         return Ok(None);
     };
-    let handle: Option<Vec<u8>> = row.get("username_link_handle");
+    let handle: Option<Vec<u8>> = get(&row, "username_link_handle")?;
     let state = AccountUsernameState {
-        reserved: row.get("reserved_username_hash"),
+        reserved: get(&row, "reserved_username_hash")?,
         holds: holds_of(tx, &key).await?,
-        link_blob: row.get("username_link_blob"),
+        link_blob: get(&row, "username_link_blob")?,
     };
     let mut claims = Vec::new();
     for r in sqlx::query("SELECT * FROM username_claims WHERE aci = ?")
@@ -89,7 +89,7 @@ pub(super) async fn load_view(
     }
     Ok(Some(UsernameView::new(
         aci,
-        row.get("username_hash"),
+        get(&row, "username_hash")?,
         handle.map(|h| uuid_of(&h)).transpose()?,
         state,
         claims,
@@ -303,9 +303,9 @@ impl UsernameStore for SqliteStore {
             return Ok(None);
         };
         Ok(Some(AccountUsernameState {
-            reserved: row.get("reserved_username_hash"),
+            reserved: get(&row, "reserved_username_hash")?,
             holds: holds_of(&mut conn, &key).await?,
-            link_blob: row.get("username_link_blob"),
+            link_blob: get(&row, "username_link_blob")?,
         }))
     }
 }
