@@ -92,15 +92,38 @@ pub struct LiveMessage {
     pub envelope: Vec<u8>,
 }
 
-/// How a send is authorized (the story flag is separate: a story ignores credentials).
-#[derive(Debug, Clone)]
-pub enum SendCredentials {
+/// How a send is authorized (the story flag is separate: a story ignores credentials). The edge has applied
+/// [`super::check_credential_combination`] already: a token never comes with other credentials nor on a story.
+#[derive(Clone)]
+pub enum SendCredentials<'a> {
     /// An authenticated device (Basic auth, or an authenticated socket).
     Device(Box<AuthenticatedDevice>),
     /// `Unidentified-Access-Key`, decoded (any length; not 16 bytes is a 401).
     AccessKey(Vec<u8>),
-    /// Neither.
+    /// `Group-Send-Token`, parsed (a header that does not parse is a 401 at the edge, as Signal-Server's
+    /// `GroupSendTokenHeader`), with the instance's zkgroup secret params to verify it (`None`: the instance has
+    /// none, so no token verifies).
+    GroupSendToken {
+        /// The token.
+        token: crate::zk::GroupSendFullToken,
+        /// The params that issued the endorsements.
+        params: Option<&'a crate::zk::ServerSecretParams>,
+    },
+    /// None of them.
     None,
+}
+
+impl core::fmt::Debug for SendCredentials<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SendCredentials::Device(d) => f.debug_tuple("Device").field(d).finish(),
+            SendCredentials::AccessKey(_) => f.write_str("AccessKey(..)"),
+            SendCredentials::GroupSendToken { token, .. } => {
+                f.debug_tuple("GroupSendToken").field(token).finish()
+            }
+            SendCredentials::None => f.write_str("None"),
+        }
+    }
 }
 
 /// A validated single-recipient send.
@@ -254,7 +277,7 @@ impl MessageService {
     /// `PUT /v1/messages/{destination}` (M§2.1).
     pub async fn send(
         &self,
-        credentials: &SendCredentials,
+        credentials: &SendCredentials<'_>,
         request: SendRequest,
     ) -> Result<SendOutcome, SendError> {
         if !(0..=MAX_TIMESTAMP).contains(&request.timestamp) {
@@ -274,6 +297,19 @@ impl MessageService {
                     return Err(SendError::Unauthorized);
                 }
                 SendCredentials::AccessKey(_) => SendAuth::Unidentified { key_matches: false },
+                // Verified against exactly the addressed service id, before the account is looked up.
+                SendCredentials::GroupSendToken { token, params } => SendAuth::GroupSend {
+                    verified: params.is_some_and(|p| {
+                        let now = u64::try_from(self.clock.now().as_secs()).unwrap_or(0);
+                        crate::zk::service::verify_group_send_token(
+                            p,
+                            token,
+                            &[request.destination],
+                            now,
+                        )
+                        .is_ok()
+                    }),
+                },
                 SendCredentials::None => return Err(SendError::Unauthorized),
             }
         };
