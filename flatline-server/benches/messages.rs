@@ -62,7 +62,7 @@ async fn raw_cycles(store: &dyn Store, aci: Aci, iters: u64) -> Duration {
 
 struct Service {
     service: MessageService,
-    sender: SendCredentials,
+    sender: SendCredentials<'static>,
     bob: Aci,
 }
 

@@ -9,6 +9,7 @@ mod delivery;
 mod dev;
 mod e2e;
 mod fuzz_corpus;
+mod group_send;
 mod hardening;
 mod invites;
 mod invites_cli;

@@ -406,7 +406,19 @@ async fn authorization_and_validation_statuses() {
             400,
             "invalid_destination",
         );
-        // A Group-Send-Token alongside other credentials, or on a story, is 400.
+        // A (well-formed) Group-Send-Token alongside other credentials is 400; one that does not parse is 401.
+        let token = crate::group_send::well_formed_token();
+        let r = put(
+            &app,
+            &bob.aci().to_string(),
+            &[
+                ("authorization", &alice.auth(1)),
+                ("group-send-token", &token),
+            ],
+            &b1,
+        )
+        .await;
+        assert_code(&r, 400, "ambiguous_credentials");
         let r = put(
             &app,
             &bob.aci().to_string(),
@@ -417,7 +429,7 @@ async fn authorization_and_validation_statuses() {
             &b1,
         )
         .await;
-        assert_code(&r, 400, "ambiguous_credentials");
+        assert_code(&r, 401, "unauthorized");
         let to = bob.aci().to_string();
         for bad_body in [
             json!({"timestamp": 1}),
