@@ -453,6 +453,7 @@ impl MessageService {
                 server_timestamp: now,
                 expires_at,
                 story: request.story,
+                source: source.map(|(a, _)| a),
             })
             .collect();
         let stored = self.store_and_notify(&new).await?;
@@ -652,6 +653,8 @@ impl MessageService {
                     server_timestamp: now,
                     expires_at: now.plus(self.config.ttl),
                     story: false,
+                    // The acknowledging account is the receipt's sender.
+                    source: Some(acker),
                 }
             })
             .collect();
@@ -998,6 +1001,7 @@ impl MessageService {
                         server_timestamp: now,
                         expires_at,
                         story: request.story,
+                        source: None,
                     });
                 }
             }

@@ -44,6 +44,10 @@ pub struct NewMessage {
     pub expires_at: Timestamp,
     /// A story (skipped for consumers that did not ask for stories).
     pub story: bool,
+    /// The identified sender (the envelope's source account); `None` for sealed-sender messages and stories. Lets a
+    /// denial delete the denied account's queued messages to the owner
+    /// ([`ContactStore::decide_contact_requests`](crate::store::ContactStore::decide_contact_requests)).
+    pub source: Option<Aci>,
 }
 
 /// A queued envelope as read back.

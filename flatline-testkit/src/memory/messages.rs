@@ -18,11 +18,14 @@ struct Queue {
     /// Last cursor handed out (cursors are never reused, even after deletions).
     last: i64,
     messages: BTreeMap<i64, QueuedMessage>,
+    /// The identified sender of each message that has one.
+    sources: BTreeMap<i64, Aci>,
     bytes: u64,
 }
 
 impl Queue {
     fn remove(&mut self, seq: i64) -> Option<QueuedMessage> {
+        self.sources.remove(&seq);
         let m = self.messages.remove(&seq)?;
         self.bytes = self.bytes.saturating_sub(m.envelope.len() as u64);
         Some(m)
@@ -39,6 +42,31 @@ impl MessageState {
     pub(super) fn remove_account(&mut self, aci: Aci) {
         self.queues.retain(|(a, _), _| *a != aci);
         self.reports.retain(|r| r.reporter != aci);
+    }
+
+    /// Deletes every message from one of `sources` in any queue of `owner`; returns how many.
+    pub(super) fn delete_from(&mut self, owner: Aci, sources: &[Aci]) -> u64 {
+        if sources.is_empty() {
+            return 0;
+        }
+        let mut removed = 0;
+        for ((aci, _), q) in self.queues.iter_mut() {
+            if *aci != owner {
+                continue;
+            }
+            let seqs: Vec<i64> = q
+                .sources
+                .iter()
+                .filter(|(_, s)| sources.contains(s))
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in seqs {
+                if q.remove(seq).is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
     }
 }
 
@@ -65,6 +93,9 @@ impl MessageStore for MemoryStore {
             let queue = q.entry((m.aci, m.device)).or_default();
             queue.last += 1;
             queue.bytes += m.envelope.len() as u64;
+            if let Some(source) = m.source {
+                queue.sources.insert(queue.last, source);
+            }
             queue.messages.insert(
                 queue.last,
                 QueuedMessage {
@@ -152,6 +183,7 @@ impl MessageStore for MemoryStore {
         Ok(s.messages.queues.get_mut(&(aci, device)).map_or(0, |q| {
             let n = q.messages.len() as u64;
             q.messages.clear();
+            q.sources.clear();
             q.bytes = 0;
             n
         }))

@@ -103,6 +103,33 @@ fn queued_from_row(r: &PgRow) -> StoreResult<QueuedMessage> {
     })
 }
 
+/// Deletes every message from one of `sources` in every queue of `owner` and subtracts what it deleted from the
+/// queue rows (messages first, as every removal; inside the transaction of a denial). Returns how many went.
+pub(super) async fn delete_messages_from(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Aci,
+    sources: &[Aci],
+) -> StoreResult<u64> {
+    if sources.is_empty() {
+        return Ok(0);
+    }
+    let sources: Vec<Vec<u8>> = sources.iter().map(|a| id(*a)).collect();
+    let removed: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM messages WHERE aci = $1 AND source = ANY($2::bytea[])
+                    RETURNING device_id, octet_length(envelope) AS n),
+         s AS (SELECT device_id, SUM(n) AS n, COUNT(*) AS c FROM d GROUP BY device_id),
+         u AS (UPDATE message_queues q SET bytes = q.bytes - s.n FROM s
+               WHERE q.aci = $1 AND q.device_id = s.device_id)
+         SELECT COALESCE(SUM(c), 0)::BIGINT FROM s",
+    )
+    .bind(id(owner))
+    .bind(sources)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(u64::try_from(removed).unwrap_or(0))
+}
+
 /// Removes the account's queues and the spam reports it filed (inside `delete_account`'s transaction).
 pub(super) async fn delete_messages_of(
     tx: &mut Transaction<'_, Postgres>,
@@ -176,10 +203,11 @@ impl MessageStore for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut server_ts, mut expires, mut stories) = (
+        let (mut server_ts, mut expires, mut stories, mut sources) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
+            Vec::<Option<Vec<u8>>>::with_capacity(n),
         );
         for m in messages {
             let seq = next
@@ -193,14 +221,16 @@ impl MessageStore for PgStore {
             server_ts.push(m.server_timestamp.as_millis());
             expires.push(m.expires_at.as_millis());
             stories.push(m.story);
+            sources.push(m.source.map(id));
             *seq += 1;
         }
         // One statement: the rows, and the notification PostgreSQL sends when (and only if) they commit.
         sqlx::query(
             "WITH ins AS (
-                 INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
+                 INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story,
+                                       source)
                  SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[],
-                                      $6::bigint[], $7::bigint[], $8::boolean[]))
+                                      $6::bigint[], $7::bigint[], $8::boolean[], $11::bytea[]))
              SELECT pg_notify($9, p) FROM UNNEST($10::text[]) AS p",
         )
         .bind(acis)
@@ -213,6 +243,7 @@ impl MessageStore for PgStore {
         .bind(stories)
         .bind(MESSAGES_CHANNEL)
         .bind(payloads(per_queue.keys()))
+        .bind(sources)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

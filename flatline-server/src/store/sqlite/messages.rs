@@ -43,6 +43,36 @@ fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
     })
 }
 
+/// Deletes every message from one of `sources` in every queue of `owner`, keeping the queues' byte totals (inside
+/// the transaction of a denial). Returns how many went.
+pub(super) async fn delete_messages_from(
+    tx: &mut Transaction<'_, Sqlite>,
+    owner: Aci,
+    sources: &[Aci],
+) -> StoreResult<u64> {
+    let mut removed = 0;
+    for source in sources {
+        sqlx::query(
+            "UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(length(m.envelope)), 0) FROM messages m
+                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.source = ?2)
+             WHERE aci = ?1",
+        )
+        .bind(id(owner))
+        .bind(id(*source))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        removed += sqlx::query("DELETE FROM messages WHERE aci = ?1 AND source = ?2")
+            .bind(id(owner))
+            .bind(id(*source))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
 /// Removes the account's queues and the spam reports it filed (inside `delete_account`'s transaction).
 pub(super) async fn delete_messages_of(
     tx: &mut Transaction<'_, Sqlite>,
@@ -108,8 +138,8 @@ impl MessageStore for SqliteStore {
                 .get_mut(&(m.aci, m.device))
                 .ok_or_else(|| StoreError::corrupt("queue without a cursor"))?;
             sqlx::query(
-                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(id(m.aci))
             .bind(dev(m.device))
@@ -119,6 +149,7 @@ impl MessageStore for SqliteStore {
             .bind(m.server_timestamp.as_millis())
             .bind(m.expires_at.as_millis())
             .bind(m.story)
+            .bind(m.source.map(id))
             .execute(&mut *tx)
             .await
             .map_err(db)?;

@@ -90,6 +90,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "profiles",
         sql: include_str!("../../../migrations/sqlite/0012_profiles.sql"),
     },
+    Migration {
+        version: 14,
+        name: "message_sources",
+        sql: include_str!("../../../migrations/sqlite/0014_message_sources.sql"),
+    },
 ];
 
 const SIGNED_EC: i64 = 0;
