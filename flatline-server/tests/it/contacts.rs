@@ -908,10 +908,28 @@ async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queu
         let invite = create_invite(&app, &alice, json!({})).await;
         let r = redeem(&app, &o, invite["code"].as_str().unwrap()).await;
         assert_eq!(r.json()["state"], "active");
+        // And one contact through a shortcode.
+        let sc = app.seed("sc").await;
+        let code = post(&app, "/v1/contact_shortcodes", &alice, &json!({})).await;
+        assert_eq!(code.status, 201, "{}", String::from_utf8_lossy(&code.body));
+        let code = code.json();
+        let r = post(
+            &app,
+            "/v1/contact_shortcodes/redeem",
+            &sc,
+            &json!({"shortcode": code["shortcode"]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
         // p1, p2 and o message Alice on both devices.
         let to_alice = format!("/v1/messages/{}", alice.aci);
-        for (sender, text) in [(&p1, "from p1"), (&p2, "from p2"), (&o, "from o")] {
+        for (sender, text) in [
+            (&p1, "from p1"),
+            (&p2, "from p2"),
+            (&o, "from o"),
+            (&sc, "from sc"),
+        ] {
             let content = STANDARD.encode(text);
             let body = json!({"messages": [
                 {"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": 11, "content": content},
@@ -935,7 +953,7 @@ async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queu
         for d in [1, 2] {
             assert_eq!(
                 fetch_queue(&app, &alice, d, false).await.len(),
-                3,
+                4,
                 "{backend:?}"
             );
         }
@@ -965,7 +983,7 @@ async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queu
         assert_code(&r, 400, "invalid_json");
         assert_eq!(grant_states(&app, &alice).await, before);
         for d in [1, 2] {
-            assert_eq!(fetch_queue(&app, &alice, d, false).await.len(), 3);
+            assert_eq!(fetch_queue(&app, &alice, d, false).await.len(), 4);
         }
 
         // Everything through X, in the shape of a grant's `via`.
@@ -982,13 +1000,15 @@ async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queu
         for p in [&p1, &p2, &p3] {
             assert_eq!(state(&after, p), "denied", "{backend:?}");
         }
-        assert_eq!(state(&after, &o), "active");
-        assert_eq!(state(&after, &x), "active");
+        for other in [&o, &sc, &x] {
+            assert_eq!(state(&after, other), "active");
+        }
         for d in [1, 2] {
             let queue = fetch_queue(&app, &alice, d, false).await;
-            assert_eq!(queue.len(), 1, "{backend:?} device {d}: {queue:?}");
+            assert_eq!(queue.len(), 2, "{backend:?} device {d}: {queue:?}");
             assert_eq!(queue[0]["sourceUuid"], o.aci.to_string());
             assert_eq!(queue[0]["content"], STANDARD.encode("from o"));
+            assert_eq!(queue[1]["sourceUuid"], sc.aci.to_string());
         }
         // And they cannot write again.
         let body = json!({"messages": [
@@ -1004,6 +1024,37 @@ async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queu
             )
             .await;
         assert_code(&r, 403, "contact_not_allowed");
+
+        // The invite's and the shortcode's routes together, as GET /v1/contacts/grants shows them.
+        let vias: Vec<Value> = get(&app, "/v1/contacts/grants", &alice).await.json()["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| {
+                [o.aci.to_string(), sc.aci.to_string()]
+                    .contains(&g["aci"].as_str().unwrap().to_owned())
+            })
+            .map(|g| g["via"].clone())
+            .collect();
+        assert_eq!(vias.len(), 2);
+        let r = post(
+            &app,
+            "/v1/contacts/requests/decide",
+            &alice,
+            &json!({"denyAllVia": vias}),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        let after = grant_states(&app, &alice).await;
+        assert_eq!(state(&after, &o), "denied");
+        assert_eq!(state(&after, &sc), "denied");
+        assert_eq!(state(&after, &x), "active");
+        for d in [1, 2] {
+            assert!(
+                fetch_queue(&app, &alice, d, false).await.is_empty(),
+                "{backend:?}"
+            );
+        }
     }
 }
 
