@@ -42,6 +42,7 @@ async fn raw_cycles(store: &dyn Store, aci: Aci, iters: u64) -> Duration {
             expires_at: Timestamp(T0.0 + 86_400_000),
             story: false,
             source: None,
+            gated: false,
         };
         let stored = store.insert_messages(&[m], u64::MAX).await.expect("insert");
         assert_eq!(stored, InsertOutcome::Stored);

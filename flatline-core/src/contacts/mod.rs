@@ -539,6 +539,18 @@ pub fn plan_introduction(
     Introduction::Recorded(Some(window_state(wanted, owner_recent, config)))
 }
 
+/// The contact gate of an identified send (API.md §10), as every message store applies it inside its insert: an
+/// account that is not `invite_only` takes anyone; an `invite_only` one only its own account and holders of an
+/// **active** grant (quarantined, pending and denied grants do not pass).
+pub fn gate_allows(
+    owner: Aci,
+    source: Aci,
+    owner_invite_only: bool,
+    grant: Option<GrantState>,
+) -> bool {
+    !owner_invite_only || owner == source || grant == Some(GrantState::Active)
+}
+
 /// A route grants come through: everything an owner accepted through it can be denied in one decision
 /// (`denyAllVia`, API §6/§15). `direct` grants have no route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -645,6 +657,26 @@ pub enum CreateInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_of_identified_sends() {
+        let (o, s) = (
+            Aci(Uuid::from_bytes([1; 16])),
+            Aci(Uuid::from_bytes([2; 16])),
+        );
+        assert!(gate_allows(o, s, false, None));
+        assert!(gate_allows(o, s, false, Some(GrantState::Denied)));
+        assert!(gate_allows(o, o, true, None));
+        assert!(gate_allows(o, s, true, Some(GrantState::Active)));
+        for g in [
+            None,
+            Some(GrantState::Quarantined),
+            Some(GrantState::Pending),
+            Some(GrantState::Denied),
+        ] {
+            assert!(!gate_allows(o, s, true, g), "{g:?}");
+        }
+    }
 
     #[test]
     fn decisions_by_list_request_invite_and_route() {

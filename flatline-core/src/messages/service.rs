@@ -454,6 +454,8 @@ impl MessageService {
                 expires_at,
                 story: request.story,
                 source: source.map(|(a, _)| a),
+                // The gate decided above is decided again inside the insert, against a racing denial.
+                gated: matches!(auth, SendAuth::Identified) && !sync,
             })
             .collect();
         let stored = self.store_and_notify(&new).await?;
@@ -504,7 +506,8 @@ impl MessageService {
         })
     }
 
-    /// Inserts all or nothing and tells the notifier; a full queue is a 429 that stored nothing.
+    /// Inserts all or nothing and tells the notifier; a full queue is a 429 that stored nothing, a gate a denial
+    /// closed since it was checked a 403 that stored nothing.
     async fn store_and_notify(
         &self,
         new: &[NewMessage],
@@ -520,6 +523,7 @@ impl MessageService {
                     retry_after: QUEUE_FULL_RETRY_AFTER,
                 }));
             }
+            InsertOutcome::NotAllowed { .. } => return Err(SendError::ContactNotAllowed),
         }
         let mut queues: Vec<(Aci, DeviceId)> = new.iter().map(|m| (m.aci, m.device)).collect();
         queues.sort();
@@ -655,6 +659,7 @@ impl MessageService {
                     story: false,
                     // The acknowledging account is the receipt's sender.
                     source: Some(acker),
+                    gated: false,
                 }
             })
             .collect();
@@ -1002,6 +1007,7 @@ impl MessageService {
                         expires_at,
                         story: request.story,
                         source: None,
+                        gated: false,
                     });
                 }
             }

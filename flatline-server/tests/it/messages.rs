@@ -1156,6 +1156,7 @@ async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
                 expires_at: now.plus(Duration::from_secs(60)),
                 story: false,
                 source: None,
+                gated: false,
             }
         })
         .collect();

@@ -561,6 +561,7 @@ impl World {
                         expires_at: now.plus(MESSAGE_TTL),
                         story: k % 2 == 1,
                         source: None,
+                        gated: false,
                     })
                     .collect();
                 format!("{:?}", store.insert_messages(&batch, MAX_QUEUE_BYTES).await)

@@ -544,6 +544,7 @@ fn queued(owner: Aci, d: u8, source: Option<Aci>, tag: &[u8]) -> NewMessage {
         expires_at: T0.plus(Duration::from_secs(86_400)),
         story: false,
         source,
+        gated: false,
     }
 }
 
@@ -758,6 +759,130 @@ pub async fn decide_denials_cascade_and_delete_queued_messages(store: Arc<dyn St
             .bytes,
         0
     );
+}
+
+fn gated(mut m: NewMessage) -> NewMessage {
+    m.gated = true;
+    m
+}
+
+/// The contact gate inside the insert: a gated entry for an `invite_only` account is stored only when its source
+/// holds an active grant (or is the account itself); a refusal stores nothing of the batch, for any account;
+/// ungated entries (receipts, sealed sends) and `open` accounts are not gated.
+pub async fn message_insert_is_gated_by_the_contact_graph(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let alice = account(&store, &rng, "alice").await;
+    let carol = account(&store, &rng, "carol").await;
+    let insert = |batch: Vec<NewMessage>| {
+        let store = store.clone();
+        async move { store.insert_messages(&batch, u64::MAX).await.unwrap() }
+    };
+    assert_eq!(
+        insert(vec![gated(queued(bob, 1, Some(alice), b"open"))]).await,
+        InsertOutcome::Stored
+    );
+    invite_only(&store, bob, IntroductionPolicy::Ask).await;
+    let refused = InsertOutcome::NotAllowed { aci: bob };
+    assert_eq!(
+        insert(vec![
+            queued(carol, 1, Some(alice), b"to carol"),
+            gated(queued(bob, 1, Some(alice), b"stranger")),
+        ])
+        .await,
+        refused
+    );
+    assert!(envelopes(&store, carol, 1).await.is_empty());
+    assert_eq!(
+        insert(vec![queued(bob, 1, Some(alice), b"ungated")]).await,
+        InsertOutcome::Stored
+    );
+    assert_eq!(
+        insert(vec![gated(queued(bob, 1, Some(bob), b"self"))]).await,
+        InsertOutcome::Stored
+    );
+    for (state, outcome) in [
+        (GrantState::Denied, refused),
+        (GrantState::Active, InsertOutcome::Stored),
+    ] {
+        assert!(
+            store
+                .set_contact_grant(bob, alice, state, at(1))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            insert(vec![gated(queued(bob, 1, Some(alice), b"granted"))]).await,
+            outcome,
+            "{state:?}"
+        );
+    }
+    assert_eq!(
+        envelopes(&store, bob, 1).await,
+        vec![b"self".to_vec(), b"granted".to_vec()],
+        "the block deleted alice's earlier messages"
+    );
+}
+
+/// Sends racing a denial: whatever the interleaving, once the denial is committed no message of the denied account
+/// stays in the owner's queues (it is deleted by the denial or refused by the insert's own gate).
+pub async fn denial_racing_sends_leaves_no_message(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let alice = account(&store, &rng, "alice").await;
+    invite_only(&store, bob, IntroductionPolicy::Ask).await;
+    assert!(
+        store
+            .set_contact_grant(bob, alice, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
+    let mut senders = vec![];
+    for t in 0..4u8 {
+        let store = store.clone();
+        // Each sender sends until the gate refuses it, so the sends span the denial.
+        senders.push(tokio::spawn(async move {
+            for n in 0..100_000u32 {
+                let tag = [&[t][..], &n.to_be_bytes()[..]].concat();
+                let batch = [
+                    gated(queued(bob, 1, Some(alice), &tag)),
+                    gated(queued(bob, 2, Some(alice), &tag)),
+                ];
+                match store.insert_messages(&batch, u64::MAX).await.unwrap() {
+                    InsertOutcome::Stored => tokio::task::yield_now().await,
+                    other => return Some((n, other)),
+                }
+            }
+            None
+        }));
+    }
+    tokio::task::yield_now().await;
+    let deny = Decisions {
+        deny: vec![alice],
+        ..Decisions::default()
+    };
+    assert!(store.decide_contact_requests(bob, &deny).await.unwrap());
+    for s in senders {
+        let (_, outcome) = s
+            .await
+            .unwrap()
+            .expect("a send after the denial was stored");
+        assert_eq!(outcome, InsertOutcome::NotAllowed { aci: bob });
+    }
+    for d in [1, 2] {
+        assert!(
+            envelopes(&store, bob, d).await.is_empty(),
+            "device {d} kept messages of the denied account"
+        );
+        assert_eq!(
+            store
+                .queue_size(bob, DeviceId::new(d).unwrap())
+                .await
+                .unwrap()
+                .bytes,
+            0
+        );
+    }
 }
 
 /// Direct grants: new ones are `direct`; existing ones keep provenance and creation time.

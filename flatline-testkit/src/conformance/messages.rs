@@ -34,6 +34,7 @@ fn msg(aci: Aci, device: DeviceId, body: &[u8]) -> NewMessage {
         expires_at: Timestamp(T0.0 + 86_400_000),
         story: false,
         source: None,
+        gated: false,
     }
 }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -78,6 +79,13 @@ impl MessageStore for MemoryStore {
         max_queue_bytes: u64,
     ) -> StoreResult<InsertOutcome> {
         let mut s = self.state();
+        for m in messages.iter().filter(|m| m.gated) {
+            let Some(source) = m.source else { continue };
+            let grant = s.contacts.grants.get(&(m.aci, source)).map(|g| g.state);
+            if !contacts::gate_allows(m.aci, source, s.contacts.invite_only(m.aci), grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: m.aci });
+            }
+        }
         let q = &mut s.messages.queues;
         let mut added: BTreeMap<(Aci, DeviceId), u64> = BTreeMap::new();
         for m in messages {

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -103,6 +104,16 @@ fn queued_from_row(r: &PgRow) -> StoreResult<QueuedMessage> {
     })
 }
 
+/// The distinct (destination, source) pairs of a batch's gated entries, in order (so owner locks are taken in a
+/// fixed order).
+fn gated_pairs(messages: &[NewMessage]) -> std::collections::BTreeSet<(Aci, Aci)> {
+    messages
+        .iter()
+        .filter(|m| m.gated)
+        .filter_map(|m| m.source.map(|s| (m.aci, s)))
+        .collect()
+}
+
 /// Deletes every message from one of `sources` in every queue of `owner` and subtracts what it deleted from the
 /// queue rows (messages first, as every removal; inside the transaction of a denial). Returns how many went.
 pub(super) async fn delete_messages_from(
@@ -173,6 +184,18 @@ impl MessageStore for PgStore {
         }
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // The contact gate under the owner's contact lock, which a denial holds too (taken before any queue row,
+        // as the denial does): a denial is wholly before this check or sees these messages.
+        for (owner, source) in gated_pairs(messages) {
+            super::contacts::lock_owner(&mut tx, owner).await?;
+            let invite_only = super::contacts::invite_only(&mut tx, owner).await?;
+            let grant = super::contacts::grant_of(&mut tx, owner, source)
+                .await?
+                .map(|g| g.state);
+            if !contacts::gate_allows(owner, source, invite_only, grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: owner });
+            }
+        }
         let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
         for (&(aci, device), &(count, bytes)) in &per_queue {
             // No row back: the existing queue is full; the transaction is rolled back on return.

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -41,6 +42,15 @@ fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
         expires_at: Timestamp(r.get("expires_at")),
         story: r.get("story"),
     })
+}
+
+/// The distinct (destination, source) pairs of a batch's gated entries, in order.
+fn gated_pairs(messages: &[NewMessage]) -> std::collections::BTreeSet<(Aci, Aci)> {
+    messages
+        .iter()
+        .filter(|m| m.gated)
+        .filter_map(|m| m.source.map(|s| (m.aci, s)))
+        .collect()
 }
 
 /// Deletes every message from one of `sources` in every queue of `owner`, keeping the queues' byte totals (inside
@@ -107,6 +117,16 @@ impl MessageStore for SqliteStore {
         }
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.writer.begin().await.map_err(db)?;
+        // The contact gate, on the single writer: a denial is wholly before or wholly after this insert.
+        for (owner, source) in gated_pairs(messages) {
+            let invite_only = super::contacts::invite_only(&mut tx, owner).await?;
+            let grant = super::contacts::grant_of(&mut tx, owner, source)
+                .await?
+                .map(|g| g.state);
+            if !contacts::gate_allows(owner, source, invite_only, grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: owner });
+            }
+        }
         // The first cursor of each queue's new entries.
         let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
         for (&(aci, device), &(count, bytes)) in &per_queue {
