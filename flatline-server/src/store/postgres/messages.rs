@@ -185,8 +185,12 @@ impl MessageStore for PgStore {
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(db)?;
         // The contact gate under the owner's contact lock, which a denial holds too (taken before any queue row,
-        // as the denial does): a denial is wholly before this check or sees these messages.
+        // as the denial does): a denial is wholly before this check or sees these messages. Accounts that are
+        // `open` (the common case) take no lock: a denial needs `invite_only`.
         for (owner, source) in gated_pairs(messages) {
+            if source == owner || !super::contacts::invite_only(&mut tx, owner).await? {
+                continue;
+            }
             super::contacts::lock_owner(&mut tx, owner).await?;
             let invite_only = super::contacts::invite_only(&mut tx, owner).await?;
             let grant = super::contacts::grant_of(&mut tx, owner, source)
