@@ -404,21 +404,22 @@ pub trait ContactStore: Send + Sync {
     /// Every grant the owner gave (any state), oldest first.
     async fn contact_grants(&self, owner: Aci) -> StoreResult<Vec<Grant>>;
 
-    /// Applies an owner's decisions atomically: grants of `approve` become active; grants of `deny` become denied;
-    /// with `deny_all_from`, every quarantined or pending grant made through that invite and not in `approve`
-    /// becomes denied. An account in both `approve` and `deny` is approved. Accounts without a grant are skipped.
+    /// Applies an owner's decisions atomically: reads the owner's grants, plans with
+    /// [`crate::contacts::plan_decisions`] (approvals win; `deny_requests_from_invite` denies that invite's
+    /// quarantined and pending grants; `deny_all_via` every grant through those routes, whatever its state) and, in
+    /// the same transaction, sets the states and deletes every queued message whose source is a denied grantee
+    /// from every device queue of the owner (keeping the queues' byte totals). Accounts without a grant are skipped.
     /// Returns false (writing nothing) when the owner is not `invite_only`.
     async fn decide_contact_requests(
         &self,
         owner: Aci,
-        approve: &[Aci],
-        deny: &[Aci],
-        deny_all_from: Option<ContactInviteId>,
+        decisions: &crate::contacts::Decisions,
     ) -> StoreResult<bool>;
 
     /// Sets the owner's grant to `grantee` to `state` (the owner allowing or blocking directly): an existing grant
-    /// keeps its provenance and creation time, a new one is `direct`. Returns false (writing nothing) when the
-    /// owner is not `invite_only`.
+    /// keeps its provenance and creation time, a new one is `direct`. Blocking (`Denied`) also deletes the
+    /// grantee's queued messages to the owner (every device), in the same transaction. Returns false (writing
+    /// nothing) when the owner is not `invite_only`.
     async fn set_contact_grant(
         &self,
         owner: Aci,

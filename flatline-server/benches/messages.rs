@@ -41,6 +41,8 @@ async fn raw_cycles(store: &dyn Store, aci: Aci, iters: u64) -> Duration {
             server_timestamp: T0,
             expires_at: Timestamp(T0.0 + 86_400_000),
             story: false,
+            source: None,
+            gated: false,
         };
         let stored = store.insert_messages(&[m], u64::MAX).await.expect("insert");
         assert_eq!(stored, InsertOutcome::Stored);
@@ -62,7 +64,7 @@ async fn raw_cycles(store: &dyn Store, aci: Aci, iters: u64) -> Duration {
 
 struct Service {
     service: MessageService,
-    sender: SendCredentials,
+    sender: SendCredentials<'static>,
     bob: Aci,
 }
 

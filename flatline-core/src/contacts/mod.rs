@@ -21,8 +21,8 @@ use crate::time::Timestamp;
 
 pub use code::InviteCode;
 pub use service::{
-    ContactError, Contacts, ContactsConfig, IntroductionReceipt, NewContactInvite, RequestFilter,
-    authenticated_fetch_allowed, is_invite_only,
+    ContactError, Contacts, ContactsConfig, IntroductionReceipt, MAX_DECISIONS, MAX_ROUTES,
+    NewContactInvite, RequestFilter, authenticated_fetch_allowed, is_invite_only,
 };
 
 /// Who may fetch an account's prekeys.
@@ -539,6 +539,110 @@ pub fn plan_introduction(
     Introduction::Recorded(Some(window_state(wanted, owner_recent, config)))
 }
 
+/// The contact gate of an identified send (API.md §10), as every message store applies it inside its insert: an
+/// account that is not `invite_only` takes anyone; an `invite_only` one only its own account and holders of an
+/// **active** grant (quarantined, pending and denied grants do not pass).
+pub fn gate_allows(
+    owner: Aci,
+    source: Aci,
+    owner_invite_only: bool,
+    grant: Option<GrantState>,
+) -> bool {
+    !owner_invite_only || owner == source || grant == Some(GrantState::Active)
+}
+
+/// A route grants come through: everything an owner accepted through it can be denied in one decision
+/// (`denyAllVia`, API §6/§15). `direct` grants have no route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GrantRoute {
+    /// Redemptions of this contact invite.
+    Invite(ContactInviteId),
+    /// Redemptions of this contact shortcode.
+    Shortcode(crate::shortcodes::ShortcodeId),
+    /// Introductions by this account.
+    Introducer(Aci),
+}
+
+impl GrantRoute {
+    /// Reads a route in the shape of a grant's `via` (`{kind, inviteId, shortcodeId, introducer}`): `kind` is
+    /// `invite`, `shortcode` or `introduction` with exactly its own id set. `direct` has no route.
+    pub fn from_parts(
+        kind: &str,
+        invite: Option<Uuid>,
+        shortcode: Option<Uuid>,
+        introducer: Option<Aci>,
+    ) -> Result<GrantRoute, &'static str> {
+        match (kind, invite, shortcode, introducer) {
+            ("invite", Some(i), None, None) => Ok(GrantRoute::Invite(ContactInviteId(i))),
+            ("shortcode", None, Some(c), None) => {
+                Ok(GrantRoute::Shortcode(crate::shortcodes::ShortcodeId(c)))
+            }
+            ("introduction", None, None, Some(a)) => Ok(GrantRoute::Introducer(a)),
+            ("invite", ..) => Err("an invite route names exactly its inviteId"),
+            ("shortcode", ..) => Err("a shortcode route names exactly its shortcodeId"),
+            ("introduction", ..) => Err("an introduction route names exactly its introducer"),
+            ("direct", ..) => Err("direct grants have no route; deny them by account"),
+            _ => Err("a route's kind is invite, shortcode or introduction"),
+        }
+    }
+
+    /// Whether a grant with provenance `via` came through this route.
+    pub fn matches(&self, via: &Via) -> bool {
+        match (self, via) {
+            (GrantRoute::Invite(a), Via::Invite(b)) => a == b,
+            (GrantRoute::Shortcode(a), Via::Shortcode(b)) => a == b,
+            (GrantRoute::Introducer(a), Via::Introduction(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+/// An owner's decisions in one call (`POST /v1/contacts/requests/decide`), validated by the service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Decisions {
+    /// Grantees whose grant becomes active. Approval wins over every denial below.
+    pub approve: Vec<Aci>,
+    /// Grantees whose grant becomes denied.
+    pub deny: Vec<Aci>,
+    /// `denyAllFromInvite`: the **quarantined or pending** grants made through this invite become denied (active
+    /// ones stay).
+    pub deny_requests_from_invite: Option<ContactInviteId>,
+    /// `denyAllVia`: **every** grant made through any of these routes becomes denied, whatever its state.
+    pub deny_all_via: Vec<GrantRoute>,
+}
+
+/// What a decision call changes, planned by [`plan_decisions`] from the owner's grants inside the store's
+/// transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionPlan {
+    /// Grantees whose grant becomes active.
+    pub activate: Vec<Aci>,
+    /// Grantees whose grant becomes denied. Their queued messages to the owner (every device; identified
+    /// messages, the only ones with a known sender) are deleted in the same transaction.
+    pub deny: Vec<Aci>,
+}
+
+/// Plans `decisions` over the owner's current `grants` (every state). Accounts without a grant are skipped; an
+/// account approved and also denied (by list or by route) is approved.
+pub fn plan_decisions(grants: &[Grant], decisions: &Decisions) -> DecisionPlan {
+    let mut plan = DecisionPlan::default();
+    for g in grants {
+        if decisions.approve.contains(&g.grantee) {
+            plan.activate.push(g.grantee);
+            continue;
+        }
+        let by_request_invite = decisions
+            .deny_requests_from_invite
+            .is_some_and(|id| g.via == Via::Invite(id))
+            && matches!(g.state, GrantState::Quarantined | GrantState::Pending);
+        let by_route = decisions.deny_all_via.iter().any(|r| r.matches(&g.via));
+        if decisions.deny.contains(&g.grantee) || by_request_invite || by_route {
+            plan.deny.push(g.grantee);
+        }
+    }
+    plan
+}
+
 /// Refusals of creating a contact invite, as the store reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateInvite {
@@ -553,6 +657,96 @@ pub enum CreateInvite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gate_of_identified_sends() {
+        let (o, s) = (
+            Aci(Uuid::from_bytes([1; 16])),
+            Aci(Uuid::from_bytes([2; 16])),
+        );
+        assert!(gate_allows(o, s, false, None));
+        assert!(gate_allows(o, s, false, Some(GrantState::Denied)));
+        assert!(gate_allows(o, o, true, None));
+        assert!(gate_allows(o, s, true, Some(GrantState::Active)));
+        for g in [
+            None,
+            Some(GrantState::Quarantined),
+            Some(GrantState::Pending),
+            Some(GrantState::Denied),
+        ] {
+            assert!(!gate_allows(o, s, true, g), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn decisions_by_list_request_invite_and_route() {
+        let aci = |n: u8| Aci(Uuid::from_bytes([n; 16]));
+        let inv = ContactInviteId(Uuid::from_bytes([100; 16]));
+        let other_inv = ContactInviteId(Uuid::from_bytes([101; 16]));
+        let sc = crate::shortcodes::ShortcodeId(Uuid::from_bytes([102; 16]));
+        let g = |n: u8, state, via| Grant {
+            owner: aci(0),
+            grantee: aci(n),
+            state,
+            via,
+            created_at: Timestamp(0),
+        };
+        let grants = [
+            g(1, GrantState::Active, Via::Invite(inv)),
+            g(2, GrantState::Quarantined, Via::Invite(inv)),
+            g(3, GrantState::Active, Via::Introduction(aci(9))),
+            g(4, GrantState::Pending, Via::Introduction(aci(9))),
+            g(5, GrantState::Active, Via::Introduction(aci(8))),
+            g(6, GrantState::Active, Via::Shortcode(sc)),
+            g(7, GrantState::Active, Via::Direct),
+            g(8, GrantState::Quarantined, Via::Invite(other_inv)),
+        ];
+        // denyAllFromInvite: only the invite's requests.
+        let d = Decisions {
+            deny_requests_from_invite: Some(inv),
+            ..Default::default()
+        };
+        assert_eq!(plan_decisions(&grants, &d).deny, vec![aci(2)]);
+        // denyAllVia: every state, per route; approval wins; direct grants and other routes untouched.
+        let d = Decisions {
+            approve: vec![aci(4)],
+            deny: vec![aci(7), aci(77)],
+            deny_all_via: vec![
+                GrantRoute::Introducer(aci(9)),
+                GrantRoute::Shortcode(sc),
+                GrantRoute::Invite(inv),
+            ],
+            ..Default::default()
+        };
+        let plan = plan_decisions(&grants, &d);
+        assert_eq!(plan.activate, vec![aci(4)]);
+        assert_eq!(plan.deny, vec![aci(1), aci(2), aci(3), aci(6), aci(7)]);
+        assert!(!GrantRoute::Introducer(aci(9)).matches(&Via::Direct));
+        let u = Uuid::from_bytes([5; 16]);
+        assert_eq!(
+            GrantRoute::from_parts("invite", Some(u), None, None),
+            Ok(GrantRoute::Invite(ContactInviteId(u)))
+        );
+        assert_eq!(
+            GrantRoute::from_parts("introduction", None, None, Some(aci(9))),
+            Ok(GrantRoute::Introducer(aci(9)))
+        );
+        assert_eq!(
+            GrantRoute::from_parts("shortcode", None, Some(u), None),
+            Ok(GrantRoute::Shortcode(crate::shortcodes::ShortcodeId(u)))
+        );
+        for (kind, i, c, a) in [
+            ("invite", None, None, None),
+            ("invite", Some(u), Some(u), None),
+            ("introduction", Some(u), None, Some(aci(9))),
+            ("shortcode", None, None, Some(aci(9))),
+            ("direct", None, None, None),
+            ("everything", None, None, None),
+        ] {
+            assert!(GrantRoute::from_parts(kind, i, c, a).is_err(), "{kind}");
+        }
+        assert!(!GrantRoute::Invite(inv).matches(&Via::Invite(other_inv)));
+    }
 
     const MIN: Duration = Duration::from_secs(60);
 

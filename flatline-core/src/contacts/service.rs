@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, FloodConfig, Grant, GrantState,
-    Introduction, InviteCode, PolicyMode, Redemption,
+    ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, FloodConfig, Grant,
+    GrantState, Introduction, InviteCode, PolicyMode, Redemption,
 };
 use crate::auth::AuthenticatedDevice;
 use crate::ids::Aci;
@@ -13,6 +13,12 @@ use crate::random::SecureRandom;
 use crate::ratelimit::{LimitError, Limiter, RateLimited, RateLimiters};
 use crate::store::{ContactStore, Store, StoreError, StoreResult};
 use crate::time::{Clock, Timestamp};
+
+/// Most accounts one decision call may approve and deny together.
+pub const MAX_DECISIONS: usize = 1000;
+
+/// Most routes one decision call may deny everything through (`denyAllVia`).
+pub const MAX_ROUTES: usize = 100;
 
 /// Limits on contact invites, and the flood thresholds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,24 +360,23 @@ impl Contacts {
             .collect())
     }
 
-    /// Applies the caller's bulk decisions.
-    pub async fn decide(
-        &self,
-        caller: Aci,
-        approve: &[Aci],
-        deny: &[Aci],
-        deny_all_from: Option<ContactInviteId>,
-    ) -> Result<(), ContactError> {
-        const MAX_BATCH: usize = 1000;
-        if approve.len() + deny.len() > MAX_BATCH {
-            return Err(invalid(format!("at most {MAX_BATCH} decisions at once")));
+    /// Applies the caller's bulk decisions atomically (see [`super::plan_decisions`]); every denied grantee's
+    /// queued messages to the caller go in the same transaction. Nothing changes on any error.
+    pub async fn decide(&self, caller: Aci, decisions: &Decisions) -> Result<(), ContactError> {
+        if decisions.approve.len() + decisions.deny.len() > MAX_DECISIONS {
+            return Err(invalid(format!(
+                "at most {MAX_DECISIONS} decisions at once"
+            )));
         }
-        if approve.iter().any(|a| deny.contains(a)) {
+        if decisions.deny_all_via.len() > MAX_ROUTES {
+            return Err(invalid(format!("at most {MAX_ROUTES} routes at once")));
+        }
+        if decisions.approve.iter().any(|a| decisions.deny.contains(a)) {
             return Err(invalid("an account cannot be both approved and denied"));
         }
         if self
             .store
-            .decide_contact_requests(caller, approve, deny, deny_all_from)
+            .decide_contact_requests(caller, decisions)
             .await?
         {
             Ok(())

@@ -273,6 +273,54 @@ pub enum SendAuth {
     },
     /// `?story=true` without credentials.
     Story,
+    /// `Group-Send-Token` (alone, not on a story) whose zkgroup verification for exactly `[destination]` at the
+    /// server's time gave `verified` (M§2.1 step 4, M§3.6).
+    GroupSend {
+        /// The token is unexpired and covers exactly the addressed service id.
+        verified: bool,
+    },
+}
+
+/// Why the credentials a request carries cannot go together (Signal-Server: 400, checked before anything is
+/// looked up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum CredentialConflict {
+    /// A `Group-Send-Token` beside an authenticated request or an `Unidentified-Access-Key`.
+    #[error("a Group-Send-Token must not be combined with other authentication")]
+    TokenWithOtherCredentials,
+    /// A `Group-Send-Token` on a story (stories need no authorization).
+    #[error("a Group-Send-Token must not be sent on a story")]
+    TokenOnStory,
+}
+
+/// Which credentials a send presents, as the edge saw them (presence only; nothing is verified yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresentedCredentials {
+    /// Basic auth (or an authenticated socket).
+    pub authenticated: bool,
+    /// An `Unidentified-Access-Key` header, whatever its value.
+    pub access_key: bool,
+    /// A `Group-Send-Token` header that parsed.
+    pub group_send_token: bool,
+    /// `?story=true`.
+    pub story: bool,
+}
+
+/// The combination rules of M§2.1 step 1 and M§2.5 (`MessageController`): a token goes alone — beside
+/// authentication or an access key → 400, on a story → 400. Everything else is decided later (neither
+/// credential → 401, an access key beside authentication is ignored, a combined key on a multi-recipient story is
+/// tolerated).
+pub fn check_credential_combination(c: PresentedCredentials) -> Result<(), CredentialConflict> {
+    if !c.group_send_token {
+        return Ok(());
+    }
+    if c.authenticated || c.access_key {
+        return Err(CredentialConflict::TokenWithOtherCredentials);
+    }
+    if c.story {
+        return Err(CredentialConflict::TokenOnStory);
+    }
+    Ok(())
 }
 
 /// The destination as loaded for a send decision (`None` fields mean "not loaded / not applicable").
@@ -341,6 +389,19 @@ pub fn plan_access(auth: SendAuth, dest: DestinationView) -> SendAccess {
                 SendAccess::Proceed { sync: false }
             } else {
                 SendAccess::Unauthorized
+            }
+        }
+        // Signal-Server verifies the token against `[destination]` before looking the account up: a token that
+        // does not verify is 401 whatever the destination, a verified one for a missing account is 404. The token
+        // proves shared group membership, which passes invite_only gating (API.md §10); PNI destinations are
+        // allowed (the token names the PNI itself).
+        SendAuth::GroupSend { verified } => {
+            if !verified {
+                SendAccess::Unauthorized
+            } else if !dest.exists {
+                SendAccess::NotFound
+            } else {
+                SendAccess::Proceed { sync: false }
             }
         }
         SendAuth::Story => {
@@ -516,6 +577,60 @@ mod tests {
         assert_eq!(
             plan_access(SendAuth::Story, granted),
             SendAccess::Proceed { sync: false }
+        );
+        // Group send tokens: unverified → 401 even for a missing account; verified → 404 for a missing account,
+        // else proceed, through invite_only gating and to a PNI.
+        let token = |verified| SendAuth::GroupSend { verified };
+        assert_eq!(plan_access(token(false), base), SendAccess::Unauthorized);
+        assert_eq!(plan_access(token(false), missing), SendAccess::Unauthorized);
+        assert_eq!(plan_access(token(true), missing), SendAccess::NotFound);
+        assert_eq!(
+            plan_access(token(true), gated),
+            SendAccess::Proceed { sync: false }
+        );
+        let pni = DestinationView {
+            is_pni: true,
+            ..gated
+        };
+        assert_eq!(
+            plan_access(token(true), pni),
+            SendAccess::Proceed { sync: false }
+        );
+    }
+
+    #[test]
+    fn credential_combinations() {
+        let c = |authenticated, access_key, group_send_token, story| PresentedCredentials {
+            authenticated,
+            access_key,
+            group_send_token,
+            story,
+        };
+        for (a, k, s) in [
+            (false, false, false),
+            (true, false, false),
+            (false, true, false),
+            (true, true, false),
+            (false, false, true),
+            (true, true, true),
+        ] {
+            assert_eq!(check_credential_combination(c(a, k, false, s)), Ok(()));
+        }
+        assert_eq!(
+            check_credential_combination(c(false, false, true, false)),
+            Ok(())
+        );
+        for (a, k) in [(true, false), (false, true), (true, true)] {
+            for s in [false, true] {
+                assert_eq!(
+                    check_credential_combination(c(a, k, true, s)),
+                    Err(CredentialConflict::TokenWithOtherCredentials)
+                );
+            }
+        }
+        assert_eq!(
+            check_credential_combination(c(false, false, true, true)),
+            Err(CredentialConflict::TokenOnStory)
         );
     }
 

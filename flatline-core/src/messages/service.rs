@@ -92,15 +92,38 @@ pub struct LiveMessage {
     pub envelope: Vec<u8>,
 }
 
-/// How a send is authorized (the story flag is separate: a story ignores credentials).
-#[derive(Debug, Clone)]
-pub enum SendCredentials {
+/// How a send is authorized (the story flag is separate: a story ignores credentials). The edge has applied
+/// [`super::check_credential_combination`] already: a token never comes with other credentials nor on a story.
+#[derive(Clone)]
+pub enum SendCredentials<'a> {
     /// An authenticated device (Basic auth, or an authenticated socket).
     Device(Box<AuthenticatedDevice>),
     /// `Unidentified-Access-Key`, decoded (any length; not 16 bytes is a 401).
     AccessKey(Vec<u8>),
-    /// Neither.
+    /// `Group-Send-Token`, parsed (a header that does not parse is a 401 at the edge, as Signal-Server's
+    /// `GroupSendTokenHeader`), with the instance's zkgroup secret params to verify it (`None`: the instance has
+    /// none, so no token verifies).
+    GroupSendToken {
+        /// The token.
+        token: crate::zk::GroupSendFullToken,
+        /// The params that issued the endorsements.
+        params: Option<&'a crate::zk::ServerSecretParams>,
+    },
+    /// None of them.
     None,
+}
+
+impl core::fmt::Debug for SendCredentials<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            SendCredentials::Device(d) => f.debug_tuple("Device").field(d).finish(),
+            SendCredentials::AccessKey(_) => f.write_str("AccessKey(..)"),
+            SendCredentials::GroupSendToken { token, .. } => {
+                f.debug_tuple("GroupSendToken").field(token).finish()
+            }
+            SendCredentials::None => f.write_str("None"),
+        }
+    }
 }
 
 /// A validated single-recipient send.
@@ -254,7 +277,7 @@ impl MessageService {
     /// `PUT /v1/messages/{destination}` (M§2.1).
     pub async fn send(
         &self,
-        credentials: &SendCredentials,
+        credentials: &SendCredentials<'_>,
         request: SendRequest,
     ) -> Result<SendOutcome, SendError> {
         if !(0..=MAX_TIMESTAMP).contains(&request.timestamp) {
@@ -274,6 +297,19 @@ impl MessageService {
                     return Err(SendError::Unauthorized);
                 }
                 SendCredentials::AccessKey(_) => SendAuth::Unidentified { key_matches: false },
+                // Verified against exactly the addressed service id, before the account is looked up.
+                SendCredentials::GroupSendToken { token, params } => SendAuth::GroupSend {
+                    verified: params.is_some_and(|p| {
+                        let now = u64::try_from(self.clock.now().as_secs()).unwrap_or(0);
+                        crate::zk::service::verify_group_send_token(
+                            p,
+                            token,
+                            &[request.destination],
+                            now,
+                        )
+                        .is_ok()
+                    }),
+                },
                 SendCredentials::None => return Err(SendError::Unauthorized),
             }
         };
@@ -417,6 +453,9 @@ impl MessageService {
                 server_timestamp: now,
                 expires_at,
                 story: request.story,
+                source: source.map(|(a, _)| a),
+                // The gate decided above is decided again inside the insert, against a racing denial.
+                gated: matches!(auth, SendAuth::Identified) && !sync,
             })
             .collect();
         let stored = self.store_and_notify(&new).await?;
@@ -467,7 +506,8 @@ impl MessageService {
         })
     }
 
-    /// Inserts all or nothing and tells the notifier; a full queue is a 429 that stored nothing.
+    /// Inserts all or nothing and tells the notifier; a full queue is a 429 that stored nothing, a gate a denial
+    /// closed since it was checked a 403 that stored nothing.
     async fn store_and_notify(
         &self,
         new: &[NewMessage],
@@ -483,6 +523,7 @@ impl MessageService {
                     retry_after: QUEUE_FULL_RETRY_AFTER,
                 }));
             }
+            InsertOutcome::NotAllowed { .. } => return Err(SendError::ContactNotAllowed),
         }
         let mut queues: Vec<(Aci, DeviceId)> = new.iter().map(|m| (m.aci, m.device)).collect();
         queues.sort();
@@ -616,6 +657,9 @@ impl MessageService {
                     server_timestamp: now,
                     expires_at: now.plus(self.config.ttl),
                     story: false,
+                    // The acknowledging account is the receipt's sender.
+                    source: Some(acker),
+                    gated: false,
                 }
             })
             .collect();
@@ -962,6 +1006,8 @@ impl MessageService {
                         server_timestamp: now,
                         expires_at,
                         story: request.story,
+                        source: None,
+                        gated: false,
                     });
                 }
             }

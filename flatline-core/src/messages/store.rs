@@ -44,6 +44,16 @@ pub struct NewMessage {
     pub expires_at: Timestamp,
     /// A story (skipped for consumers that did not ask for stories).
     pub story: bool,
+    /// The identified sender (the envelope's source account); `None` for sealed-sender messages and stories. Lets a
+    /// denial delete the denied account's queued messages to the owner
+    /// ([`ContactStore::decide_contact_requests`](crate::store::ContactStore::decide_contact_requests)).
+    pub source: Option<Aci>,
+    /// Contact gating inside the insert (API.md §10): when `aci`'s policy is `invite_only`, the batch is stored
+    /// only if `source` holds an **active** grant from it (see [`crate::contacts::gate_allows`]), decided in the
+    /// insert's own transaction so that a denial committing concurrently either sees the message (and deletes it)
+    /// or is seen by the insert (which refuses). Set for identified sends to another account; never for sync
+    /// messages, receipts, sealed sends or stories.
+    pub gated: bool,
 }
 
 /// A queued envelope as read back.
@@ -74,6 +84,11 @@ pub enum InsertOutcome {
         aci: Aci,
         /// Its device.
         device: DeviceId,
+    },
+    /// Nothing was stored: a gated entry's source holds no active grant from this `invite_only` account.
+    NotAllowed {
+        /// The gated destination.
+        aci: Aci,
     },
 }
 
@@ -108,7 +123,8 @@ pub struct SpamReport {
 #[async_trait]
 pub trait MessageStore: Send + Sync {
     /// Appends each entry to its (account, device) queue, all in one transaction. Refuses the whole batch, storing
-    /// nothing, when any queue's byte total plus its new entries would exceed `max_queue_bytes`.
+    /// nothing, when a gated entry does not pass the contact gate ([`NewMessage::gated`], checked first) or when
+    /// any queue's byte total plus its new entries would exceed `max_queue_bytes`.
     async fn insert_messages(
         &self,
         messages: &[NewMessage],

@@ -275,5 +275,29 @@ pub fn account_capabilities(account: &crate::account::Account) -> Vec<(&'static 
         .collect()
 }
 
+/// How an unversioned profile read (`GET /v1/profile/{serviceId}`) is authorized, from the credentials present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseReadAuth {
+    /// A `Group-Send-Token` is present: it alone decides (verified for exactly `[serviceId]`; 401 when it does not
+    /// verify, then 404 when the account is missing). Signal-Server's `getUnversionedProfile` takes this path
+    /// even for an authenticated request, and applies no rate limiter on it.
+    GroupSendToken,
+    /// No token: the rules of every profile read (authenticated, access key, or neither).
+    Standard,
+}
+
+/// The credential rule of the unversioned profile read (M§4, `ProfileController.getUnversionedProfile`): a
+/// `Group-Send-Token` beside an `Unidentified-Access-Key` is a 400; a token otherwise wins.
+pub fn plan_base_read(
+    access_key: bool,
+    group_send_token: bool,
+) -> Result<BaseReadAuth, crate::messages::CredentialConflict> {
+    match (group_send_token, access_key) {
+        (true, true) => Err(crate::messages::CredentialConflict::TokenWithOtherCredentials),
+        (true, false) => Ok(BaseReadAuth::GroupSendToken),
+        (false, _) => Ok(BaseReadAuth::Standard),
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -158,6 +158,33 @@ impl ProfileService {
         self.view(&account, target).await
     }
 
+    /// `GET /v1/profile/{serviceId}` with a `Group-Send-Token` ([`super::BaseReadAuth::GroupSendToken`]): the
+    /// token must verify for exactly `[target]` at `now` with `params` (`None`: the instance has no zkgroup params,
+    /// so nothing verifies) → else 401; then the account must exist → else 404. The token proves shared group
+    /// membership, so the base profile is shown whatever the target's contact policy (versioned content is never
+    /// read this way).
+    pub async fn base_by_group_send_token(
+        &self,
+        token: &crate::zk::GroupSendFullToken,
+        params: Option<&crate::zk::ServerSecretParams>,
+        target: ServiceId,
+        now: crate::time::Timestamp,
+    ) -> Result<ProfileView, ProfileError> {
+        let now = u64::try_from(now.as_secs()).unwrap_or(0);
+        let verified = params.is_some_and(|p| {
+            crate::zk::service::verify_group_send_token(p, token, &[target], now).is_ok()
+        });
+        if !verified {
+            return Err(ProfileError::Unauthorized);
+        }
+        let account = match target {
+            ServiceId::Aci(aci) => self.store.account(aci).await?,
+            ServiceId::Pni(pni) => self.store.account_by_pni(pni).await?,
+        }
+        .ok_or(ProfileError::NotFound)?;
+        self.view(&account, target).await
+    }
+
     /// `GET /v1/profile/{aci}/{version}` (and the credential variant).
     pub async fn versioned(
         &self,

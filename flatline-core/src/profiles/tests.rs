@@ -106,3 +106,19 @@ fn checksum_is_hmac_of_32_zero_bytes() {
         "33ad0a1c607ec03b09e6cd9893680ce210adf300aa1f2660e1b22e10f170f92a"
     );
 }
+
+#[test]
+fn base_read_credentials() {
+    use super::{BaseReadAuth, plan_base_read};
+    use crate::messages::CredentialConflict;
+    assert_eq!(plan_base_read(false, false), Ok(BaseReadAuth::Standard));
+    assert_eq!(plan_base_read(true, false), Ok(BaseReadAuth::Standard));
+    assert_eq!(
+        plan_base_read(false, true),
+        Ok(BaseReadAuth::GroupSendToken)
+    );
+    assert_eq!(
+        plan_base_read(true, true),
+        Err(CredentialConflict::TokenWithOtherCredentials)
+    );
+}

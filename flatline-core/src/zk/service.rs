@@ -98,7 +98,8 @@ pub fn issue_group_credentials(
 /// Why a `Group-Send-Token` header was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum GroupSendTokenError {
-    /// Not standard base64 of a serialized `GroupSendFullToken` (Signal-Server: header conversion fails, 400).
+    /// Not standard base64 of a serialized `GroupSendFullToken` (Signal-Server: `GroupSendTokenHeader.valueOf`
+    /// throws a 401 before the endpoint runs).
     #[error("Group-Send-Token is not a serialized GroupSendFullToken")]
     Malformed,
     /// Expired, or not for exactly these recipients (Signal-Server: 401).

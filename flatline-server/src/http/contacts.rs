@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use flatline_core::contacts::{
-    ContactError, ContactInvite, ContactInviteId, ContactPolicy, Flood, Grant, GrantState,
-    InviteCode, NewContactInvite, RequestFilter, Via,
+    ContactError, ContactInvite, ContactInviteId, ContactPolicy, Decisions, Flood, Grant,
+    GrantRoute, GrantState, InviteCode, NewContactInvite, RequestFilter, Via,
 };
 use flatline_core::ids::Aci;
 use flatline_core::time::Timestamp;
@@ -621,11 +621,29 @@ async fn requests(
     }))
 }
 
-/// Bulk decisions on contact requests (at most 1000).
+/// A route grants come through, in the shape of a grant's `via` (a client may send a grant's `via` back).
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RouteDto {
+    /// `invite`, `shortcode` or `introduction` (`direct` grants have no route).
+    kind: String,
+    /// The contact invite, for `invite` (else absent or null).
+    #[serde(default)]
+    invite_id: Option<Uuid>,
+    /// The contact shortcode, for `shortcode` (else absent or null).
+    #[serde(default)]
+    shortcode_id: Option<Uuid>,
+    /// The introducer, for `introduction` (else absent or null).
+    #[serde(default)]
+    #[schema(value_type = Option<Uuid>)]
+    introducer: Option<Aci>,
+}
+
+/// Bulk decisions on contact requests (at most 1000 accounts and 100 routes), applied atomically.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct DecideDto {
-    /// ACIs to allow.
+    /// ACIs to allow. Approval wins over every denial in the same call.
     #[serde(default)]
     #[schema(value_type = Vec<Uuid>)]
     approve: Vec<Aci>,
@@ -633,11 +651,18 @@ struct DecideDto {
     #[serde(default)]
     #[schema(value_type = Vec<Uuid>)]
     deny: Vec<Aci>,
-    /// Deny every pending or quarantined request that came through this invite.
+    /// Deny every pending or quarantined request that came through this invite (active grants stay).
     deny_all_from_invite: Option<Uuid>,
+    /// Deny **every** grant (active, pending or quarantined) that came through any of these routes: one contact
+    /// invite, one contact shortcode, or one introducer's introductions. Routes that match nothing are no-ops.
+    #[serde(default)]
+    deny_all_via: Vec<RouteDto>,
 }
 
 /// Approves or denies contact requests.
+///
+/// Denied accounts lose access and cannot redeem the caller's invites again; their queued, undelivered messages
+/// to the caller (identified sends; every device) are deleted in the same transaction.
 #[utoipa::path(
     post,
     path = "/v1/contacts/requests/decide",
@@ -650,7 +675,9 @@ struct DecideDto {
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
         (status = 409, description = "`contacts_not_invite_only`", body = ErrorBody),
         (status = 413, description = BODY_TOO_LARGE, body = ErrorBody),
-        (status = 422, description = "`validation_failed`: too many, or an ACI both approved and denied", body = ErrorBody),
+        (status = 422, description = "`validation_failed`: too many accounts or routes, an ACI both approved and \
+            denied, or a route that is not `invite` + `inviteId`, `shortcode` + `shortcodeId` or `introduction` + \
+            `introducer`", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
     )
 )]
@@ -659,14 +686,21 @@ async fn decide(
     Authenticated(caller): Authenticated,
     Json(body): Json<DecideDto>,
 ) -> Result<StatusCode, ApiError> {
+    let deny_all_via = body
+        .deny_all_via
+        .iter()
+        .map(|r| GrantRoute::from_parts(&r.kind, r.invite_id, r.shortcode_id, r.introducer))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ApiError::unprocessable)?;
+    let decisions = Decisions {
+        approve: body.approve,
+        deny: body.deny,
+        deny_requests_from_invite: body.deny_all_from_invite.map(ContactInviteId),
+        deny_all_via,
+    };
     state
         .contacts
-        .decide(
-            caller.account.aci,
-            &body.approve,
-            &body.deny,
-            body.deny_all_from_invite.map(ContactInviteId),
-        )
+        .decide(caller.account.aci, &decisions)
         .await
         .map_err(error)?;
     Ok(StatusCode::NO_CONTENT)

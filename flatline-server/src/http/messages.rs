@@ -2,7 +2,9 @@
 //! and spam reports, answered exactly as Signal-Server does.
 //!
 //! Status table of a send: 200 `{needsSync}`; 400 `invalid_json` / `invalid_query` / `invalid_destination` /
-//! `ambiguous_credentials`; 401 `unauthorized`; 403 `own_pni` / `contact_not_allowed`; 404 `not_found`; 409
+//! `ambiguous_credentials` (a Group-Send-Token with Authorization or an access key, or on a story); 401
+//! `unauthorized` (also a Group-Send-Token that does not parse, is expired or does not cover exactly the
+//! destination); 403 `own_pni` / `contact_not_allowed`; 404 `not_found` (identified, or a valid token); 409
 //! `{missingDevices, extraDevices}`; 410 `{staleDevices}`; 413 `message_too_large` / `body_too_large`; 422
 //! `validation_failed`; 429 `rate_limited` / `queue_full` with `Retry-After`.
 
@@ -15,8 +17,10 @@ use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::messages::service::{SendCredentials, SendError, SendRequest, parse_guid};
 use flatline_core::messages::store::QueuedMessage;
 use flatline_core::messages::{
-    Envelope, IncomingError, MAX_CONTENT_BYTES, RawIncomingMessage, validate_messages,
+    Envelope, IncomingError, MAX_CONTENT_BYTES, PresentedCredentials, RawIncomingMessage,
+    check_credential_combination, validate_messages,
 };
+use flatline_core::zk::service::parse_group_send_token;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -169,10 +173,11 @@ fn incoming_error(e: IncomingError) -> Response {
     ApiError::unprocessable(e.to_string()).into_response()
 }
 
-/// Sends one message per device to an account (identified, sealed with its access key, or a story).
+/// Sends one message per device to an account (identified, sealed, or a story).
 ///
-/// A send to one's own ACI is a sync message (the sending device excluded). Contact gating of `invite_only`
-/// accounts is decided before the device check, so a stranger learns nothing about the devices.
+/// Sealed sends carry the destination's access key or a group send token. A send to one's own ACI is a sync message (the sending device excluded). Contact gating of `invite_only`
+/// accounts is decided before the device check, so a stranger learns nothing about the devices; a valid
+/// Group-Send-Token (shared group membership) passes it.
 #[utoipa::path(
     put,
     path = "/v1/messages/{destination}",
@@ -183,6 +188,9 @@ fn incoming_error(e: IncomingError) -> Response {
             example = "9d0652a3-dcc3-4d11-975f-74d61598733f",
             pattern = "^(PNI:)?[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
         SendQuery,
+        ("Group-Send-Token" = Option<String>, Header, description = "A serialized GroupSendFullToken, standard \
+            base64, covering exactly `{destination}` (sealed sends to a group member; never with Authorization or \
+            Unidentified-Access-Key, never on a story)"),
     ),
     request_body = IncomingMessageListDto,
     responses(
@@ -191,10 +199,12 @@ fn incoming_error(e: IncomingError) -> Response {
         (status = 400, description = "`invalid_json`, `invalid_query`, `invalid_destination`, or \
             `ambiguous_credentials` (a Group-Send-Token with other credentials or on a story)", body = ErrorBody),
         (status = 401, description = "`unauthorized`: no credentials, bad credentials, or a wrong access key \
-            (also for unknown accounts and PNI destinations of sealed sends)", body = ErrorBody),
+            (also for unknown accounts and PNI destinations of sealed sends), or a Group-Send-Token that does not \
+            parse, has expired or does not cover exactly the destination", body = ErrorBody),
         (status = 403, description = "`own_pni` (to one's own PNI) or `contact_not_allowed` (the destination \
             accepts contacts by invite only and the sender has no active grant)", body = ErrorBody),
-        (status = 404, description = "`not_found`: an identified send to an unknown account", body = ErrorBody),
+        (status = 404, description = "`not_found`: an identified send, or a send with a valid Group-Send-Token, \
+            to an unknown account", body = ErrorBody),
         (status = 409, description = "Devices missing from or extra in the request", body = MismatchedDevicesDto),
         (status = 410, description = "Devices whose registration id changed", body = StaleDevicesDto),
         (status = 413, description = "`message_too_large` (a content over 256 KiB) or `body_too_large`", body = ErrorBody),
@@ -212,32 +222,47 @@ async fn send_message(
     headers: HeaderMap,
     Path(destination): Path<String>,
     Query(q): Query<SendQuery>,
-    Json(body): Json<IncomingMessageListDto>,
+    body: Result<Json<IncomingMessageListDto>, ApiError>,
 ) -> Response {
     let story = q.story.unwrap_or(false);
     let access_key = headers.get("unidentified-access-key");
-    if headers.contains_key("group-send-token") {
-        if caller.is_some() || access_key.is_some() || story {
-            return ApiError::bad_request(
-                "ambiguous_credentials",
-                "a Group-Send-Token goes alone and never on a story",
-            )
-            .into_response();
-        }
-        // Group send endorsements are not verified yet: refused like a wrong credential.
-        return ApiError::unauthorized().into_response();
+    // Signal-Server converts the header before the body is read: one that does not parse is a 401.
+    let token = match headers.get("group-send-token") {
+        None => None,
+        Some(v) => match v.to_str().ok().map(parse_group_send_token) {
+            Some(Ok(t)) => Some(t),
+            _ => return ApiError::unauthorized().into_response(),
+        },
+    };
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let presented = PresentedCredentials {
+        authenticated: caller.is_some(),
+        access_key: access_key.is_some(),
+        group_send_token: token.is_some(),
+        story,
+    };
+    if let Err(e) = check_credential_combination(presented) {
+        return ApiError::bad_request("ambiguous_credentials", e.to_string()).into_response();
     }
-    let credentials = match (caller, access_key) {
+    let trust = state.trust.clone();
+    let credentials = match (caller, access_key, token) {
         // An authenticated request is identified; an access key beside it is ignored, as Signal does.
-        (Some(device), _) => SendCredentials::Device(Box::new(device)),
+        (Some(device), _, _) => SendCredentials::Device(Box::new(device)),
         // A malformed access key is a wrong one: 401.
-        (None, Some(v)) => SendCredentials::AccessKey(
+        (None, Some(v), _) => SendCredentials::AccessKey(
             v.to_str()
                 .ok()
                 .and_then(|s| wire::decode_std(s).ok())
                 .unwrap_or_default(),
         ),
-        (None, None) => SendCredentials::None,
+        (None, None, Some(token)) => SendCredentials::GroupSendToken {
+            token,
+            params: trust.as_deref().map(|t| &t.zk().server),
+        },
+        (None, None, None) => SendCredentials::None,
     };
     let Ok(destination) = destination.parse::<ServiceId>() else {
         return ApiError::bad_request("invalid_destination", "not an ACI or PNI:uuid")

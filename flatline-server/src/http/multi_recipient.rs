@@ -3,8 +3,8 @@
 //!
 //! Status table: 200 `{"uuids404"}`; 400 `invalid_query` / `invalid_message` (a malformed SentMessage, no
 //! recipient, a device twice, `ts` out of range) / `ambiguous_credentials` (both a key and a token, or a token on a
-//! story) / `invalid_token` (a Group-Send-Token that does not parse); 401 `unauthorized` (neither credential, a
-//! wrong combined key, a token that does not verify); 404 `not_found` (an unknown recipient of a key send); 409
+//! story); 401 `unauthorized` (neither credential, a wrong combined key, a Group-Send-Token that does not parse
+//! or does not verify); 404 `not_found` (an unknown recipient of a key send); 409
 //! `[{uuid, devices:{missingDevices, extraDevices}}]`; 410 `[{uuid, devices:{staleDevices}}]`; 413
 //! `message_too_large` / `body_too_large`; 415 `unsupported_media_type`; 429 `rate_limited` / `queue_full`.
 
@@ -14,9 +14,11 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flatline_core::ids::DeviceId;
-use flatline_core::messages::MAX_CONTENT_BYTES;
 use flatline_core::messages::service::{
     MultiRecipientAuth, MultiRecipientError, MultiRecipientRequest,
+};
+use flatline_core::messages::{
+    MAX_CONTENT_BYTES, PresentedCredentials, check_credential_combination,
 };
 use flatline_core::zk::service::parse_group_send_token;
 use serde::{Deserialize, Serialize};
@@ -200,10 +202,11 @@ fn unauthorized_after_parse(body: &[u8]) -> Response {
         (status = 200, description = "Stored for every device of every resolved recipient (stories to unknown or \
             invite_only recipients are skipped silently)", body = MultiRecipientResponseDto),
         (status = 400, description = "`invalid_query`, `invalid_message` (malformed SentMessage, no recipient, a \
-            device twice, `ts` out of range), `ambiguous_credentials` (key and token, or a token on a story) or \
-            `invalid_token`", body = ErrorBody),
+            device twice, `ts` out of range) or `ambiguous_credentials` (key and token, or a token on a story)",
+            body = ErrorBody),
         (status = 401, description = "`unauthorized`: no credentials, a wrong combined key (or a PNI recipient, \
-            or a recipient without a key), a token that does not verify", body = ErrorBody),
+            or a recipient without a key), a token that does not parse, has expired or does not cover exactly the \
+            recipients", body = ErrorBody),
         (status = 404, description = "`not_found`: a recipient of a key send has no account", body = ErrorBody),
         (status = 409, description = "Recipients with missing or extra devices (wins over 410)",
             body = MismatchedRecipientsDto),
@@ -253,27 +256,23 @@ async fn send_multi_recipient(
             .and_then(|s| wire::decode_std(s).ok())
             .unwrap_or_default()
     });
-    let token_header = headers.get("group-send-token");
-    if token_header.is_some() && (access_key.is_some() || story) {
-        return ApiError::bad_request(
-            "ambiguous_credentials",
-            "a Group-Send-Token goes alone and never on a story",
-        )
-        .into_response();
-    }
-    let token = match token_header {
+    // Signal-Server converts the header before anything else: one that does not parse is a 401.
+    let token = match headers.get("group-send-token") {
+        None => None,
         Some(v) => match v.to_str().ok().map(parse_group_send_token) {
             Some(Ok(t)) => Some(t),
-            _ => {
-                return ApiError::bad_request(
-                    "invalid_token",
-                    "not a serialized GroupSendFullToken",
-                )
-                .into_response();
-            }
+            _ => return ApiError::unauthorized().into_response(),
         },
-        None => None,
     };
+    let presented = PresentedCredentials {
+        authenticated: false,
+        access_key: access_key.is_some(),
+        group_send_token: token.is_some(),
+        story,
+    };
+    if let Err(e) = check_credential_combination(presented) {
+        return ApiError::bad_request("ambiguous_credentials", e.to_string()).into_response();
+    }
     let trust = state.trust.clone();
     let auth = match (&access_key, &token, story) {
         (_, _, true) => MultiRecipientAuth::Story,

@@ -3,7 +3,8 @@
 //!
 //! Status table: 400 `invalid_json` / `invalid_commitment` / `invalid_identifier` / `invalid_credential_type` /
 //! `invalid_credential_request` / `ambiguous_credentials`; 401 `unauthorized` (no credentials, wrong access key, or
-//! with an access key any missing account); 403 `policy_rejected` (avatar POST: bad signature, expired, other key);
+//! with an access key any missing account; on the unversioned read also a Group-Send-Token that does not parse or
+//! does not verify for exactly the target); 403 `policy_rejected` (avatar POST: bad signature, expired, other key);
 //! 404 `not_found` (authenticated reads of a missing account, missing avatar); 422 `validation_failed` (sizes,
 //! version); 429 `rate_limited`.
 
@@ -16,9 +17,12 @@ use base64::engine::general_purpose::STANDARD;
 use flatline_core::attachments::{AvatarFormError, avatar_form, is_avatar_key, verify_avatar_form};
 use flatline_core::ids::{Aci, ServiceId};
 use flatline_core::profiles::{
-    ProfileError, ProfileRequester, ProfileView, RawProfile, VersionedView,
+    BaseReadAuth, ProfileError, ProfileRequester, ProfileView, RawProfile, VersionedView,
+    plan_base_read,
 };
-use flatline_core::zk::service::{ProfileCredentialError, issue_profile_key_credential};
+use flatline_core::zk::service::{
+    ProfileCredentialError, issue_profile_key_credential, parse_group_send_token,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
@@ -272,17 +276,28 @@ fn aci_of(s: &str) -> Result<Aci, ApiError> {
 }
 
 /// Reads an account's base profile (ACI or PNI).
+///
+/// Authorized by Basic auth, by the target's `Unidentified-Access-Key` (ACI targets only), or by a
+/// `Group-Send-Token` covering exactly the target (a fellow group member; it decides alone, even beside Basic
+/// auth, as Signal-Server does).
 #[utoipa::path(
     get,
     path = "/v1/profile/{identifier}",
     tag = "profiles",
-    security(("basicAuth" = []), ("unidentifiedAccessKey" = [])),
-    params(("identifier" = String, Path, description = "`<aci>` or `PNI:<pni>`")),
+    security(("basicAuth" = []), ("unidentifiedAccessKey" = []), ()),
+    params(
+        ("identifier" = String, Path, description = "`<aci>` or `PNI:<pni>`"),
+        ("Group-Send-Token" = Option<String>, Header, description = "A serialized GroupSendFullToken, standard \
+            base64, covering exactly `{identifier}`; never with Unidentified-Access-Key"),
+    ),
     responses(
         (status = 200, description = "The base profile", body = BaseProfileDto),
-        (status = 400, description = "`invalid_identifier` or `ambiguous_credentials`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: no credentials, a wrong access key, an access key for a PNI, or (with an access key) no such account", body = ErrorBody),
-        (status = 404, description = "`not_found` (authenticated)", body = ErrorBody),
+        (status = 400, description = "`invalid_identifier` or `ambiguous_credentials` (Authorization with an \
+            access key, or a Group-Send-Token with an access key)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: no credentials, a wrong access key, an access key for a PNI, \
+            (with an access key) no such account, or a Group-Send-Token that does not parse, has expired or does \
+            not cover exactly the target", body = ErrorBody),
+        (status = 404, description = "`not_found` (authenticated, or with a valid Group-Send-Token)", body = ErrorBody),
         (status = 429, description = RATE_LIMITED, body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
     )
@@ -293,15 +308,43 @@ async fn get_profile(
     headers: HeaderMap,
     Path(identifier): Path<String>,
 ) -> Result<axum::Json<BaseProfileDto>, ApiError> {
-    let who = requester(caller, &headers)?;
+    // Signal-Server converts the header before the endpoint runs: one that does not parse is a 401.
+    let token = match headers.get("group-send-token") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .and_then(|s| parse_group_send_token(s).ok())
+                .ok_or_else(ApiError::unauthorized)?,
+        ),
+    };
     let target: ServiceId = identifier
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_identifier", "not an ACI or PNI:uuid"))?;
-    let view = state
-        .profiles
-        .base(&who, target)
-        .await
-        .map_err(profile_error)?;
+    let how = plan_base_read(
+        headers.contains_key("unidentified-access-key"),
+        token.is_some(),
+    )
+    .map_err(|e| ApiError::bad_request("ambiguous_credentials", e.to_string()))?;
+    let view = match (how, token) {
+        (BaseReadAuth::GroupSendToken, Some(token)) => {
+            let trust = state.trust.clone();
+            state
+                .profiles
+                .base_by_group_send_token(
+                    &token,
+                    trust.as_deref().map(|t| &t.zk().server),
+                    target,
+                    state.clock.now(),
+                )
+                .await
+        }
+        _ => {
+            let who = requester(caller, &headers)?;
+            state.profiles.base(&who, target).await
+        }
+    }
+    .map_err(profile_error)?;
     Ok(axum::Json(view.into()))
 }
 

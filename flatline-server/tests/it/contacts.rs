@@ -858,3 +858,221 @@ async fn policy_body_must_be_an_object() {
         "invalid_path",
     );
 }
+
+/// The cascade (API §6/§15): introducer X introduces three people to Alice (two under `auto`, active, one
+/// under `ask`, pending); two of them and a contact who came through an invite send Alice identified messages on
+/// both her devices. One decide call denying "everything through X" ends all three grants and deletes the two
+/// introducees' queued messages from both devices, while the invite contact's grant and message stay. Bad routes
+/// are 422 and change nothing. On every backend.
+#[tokio::test]
+async fn denying_everything_through_an_introducer_ends_the_grants_and_their_queued_messages() {
+    use crate::multi_recipient::{fetch as fetch_queue, seed};
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = seed(&app, "alice@example.org", &[(1, 11), (2, 12)], None, false).await;
+        let x = app.seed("x").await;
+        let (p1, p2, p3) = (
+            app.seed("p1").await,
+            app.seed("p2").await,
+            app.seed("p3").await,
+        );
+        let o = app.seed("o").await;
+        set_policy(
+            &app,
+            &alice,
+            json!({"policy": "invite_only", "introductions": "auto"}),
+        )
+        .await;
+        let r = app
+            .put_json(
+                &format!("/v1/contacts/grants/{}", x.aci),
+                &auth(&alice),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 204);
+        let intro = |introducee: &SimClient| json!({"introducee": introducee.aci.to_string(), "recipient": alice.aci.to_string()});
+        for p in [&p1, &p2] {
+            assert_eq!(
+                post(&app, "/v1/introductions", &x, &intro(p)).await.status,
+                201
+            );
+        }
+        set_policy(&app, &alice, json!({"introductions": "ask"})).await;
+        assert_eq!(
+            post(&app, "/v1/introductions", &x, &intro(&p3))
+                .await
+                .status,
+            201
+        );
+        let invite = create_invite(&app, &alice, json!({})).await;
+        let r = redeem(&app, &o, invite["code"].as_str().unwrap()).await;
+        assert_eq!(r.json()["state"], "active");
+        // And one contact through a shortcode.
+        let sc = app.seed("sc").await;
+        let code = post(&app, "/v1/contact_shortcodes", &alice, &json!({})).await;
+        assert_eq!(code.status, 201, "{}", String::from_utf8_lossy(&code.body));
+        let code = code.json();
+        let r = post(
+            &app,
+            "/v1/contact_shortcodes/redeem",
+            &sc,
+            &json!({"shortcode": code["shortcode"]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+
+        // p1, p2 and o message Alice on both devices.
+        let to_alice = format!("/v1/messages/{}", alice.aci);
+        for (sender, text) in [
+            (&p1, "from p1"),
+            (&p2, "from p2"),
+            (&o, "from o"),
+            (&sc, "from sc"),
+        ] {
+            let content = STANDARD.encode(text);
+            let body = json!({"messages": [
+                {"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": 11, "content": content},
+                {"type": 1, "destinationDeviceId": 2, "destinationRegistrationId": 12, "content": content},
+            ], "timestamp": 1_700_000_000_123u64});
+            let r = app
+                .send(
+                    Method::PUT,
+                    &to_alice,
+                    &[("authorization", &auth(sender))],
+                    Some(&body.to_string()),
+                )
+                .await;
+            assert_eq!(
+                r.status,
+                200,
+                "{backend:?} {}",
+                String::from_utf8_lossy(&r.body)
+            );
+        }
+        for d in [1, 2] {
+            assert_eq!(
+                fetch_queue(&app, &alice, d, false).await.len(),
+                4,
+                "{backend:?}"
+            );
+        }
+        let state = |m: &std::collections::BTreeMap<String, String>, c: &SimClient| {
+            m[&c.aci.to_string()].clone()
+        };
+
+        // Bad routes: 422, nothing changes.
+        let before = grant_states(&app, &alice).await;
+        for bad in [
+            json!({"denyAllVia": [{"kind": "direct"}]}),
+            json!({"denyAllVia": [{"kind": "introduction"}]}),
+            json!({"denyAllVia": [{"kind": "introduction", "introducer": x.aci.to_string(),
+                                   "inviteId": invite["id"]}]}),
+            json!({"denyAllVia": [{"kind": "introduction", "introducer": x.aci.to_string()}, {"kind": "all"}]}),
+        ] {
+            let r = post(&app, "/v1/contacts/requests/decide", &alice, &bad).await;
+            assert_code(&r, 422, "validation_failed");
+        }
+        let r = post(
+            &app,
+            "/v1/contacts/requests/decide",
+            &alice,
+            &json!({"denyAllVia": [{"kind": "invite", "inviteId": "not-a-uuid"}]}),
+        )
+        .await;
+        assert_code(&r, 400, "invalid_json");
+        assert_eq!(grant_states(&app, &alice).await, before);
+        for d in [1, 2] {
+            assert_eq!(fetch_queue(&app, &alice, d, false).await.len(), 4);
+        }
+
+        // Everything through X, in the shape of a grant's `via`.
+        let r = post(
+            &app,
+            "/v1/contacts/requests/decide",
+            &alice,
+            &json!({"denyAllVia": [{"kind": "introduction", "inviteId": null, "shortcodeId": null,
+                                    "introducer": x.aci.to_string()}]}),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        let after = grant_states(&app, &alice).await;
+        for p in [&p1, &p2, &p3] {
+            assert_eq!(state(&after, p), "denied", "{backend:?}");
+        }
+        for other in [&o, &sc, &x] {
+            assert_eq!(state(&after, other), "active");
+        }
+        for d in [1, 2] {
+            let queue = fetch_queue(&app, &alice, d, false).await;
+            assert_eq!(queue.len(), 2, "{backend:?} device {d}: {queue:?}");
+            assert_eq!(queue[0]["sourceUuid"], o.aci.to_string());
+            assert_eq!(queue[0]["content"], STANDARD.encode("from o"));
+            assert_eq!(queue[1]["sourceUuid"], sc.aci.to_string());
+        }
+        // And they cannot write again.
+        let body = json!({"messages": [
+            {"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": 11, "content": "AAAA"},
+            {"type": 1, "destinationDeviceId": 2, "destinationRegistrationId": 12, "content": "AAAA"},
+        ]});
+        let r = app
+            .send(
+                Method::PUT,
+                &to_alice,
+                &[("authorization", &auth(&p1))],
+                Some(&body.to_string()),
+            )
+            .await;
+        assert_code(&r, 403, "contact_not_allowed");
+
+        // The invite's and the shortcode's routes together, as GET /v1/contacts/grants shows them.
+        let vias: Vec<Value> = get(&app, "/v1/contacts/grants", &alice).await.json()["grants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|g| {
+                [o.aci.to_string(), sc.aci.to_string()]
+                    .contains(&g["aci"].as_str().unwrap().to_owned())
+            })
+            .map(|g| g["via"].clone())
+            .collect();
+        assert_eq!(vias.len(), 2);
+        let r = post(
+            &app,
+            "/v1/contacts/requests/decide",
+            &alice,
+            &json!({"denyAllVia": vias}),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        let after = grant_states(&app, &alice).await;
+        assert_eq!(state(&after, &o), "denied");
+        assert_eq!(state(&after, &sc), "denied");
+        assert_eq!(state(&after, &x), "active");
+        for d in [1, 2] {
+            assert!(
+                fetch_queue(&app, &alice, d, false).await.is_empty(),
+                "{backend:?}"
+            );
+        }
+    }
+}
+
+/// `aci → state` of every grant `owner` gave.
+async fn grant_states(
+    app: &TestApp,
+    owner: &SimClient,
+) -> std::collections::BTreeMap<String, String> {
+    let list = get(app, "/v1/contacts/grants", owner).await.json();
+    list["grants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["aci"].as_str().unwrap().to_owned(),
+                g["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}

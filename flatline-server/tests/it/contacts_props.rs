@@ -222,7 +222,15 @@ impl World {
                 let deny: Vec<Aci> = deny.iter().map(|w| self.aci(*w)).collect();
                 let _ = self
                     .contacts
-                    .decide(owner, &approve, &deny, deny_all.map(|i| self.invites[i].0))
+                    .decide(
+                        owner,
+                        &flatline_core::contacts::Decisions {
+                            approve,
+                            deny,
+                            deny_requests_from_invite: deny_all.map(|i| self.invites[i].0),
+                            deny_all_via: vec![],
+                        },
+                    )
                     .await;
             }
             Op::Allow { who } => {

@@ -10,6 +10,7 @@ mod dev;
 mod devices;
 mod e2e;
 mod fuzz_corpus;
+mod group_send;
 mod hardening;
 mod invites;
 mod invites_cli;

@@ -406,7 +406,19 @@ pub async fn authorization_and_validation_statuses() {
             400,
             "invalid_destination",
         );
-        // A Group-Send-Token alongside other credentials, or on a story, is 400.
+        // A (well-formed) Group-Send-Token alongside other credentials is 400; one that does not parse is 401.
+        let token = crate::group_send::well_formed_token();
+        let r = put(
+            &app,
+            &bob.aci().to_string(),
+            &[
+                ("authorization", &alice.auth(1)),
+                ("group-send-token", &token),
+            ],
+            &b1,
+        )
+        .await;
+        assert_code(&r, 400, "ambiguous_credentials");
         let r = put(
             &app,
             &bob.aci().to_string(),
@@ -417,7 +429,7 @@ pub async fn authorization_and_validation_statuses() {
             &b1,
         )
         .await;
-        assert_code(&r, 400, "ambiguous_credentials");
+        assert_code(&r, 401, "unauthorized");
         let to = bob.aci().to_string();
         for bad_body in [
             json!({"timestamp": 1}),
@@ -1143,6 +1155,8 @@ pub async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
                 server_timestamp: now,
                 expires_at: now.plus(Duration::from_secs(60)),
                 story: false,
+                source: None,
+                gated: false,
             }
         })
         .collect();

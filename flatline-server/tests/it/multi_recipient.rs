@@ -25,7 +25,7 @@ use crate::support::{Backend, Response, TestApp};
 const MRM: &str = "application/vnd.signal-messenger.mrm";
 
 /// An account with devices `(id, registration id)` (the first must be 1), an optional key and the unrestricted flag.
-async fn seed(
+pub(crate) async fn seed(
     app: &TestApp,
     principal: &str,
     devices: &[(u8, u16)],
@@ -51,14 +51,14 @@ async fn seed(
     client
 }
 
-fn auth(c: &SimClient, d: u8) -> String {
+pub(crate) fn auth(c: &SimClient, d: u8) -> String {
     format!(
         "Basic {}",
         STANDARD.encode(format!("{}.{d}:{}", c.aci, c.password))
     )
 }
 
-async fn fetch(app: &TestApp, c: &SimClient, d: u8, stories: bool) -> Vec<Value> {
+pub(crate) async fn fetch(app: &TestApp, c: &SimClient, d: u8, stories: bool) -> Vec<Value> {
     let a = auth(c, d);
     let mut headers = vec![("authorization", a.as_str())];
     if stories {
@@ -123,7 +123,7 @@ fn sent_message(recipients: &[(ServiceId, &[(u8, u16)])], shared_len: usize) -> 
     out
 }
 
-fn assert_status(r: &Response, status: u16, code: &str) {
+pub(crate) fn assert_status(r: &Response, status: u16, code: &str) {
     assert_eq!(
         (r.status.as_u16(), r.code()),
         (status, code.to_owned()),
@@ -273,22 +273,25 @@ pub async fn statuses_and_bodies_in_order() {
     }
     // Credentials: neither 401, both 400, a token on a story 400, a bad ts 400, wrong content type 415.
     assert_status(&put(&app, "", &[], good.clone()).await, 401, "unauthorized");
-    let both = [uak[0], ("group-send-token", "AAAA")];
+    let well_formed = crate::group_send::well_formed_token();
+    let both = [uak[0], ("group-send-token", well_formed.as_str())];
     assert_status(
         &put(&app, "", &both, good.clone()).await,
         400,
         "ambiguous_credentials",
     );
-    let token = [("group-send-token", "AAAA")];
+    let on_story = [("group-send-token", well_formed.as_str())];
     assert_status(
-        &put(&app, "?story=true", &token, good.clone()).await,
+        &put(&app, "?story=true", &on_story, good.clone()).await,
         400,
         "ambiguous_credentials",
     );
+    let token = [("group-send-token", "AAAA")];
+    // A token that does not parse is a 401 (Signal-Server's GroupSendTokenHeader), before any other check.
     assert_status(
         &put(&app, "", &token, good.clone()).await,
-        400,
-        "invalid_token",
+        401,
+        "unauthorized",
     );
     assert_status(
         &put(&app, "?ts=-1", &uak, good.clone()).await,

@@ -755,6 +755,8 @@ async fn committed_messages_are_announced_to_other_processes() {
         server_timestamp: T0,
         expires_at: Timestamp(T0.0 + 1_000),
         story: false,
+        source: None,
+        gated: false,
     };
     // Refused (the bound is 10 bytes): nothing is announced.
     assert_eq!(

@@ -530,7 +530,15 @@ impl World {
                 format!(
                     "{:?}",
                     store
-                        .decide_contact_requests(self.owner, &approve, &deny, from)
+                        .decide_contact_requests(
+                            self.owner,
+                            &flatline_core::contacts::Decisions {
+                                approve,
+                                deny,
+                                deny_requests_from_invite: from,
+                                deny_all_via: vec![],
+                            }
+                        )
                         .await
                 )
             }
@@ -552,6 +560,8 @@ impl World {
                         server_timestamp: now,
                         expires_at: now.plus(MESSAGE_TTL),
                         story: k % 2 == 1,
+                        source: None,
+                        gated: false,
                     })
                     .collect();
                 format!("{:?}", store.insert_messages(&batch, MAX_QUEUE_BYTES).await)

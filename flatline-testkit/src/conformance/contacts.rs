@@ -4,10 +4,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flatline_core::contacts::{
-    ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, FloodConfig, Grant, GrantState,
-    Introduction, IntroductionPolicy, PolicyMode, Redemption, Via,
+    ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, FloodConfig, Grant,
+    GrantRoute, GrantState, Introduction, IntroductionPolicy, PolicyMode, Redemption, Via,
 };
-use flatline_core::ids::Aci;
+use flatline_core::ids::{Aci, DeviceId};
+use flatline_core::messages::MessageGuid;
+use flatline_core::messages::store::{InsertOutcome, MessageCursor, NewMessage};
+use flatline_core::shortcodes::{
+    ContactShortcode, CreateShortcode, Shortcode, ShortcodeRedemption,
+};
 use flatline_core::store::Store;
 use flatline_core::time::Timestamp;
 
@@ -448,7 +453,7 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
     let friend = account(&store, &rng, "friend").await;
     assert!(
         !store
-            .decide_contact_requests(bob, &[], &[friend], None)
+            .decide_contact_requests(bob, &deny_only(&[friend]))
             .await
             .unwrap()
     );
@@ -470,7 +475,15 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
     let stranger = Aci::random(&rng);
     assert!(
         store
-            .decide_contact_requests(bob, &[keep], &[deny_one, stranger], Some(i.id))
+            .decide_contact_requests(
+                bob,
+                &Decisions {
+                    approve: vec![keep],
+                    deny: vec![deny_one, stranger],
+                    deny_requests_from_invite: Some(i.id),
+                    deny_all_via: vec![],
+                }
+            )
             .await
             .unwrap()
     );
@@ -497,7 +510,13 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
     // Approving a denied account lets it back in.
     assert!(
         store
-            .decide_contact_requests(bob, &[rest[0]], &[], None)
+            .decide_contact_requests(
+                bob,
+                &Decisions {
+                    approve: vec![rest[0]],
+                    ..Decisions::default()
+                }
+            )
             .await
             .unwrap()
     );
@@ -505,6 +524,365 @@ pub async fn decide_contact_requests(store: Arc<dyn Store>) {
         state_of(&store, bob, rest[0]).await,
         Some(GrantState::Active)
     );
+}
+
+fn deny_only(deny: &[Aci]) -> Decisions {
+    Decisions {
+        deny: deny.to_vec(),
+        ..Decisions::default()
+    }
+}
+
+/// A queued message for `owner`'s device `d`, from `source` (`None`: sealed), whose envelope is `tag`.
+fn queued(owner: Aci, d: u8, source: Option<Aci>, tag: &[u8]) -> NewMessage {
+    NewMessage {
+        aci: owner,
+        device: DeviceId::new(d).unwrap(),
+        guid: MessageGuid(uuid::Uuid::new_v4()),
+        envelope: tag.to_vec(),
+        server_timestamp: T0,
+        expires_at: T0.plus(Duration::from_secs(86_400)),
+        story: false,
+        source,
+        gated: false,
+    }
+}
+
+/// The envelopes queued for `owner`'s device `d`, in order.
+async fn envelopes(store: &Arc<dyn Store>, owner: Aci, d: u8) -> Vec<Vec<u8>> {
+    let device = DeviceId::new(d).unwrap();
+    store
+        .read_messages(owner, device, MessageCursor::START, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.envelope)
+        .collect()
+}
+
+/// Denying everything through one route (invite, shortcode, introducer) in one call, whatever the grants' states:
+/// approvals win, other routes and direct grants stay, and every denied grantee's queued messages to the owner go
+/// from every device queue in the same call (byte totals kept), while its messages to others, sealed messages and
+/// other senders' messages stay. Plain denials and blocks delete too; an owner that is not invite_only changes
+/// nothing.
+pub async fn decide_denials_cascade_and_delete_queued_messages(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let carol = account(&store, &rng, "carol").await;
+    let x = account(&store, &rng, "introducer").await;
+    let [p1, p2, p3, via_invite, via_code, direct] = [
+        account(&store, &rng, "p1").await,
+        account(&store, &rng, "p2").await,
+        account(&store, &rng, "p3").await,
+        account(&store, &rng, "via-invite").await,
+        account(&store, &rng, "via-code").await,
+        account(&store, &rng, "direct").await,
+    ];
+    let from = |a: Aci| Some(a);
+    let everyone_msgs = |owner| {
+        vec![
+            queued(owner, 1, from(p1), b"p1-a"),
+            queued(owner, 2, from(p1), b"p1-b"),
+            queued(owner, 1, from(p2), b"p2"),
+            queued(owner, 1, None, b"sealed"),
+            queued(owner, 2, from(direct), b"direct"),
+            queued(owner, 1, from(via_invite), b"invite"),
+            queued(owner, 2, from(via_code), b"code"),
+        ]
+    };
+    assert_eq!(
+        store
+            .insert_messages(&everyone_msgs(bob), u64::MAX)
+            .await
+            .unwrap(),
+        InsertOutcome::Stored
+    );
+    let before = (
+        envelopes(&store, bob, 1).await,
+        envelopes(&store, bob, 2).await,
+    );
+    // Not invite_only yet: refused, nothing deleted.
+    let all = Decisions {
+        deny_all_via: vec![GrantRoute::Introducer(x)],
+        deny: vec![direct],
+        ..Decisions::default()
+    };
+    assert!(!store.decide_contact_requests(bob, &all).await.unwrap());
+    assert_eq!(
+        (
+            envelopes(&store, bob, 1).await,
+            envelopes(&store, bob, 2).await
+        ),
+        before
+    );
+
+    invite_only(&store, bob, IntroductionPolicy::Auto).await;
+    assert!(
+        store
+            .set_contact_grant(bob, x, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_contact_grant(bob, direct, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
+    // p1 introduced under `auto` (active), p2 and p3 under `ask` (pending): a route covers every state.
+    assert_eq!(
+        store
+            .introduce(bob, x, p1, at(1), &FloodConfig::default())
+            .await
+            .unwrap(),
+        Introduction::Recorded(Some(GrantState::Active))
+    );
+    invite_only(&store, bob, IntroductionPolicy::Ask).await;
+    for p in [p2, p3] {
+        assert_eq!(
+            store
+                .introduce(bob, x, p, at(1), &FloodConfig::default())
+                .await
+                .unwrap(),
+            Introduction::Recorded(Some(GrantState::Pending))
+        );
+    }
+    let i = invite(&rng, bob, 9, 10, at(0));
+    create(&store, &i).await;
+    assert!(matches!(
+        redeem(&store, 9, via_invite, at(2)).await,
+        Redemption::Granted { .. }
+    ));
+    let mut code = ContactShortcode::new(&rng, bob, 0, [10, 11], at(0), Duration::from_secs(600));
+    match store
+        .create_contact_shortcode(&code, at(0), 10, 50)
+        .await
+        .unwrap()
+    {
+        CreateShortcode::Created(nameplate) => code.nameplate = nameplate,
+        other => panic!("create: {other:?}"),
+    }
+    assert!(matches!(
+        store
+            .redeem_contact_shortcode(
+                &Shortcode::new(code.nameplate, [10, 11]).unwrap(),
+                via_code,
+                at(3),
+                &FloodConfig::default()
+            )
+            .await
+            .unwrap(),
+        ShortcodeRedemption::Granted { .. }
+    ));
+    // Carol (open) got a message from p1 too: it is not Bob's to delete.
+    store
+        .insert_messages(&[queued(carol, 1, from(p1), b"to-carol")], u64::MAX)
+        .await
+        .unwrap();
+    let size_before = store
+        .queue_size(bob, DeviceId::new(1).unwrap())
+        .await
+        .unwrap();
+
+    // Everything through the introducer, with p3 approved: p1 and p2 denied (active before), their messages gone
+    // from both devices; p3, x, the other routes and the sealed message stay.
+    let through_x = Decisions {
+        approve: vec![p3],
+        deny_all_via: vec![GrantRoute::Introducer(x)],
+        ..Decisions::default()
+    };
+    assert!(
+        store
+            .decide_contact_requests(bob, &through_x)
+            .await
+            .unwrap()
+    );
+    for p in [p1, p2] {
+        assert_eq!(state_of(&store, bob, p).await, Some(GrantState::Denied));
+    }
+    for a in [p3, x, via_invite, via_code, direct] {
+        assert_eq!(state_of(&store, bob, a).await, Some(GrantState::Active));
+    }
+    assert_eq!(
+        envelopes(&store, bob, 1).await,
+        vec![b"sealed".to_vec(), b"invite".to_vec()]
+    );
+    assert_eq!(
+        envelopes(&store, bob, 2).await,
+        vec![b"direct".to_vec(), b"code".to_vec()]
+    );
+    let size_after = store
+        .queue_size(bob, DeviceId::new(1).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(size_after.messages, 2);
+    assert_eq!(
+        size_after.bytes,
+        size_before.bytes - (b"p1-a".len() + b"p2".len()) as u64
+    );
+    assert_eq!(
+        envelopes(&store, carol, 1).await,
+        vec![b"to-carol".to_vec()]
+    );
+
+    // One call, three kinds: the invite route, the shortcode route and a plain denial.
+    let rest = Decisions {
+        deny: vec![direct],
+        deny_all_via: vec![GrantRoute::Invite(i.id), GrantRoute::Shortcode(code.id)],
+        ..Decisions::default()
+    };
+    assert!(store.decide_contact_requests(bob, &rest).await.unwrap());
+    for a in [via_invite, via_code, direct] {
+        assert_eq!(state_of(&store, bob, a).await, Some(GrantState::Denied));
+    }
+    assert_eq!(envelopes(&store, bob, 1).await, vec![b"sealed".to_vec()]);
+    assert!(envelopes(&store, bob, 2).await.is_empty());
+
+    // A block (direct denial) deletes too.
+    store
+        .insert_messages(&[queued(bob, 2, from(p3), b"p3")], u64::MAX)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_contact_grant(bob, p3, GrantState::Denied, at(5))
+            .await
+            .unwrap()
+    );
+    assert!(envelopes(&store, bob, 2).await.is_empty());
+    assert_eq!(envelopes(&store, bob, 1).await, vec![b"sealed".to_vec()]);
+    assert_eq!(
+        store
+            .queue_size(bob, DeviceId::new(2).unwrap())
+            .await
+            .unwrap()
+            .bytes,
+        0
+    );
+}
+
+fn gated(mut m: NewMessage) -> NewMessage {
+    m.gated = true;
+    m
+}
+
+/// The contact gate inside the insert: a gated entry for an `invite_only` account is stored only when its source
+/// holds an active grant (or is the account itself); a refusal stores nothing of the batch, for any account;
+/// ungated entries (receipts, sealed sends) and `open` accounts are not gated.
+pub async fn message_insert_is_gated_by_the_contact_graph(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let alice = account(&store, &rng, "alice").await;
+    let carol = account(&store, &rng, "carol").await;
+    let insert = |batch: Vec<NewMessage>| {
+        let store = store.clone();
+        async move { store.insert_messages(&batch, u64::MAX).await.unwrap() }
+    };
+    assert_eq!(
+        insert(vec![gated(queued(bob, 1, Some(alice), b"open"))]).await,
+        InsertOutcome::Stored
+    );
+    invite_only(&store, bob, IntroductionPolicy::Ask).await;
+    let refused = InsertOutcome::NotAllowed { aci: bob };
+    assert_eq!(
+        insert(vec![
+            queued(carol, 1, Some(alice), b"to carol"),
+            gated(queued(bob, 1, Some(alice), b"stranger")),
+        ])
+        .await,
+        refused
+    );
+    assert!(envelopes(&store, carol, 1).await.is_empty());
+    assert_eq!(
+        insert(vec![queued(bob, 1, Some(alice), b"ungated")]).await,
+        InsertOutcome::Stored
+    );
+    assert_eq!(
+        insert(vec![gated(queued(bob, 1, Some(bob), b"self"))]).await,
+        InsertOutcome::Stored
+    );
+    for (state, outcome) in [
+        (GrantState::Denied, refused),
+        (GrantState::Active, InsertOutcome::Stored),
+    ] {
+        assert!(
+            store
+                .set_contact_grant(bob, alice, state, at(1))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            insert(vec![gated(queued(bob, 1, Some(alice), b"granted"))]).await,
+            outcome,
+            "{state:?}"
+        );
+    }
+    assert_eq!(
+        envelopes(&store, bob, 1).await,
+        vec![b"self".to_vec(), b"granted".to_vec()],
+        "the block deleted alice's earlier messages"
+    );
+}
+
+/// Sends racing a denial: whatever the interleaving, once the denial is committed no message of the denied account
+/// stays in the owner's queues (it is deleted by the denial or refused by the insert's own gate).
+pub async fn denial_racing_sends_leaves_no_message(store: Arc<dyn Store>) {
+    let rng = rng();
+    let bob = account(&store, &rng, "bob").await;
+    let alice = account(&store, &rng, "alice").await;
+    invite_only(&store, bob, IntroductionPolicy::Ask).await;
+    assert!(
+        store
+            .set_contact_grant(bob, alice, GrantState::Active, at(0))
+            .await
+            .unwrap()
+    );
+    let mut senders = vec![];
+    for t in 0..4u8 {
+        let store = store.clone();
+        // Each sender sends until the gate refuses it, so the sends span the denial.
+        senders.push(tokio::spawn(async move {
+            for n in 0..100_000u32 {
+                let tag = [&[t][..], &n.to_be_bytes()[..]].concat();
+                let batch = [
+                    gated(queued(bob, 1, Some(alice), &tag)),
+                    gated(queued(bob, 2, Some(alice), &tag)),
+                ];
+                match store.insert_messages(&batch, u64::MAX).await.unwrap() {
+                    InsertOutcome::Stored => tokio::task::yield_now().await,
+                    other => return Some((n, other)),
+                }
+            }
+            None
+        }));
+    }
+    tokio::task::yield_now().await;
+    let deny = Decisions {
+        deny: vec![alice],
+        ..Decisions::default()
+    };
+    assert!(store.decide_contact_requests(bob, &deny).await.unwrap());
+    for s in senders {
+        let (_, outcome) = s
+            .await
+            .unwrap()
+            .expect("a send after the denial was stored");
+        assert_eq!(outcome, InsertOutcome::NotAllowed { aci: bob });
+    }
+    for d in [1, 2] {
+        assert!(
+            envelopes(&store, bob, d).await.is_empty(),
+            "device {d} kept messages of the denied account"
+        );
+        assert_eq!(
+            store
+                .queue_size(bob, DeviceId::new(d).unwrap())
+                .await
+                .unwrap()
+                .bytes,
+            0
+        );
+    }
 }
 
 /// Direct grants: new ones are `direct`; existing ones keep provenance and creation time.

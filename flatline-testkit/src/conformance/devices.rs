@@ -68,6 +68,8 @@ async fn enqueue(s: &dyn Store, aci: Aci, device: DeviceId) {
         server_timestamp: T0,
         expires_at: Timestamp(T0.0 + 86_400_000),
         story: false,
+        source: None,
+        gated: false,
     };
     assert_eq!(
         s.insert_messages(&[m], u64::MAX).await.unwrap(),

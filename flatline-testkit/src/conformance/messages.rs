@@ -33,6 +33,8 @@ fn msg(aci: Aci, device: DeviceId, body: &[u8]) -> NewMessage {
         server_timestamp: T0,
         expires_at: Timestamp(T0.0 + 86_400_000),
         story: false,
+        source: None,
+        gated: false,
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use flatline_core::contacts::{
-    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Flood, FloodConfig, Grant,
-    GrantState, Introduction, PolicyMode, RedeemPlan, Redemption, Via,
+    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, Flood,
+    FloodConfig, Grant, GrantState, Introduction, PolicyMode, RedeemPlan, Redemption, Via,
 };
 use flatline_core::ids::Aci;
 use flatline_core::shortcodes::{ContactShortcode, ShortcodeId};
@@ -264,25 +264,31 @@ impl ContactStore for MemoryStore {
     async fn decide_contact_requests(
         &self,
         owner: Aci,
-        approve: &[Aci],
-        deny: &[Aci],
-        deny_all_from: Option<ContactInviteId>,
+        decisions: &Decisions,
     ) -> StoreResult<bool> {
         let mut s = self.state();
-        let c = &mut s.contacts;
-        if !c.invite_only(owner) {
+        if !s.contacts.invite_only(owner) {
             return Ok(false);
         }
-        for g in c.grants.values_mut().filter(|g| g.owner == owner) {
-            if approve.contains(&g.grantee) {
-                g.state = GrantState::Active;
-            } else if deny.contains(&g.grantee)
-                || (deny_all_from.is_some_and(|id| g.via == Via::Invite(id))
-                    && matches!(g.state, GrantState::Quarantined | GrantState::Pending))
-            {
-                g.state = GrantState::Denied;
+        let grants: Vec<Grant> = s
+            .contacts
+            .grants
+            .values()
+            .filter(|g| g.owner == owner)
+            .copied()
+            .collect();
+        let plan = contacts::plan_decisions(&grants, decisions);
+        for (list, state) in [
+            (&plan.activate, GrantState::Active),
+            (&plan.deny, GrantState::Denied),
+        ] {
+            for grantee in list {
+                if let Some(g) = s.contacts.grants.get_mut(&(owner, *grantee)) {
+                    g.state = state;
+                }
             }
         }
+        s.messages.delete_from(owner, &plan.deny);
         Ok(true)
     }
 
@@ -311,6 +317,9 @@ impl ContactStore for MemoryStore {
                 via: Via::Direct,
                 created_at: now,
             });
+        if state == GrantState::Denied {
+            s.messages.delete_from(owner, &[grantee]);
+        }
         Ok(true)
     }
 

@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -18,11 +19,14 @@ struct Queue {
     /// Last cursor handed out (cursors are never reused, even after deletions).
     last: i64,
     messages: BTreeMap<i64, QueuedMessage>,
+    /// The identified sender of each message that has one.
+    sources: BTreeMap<i64, Aci>,
     bytes: u64,
 }
 
 impl Queue {
     fn remove(&mut self, seq: i64) -> Option<QueuedMessage> {
+        self.sources.remove(&seq);
         let m = self.messages.remove(&seq)?;
         self.bytes = self.bytes.saturating_sub(m.envelope.len() as u64);
         Some(m)
@@ -45,6 +49,31 @@ impl MessageState {
         // The whole queue: a device linked later under the same id starts with fresh cursors too.
         self.queues.remove(&(aci, device));
     }
+
+    /// Deletes every message from one of `sources` in any queue of `owner`; returns how many.
+    pub(super) fn delete_from(&mut self, owner: Aci, sources: &[Aci]) -> u64 {
+        if sources.is_empty() {
+            return 0;
+        }
+        let mut removed = 0;
+        for ((aci, _), q) in self.queues.iter_mut() {
+            if *aci != owner {
+                continue;
+            }
+            let seqs: Vec<i64> = q
+                .sources
+                .iter()
+                .filter(|(_, s)| sources.contains(s))
+                .map(|(seq, _)| *seq)
+                .collect();
+            for seq in seqs {
+                if q.remove(seq).is_some() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
 }
 
 #[async_trait]
@@ -55,6 +84,13 @@ impl MessageStore for MemoryStore {
         max_queue_bytes: u64,
     ) -> StoreResult<InsertOutcome> {
         let mut s = self.state();
+        for m in messages.iter().filter(|m| m.gated) {
+            let Some(source) = m.source else { continue };
+            let grant = s.contacts.grants.get(&(m.aci, source)).map(|g| g.state);
+            if !contacts::gate_allows(m.aci, source, s.contacts.invite_only(m.aci), grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: m.aci });
+            }
+        }
         let q = &mut s.messages.queues;
         let mut added: BTreeMap<(Aci, DeviceId), u64> = BTreeMap::new();
         for m in messages {
@@ -70,6 +106,9 @@ impl MessageStore for MemoryStore {
             let queue = q.entry((m.aci, m.device)).or_default();
             queue.last += 1;
             queue.bytes += m.envelope.len() as u64;
+            if let Some(source) = m.source {
+                queue.sources.insert(queue.last, source);
+            }
             queue.messages.insert(
                 queue.last,
                 QueuedMessage {
@@ -157,6 +196,7 @@ impl MessageStore for MemoryStore {
         Ok(s.messages.queues.get_mut(&(aci, device)).map_or(0, |q| {
             let n = q.messages.len() as u64;
             q.messages.clear();
+            q.sources.clear();
             q.bytes = 0;
             n
         }))

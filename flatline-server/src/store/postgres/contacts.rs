@@ -5,9 +5,9 @@
 
 use async_trait::async_trait;
 use flatline_core::contacts::{
-    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Flood, FloodBucket,
-    FloodConfig, Grant, GrantState, Introduction, IntroductionPolicy, PolicyMode, RedeemPlan,
-    Redemption, Via,
+    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, Flood,
+    FloodBucket, FloodConfig, Grant, GrantState, Introduction, IntroductionPolicy, PolicyMode,
+    RedeemPlan, Redemption, Via,
 };
 use flatline_core::ids::Aci;
 use flatline_core::shortcodes::ShortcodeId;
@@ -545,40 +545,42 @@ impl ContactStore for PgStore {
     async fn decide_contact_requests(
         &self,
         owner: Aci,
-        approve: &[Aci],
-        deny: &[Aci],
-        deny_all_from: Option<ContactInviteId>,
+        decisions: &Decisions,
     ) -> StoreResult<bool> {
         let mut tx = self.pool.begin().await.map_err(db)?;
         lock_owner(&mut tx, owner).await?;
         if !invite_only(&mut tx, owner).await? {
             return Ok(false);
         }
-        for (list, state) in [(approve, GrantState::Active), (deny, GrantState::Denied)] {
-            for grantee in list {
-                sqlx::query(
-                    "UPDATE contact_grants SET state = $1 WHERE owner = $2 AND grantee = $3",
-                )
-                .bind(state.as_str())
-                .bind(id(owner))
-                .bind(id(*grantee))
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-            }
-        }
-        if let Some(invite) = deny_all_from {
-            // Runs after the approvals, which are active by now and so untouched.
-            sqlx::query(
-                "UPDATE contact_grants SET state = 'denied'
-                 WHERE owner = $1 AND via_kind = 'invite' AND via_invite = $2 AND state IN ('quarantined', 'pending')",
-            )
+        // The owner lock serializes every write to this owner's grants, so the plan holds until commit.
+        let grants: Vec<Grant> = sqlx::query("SELECT * FROM contact_grants WHERE owner = $1")
             .bind(id(owner))
-            .bind(invite_id(invite))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(grant_from_row)
+            .collect::<StoreResult<_>>()?;
+        let plan = contacts::plan_decisions(&grants, decisions);
+        for (list, state) in [
+            (&plan.activate, GrantState::Active),
+            (&plan.deny, GrantState::Denied),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let grantees: Vec<Vec<u8>> = list.iter().map(|a| id(*a)).collect();
+            sqlx::query(
+                "UPDATE contact_grants SET state = $1 WHERE owner = $2 AND grantee = ANY($3::bytea[])",
+            )
+            .bind(state.as_str())
+            .bind(id(owner))
+            .bind(grantees)
             .execute(&mut *tx)
             .await
             .map_err(db)?;
         }
+        super::messages::delete_messages_from(&mut tx, owner, &plan.deny).await?;
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
@@ -607,6 +609,9 @@ impl ContactStore for PgStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        if state == GrantState::Denied {
+            super::messages::delete_messages_from(&mut tx, owner, &[grantee]).await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(true)
     }

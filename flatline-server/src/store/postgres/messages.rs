@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -103,6 +104,43 @@ fn queued_from_row(r: &PgRow) -> StoreResult<QueuedMessage> {
     })
 }
 
+/// The distinct (destination, source) pairs of a batch's gated entries, in order (so owner locks are taken in a
+/// fixed order).
+fn gated_pairs(messages: &[NewMessage]) -> std::collections::BTreeSet<(Aci, Aci)> {
+    messages
+        .iter()
+        .filter(|m| m.gated)
+        .filter_map(|m| m.source.map(|s| (m.aci, s)))
+        .collect()
+}
+
+/// Deletes every message from one of `sources` in every queue of `owner` and subtracts what it deleted from the
+/// queue rows (messages first, as every removal; inside the transaction of a denial). Returns how many went.
+pub(super) async fn delete_messages_from(
+    tx: &mut Transaction<'_, Postgres>,
+    owner: Aci,
+    sources: &[Aci],
+) -> StoreResult<u64> {
+    if sources.is_empty() {
+        return Ok(0);
+    }
+    let sources: Vec<Vec<u8>> = sources.iter().map(|a| id(*a)).collect();
+    let removed: i64 = sqlx::query_scalar(
+        "WITH d AS (DELETE FROM messages WHERE aci = $1 AND source = ANY($2::bytea[])
+                    RETURNING device_id, octet_length(envelope) AS n),
+         s AS (SELECT device_id, SUM(n) AS n, COUNT(*) AS c FROM d GROUP BY device_id),
+         u AS (UPDATE message_queues q SET bytes = q.bytes - s.n FROM s
+               WHERE q.aci = $1 AND q.device_id = s.device_id)
+         SELECT COALESCE(SUM(c), 0)::BIGINT FROM s",
+    )
+    .bind(id(owner))
+    .bind(sources)
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(u64::try_from(removed).unwrap_or(0))
+}
+
 /// Removes the account's queues and the spam reports it filed (inside `delete_account`'s transaction).
 pub(super) async fn delete_messages_of(
     tx: &mut Transaction<'_, Postgres>,
@@ -146,6 +184,22 @@ impl MessageStore for PgStore {
         }
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // The contact gate under the owner's contact lock, which a denial holds too (taken before any queue row,
+        // as the denial does): a denial is wholly before this check or sees these messages. Accounts that are
+        // `open` (the common case) take no lock: a denial needs `invite_only`.
+        for (owner, source) in gated_pairs(messages) {
+            if source == owner || !super::contacts::invite_only(&mut tx, owner).await? {
+                continue;
+            }
+            super::contacts::lock_owner(&mut tx, owner).await?;
+            let invite_only = super::contacts::invite_only(&mut tx, owner).await?;
+            let grant = super::contacts::grant_of(&mut tx, owner, source)
+                .await?
+                .map(|g| g.state);
+            if !contacts::gate_allows(owner, source, invite_only, grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: owner });
+            }
+        }
         let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
         for (&(aci, device), &(count, bytes)) in &per_queue {
             // No row back: the existing queue is full; the transaction is rolled back on return.
@@ -176,10 +230,11 @@ impl MessageStore for PgStore {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut server_ts, mut expires, mut stories) = (
+        let (mut server_ts, mut expires, mut stories, mut sources) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
+            Vec::<Option<Vec<u8>>>::with_capacity(n),
         );
         for m in messages {
             let seq = next
@@ -193,14 +248,16 @@ impl MessageStore for PgStore {
             server_ts.push(m.server_timestamp.as_millis());
             expires.push(m.expires_at.as_millis());
             stories.push(m.story);
+            sources.push(m.source.map(id));
             *seq += 1;
         }
         // One statement: the rows, and the notification PostgreSQL sends when (and only if) they commit.
         sqlx::query(
             "WITH ins AS (
-                 INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
+                 INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story,
+                                       source)
                  SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[],
-                                      $6::bigint[], $7::bigint[], $8::boolean[]))
+                                      $6::bigint[], $7::bigint[], $8::boolean[], $11::bytea[]))
              SELECT pg_notify($9, p) FROM UNNEST($10::text[]) AS p",
         )
         .bind(acis)
@@ -213,6 +270,7 @@ impl MessageStore for PgStore {
         .bind(stories)
         .bind(MESSAGES_CHANNEL)
         .bind(payloads(per_queue.keys()))
+        .bind(sources)
         .execute(&mut *tx)
         .await
         .map_err(db)?;

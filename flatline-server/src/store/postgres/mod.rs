@@ -102,6 +102,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "devices",
         sql: include_str!("../../../migrations/postgres/0013_devices.sql"),
     },
+    Migration {
+        version: 14,
+        name: "message_sources",
+        sql: include_str!("../../../migrations/postgres/0014_message_sources.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".

@@ -3,9 +3,9 @@
 
 use async_trait::async_trait;
 use flatline_core::contacts::{
-    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Flood, FloodBucket,
-    FloodConfig, Grant, GrantState, Introduction, IntroductionPolicy, PolicyMode, RedeemPlan,
-    Redemption, Via,
+    self, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, Flood,
+    FloodBucket, FloodConfig, Grant, GrantState, Introduction, IntroductionPolicy, PolicyMode,
+    RedeemPlan, Redemption, Via,
 };
 use flatline_core::ids::Aci;
 use flatline_core::shortcodes::ShortcodeId;
@@ -530,9 +530,7 @@ impl ContactStore for SqliteStore {
     async fn decide_contact_requests(
         &self,
         owner: Aci,
-        approve: &[Aci],
-        deny: &[Aci],
-        deny_all_from: Option<ContactInviteId>,
+        decisions: &Decisions,
     ) -> StoreResult<bool> {
         let mut tx = self
             .writer
@@ -542,12 +540,20 @@ impl ContactStore for SqliteStore {
         if !invite_only(&mut tx, owner).await? {
             return Ok(false);
         }
-        for (list, state) in [(approve, GrantState::Active), (deny, GrantState::Denied)] {
-            // An account in both lists is approved (the contract; the service refuses such a request anyway).
-            for grantee in list
-                .iter()
-                .filter(|g| state == GrantState::Active || !approve.contains(g))
-            {
+        let grants: Vec<Grant> = sqlx::query("SELECT * FROM contact_grants WHERE owner = ?")
+            .bind(id(owner))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(grant_from_row)
+            .collect::<StoreResult<_>>()?;
+        let plan = contacts::plan_decisions(&grants, decisions);
+        for (list, state) in [
+            (&plan.activate, GrantState::Active),
+            (&plan.deny, GrantState::Denied),
+        ] {
+            for grantee in list {
                 sqlx::query("UPDATE contact_grants SET state = ? WHERE owner = ? AND grantee = ?")
                     .bind(state.as_str())
                     .bind(id(owner))
@@ -557,18 +563,7 @@ impl ContactStore for SqliteStore {
                     .map_err(db)?;
             }
         }
-        if let Some(invite) = deny_all_from {
-            // Runs after the approvals, which are active by now and so untouched.
-            sqlx::query(
-                "UPDATE contact_grants SET state = 'denied'
-                 WHERE owner = ? AND via_kind = 'invite' AND via_invite = ? AND state IN ('quarantined', 'pending')",
-            )
-            .bind(id(owner))
-            .bind(invite_id(invite))
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-        }
+        super::messages::delete_messages_from(&mut tx, owner, &plan.deny).await?;
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
@@ -601,6 +596,9 @@ impl ContactStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(db)?;
+        if state == GrantState::Denied {
+            super::messages::delete_messages_from(&mut tx, owner, &[grantee]).await?;
+        }
         tx.commit().await.map_err(db)?;
         Ok(true)
     }

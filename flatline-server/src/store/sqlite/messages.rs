@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
+use flatline_core::contacts;
 use flatline_core::ids::{Aci, DeviceId};
 use flatline_core::messages::MessageGuid;
 use flatline_core::messages::store::{
@@ -43,6 +44,45 @@ fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
     })
 }
 
+/// The distinct (destination, source) pairs of a batch's gated entries, in order.
+fn gated_pairs(messages: &[NewMessage]) -> std::collections::BTreeSet<(Aci, Aci)> {
+    messages
+        .iter()
+        .filter(|m| m.gated)
+        .filter_map(|m| m.source.map(|s| (m.aci, s)))
+        .collect()
+}
+
+/// Deletes every message from one of `sources` in every queue of `owner`, keeping the queues' byte totals (inside
+/// the transaction of a denial). Returns how many went.
+pub(super) async fn delete_messages_from(
+    tx: &mut Transaction<'_, Sqlite>,
+    owner: Aci,
+    sources: &[Aci],
+) -> StoreResult<u64> {
+    let mut removed = 0;
+    for source in sources {
+        sqlx::query(
+            "UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(length(m.envelope)), 0) FROM messages m
+                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.source = ?2)
+             WHERE aci = ?1",
+        )
+        .bind(id(owner))
+        .bind(id(*source))
+        .execute(&mut **tx)
+        .await
+        .map_err(db)?;
+        removed += sqlx::query("DELETE FROM messages WHERE aci = ?1 AND source = ?2")
+            .bind(id(owner))
+            .bind(id(*source))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+    }
+    Ok(removed)
+}
+
 /// Removes the account's queues and the spam reports it filed (inside `delete_account`'s transaction).
 pub(super) async fn delete_messages_of(
     tx: &mut Transaction<'_, Sqlite>,
@@ -77,6 +117,16 @@ impl MessageStore for SqliteStore {
         }
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.writer.begin().await.map_err(db)?;
+        // The contact gate, on the single writer: a denial is wholly before or wholly after this insert.
+        for (owner, source) in gated_pairs(messages) {
+            let invite_only = super::contacts::invite_only(&mut tx, owner).await?;
+            let grant = super::contacts::grant_of(&mut tx, owner, source)
+                .await?
+                .map(|g| g.state);
+            if !contacts::gate_allows(owner, source, invite_only, grant) {
+                return Ok(InsertOutcome::NotAllowed { aci: owner });
+            }
+        }
         // The first cursor of each queue's new entries.
         let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
         for (&(aci, device), &(count, bytes)) in &per_queue {
@@ -108,8 +158,8 @@ impl MessageStore for SqliteStore {
                 .get_mut(&(m.aci, m.device))
                 .ok_or_else(|| StoreError::corrupt("queue without a cursor"))?;
             sqlx::query(
-                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story, source)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(id(m.aci))
             .bind(dev(m.device))
@@ -119,6 +169,7 @@ impl MessageStore for SqliteStore {
             .bind(m.server_timestamp.as_millis())
             .bind(m.expires_at.as_millis())
             .bind(m.story)
+            .bind(m.source.map(id))
             .execute(&mut *tx)
             .await
             .map_err(db)?;

@@ -96,6 +96,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "devices",
         sql: include_str!("../../../migrations/sqlite/0013_devices.sql"),
     },
+    Migration {
+        version: 14,
+        name: "message_sources",
+        sql: include_str!("../../../migrations/sqlite/0014_message_sources.sql"),
+    },
 ];
 
 const SIGNED_EC: i64 = 0;
