@@ -57,9 +57,22 @@ use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use error::ApiError;
 
-/// Everything a handler may use. Cheap to clone.
+/// Everything a handler may use: the [`Services`] behind one reference count, so that the `State<AppState>` each
+/// request extracts costs one atomic increment (not a clone of every service's `Arc`s and secrets).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The composition of the core services, their store and the process's chat hub.
+#[derive(Clone)]
+pub struct Services {
     /// Every aggregate's store.
     pub store: Arc<dyn Store>,
     /// The time source.
@@ -229,7 +242,7 @@ impl AppState {
             derive_link_secret(&settings_principal_secret),
             config.devices.to_devices_config(),
         );
-        Ok(AppState {
+        Ok(AppState(Arc::new(Services {
             devices,
             profiles: ProfileService::new(store.clone(), rng.clone(), limiters.clone()),
             storage,
@@ -266,32 +279,34 @@ impl AppState {
             rng,
             config: Arc::new(config),
             trust: None,
-        })
+        })))
     }
 
     /// Replaces the live-delivery hooks (the chat socket's registry): the message service then tells `notifier`
     /// about every stored message, and the send handler hands it online messages.
-    pub fn with_notifier(mut self, notifier: Arc<dyn MessageNotifier>) -> Self {
-        self.messages = MessageService::new(
-            self.store.clone(),
-            self.clock.clone(),
-            self.rng.clone(),
-            self.limiters.clone(),
+    pub fn with_notifier(self, notifier: Arc<dyn MessageNotifier>) -> Self {
+        let mut s = Arc::unwrap_or_clone(self.0);
+        s.messages = MessageService::new(
+            s.store.clone(),
+            s.clock.clone(),
+            s.rng.clone(),
+            s.limiters.clone(),
             notifier.clone(),
-            *self.messages.config(),
+            *s.messages.config(),
         );
-        self.chat
+        s.chat
             .set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
-                self.messages.clone(),
+                s.messages.clone(),
             )));
-        self.notifier = notifier;
-        self
+        s.notifier = notifier;
+        AppState(Arc::new(s))
     }
 
     /// Adds the instance trust material (see [`crate::trust::Trust::bootstrap`]).
-    pub fn with_trust(mut self, trust: Arc<crate::trust::Trust>) -> Self {
-        self.trust = Some(trust);
-        self
+    pub fn with_trust(self, trust: Arc<crate::trust::Trust>) -> Self {
+        let mut s = Arc::unwrap_or_clone(self.0);
+        s.trust = Some(trust);
+        AppState(Arc::new(s))
     }
 }
 
