@@ -6,7 +6,9 @@ pub mod cli_invites;
 pub mod cli_sealed;
 pub mod config;
 pub mod dev_idp;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing_zk;
 pub mod http;
 pub mod metrics;
