@@ -8,7 +8,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::ids::Aci;
@@ -21,12 +20,10 @@ pub mod service;
 pub use policy::{InvitePolicy, InviterFacts, Refusal};
 pub use service::{InviteError, Invites, NewInviteRequest, TreeEdge};
 
-/// Crockford's base32 alphabet (no I, L, O, U).
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// Characters in a code: 16 × 5 bits = 80 bits.
-pub const CODE_CHARS: usize = 16;
+pub use crate::code::CODE_CHARS;
 
-/// An invite code in its canonical form (16 Crockford base32 characters, upper case, no hyphens).
+/// An invite code in its canonical form (16 Crockford base32 characters, upper case, no hyphens; see
+/// [`crate::code`]).
 ///
 /// The code is a secret: `Debug` hides it; only [`InviteCode::display`] reveals it, once, to its creator.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,54 +41,22 @@ pub struct BadCode;
 impl InviteCode {
     /// A fresh code with 80 bits from `rng`.
     pub fn generate(rng: &dyn SecureRandom) -> Self {
-        let bytes: [u8; 10] = random_array(rng);
-        let mut bits: u128 = 0;
-        for b in bytes {
-            bits = (bits << 8) | u128::from(b);
-        }
-        let code = (0..CODE_CHARS)
-            .rev()
-            .map(|i| ALPHABET[((bits >> (i * 5)) & 31) as usize] as char)
-            .collect();
-        InviteCode(code)
+        InviteCode(crate::code::generate(rng))
     }
 
     /// Normalizes user input: case-insensitive, hyphens and spaces ignored, `O`→`0`, `I`/`L`→`1`.
     pub fn parse(input: &str) -> Result<Self, BadCode> {
-        let mut out = String::with_capacity(CODE_CHARS);
-        for c in input.chars() {
-            let c = match c.to_ascii_uppercase() {
-                '-' | ' ' => continue,
-                'O' => '0',
-                'I' | 'L' => '1',
-                c if c.is_ascii() && ALPHABET.contains(&(c as u8)) => c,
-                _ => return Err(BadCode),
-            };
-            if out.len() == CODE_CHARS {
-                return Err(BadCode);
-            }
-            out.push(c);
-        }
-        if out.len() == CODE_CHARS {
-            Ok(InviteCode(out))
-        } else {
-            Err(BadCode)
-        }
+        crate::code::normalize(input).map(InviteCode).ok_or(BadCode)
     }
 
     /// Grouped for people: `7KQ2-M9XD-4TRE-8JN0`.
     pub fn display(&self) -> String {
-        self.0
-            .as_bytes()
-            .chunks(4)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("-")
+        crate::code::display(&self.0)
     }
 
     /// The stored hash.
     pub fn hash(&self) -> CodeHash {
-        CodeHash(Sha256::digest(self.0.as_bytes()).into())
+        CodeHash(crate::code::hash(&self.0))
     }
 }
 

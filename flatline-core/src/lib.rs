@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod attachments;
 pub mod auth;
 pub mod chat;
+pub mod code;
 pub mod contacts;
 pub mod credentials;
 pub mod crypto;

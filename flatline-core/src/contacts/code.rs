@@ -1,20 +1,10 @@
-//! Contact invite codes: 80 random bits shown as Crockford base32 in groups of four (`7KQ2-M9XD-4R1B-ZC0E`).
-//!
-//! Parsing is forgiving the way Crockford intended: case-insensitive, hyphens and spaces optional, `O` read as `0`,
-//! `I` and `L` read as `1`. `U` is not in the alphabet (and nothing else outside it is accepted). Only the SHA-256
-//! of the canonical form is ever stored.
+//! Contact invite codes: the 80-bit codes of [`crate::code`]. Only the SHA-256 of the canonical form is ever
+//! stored.
 
-use sha2::{Digest, Sha256};
+use crate::code;
+use crate::random::SecureRandom;
 
-use crate::random::{SecureRandom, random_array};
-
-/// Crockford's base32 alphabet (no I, L, O, U).
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
-/// Random bytes in a code: 10 bytes = 80 bits = 16 characters.
-pub const CODE_BYTES: usize = 10;
-/// Characters in a code (without hyphens).
-pub const CODE_CHARS: usize = CODE_BYTES * 8 / 5;
+pub use crate::code::{CODE_BYTES, CODE_CHARS};
 
 /// A contact invite code in canonical form (16 upper-case alphabet characters, no hyphens). Never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,47 +20,17 @@ impl std::fmt::Debug for InviteCode {
 impl InviteCode {
     /// A fresh code from `rng`.
     pub fn generate(rng: &dyn SecureRandom) -> Self {
-        let bytes = random_array::<CODE_BYTES>(rng);
-        let mut out = String::with_capacity(CODE_CHARS);
-        // 80 bits split into sixteen 5-bit groups, most significant first.
-        let mut acc: u128 = 0;
-        for b in bytes {
-            acc = (acc << 8) | u128::from(b);
-        }
-        for i in (0..CODE_CHARS).rev() {
-            let idx = usize::try_from((acc >> (i * 5)) & 0x1f).unwrap_or(0);
-            out.push(char::from(ALPHABET[idx]));
-        }
-        InviteCode(out)
+        InviteCode(code::generate(rng))
     }
 
     /// Normalizes user input; `None` when it cannot be a code (wrong length or a character outside the alphabet).
     pub fn parse(input: &str) -> Option<Self> {
-        let mut out = String::with_capacity(CODE_CHARS);
-        for c in input.chars() {
-            let c = match c.to_ascii_uppercase() {
-                '-' | ' ' => continue,
-                'O' => '0',
-                'I' | 'L' => '1',
-                c if c.is_ascii() && ALPHABET.contains(&(c as u8)) => c,
-                _ => return None,
-            };
-            if out.len() == CODE_CHARS {
-                return None;
-            }
-            out.push(c);
-        }
-        (out.len() == CODE_CHARS).then_some(InviteCode(out))
+        code::normalize(input).map(InviteCode)
     }
 
     /// The grouped display form `XXXX-XXXX-XXXX-XXXX`.
     pub fn display(&self) -> String {
-        self.0
-            .as_bytes()
-            .chunks(4)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect::<Vec<_>>()
-            .join("-")
+        code::display(&self.0)
     }
 
     /// The canonical form (no hyphens).
@@ -80,7 +40,7 @@ impl InviteCode {
 
     /// The SHA-256 of the canonical form: what the store keeps and looks codes up by.
     pub fn hash(&self) -> [u8; 32] {
-        Sha256::digest(self.0.as_bytes()).into()
+        code::hash(&self.0)
     }
 }
 
