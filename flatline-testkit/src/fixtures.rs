@@ -94,3 +94,24 @@ pub fn new_account(
         },
     }
 }
+
+/// A registration commit for session `id` at `now`: random candidate ids, fake identity keys, one primary device
+/// with the password `pw`, and its initial keys.
+pub fn registration_commit(
+    rng: &dyn SecureRandom,
+    id: &flatline_core::registration::SessionId,
+    now: Timestamp,
+) -> flatline_core::registration::RegistrationCommit {
+    let template = new_account(rng, "template", "pw", now);
+    flatline_core::registration::RegistrationCommit {
+        session_id: id.clone(),
+        candidate_aci: Aci::random(rng),
+        candidate_pni: Pni::random(rng),
+        aci_identity_key: template.account.aci_identity_key.clone(),
+        pni_identity_key: template.account.pni_identity_key.clone(),
+        device: template.account.devices[0].clone(),
+        settings: AccountSettings::default(),
+        keys: template.keys,
+        now,
+    }
+}

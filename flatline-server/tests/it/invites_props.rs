@@ -11,12 +11,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use flatline_core::account::AccountSettings;
-use flatline_core::ids::{Aci, Pni, Principal};
+use flatline_core::ids::{Aci, Principal};
 use flatline_core::invites::{InviteCode, InviteId, InviteOwner, NewInvite};
 use flatline_core::registration::{
-    RegistrationCommit, RegistrationOutcome, SessionId, Subject, VerificationSession,
-    VerifiedIdentity, VerifyOutcome,
+    RegistrationOutcome, SessionId, Subject, VerificationSession, VerifiedIdentity, VerifyOutcome,
 };
 use flatline_core::store::Store;
 use flatline_core::time::{Clock, Timestamp};
@@ -84,21 +82,6 @@ pub fn identity(sub: &str) -> VerifiedIdentity {
         principal: Principal::parse(&format!("p-{sub}")).unwrap(),
         principal_opaque: false,
         sid: None,
-    }
-}
-
-pub fn commit(rng: &SeededRng, id: &SessionId, now: Timestamp) -> RegistrationCommit {
-    let template = new_account(rng, "template", "pw", now);
-    RegistrationCommit {
-        session_id: id.clone(),
-        candidate_aci: Aci::random(rng),
-        candidate_pni: Pni::random(rng),
-        aci_identity_key: template.account.aci_identity_key.clone(),
-        pni_identity_key: template.account.pni_identity_key.clone(),
-        device: template.account.devices[0].clone(),
-        settings: AccountSettings::default(),
-        keys: template.keys,
-        now,
     }
 }
 
@@ -217,7 +200,12 @@ async fn run(ops: Vec<Op>) {
                 let usable = !inv.revoked
                     && inv.expires_at.is_none_or(|e| e > now)
                     && !owner_suspended(inv, &suspended);
-                let outcome = store.register(commit(&rng, &s.id, now)).await.unwrap();
+                let outcome = store
+                    .register(flatline_testkit::fixtures::registration_commit(
+                        &rng, &s.id, now,
+                    ))
+                    .await
+                    .unwrap();
                 match outcome {
                     RegistrationOutcome::Created { aci, .. } => {
                         assert!(live && usable, "consumed a dead session or unusable invite");

@@ -347,24 +347,6 @@ fn identity_for(sub: &str) -> flatline_core::registration::VerifiedIdentity {
     }
 }
 
-fn commit_for(
-    rng: &SeededRng,
-    id: &flatline_core::registration::SessionId,
-) -> flatline_core::registration::RegistrationCommit {
-    let template = new_account(rng, "template", "pw", T0);
-    flatline_core::registration::RegistrationCommit {
-        session_id: id.clone(),
-        candidate_aci: Aci::random(rng),
-        candidate_pni: flatline_core::ids::Pni::random(rng),
-        aci_identity_key: template.account.aci_identity_key.clone(),
-        pni_identity_key: template.account.pni_identity_key.clone(),
-        device: template.account.devices[0].clone(),
-        settings: Default::default(),
-        keys: template.keys,
-        now: T0,
-    }
-}
-
 /// Verifies (reserving an invite use when `invite` is set) and registers session `id` for `sub`; None when the
 /// invite was unavailable.
 async fn verify_and_register(
@@ -389,7 +371,16 @@ async fn verify_and_register(
         assert_eq!(outcome, VerifyOutcome::InviteUnavailable);
         return None;
     }
-    Some(store.register(commit_for(&rng, &id)).await.unwrap())
+    Some(
+        store
+            .register(flatline_testkit::fixtures::registration_commit(
+                rng.as_ref(),
+                &id,
+                T0,
+            ))
+            .await
+            .unwrap(),
+    )
 }
 
 /// Two processes racing for a 5-use invite register exactly 5 accounts; two sessions of one subject registering at

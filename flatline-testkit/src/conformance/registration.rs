@@ -4,22 +4,21 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flatline_core::account::AccountSettings;
-use flatline_core::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
+use flatline_core::ids::{Aci, DeviceId, Principal, ServiceId};
 use flatline_core::invites::{
     CodeHash, InviteCode, InviteFilter, InviteId, InviteOwner, InviteState, NewInvite,
 };
 use flatline_core::keys::{KeyCounts, KeyUpload};
 use flatline_core::random::SecureRandom;
 use flatline_core::registration::{
-    RegistrationCommit, RegistrationOutcome, SessionId, Subject, TOMBSTONE_RETENTION,
-    VerificationSession, VerifiedIdentity, VerifyOutcome,
+    RegistrationOutcome, SessionId, Subject, TOMBSTONE_RETENTION, VerificationSession,
+    VerifiedIdentity, VerifyOutcome,
 };
 use flatline_core::store::Store;
 use flatline_core::time::Timestamp;
 
 use crate::clock::SeededRng;
-use crate::fixtures::{fake_ec, fake_kem, new_account};
+use crate::fixtures::{fake_ec, fake_kem, new_account, registration_commit};
 
 const T0: Timestamp = Timestamp(1_767_225_600_000);
 const LIFETIME: Duration = Duration::from_secs(600);
@@ -60,21 +59,6 @@ fn identity(sub: &str, principal: &str) -> VerifiedIdentity {
     }
 }
 
-fn commit(rng: &SeededRng, id: &SessionId, now: Timestamp) -> RegistrationCommit {
-    let template = new_account(rng, "template", "pw", now);
-    RegistrationCommit {
-        session_id: id.clone(),
-        candidate_aci: Aci::random(rng),
-        candidate_pni: Pni::random(rng),
-        aci_identity_key: template.account.aci_identity_key.clone(),
-        pni_identity_key: template.account.pni_identity_key.clone(),
-        device: template.account.devices[0].clone(),
-        settings: AccountSettings::default(),
-        keys: template.keys,
-        now,
-    }
-}
-
 /// Creates, verifies and registers a session for (idp, sub) with `principal`.
 async fn register(
     store: &Arc<dyn Store>,
@@ -98,7 +82,10 @@ async fn register(
             .unwrap(),
         VerifyOutcome::Verified
     );
-    store.register(commit(rng, &s.id, now)).await.unwrap()
+    store
+        .register(registration_commit(rng, &s.id, now))
+        .await
+        .unwrap()
 }
 
 fn aci_of(o: &RegistrationOutcome) -> Aci {
@@ -188,7 +175,10 @@ pub async fn register_creates_and_consumes(store: Arc<dyn Store>) {
     store.create_session(&s).await.unwrap();
     // Unverified sessions cannot register.
     assert_eq!(
-        store.register(commit(&rng, &s.id, T0)).await.unwrap(),
+        store
+            .register(registration_commit(&rng, &s.id, T0))
+            .await
+            .unwrap(),
         RegistrationOutcome::SessionInvalid
     );
     store
@@ -201,7 +191,7 @@ pub async fn register_creates_and_consumes(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let c = commit(&rng, &s.id, T0);
+    let c = registration_commit(&rng, &s.id, T0);
     let outcome = store.register(c.clone()).await.unwrap();
     assert_eq!(
         outcome,
@@ -248,7 +238,10 @@ pub async fn register_creates_and_consumes(store: Arc<dyn Store>) {
         Some(c.keys.pni_signed.clone())
     );
     assert_eq!(
-        store.register(commit(&rng, &s.id, T0)).await.unwrap(),
+        store
+            .register(registration_commit(&rng, &s.id, T0))
+            .await
+            .unwrap(),
         RegistrationOutcome::SessionInvalid,
         "single use"
     );
@@ -353,7 +346,7 @@ pub async fn principal_conflict_writes_nothing(store: Arc<dyn Store>) {
         )
         .await
         .unwrap();
-    let c = commit(&rng, &s.id, T0);
+    let c = registration_commit(&rng, &s.id, T0);
     assert_eq!(
         store.register(c.clone()).await.unwrap(),
         RegistrationOutcome::PrincipalConflict
@@ -443,7 +436,7 @@ pub async fn invite_reservations(store: Arc<dyn Store>) {
         (i.uses, i.pending, i.state(T0, false)),
         (0, 2, InviteState::Exhausted)
     );
-    let c = commit(&rng, &sessions[0].id, T0);
+    let c = registration_commit(&rng, &sessions[0].id, T0);
     let aci = aci_of(&store.register(c).await.unwrap());
     let i = store.invite(invite, T0).await.unwrap().unwrap();
     assert_eq!((i.uses, i.pending, i.last_used_at), (1, 1, Some(T0)));
@@ -623,7 +616,10 @@ pub async fn concurrent_invite_reservations(store: Arc<dyn Store>) {
                     return None;
                 }
                 Some(aci_of(
-                    &store.register(commit(&rng, &id, T0)).await.unwrap(),
+                    &store
+                        .register(registration_commit(rng.as_ref(), &id, T0))
+                        .await
+                        .unwrap(),
                 ))
             })
         })
@@ -774,9 +770,16 @@ pub async fn stale_registrations_never_overuse_an_invite(store: Arc<dyn Store>) 
     );
     // A commits with a `now` read before its reservation expired.
     let stale = Timestamp(expiry.as_millis() - 1);
-    let first = store.register(commit(&rng, &a.id, stale)).await.unwrap();
+    let first = store
+        .register(registration_commit(&rng, &a.id, stale))
+        .await
+        .unwrap();
     let second = store
-        .register(commit(&rng, &b.id, later.plus(Duration::from_millis(1))))
+        .register(registration_commit(
+            &rng,
+            &b.id,
+            later.plus(Duration::from_millis(1)),
+        ))
         .await
         .unwrap();
     let i = store.invite(invite, later).await.unwrap().unwrap();
