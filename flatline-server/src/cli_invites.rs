@@ -71,7 +71,9 @@ pub enum InvitesCommand {
 /// `accounts` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum AccountsCommand {
-    /// Suspend an account: its invites stop working and it cannot create new ones.
+    /// Suspend an account: its sends to others are refused (403 `account_suspended`), its sockets are closed with
+    /// 4401 on every running server (PostgreSQL; with SQLite open sockets stay, their sends refused), its invites stop working
+    /// and it cannot create new ones.
     Suspend {
         /// The account (ACI).
         aci: String,
@@ -360,6 +362,19 @@ pub async fn accounts(config: &Config, cmd: AccountsCommand) -> i32 {
             "{} {aci}",
             if suspend { "suspended" } else { "unsuspended" }
         );
+        if suspend {
+            let event = crate::chat::Event::Disconnect { aci, device: None };
+            match crate::chat::bus::announce(&config.database.url, &event).await {
+                Ok(true) => println!("its sockets on running servers were told to close (4401)"),
+                Ok(false) => println!(
+                    "SQLite: a running server keeps the account's open sockets until they reconnect; its sends \
+                     are refused already"
+                ),
+                Err(e) => eprintln!(
+                    "flatline-server: the running servers could not be told ({e}); its sends are refused already"
+                ),
+            }
+        }
         Ok::<(), String>(())
     };
     match run.await {

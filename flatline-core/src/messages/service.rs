@@ -169,6 +169,9 @@ pub enum SendError {
     /// 403 `contact_not_allowed` (API.md §10).
     #[error("contact not allowed")]
     ContactNotAllowed,
+    /// 403 `account_suspended`: the operator suspended the sending account (`flatline-server accounts suspend`).
+    #[error("account suspended")]
+    Suspended,
     /// 409: devices missing from or extra in the request.
     #[error("mismatched devices")]
     MismatchedDevices {
@@ -342,6 +345,12 @@ impl MessageService {
             // plan_access proceeds only for existing accounts.
             return Err(SendError::NotFound);
         };
+        // A suspended account reaches nobody but its own devices.
+        if let (Some(s), false) = (sender, sync)
+            && self.store.is_suspended(s.account.aci).await?
+        {
+            return Err(SendError::Suspended);
+        }
 
         // Limiters (M§2.1 steps 2, 3 and 5).
         let dest_key = destination.aci.to_string();

@@ -96,6 +96,25 @@ struct Notification {
     event: Event,
 }
 
+/// Sends `event` to every server process listening on the PostgreSQL database at `url` (from a process that is not
+/// a server itself, such as the admin CLI). `Ok(false)` when the database is not PostgreSQL: with SQLite there is
+/// no channel to a running server.
+pub async fn announce(url: &str, event: &Event) -> Result<bool, BusError> {
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Ok(false);
+    }
+    let options = <PgConnectOptions as std::str::FromStr>::from_str(url)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    PgBus { pool }
+        .broadcast(uuid::Uuid::new_v4(), event)
+        .await?;
+    Ok(true)
+}
+
 /// PostgreSQL `LISTEN/NOTIFY`: one listening connection and one for sending, outside the store's pool.
 pub struct PgBus {
     pool: PgPool,

@@ -89,6 +89,12 @@ fn send_error(e: SendError) -> Response {
             "this account accepts contacts by invite only",
         )
         .into_response(),
+        SendError::Suspended => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "account_suspended",
+            "this account is suspended by the operator",
+        )
+        .into_response(),
         SendError::MismatchedDevices { missing, extra } => (
             StatusCode::CONFLICT,
             axum::Json(MismatchedDevicesDto {
@@ -201,8 +207,9 @@ fn incoming_error(e: IncomingError) -> Response {
         (status = 401, description = "`unauthorized`: no credentials, bad credentials, or a wrong access key \
             (also for unknown accounts and PNI destinations of sealed sends), or a Group-Send-Token that does not \
             parse, has expired or does not cover exactly the destination", body = ErrorBody),
-        (status = 403, description = "`own_pni` (to one's own PNI) or `contact_not_allowed` (the destination \
-            accepts contacts by invite only and the sender has no active grant)", body = ErrorBody),
+        (status = 403, description = "`own_pni` (to one's own PNI), `contact_not_allowed` (the destination \
+            accepts contacts by invite only and the sender has no active grant) or `account_suspended` (the operator \
+            suspended the sending account; its own devices stay reachable)", body = ErrorBody),
         (status = 404, description = "`not_found`: an identified send, or a send with a valid Group-Send-Token, \
             to an unknown account", body = ErrorBody),
         (status = 409, description = "Devices missing from or extra in the request", body = MismatchedDevicesDto),

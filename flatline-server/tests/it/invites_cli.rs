@@ -280,3 +280,107 @@ async fn operator_cli_tree_list_suspend_and_revoke() {
         4
     );
 }
+
+/// An operator suspension (API.md §15 operator side): the account's sends to others are refused with 403
+/// `account_suspended` and store nothing, its own devices stay reachable, lifting it restores sending; on PostgreSQL
+/// the CLI closes the account's sockets on a running server process with 4401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_account_sends_nothing_and_its_sockets_close() {
+    use flatline_server::system::{OsRandom, SystemClock};
+    let dir = scratch_dir();
+    let db = crate::multiprocess::fresh_database().await;
+    let server = crate::socket::start_process(&dir, "server", &db).await;
+    let store = flatline_server::store::open(&flatline_server::config::DatabaseConfig {
+        url: db.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let now = flatline_core::time::Clock::now(&SystemClock);
+    let alice = SimClient::new(&OsRandom);
+    let bob = SimClient::new(&OsRandom);
+    store
+        .create_account(alice.new_account("alice", &OsRandom, now))
+        .await
+        .unwrap();
+    store
+        .create_account(bob.new_account("bob", &OsRandom, now))
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let http = reqwest::Client::new();
+    let bob_reg = store.account(bob.aci).await.unwrap().unwrap().devices[0]
+        .settings
+        .registration_id;
+    let send = |to: String, reg: u16| {
+        let http = http.clone();
+        let url = format!("{base}/v1/messages/{to}");
+        let auth = alice.basic_auth(UsernameForm::Aci);
+        async move {
+            let body = serde_json::json!({
+                "messages": [{"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": reg,
+                              "content": "aGVsbG8="}],
+                "online": false, "urgent": true, "timestamp": 1,
+            });
+            let r = http
+                .put(url)
+                .header("authorization", auth)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(send(bob.aci.to_string(), bob_reg).await.0, 200);
+
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", server.port).parse().unwrap();
+    let mut socket =
+        crate::socket::WsClient::connect(addr, Some(&alice.basic_auth(UsernameForm::Dot)))
+            .await
+            .unwrap();
+    assert_eq!(
+        socket
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+
+    let mut config = Config::default();
+    config.database.url = db.clone();
+    config.registration.principal_secret_file = dir.join("principal.key");
+    let out = ok(
+        &dir,
+        &config,
+        &["accounts", "suspend", &alice.aci.to_string()],
+    );
+    assert!(out.contains("told to close"), "{out}");
+    assert_eq!(
+        socket.closed().await,
+        Some((4401, "Reauthentication required".into()))
+    );
+
+    let before = store
+        .queue_size(bob.aci, flatline_core::ids::DeviceId::PRIMARY)
+        .await
+        .unwrap();
+    let (status, body) = send(bob.aci.to_string(), bob_reg).await;
+    assert_eq!(status, 403);
+    assert!(body.contains("account_suspended"), "{body}");
+    assert_eq!(
+        store
+            .queue_size(bob.aci, flatline_core::ids::DeviceId::PRIMARY)
+            .await
+            .unwrap(),
+        before,
+        "nothing stored"
+    );
+    // Lifted: sending works again.
+    ok(
+        &dir,
+        &config,
+        &["accounts", "unsuspend", &alice.aci.to_string()],
+    );
+    assert_eq!(send(bob.aci.to_string(), bob_reg).await.0, 200);
+}

@@ -1183,3 +1183,51 @@ pub async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
     assert_eq!(rest["more"], false);
     assert_eq!(content(&rest["messages"][0]), 100u32.to_be_bytes());
 }
+
+/// A suspended account (operator: `flatline-server accounts suspend`) is refused 403 `account_suspended` for sends
+/// to anyone else, on every backend, and stores nothing; its sync messages to its own devices still go through.
+#[tokio::test]
+async fn suspended_accounts_reach_only_their_own_devices() {
+    for backend in Backend::ALL {
+        let app = TestApp::new(backend).await;
+        let alice = seed_with(&app, "alice", 2, None, false).await;
+        let bob = seed(&app, "bob").await;
+        app.state
+            .store
+            .set_suspended(alice.aci(), true, app.clock.now())
+            .await
+            .unwrap();
+        let r = send(
+            &app,
+            &alice,
+            1,
+            &bob.aci().to_string(),
+            &body(&[(1, REG, b"hi")]),
+        )
+        .await;
+        assert_code(&r, 403, "account_suspended");
+        assert!(fetch(&app, &bob, 1).await.is_empty(), "{backend:?}");
+        ok(&send(
+            &app,
+            &alice,
+            1,
+            &alice.aci().to_string(),
+            &body(&[(2, reg(2), b"sync")]),
+        )
+        .await);
+        assert_eq!(fetch(&app, &alice, 2).await.len(), 1, "{backend:?}");
+        app.state
+            .store
+            .set_suspended(alice.aci(), false, app.clock.now())
+            .await
+            .unwrap();
+        ok(&send(
+            &app,
+            &alice,
+            1,
+            &bob.aci().to_string(),
+            &body(&[(1, REG, b"hi")]),
+        )
+        .await);
+    }
+}
