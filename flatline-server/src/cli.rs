@@ -83,6 +83,9 @@ pub enum MessagesCommand {
         /// How many to list.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Only reports about this sender (ACI), among the `limit` most recent.
+        #[arg(long)]
+        account: Option<String>,
     },
 }
 
@@ -202,7 +205,9 @@ pub async fn main() -> i32 {
         Command::SealedSender(cmd) => crate::cli_sealed::sealed_sender(&config, cmd).await,
         Command::Invites(cmd) => crate::cli_invites::invites(&config, cmd).await,
         Command::Accounts(cmd) => crate::cli_invites::accounts(&config, cmd).await,
-        Command::Messages(MessagesCommand::Reports { limit }) => spam_reports(&config, limit).await,
+        Command::Messages(MessagesCommand::Reports { limit, account }) => {
+            spam_reports(&config, limit, account.as_deref()).await
+        }
         Command::Jwks(JwksCommand::Refresh { provider }) => {
             match jwks_refresh(config, &provider).await {
                 Ok(n) => {
@@ -335,14 +340,27 @@ fn keys_init(config: &Config) -> i32 {
     }
 }
 
-async fn spam_reports(config: &Config, limit: u32) -> i32 {
+async fn spam_reports(config: &Config, limit: u32, account: Option<&str>) -> i32 {
+    let about = match account
+        .map(str::parse::<flatline_core::ids::Aci>)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(_) => {
+            eprintln!("flatline-server: --account must be an ACI");
+            return 2;
+        }
+    };
     let listed = async {
         let store = crate::store::open(&config.database).await?;
         store.spam_reports(limit).await
     };
     match listed.await {
         Ok(all) => {
-            for r in all {
+            for r in all
+                .into_iter()
+                .filter(|r| about.is_none_or(|a| r.source == a))
+            {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     r.reported_at.as_secs(),

@@ -83,6 +83,13 @@ pub enum AccountsCommand {
         /// The account (ACI).
         aci: String,
     },
+    /// The flood state of an account's contact invites (tab-separated: invite id, label, uses/max, paused until,
+    /// flood detected at, burst since, quarantined grants; times in Unix seconds, `-` when unset), then its grants
+    /// by state.
+    Floods {
+        /// The account (ACI).
+        aci: String,
+    },
 }
 
 struct Ctx {
@@ -336,6 +343,48 @@ async fn run_invites(config: &Config, cmd: InvitesCommand) -> Result<(), String>
     Ok(())
 }
 
+async fn floods(ctx: &Ctx, raw: &str) -> Result<(), String> {
+    let aci = parse_aci(raw)?;
+    let secs = |t: Option<Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.as_secs().to_string());
+    for invite in ctx
+        .store
+        .contact_invites(aci)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        println!(
+            "{}\t{}\t{}/{}\t{}\t{}\t{}\t{}",
+            invite.id,
+            invite.label.as_deref().unwrap_or("-"),
+            invite.uses,
+            invite.max_uses,
+            secs(invite.paused_until),
+            secs(invite.flood.map(|f| f.detected_at)),
+            secs(invite.flood.map(|f| f.since)),
+            invite.flood.map_or(0, |f| f.quarantined),
+        );
+    }
+    let grants = ctx
+        .store
+        .contact_grants(aci)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut by_state = std::collections::BTreeMap::<&str, usize>::new();
+    for g in &grants {
+        *by_state.entry(g.state.as_str()).or_default() += 1;
+    }
+    let summary: Vec<String> = by_state.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    println!(
+        "grants: {}",
+        if summary.is_empty() {
+            "none".to_owned()
+        } else {
+            summary.join(", ")
+        }
+    );
+    Ok(())
+}
+
 /// Runs an `accounts` subcommand; returns the exit code.
 pub async fn accounts(config: &Config, cmd: AccountsCommand) -> i32 {
     let run = async {
@@ -343,6 +392,7 @@ pub async fn accounts(config: &Config, cmd: AccountsCommand) -> i32 {
         let (raw, suspend) = match &cmd {
             AccountsCommand::Suspend { aci } => (aci, true),
             AccountsCommand::Unsuspend { aci } => (aci, false),
+            AccountsCommand::Floods { aci } => return floods(&ctx, aci).await,
         };
         let aci = parse_aci(raw)?;
         if ctx

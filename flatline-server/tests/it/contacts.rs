@@ -1076,3 +1076,74 @@ async fn grant_states(
         })
         .collect()
 }
+
+/// The operator's view of a flood (`flatline-server accounts floods <ACI>`): each contact invite with its uses,
+/// pause and flood state, then the account's grants by state.
+#[tokio::test]
+async fn the_operator_cli_shows_an_accounts_floods() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("floods-cli")
+        .join(uuid::Uuid::new_v4().to_string());
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}", dir.join("flatline.db").display());
+    let store = flatline_server::store::sqlite::SqliteStore::open(&url, 2, 5000)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let clock = std::sync::Arc::new(flatline_testkit::MockClock::default());
+    let rng = std::sync::Arc::new(flatline_testkit::SeededRng::new(9));
+    let mut config = flatline_server::config::Config::default();
+    config.database.url = url;
+    let app = TestApp::assemble(
+        config.clone(),
+        std::sync::Arc::new(store),
+        clock,
+        rng,
+        vec![],
+    )
+    .await;
+    let bob = app.seed("bob").await;
+    set_policy(&app, &bob, json!({"policy": "invite_only"})).await;
+    let invite = create_invite(&app, &bob, json!({"maxUses": 100, "label": "friends"})).await;
+    let code = invite["code"].as_str().unwrap().to_owned();
+    let mut statuses = vec![];
+    for n in 0..12 {
+        let c = app.seed(&format!("crowd{n}")).await;
+        statuses.push(redeem(&app, &c, &code).await.status.as_u16());
+        app.clock.advance(Duration::from_secs(1));
+    }
+    assert!(statuses.contains(&409), "the breaker tripped: {statuses:?}");
+
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+        .env_clear()
+        .arg("--config")
+        .arg(&path)
+        .args(["accounts", "floods", &bob.aci.to_string()])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    let fields: Vec<&str> = lines[0].split('\t').collect();
+    assert_eq!(fields[0], invite["id"].as_str().unwrap(), "{stdout}");
+    assert_eq!(fields[1], "friends");
+    let granted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(fields[2], format!("{granted}/100"));
+    assert_ne!(fields[3], "-", "paused: {stdout}");
+    assert_ne!(fields[4], "-", "flood detected: {stdout}");
+    let quarantined: u32 = fields[6].parse().unwrap();
+    assert!(quarantined > 0, "{stdout}");
+    assert!(
+        lines[1].starts_with("grants: ")
+            && lines[1].contains(&format!("quarantined {quarantined}")),
+        "{stdout}"
+    );
+}

@@ -1016,6 +1016,23 @@ async fn the_operator_cli_lists_spam_reports() {
             report.reporter, report.source, report.guid.0
         )
     );
+    // Per reported account: that sender's reports only.
+    let about = |aci: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flatline-server"))
+            .env_clear()
+            .arg("--config")
+            .arg(&path)
+            .args(["messages", "reports", "--account", aci])
+            .current_dir(&dir)
+            .output()
+            .unwrap()
+    };
+    let out = about(&report.source.to_string());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = about(&report.reporter.to_string());
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    assert_eq!(about("not-an-aci").status.code(), Some(2));
 }
 
 /// Two real npm libsignal-client 0.103.0 clients (flatline-testkit/libsignal/messages.mjs) against the server on a
