@@ -473,3 +473,65 @@ async fn attempts_are_limited_per_account_and_per_64() {
         );
     }
 }
+
+/// A flood through shortcodes meets the owner window of §6 like one through a contact invite (each shortcode is
+/// single-use, so the per-code breaker cannot trip; the owner's window is what holds a crowd): beyond
+/// `owner_window_max` new grantees the grants are quarantined — no access, listed as requests with their shortcode
+/// provenance — until the owner decides, and one decide call denies everything through a shortcode.
+#[tokio::test]
+async fn a_flood_through_shortcodes_is_quarantined_by_the_owner_window() {
+    for backend in Backend::ALL {
+        let mut config = flatline_server::config::Config::default();
+        config.contacts.owner_window_max = 3;
+        let app = TestApp::with_config(backend, config).await;
+        let bob = app.seed("bob").await;
+        invite_only(&app, &bob).await;
+        let mut crowd = vec![];
+        for n in 0..5 {
+            let code = create(&app, &bob, json!({})).await;
+            let who = app.seed(&format!("crowd{n}")).await;
+            let r = redeem(&app, &who, code["shortcode"].as_str().unwrap()).await;
+            assert_eq!(r.status, 200, "{backend:?}");
+            crowd.push((who, code["id"].clone(), r.json()["state"].clone()));
+        }
+        let states: Vec<&str> = crowd.iter().map(|(_, _, s)| s.as_str().unwrap()).collect();
+        assert_eq!(
+            states,
+            ["active", "active", "active", "quarantined", "quarantined"],
+            "{backend:?}"
+        );
+        let fetch = |who: &SimClient| {
+            let uri = format!("/v2/keys/{}/*", bob.aci);
+            let auth = auth(who);
+            let app = &app;
+            async move { app.get(&uri, Some(&auth)).await.status.as_u16() }
+        };
+        assert_eq!(fetch(&crowd[0].0).await, 200);
+        assert_eq!(fetch(&crowd[3].0).await, 403, "{backend:?}: quarantined");
+        let r = app
+            .get("/v1/contacts/requests?state=quarantined", Some(&auth(&bob)))
+            .await;
+        assert_eq!(r.status, 200);
+        let requests = r.json()["requests"].as_array().unwrap().clone();
+        assert_eq!(requests.len(), 2, "{backend:?}");
+        for req in &requests {
+            assert_eq!(req["via"]["kind"], "shortcode");
+        }
+        // Approve one; deny the other through its shortcode route.
+        let deny_via = requests
+            .iter()
+            .find(|r| r["aci"] == crowd[4].0.aci.to_string())
+            .unwrap()["via"]
+            .clone();
+        let r = post(
+            &app,
+            "/v1/contacts/requests/decide",
+            &bob,
+            &json!({"approve": [crowd[3].0.aci.to_string()], "deny": [], "denyAllVia": [deny_via]}),
+        )
+        .await;
+        assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(fetch(&crowd[3].0).await, 200, "{backend:?}: approved");
+        assert_eq!(fetch(&crowd[4].0).await, 403, "{backend:?}: denied");
+    }
+}
