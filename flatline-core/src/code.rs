@@ -1,5 +1,5 @@
 //! The 80-bit codes people type: 16 characters of Crockford base32, shown in groups of four (`7KQ2-M9XD-4R1B-ZC0E`).
-//! Registration invites ([`crate::invites::InviteCode`]) and contact invites ([`crate::contacts::InviteCode`]) are
+//! Registration invites ([`crate::invites::InviteCode`]) and contact invites ([`crate::contacts::ContactCode`]) are
 //! distinct types over this one engine.
 //!
 //! Parsing is forgiving the way Crockford intended: case-insensitive, hyphens and spaces optional, `O` read as `0`,

@@ -322,7 +322,7 @@ pub fn principal(data: &[u8]) {
 pub fn invite_code(data: &[u8]) {
     let s = text(data);
     let registration = InviteCode::parse(s);
-    let contact = contacts::InviteCode::parse(s);
+    let contact = contacts::ContactCode::parse(s);
     assert_eq!(registration.is_ok(), contact.is_some(), "parsers disagree");
     if let Ok(code) = registration {
         let shown = code.display();
@@ -341,9 +341,9 @@ pub fn invite_code(data: &[u8]) {
     if let Some(code) = contact {
         let shown = code.display();
         assert_eq!(code.canonical().len(), 16);
-        assert_eq!(contacts::InviteCode::parse(&shown).as_ref(), Some(&code));
+        assert_eq!(contacts::ContactCode::parse(&shown).as_ref(), Some(&code));
         assert_eq!(
-            contacts::InviteCode::parse(&shown.to_lowercase()).map(|c| c.hash()),
+            contacts::ContactCode::parse(&shown.to_lowercase()).map(|c| c.hash()),
             Some(code.hash())
         );
         // Both kinds hash the same canonical text the same way.

@@ -8,24 +8,24 @@ pub use crate::code::{CODE_BYTES, CODE_CHARS};
 
 /// A contact invite code in canonical form (16 upper-case alphabet characters, no hyphens). Never logged.
 #[derive(Clone, PartialEq, Eq)]
-pub struct InviteCode(String);
+pub struct ContactCode(String);
 
-impl std::fmt::Debug for InviteCode {
+impl std::fmt::Debug for ContactCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Secrets stay out of logs and panic messages.
-        f.write_str("InviteCode(…)")
+        f.write_str("ContactCode(…)")
     }
 }
 
-impl InviteCode {
+impl ContactCode {
     /// A fresh code from `rng`.
     pub fn generate(rng: &dyn SecureRandom) -> Self {
-        InviteCode(code::generate(rng))
+        ContactCode(code::generate(rng))
     }
 
     /// Normalizes user input; `None` when it cannot be a code (wrong length or a character outside the alphabet).
     pub fn parse(input: &str) -> Option<Self> {
-        code::normalize(input).map(InviteCode)
+        code::normalize(input).map(ContactCode)
     }
 
     /// The grouped display form `XXXX-XXXX-XXXX-XXXX`.
@@ -57,27 +57,27 @@ mod tests {
 
     #[test]
     fn generated_codes_have_80_bits_in_groups() {
-        let zero = InviteCode::generate(&Fixed(0));
+        let zero = ContactCode::generate(&Fixed(0));
         assert_eq!(zero.display(), "0000-0000-0000-0000");
-        let ones = InviteCode::generate(&Fixed(0xff));
+        let ones = ContactCode::generate(&Fixed(0xff));
         assert_eq!(ones.display(), "ZZZZ-ZZZZ-ZZZZ-ZZZZ");
         // 0x42 repeated: bits 01000010… → groups 01000 01001 00001 …
-        let c = InviteCode::generate(&Fixed(0x42));
+        let c = ContactCode::generate(&Fixed(0x42));
         assert_eq!(&c.canonical()[..3], "891");
-        assert_eq!(InviteCode::parse(&c.display()), Some(c.clone()));
+        assert_eq!(ContactCode::parse(&c.display()), Some(c.clone()));
     }
 
     #[test]
     fn parsing_normalizes_confusables_case_and_hyphens() {
-        let c = InviteCode::parse("7KQ2-M9XD-4R1B-ZC0E").unwrap();
+        let c = ContactCode::parse("7KQ2-M9XD-4R1B-ZC0E").unwrap();
         for variant in [
             "7kq2m9xd4r1bzc0e",
             "7KQ2 M9XD 4RIB ZCOE",
             "7kq2-m9xd-4rlb-zcoe",
             "7-K-Q-2-M9XD4R1BZC0E",
         ] {
-            assert_eq!(InviteCode::parse(variant), Some(c.clone()), "{variant}");
-            assert_eq!(InviteCode::parse(variant).unwrap().hash(), c.hash());
+            assert_eq!(ContactCode::parse(variant), Some(c.clone()), "{variant}");
+            assert_eq!(ContactCode::parse(variant).unwrap().hash(), c.hash());
         }
         for bad in [
             "",
@@ -87,13 +87,13 @@ mod tests {
             "7KQ2-M9XD-4R1B-ZC0É",
             "7KQ2_M9XD_4R1B_ZC0E",
         ] {
-            assert_eq!(InviteCode::parse(bad), None, "{bad}");
+            assert_eq!(ContactCode::parse(bad), None, "{bad}");
         }
     }
 
     #[test]
     fn debug_hides_the_code() {
-        let c = InviteCode::parse("7KQ2-M9XD-4R1B-ZC0E").unwrap();
+        let c = ContactCode::parse("7KQ2-M9XD-4R1B-ZC0E").unwrap();
         assert!(!format!("{c:?}").contains("7KQ2"));
     }
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::ids::{Aci, IdError};
 use crate::time::Timestamp;
 
-pub use code::InviteCode;
+pub use code::ContactCode;
 pub use service::{
     ContactError, Contacts, ContactsConfig, IntroductionReceipt, MAX_DECISIONS, MAX_ROUTES,
     NewContactInvite, RequestFilter, authenticated_fetch_allowed, is_invite_only,

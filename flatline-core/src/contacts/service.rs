@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions, FloodConfig, Grant,
-    GrantState, Introduction, InviteCode, PolicyMode, Redemption,
+    ContactCode, ContactInvite, ContactInviteId, ContactPolicy, CreateInvite, Decisions,
+    FloodConfig, Grant, GrantState, Introduction, PolicyMode, Redemption,
 };
 use crate::auth::AuthenticatedDevice;
 use crate::ids::Aci;
@@ -215,7 +215,7 @@ impl Contacts {
         &self,
         caller: &AuthenticatedDevice,
         request: NewContactInvite,
-    ) -> Result<(ContactInvite, InviteCode), ContactError> {
+    ) -> Result<(ContactInvite, ContactCode), ContactError> {
         let max_uses = request.max_uses.unwrap_or(1);
         let max_uses = u32::try_from(max_uses)
             .ok()
@@ -243,7 +243,7 @@ impl Contacts {
             )));
         }
         let now = self.clock.now();
-        let code = InviteCode::generate(self.rng.as_ref());
+        let code = ContactCode::generate(self.rng.as_ref());
         let invite = ContactInvite {
             id: ContactInviteId::random(self.rng.as_ref()),
             owner: caller.account.aci,
@@ -291,8 +291,8 @@ impl Contacts {
         &self,
         caller: Aci,
         id: ContactInviteId,
-    ) -> Result<(ContactInvite, InviteCode), ContactError> {
-        let code = InviteCode::generate(self.rng.as_ref());
+    ) -> Result<(ContactInvite, ContactCode), ContactError> {
+        let code = ContactCode::generate(self.rng.as_ref());
         match self
             .store
             .rotate_contact_invite(caller, id, code.hash())
@@ -321,7 +321,7 @@ impl Contacts {
         self.limiters
             .check(Limiter::ContactRedeem, &caller.to_string())
             .await?;
-        let Some(code) = InviteCode::parse(code) else {
+        let Some(code) = ContactCode::parse(code) else {
             return Err(ContactError::InviteInvalid);
         };
         let now = self.clock.now();

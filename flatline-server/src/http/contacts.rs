@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use flatline_core::contacts::{
-    ContactError, ContactInvite, ContactInviteId, ContactPolicy, Decisions, Flood, Grant,
-    GrantRoute, GrantState, InviteCode, NewContactInvite, RequestFilter, Via,
+    ContactCode, ContactError, ContactInvite, ContactInviteId, ContactPolicy, Decisions, Flood,
+    Grant, GrantRoute, GrantState, NewContactInvite, RequestFilter, Via,
 };
 use flatline_core::ids::Aci;
 use flatline_core::time::Timestamp;
@@ -236,10 +236,10 @@ struct InviteDto {
 fn invite_dto(
     state: &AppState,
     invite: ContactInvite,
-    code: Option<&InviteCode>,
+    code: Option<&ContactCode>,
     now: Timestamp,
 ) -> InviteDto {
-    let code = code.map(InviteCode::display);
+    let code = code.map(ContactCode::display);
     InviteDto {
         id: invite.id.0,
         // The code travels in the fragment, which browsers never send to the server.
