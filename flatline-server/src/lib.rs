@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod secrets;
 pub mod serve;
+pub mod state;
 pub mod storage;
 pub mod store;
 pub mod system;
