@@ -124,11 +124,14 @@ impl SqliteStore {
             .busy_timeout(Duration::from_millis(busy_timeout_ms));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .after_connect(|conn, _| Box::pin(writable(conn)))
+            .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.clone())
             .await
             .map_err(db)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
+            .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.read_only(true))
             .await
             .map_err(db)?;
@@ -203,6 +206,44 @@ impl SqliteStore {
         };
         account_from_rows(first, &rows).map(Some)
     }
+}
+
+/// Refuses a writer connection that SQLite opened read-only.
+///
+/// SQLite opens a file it cannot open for writing read-only without saying so (a file made unwritable while the
+/// server runs, e.g. a file system remounted read-only or the immutable flag); such a writer connection would answer
+/// every write with SQLITE_READONLY for as long as it lives, also after the file is writable again. `BEGIN
+/// IMMEDIATE` fails at once on a read-only connection, so the pool drops it and keeps reconnecting (requests get
+/// 503 meanwhile) until the file is writable. It is also what every write transaction begins with, so it costs one
+/// round trip per new writer connection.
+async fn writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Whether a pooled connection may be handed out: not when sqlx still counts it inside a transaction.
+///
+/// When a write fails with an I/O error (the file became unwritable, the disk is full), SQLite rolls the
+/// transaction back by itself; sqlx's `COMMIT` then fails, and so does the `ROLLBACK` it sends when the transaction
+/// is dropped ("no transaction is active"), so sqlx keeps counting the connection as inside a transaction and
+/// refuses every later `BEGIN` on it ("attempted to call begin_with at non-zero transaction depth"): with the single
+/// writer connection that was a permanent 500 on every write until a restart (found by `tests/it/faults.rs`). Such
+/// a connection is closed instead and the pool opens a fresh one.
+async fn not_stuck_in_a_transaction(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued on the connection ahead of this ping: let it run, then look again.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("SQLite connection left inside a failed transaction; replacing it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn uuid_of(bytes: &[u8]) -> StoreResult<Uuid> {
