@@ -1355,3 +1355,77 @@ async fn sqlite_unwritable_under_load() {
         .expect("foreign_key_check");
     assert!(fk.is_empty(), "foreign keys hold");
 }
+
+// --- The chat bus after a reset connection --------------------------------------------------------------------
+
+/// A TCP proxy whose connections can all be reset at once (SO_LINGER 0, so the far end sees ECONNRESET rather
+/// than an orderly close): what a dropped NAT entry or a failover does to a long-lived connection.
+struct ResettingProxy {
+    port: u16,
+    reset: tokio::sync::watch::Sender<u64>,
+}
+
+impl ResettingProxy {
+    async fn start(target: String) -> ResettingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (reset, watch) = tokio::sync::watch::channel(0u64);
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let target = target.clone();
+                let mut watch = watch.clone();
+                watch.mark_unchanged();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = watch.changed() => {
+                            #[allow(deprecated)] // SO_LINGER 0: a reset on close, which is the point here.
+                            let _ = client.set_linger(Some(Duration::ZERO));
+                        }
+                    }
+                });
+            }
+        });
+        ResettingProxy { port, reset }
+    }
+
+    fn reset_all(&self) {
+        self.reset.send_modify(|n| *n += 1);
+    }
+}
+
+/// Process two reaches PostgreSQL through a proxy that resets every connection once (its chat bus's `LISTEN`
+/// connection included); afterwards a message stored through process one still wakes a socket on process two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bus_listens_again_after_a_reset_connection() {
+    let db = crate::multiprocess::fresh_database().await;
+    let options: sqlx::postgres::PgConnectOptions = db.parse().expect("url");
+    let proxy =
+        ResettingProxy::start(format!("{}:{}", options.get_host(), options.get_port())).await;
+    let (_, name) = db.rsplit_once('/').expect("database name");
+    let via_proxy = format!(
+        "postgres://{}@127.0.0.1:{}/{name}",
+        options.get_username(),
+        proxy.port
+    );
+    let store = flatline_server::store::open(&DatabaseConfig {
+        url: db.clone(),
+        ..DatabaseConfig::default()
+    })
+    .await
+    .expect("open");
+    let accounts = seed(store.as_ref()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = start_server(dir.path(), "one", &db).await;
+    let two = start_server(dir.path(), "two", &via_proxy).await;
+    // The bus listens; then every connection of process two is reset.
+    pause(500).await;
+    proxy.reset_all();
+    pause(3000).await;
+    bus_delivers_again(&one, &two, &accounts).await;
+}
