@@ -8,6 +8,8 @@
 //!   (`BEGIN EXCLUSIVE`) for 10 s, longer than the server's `busy_timeout`; then, where the kernel lets the test set
 //!   the immutable flag (`chattr +i`), the database file and its WAL are made unwritable for 5 s, which makes every
 //!   write of the running server fail with EPERM (what a file system remounted read-only does to open files).
+//! - The chat bus: every PostgreSQL connection of one process is reset (ECONNRESET, through a proxy) and its
+//!   `LISTEN` must come back.
 //!
 //! Each test asserts: every request answered 2xx has its write in the database afterwards (or a later write of the
 //! same client replaced it), no answer was a 5xx other than 503 `store_unavailable` with `Retry-After` (or 502),
@@ -23,7 +25,7 @@
 //! system with the flag (ext4, xfs; not tmpfs or overlayfs): where `chattr +i` is refused, that phase is skipped
 //! with a note on stderr and the rest of the test still runs. This test found two bugs there (see
 //! `store/sqlite/mod.rs`, `writable` and `not_stuck_in_a_transaction`), and that `/healthz` hung for the pool's
-//! acquire timeout while PostgreSQL was down.
+//! acquire timeout while PostgreSQL was down; the reset test found that the chat bus never listened again.
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
@@ -1265,12 +1267,22 @@ impl Drop for Immutable {
     }
 }
 
-/// Counts 503s over a fault phase; asserts some writes were refused.
-async fn phase(target: &Target, what: &str, fault: impl std::future::Future<Output = ()>) {
-    let before = target.unavailable.load(Ordering::Relaxed);
+/// Counts 503s from `before` (read before the fault began: a write can fail the moment it does) to the end of a
+/// fault phase; asserts some writes were refused.
+async fn phase(
+    target: &Target,
+    before: usize,
+    what: &str,
+    fault: impl std::future::Future<Output = ()>,
+    logs: &dyn Fn() -> String,
+) {
     fault.await;
     let refused = target.unavailable.load(Ordering::Relaxed) - before;
-    assert!(refused > 0, "{what}: no write was refused with 503");
+    assert!(
+        refused > 0,
+        "{what}: no write was refused with 503:\n{}",
+        logs()
+    );
     eprintln!("sqlite fault ({what}): {refused} answers 503");
 }
 
@@ -1299,18 +1311,25 @@ async fn sqlite_unwritable_under_load() {
 
     // 1. Another connection holds the write lock for 10 s, twice the server's busy_timeout (5 s): writes that
     // wait longer get SQLITE_BUSY. Reads go on (WAL).
-    phase(&target, "write lock held", async {
-        let mut other = sqlx::SqliteConnection::connect(&db).await.expect("connect");
-        sqlx::query("BEGIN EXCLUSIVE")
-            .execute(&mut other)
-            .await
-            .expect("lock");
-        pause(OUTAGE.as_millis() as u64).await;
-        sqlx::query("COMMIT")
-            .execute(&mut other)
-            .await
-            .expect("unlock");
-    })
+    let before = target.unavailable.load(Ordering::Relaxed);
+    phase(
+        &target,
+        before,
+        "write lock held",
+        async {
+            let mut other = sqlx::SqliteConnection::connect(&db).await.expect("connect");
+            sqlx::query("BEGIN EXCLUSIVE")
+                .execute(&mut other)
+                .await
+                .expect("lock");
+            pause(OUTAGE.as_millis() as u64).await;
+            sqlx::query("COMMIT")
+                .execute(&mut other)
+                .await
+                .expect("unlock");
+        },
+        &|| server.log(),
+    )
     .await;
     let recovered = serves_again(&target, &accounts.probe, &|| server.log()).await;
     eprintln!(
@@ -1320,12 +1339,19 @@ async fn sqlite_unwritable_under_load() {
     // 2. The database file and its WAL become unwritable (the immutable flag stops root too, and applies to the
     // server's open descriptors: a write fails with EPERM, SQLITE_IOERR_WRITE), for 5 s.
     let wal = dir.path().join("flatline.db-wal");
+    let before = target.unavailable.load(Ordering::Relaxed);
     match Immutable::set(vec![file.clone(), wal]) {
         Some(guard) => {
-            phase(&target, "file immutable", async {
-                pause(5000).await;
-                drop(guard);
-            })
+            phase(
+                &target,
+                before,
+                "file immutable",
+                async {
+                    pause(5000).await;
+                    drop(guard);
+                },
+                &|| server.log(),
+            )
             .await;
             let recovered = serves_again(&target, &accounts.probe, &|| server.log()).await;
             eprintln!(
