@@ -98,6 +98,9 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// `database.acquire_timeout_seconds`' default.
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
 
@@ -113,8 +116,21 @@ fn db(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path`).
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`), with the default acquire timeout.
     pub async fn open(url: &str, readers: u32, busy_timeout_ms: u64) -> StoreResult<Self> {
+        Self::open_with(url, readers, busy_timeout_ms, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`SqliteStore::open`] with how long a request waits for a pooled connection (`database.
+    /// acquire_timeout_seconds`) before it fails with a pool timeout (503). Writes queue for the single writer
+    /// connection while the one at the head waits up to `busy_timeout_ms` for another process's lock; without a
+    /// bound below `server.request_timeout_seconds` the queued ones ended as 408 `request_timeout` instead of 503.
+    pub async fn open_with(
+        url: &str,
+        readers: u32,
+        busy_timeout_ms: u64,
+        acquire_timeout: Duration,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(db)?
             .create_if_missing(true)
@@ -124,6 +140,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_millis(busy_timeout_ms));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(acquire_timeout)
             .after_connect(|conn, _| Box::pin(writable(conn)))
             .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.clone())
@@ -131,6 +148,7 @@ impl SqliteStore {
             .map_err(db)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
+            .acquire_timeout(acquire_timeout)
             .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.read_only(true))
             .await
