@@ -763,7 +763,8 @@ pub struct DatabaseConfig {
     pub max_connections: u32,
     /// Milliseconds a SQLite writer waits for a lock before failing. Default 5000.
     pub busy_timeout_ms: u64,
-    /// PostgreSQL: seconds a query waits for a free pool connection before failing. Default 10.
+    /// Seconds a query waits for a free pool connection before failing (503); on SQLite writes queue for the one
+    /// writer connection. Keep it below `server.request_timeout_seconds`. Default 10.
     pub acquire_timeout_seconds: u64,
     /// PostgreSQL: seconds after which an idle pool connection is closed; 0 keeps them open. Default 600.
     pub idle_timeout_seconds: u64,

@@ -131,31 +131,39 @@ impl PgBus {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let mut listener = PgListener::connect_with(&pool).await?;
-        listener.listen(CHANNEL).await?;
+        let first = listen(&pool).await?;
         let weak: Weak<ChatHub> = Arc::downgrade(hub);
+        let listen_pool = pool.clone();
         tokio::spawn(async move {
-            // Set when the listening connection was lost: notifications sent meanwhile are gone, so once it is back
-            // (sqlx reconnects and listens again on the next call) every local socket re-reads its queue.
-            let mut lost = false;
+            // `None` after the listening connection was lost. It is replaced by a fresh listener rather than left to
+            // sqlx's own reconnect: after an error other than an orderly close (a connection reset, say) sqlx keeps
+            // the dead connection and every later call on that listener fails, so the bus never listened again
+            // (found by `faults::chat_bus_listens_again_after_a_reset_connection`). Notifications sent meanwhile
+            // are gone, so once it listens again every local socket re-reads its queue.
+            let mut listener = Some(first);
             loop {
-                if lost {
-                    if sqlx::query("SELECT 1").execute(&mut listener).await.is_ok() {
-                        lost = false;
-                        let Some(hub) = weak.upgrade() else { return };
-                        hub.wake_all();
-                    } else {
-                        if weak.strong_count() == 0 {
-                            return;
+                let Some(current) = listener.as_mut() else {
+                    match listen(&listen_pool).await {
+                        Ok(fresh) => {
+                            listener = Some(fresh);
+                            let Some(hub) = weak.upgrade() else { return };
+                            tracing::info!("chat bus listening again");
+                            hub.wake_all();
                         }
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
+                        Err(e) => {
+                            if weak.strong_count() == 0 {
+                                return;
+                            }
+                            tracing::warn!(error = %e, "chat bus cannot listen yet; retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
-                }
-                match listener.try_recv().await {
+                    continue;
+                };
+                match current.try_recv().await {
                     Ok(None) => {
                         tracing::warn!("chat bus listener lost its connection; reconnecting");
-                        lost = true;
+                        listener = None;
                     }
                     Ok(Some(n)) => {
                         let Some(hub) = weak.upgrade() else { return };
@@ -168,8 +176,8 @@ impl PgBus {
                         if weak.strong_count() == 0 {
                             return;
                         }
-                        tracing::warn!(error = %e, "chat bus listener failed; retrying");
-                        lost = true;
+                        tracing::warn!(error = %e, "chat bus listener failed; reconnecting");
+                        listener = None;
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                 }
@@ -177,6 +185,15 @@ impl PgBus {
         });
         Ok(Arc::new(PgBus { pool }))
     }
+}
+
+/// A listener on [`CHANNEL`] over a connection of `pool`.
+async fn listen(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // A lost connection is replaced by a new listener (above), not reconnected inside this one.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
 }
 
 #[async_trait]

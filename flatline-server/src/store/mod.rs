@@ -17,9 +17,13 @@ use crate::config::DatabaseConfig;
 /// Opens the configured database and applies pending migrations.
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     if config.url.starts_with("sqlite:") {
-        let store =
-            sqlite::SqliteStore::open(&config.url, config.max_connections, config.busy_timeout_ms)
-                .await?;
+        let store = sqlite::SqliteStore::open_with(
+            &config.url,
+            config.max_connections,
+            config.busy_timeout_ms,
+            Duration::from_secs(config.acquire_timeout_seconds.max(1)),
+        )
+        .await?;
         store.migrate().await?;
         Ok(Arc::new(store))
     } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {

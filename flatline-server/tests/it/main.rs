@@ -9,6 +9,7 @@ mod delivery;
 mod dev;
 mod devices;
 mod e2e;
+mod faults;
 mod fuzz_corpus;
 mod group_send;
 mod hardening;

@@ -124,3 +124,64 @@ async fn a_locked_database_answers_503_and_recovers() {
         12
     );
 }
+
+/// Writes queued behind a locked database (another process holds the write lock) answer 503 once they have waited
+/// `acquire_timeout` for the single writer connection, before the request timeout would answer 408 without
+/// `Retry-After`; and the store serves again when the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_queued_behind_a_lock_answer_503_not_408() {
+    use flatline_testkit::UsernameForm;
+    use sqlx::Connection as _;
+    let url = sqlite_url();
+    let store = SqliteStore::open_with(&url, 2, 300, std::time::Duration::from_millis(500))
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store: Arc<dyn Store> = Arc::new(store);
+    let mut config = flatline_server::config::Config::default();
+    config.server.request_timeout_seconds = 2;
+    let app = Arc::new(
+        crate::support::TestApp::assemble(
+            config,
+            store.clone(),
+            Arc::new(flatline_testkit::MockClock::default()),
+            Arc::new(flatline_testkit::SeededRng::new(5)),
+            vec![],
+        )
+        .await,
+    );
+    let alice = app.seed("alice").await;
+    let auth = alice.basic_auth(UsernameForm::Aci);
+    let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    // 20 writes at once: the one at the head waits 300 ms for the lock, the rest wait for the writer; together
+    // far longer than the 2 s request timeout.
+    let writes: Vec<_> = (0..20u32)
+        .map(|i| {
+            let (app, auth) = (app.clone(), auth.clone());
+            tokio::spawn(async move {
+                let body = serde_json::json!({"fetchesMessages": true, "registrationId": 100 + i});
+                let r = app.put_json("/v1/accounts/attributes", &auth, &body).await;
+                (
+                    r.status.as_u16(),
+                    r.code(),
+                    r.headers.contains_key("retry-after"),
+                )
+            })
+        })
+        .collect();
+    for w in writes {
+        let (status, code, retry_after) = w.await.unwrap();
+        assert_eq!(
+            (status, code.as_str(), retry_after),
+            (503, "store_unavailable", true)
+        );
+    }
+    sqlx::query("COMMIT").execute(&mut other).await.unwrap();
+    let body = serde_json::json!({"fetchesMessages": true, "registrationId": 77});
+    let r = app.put_json("/v1/accounts/attributes", &auth, &body).await;
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}

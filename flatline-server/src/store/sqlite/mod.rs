@@ -103,6 +103,9 @@ pub const MIGRATIONS: &[Migration] = &[
     },
 ];
 
+/// `database.acquire_timeout_seconds`' default.
+const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 const SIGNED_EC: i64 = 0;
 const LAST_RESORT: i64 = 1;
 
@@ -118,8 +121,21 @@ fn db(e: sqlx::Error) -> StoreError {
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path`).
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`), with the default acquire timeout.
     pub async fn open(url: &str, readers: u32, busy_timeout_ms: u64) -> StoreResult<Self> {
+        Self::open_with(url, readers, busy_timeout_ms, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`SqliteStore::open`] with how long a request waits for a pooled connection (`database.
+    /// acquire_timeout_seconds`) before it fails with a pool timeout (503). Writes queue for the single writer
+    /// connection while the one at the head waits up to `busy_timeout_ms` for another process's lock; without a
+    /// bound below `server.request_timeout_seconds` the queued ones ended as 408 `request_timeout` instead of 503.
+    pub async fn open_with(
+        url: &str,
+        readers: u32,
+        busy_timeout_ms: u64,
+        acquire_timeout: Duration,
+    ) -> StoreResult<Self> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(db)?
             .create_if_missing(true)
@@ -129,11 +145,16 @@ impl SqliteStore {
             .busy_timeout(Duration::from_millis(busy_timeout_ms));
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .acquire_timeout(acquire_timeout)
+            .after_connect(|conn, _| Box::pin(writable(conn)))
+            .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.clone())
             .await
             .map_err(db)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(readers.max(1))
+            .acquire_timeout(acquire_timeout)
+            .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
             .connect_with(options.read_only(true))
             .await
             .map_err(db)?;
@@ -223,6 +244,44 @@ fn bucket_state(r: &SqliteRow) -> StoreResult<BucketState> {
         credit_ms: get(r, "credit_ms")?,
         updated_at: Timestamp(get(r, "updated_at")?),
     })
+}
+
+/// Refuses a writer connection that SQLite opened read-only.
+///
+/// SQLite opens a file it cannot open for writing read-only without saying so (a file made unwritable while the
+/// server runs, e.g. a file system remounted read-only or the immutable flag); such a writer connection would answer
+/// every write with SQLITE_READONLY for as long as it lives, also after the file is writable again. `BEGIN
+/// IMMEDIATE` fails at once on a read-only connection, so the pool drops it and keeps reconnecting (requests get
+/// 503 meanwhile) until the file is writable. It is also what every write transaction begins with, so it costs one
+/// round trip per new writer connection.
+async fn writable(conn: &mut sqlx::SqliteConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+    sqlx::query("ROLLBACK").execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Whether a pooled connection may be handed out: not when sqlx still counts it inside a transaction.
+///
+/// When a write fails with an I/O error (the file became unwritable, the disk is full), SQLite rolls the
+/// transaction back by itself; sqlx's `COMMIT` then fails, and so does the `ROLLBACK` it sends when the transaction
+/// is dropped ("no transaction is active"), so sqlx keeps counting the connection as inside a transaction and
+/// refuses every later `BEGIN` on it ("attempted to call begin_with at non-zero transaction depth"): with the single
+/// writer connection that was a permanent 500 on every write until a restart (found by `tests/it/faults.rs`). Such
+/// a connection is closed instead and the pool opens a fresh one.
+async fn not_stuck_in_a_transaction(
+    conn: &mut sqlx::SqliteConnection,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // A dropped transaction's rollback is queued on the connection ahead of this ping: let it run, then look again.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!("SQLite connection left inside a failed transaction; replacing it");
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 fn uuid_of(bytes: &[u8]) -> StoreResult<Uuid> {
