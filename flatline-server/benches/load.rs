@@ -80,7 +80,7 @@ struct Settings {
     workloads: Vec<String>,
     /// `LOAD_CONVERSATIONS`: comma-separated concurrent conversations of the `messages` workload (1,100,1000).
     conversations: Vec<usize>,
-    /// `LOAD_MESSAGES`: measured messages per conversation level (at least one per conversation).
+    /// `LOAD_MESSAGES`: measured messages per conversation level (1000; at least two per conversation).
     messages: usize,
     /// `LOAD_IDLE_SOCKETS`: authenticated sockets held idle by the `idle` workload (10000).
     idle_sockets: usize,
@@ -134,7 +134,7 @@ impl Settings {
                 .filter_map(|c| c.trim().parse().ok())
                 .filter(|c: &usize| *c > 0)
                 .collect(),
-            messages: env_or("LOAD_MESSAGES", 3000usize).max(1),
+            messages: env_or("LOAD_MESSAGES", 1000usize).max(1),
             idle_sockets: env_or("LOAD_IDLE_SOCKETS", 10_000usize),
             postgres: std::env::var("TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
@@ -451,6 +451,12 @@ fn config_text(
         redirect_uri: REDIRECT,
     }
     .to_toml();
+    // `inboundMessageBytes` counts bytes: a million permits would stop the message workload after 1000 messages
+    // (4 GB is about four million of its 1 KiB messages).
+    text = text.replace(
+        "[limits.inboundMessageBytes]\nbucket_size = 1000000\npermit_regeneration_seconds = 0.001\n",
+        "[limits.inboundMessageBytes]\nbucket_size = 4000000000\npermit_regeneration_seconds = 0.001\n",
+    );
     text.push_str(&format!(
         "[chat]\nmax_sockets_per_ip = {sockets}\nmax_sockets = {sockets}\nidle_timeout_seconds = 600\n"
     ));
@@ -997,7 +1003,7 @@ async fn run_scenario(
         let mut flows = vec![];
         if s.has("messages") {
             for &c in &s.conversations {
-                let per = s.messages.div_ceil(c);
+                let per = s.messages.div_ceil(c).max(2);
                 let e2e = message_flow::end_to_end(mm, &cluster.ports, c, per).await?;
                 let raw = message_flow::raw_store(mm, store.clone(), c, per).await;
                 eprintln!(

@@ -189,39 +189,55 @@ impl Conversation {
             .send(Message::Binary(frame.into()))
             .await
             .map_err(|e| err(format!("send: {e}")))?;
-        let pushed = loop {
-            match next_frame(&mut self.recipient).await.map_err(err)? {
-                Frame::Request(r) if r.path == "/api/v1/message" => {
-                    let at = started.elapsed();
-                    ack(&mut self.recipient, r.id).await.map_err(err)?;
-                    break at;
-                }
-                _ => continue,
-            }
-        };
-        let (mut answered, mut receipt) = (false, None);
-        while !answered || receipt.is_none() {
-            match next_frame(&mut self.sender).await.map_err(err)? {
-                Frame::Response(r) if r.id == id => {
-                    if r.status != 200 {
-                        return Err(Failure::Status(u16::try_from(r.status).unwrap_or(u16::MAX)));
+        // Both sockets at once: the send's answer (a failure shows up there, before any push), the recipient's
+        // push, and the receipt pushed to the sender once the recipient's acknowledgement took effect.
+        let (mut answered, mut pushed, mut receipt) = (false, None, None);
+        while !answered || pushed.is_none() || receipt.is_none() {
+            let state = || {
+                format!(
+                    "answered {answered}, pushed {}, receipt {}",
+                    pushed.is_some(),
+                    receipt.is_some()
+                )
+            };
+            tokio::select! {
+                frame = next_frame(&mut self.sender) => {
+                    match frame.map_err(|e| err(format!("sender ({}): {e}", state())))? {
+                        Frame::Response(r) if r.id == id => {
+                            if r.status != 200 {
+                                let body = String::from_utf8_lossy(&r.body);
+                                return Err(err(format!("status {}: {body}", r.status)));
+                            }
+                            answered = true;
+                        }
+                        Frame::Request(r) if r.path == "/api/v1/message" => {
+                            let envelope = Envelope::decode(r.body.as_slice())
+                                .map_err(|e| err(format!("envelope: {e}")))?;
+                            if envelope.r#type != Some(5) {
+                                return Err(err(format!("unexpected push type {:?}", envelope.r#type)));
+                            }
+                            receipt = Some(started.elapsed());
+                            ack(&mut self.sender, r.id).await.map_err(err)?;
+                        }
+                        _ => {}
                     }
-                    answered = true;
                 }
-                Frame::Request(r) if r.path == "/api/v1/message" => {
-                    let envelope = Envelope::decode(r.body.as_slice())
-                        .map_err(|e| err(format!("envelope: {e}")))?;
-                    if envelope.r#type != Some(5) {
-                        return Err(err(format!("unexpected push type {:?}", envelope.r#type)));
+                frame = next_frame(&mut self.recipient) => {
+                    let frame = frame.map_err(|e| err(format!("recipient ({}): {e}", state())))?;
+                    if let Frame::Request(r) = frame
+                        && r.path == "/api/v1/message"
+                    {
+                        pushed = Some(started.elapsed());
+                        ack(&mut self.recipient, r.id).await.map_err(err)?;
                     }
-                    receipt = Some(started.elapsed());
-                    ack(&mut self.sender, r.id).await.map_err(err)?;
                 }
-                _ => {}
             }
         }
         let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        Ok((us(pushed), us(receipt.unwrap_or_default())))
+        Ok((
+            us(pushed.unwrap_or_default()),
+            us(receipt.unwrap_or_default()),
+        ))
     }
 }
 
