@@ -12,6 +12,11 @@
 //! - **raw take**: `KeyStore::take_one_time_keys` called directly on the store, the one transaction a fetch cannot
 //!   avoid. The ratio HTTP fetch / raw take is the headline number (goal ≥ 0.5).
 //!
+//! With `LOAD_WORKLOADS` naming `messages` and `idle` (see `load/message_flow.rs`), also the message path:
+//! end-to-end messages per second and latency at 1, 100 and 1000 concurrent conversations over chat sockets,
+//! next to the raw store cycle of the same messages, and the server's RSS with 10 000 idle authenticated
+//! sockets: `LOAD_WORKLOADS=messages,idle LOAD_SCENARIOS=sqlite1,pg1 cargo bench -p flatline-server --bench load`.
+//!
 //! Rate limits are raised in the servers' configuration so the run measures work, not 429s; any non-2xx answer
 //! is counted and printed. Everything is configured by `LOAD_*` environment variables (see [`Settings`]); never
 //! `FLATLINE_*`, which the server binary would read as its own configuration. Without `--bench` (as under
@@ -38,6 +43,9 @@ use flatline_testkit::fake_idp::{CLIENT_SECRET, FakeIdp, ServerProcessConfig};
 use flatline_testkit::remote::{Callback, Remote};
 use flatline_testkit::{SimClient, UsernameForm};
 use tokio::process::{Child, Command};
+
+#[path = "load/message_flow.rs"]
+mod message_flow;
 
 const REDIRECT: &str = "flatline://oidc/callback";
 
@@ -66,6 +74,16 @@ struct Settings {
     db_connections: u32,
     /// `LOAD_THREADS`: tokio worker threads of this load generator.
     threads: usize,
+    /// `LOAD_WORKLOADS`: comma-separated `fetch` (bundle fetches, service fetches, raw takes, breakdown),
+    /// `register`, `messages` (end-to-end over chat sockets and the raw store cycle), `idle` (RSS with idle
+    /// sockets). Default `fetch,register`.
+    workloads: Vec<String>,
+    /// `LOAD_CONVERSATIONS`: comma-separated concurrent conversations of the `messages` workload (1,100,1000).
+    conversations: Vec<usize>,
+    /// `LOAD_MESSAGES`: measured messages per conversation level (1000; at least two per conversation).
+    messages: usize,
+    /// `LOAD_IDLE_SOCKETS`: authenticated sockets held idle by the `idle` workload (10000).
+    idle_sockets: usize,
     /// `TEST_POSTGRES_URL`: the PostgreSQL server; each PostgreSQL scenario creates (and drops) a database there.
     postgres: String,
 }
@@ -104,9 +122,27 @@ impl Settings {
             targets: env_or("LOAD_TARGETS", 100usize).max(1),
             db_connections: env_or("LOAD_DB_CONNECTIONS", 8u32).max(1),
             threads: env_or("LOAD_THREADS", 2usize).max(1),
+            workloads: std::env::var("LOAD_WORKLOADS")
+                .unwrap_or_else(|_| "fetch,register".into())
+                .split(',')
+                .map(|w| w.trim().to_owned())
+                .filter(|w| !w.is_empty())
+                .collect(),
+            conversations: std::env::var("LOAD_CONVERSATIONS")
+                .unwrap_or_else(|_| "1,100,1000".into())
+                .split(',')
+                .filter_map(|c| c.trim().parse().ok())
+                .filter(|c: &usize| *c > 0)
+                .collect(),
+            messages: env_or("LOAD_MESSAGES", 1000usize).max(1),
+            idle_sockets: env_or("LOAD_IDLE_SOCKETS", 10_000usize),
             postgres: std::env::var("TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         }
+    }
+
+    fn has(&self, workload: &str) -> bool {
+        self.workloads.iter().any(|w| w == workload)
     }
 
     /// Requests run before each measurement and not counted: connections, statement caches, first bucket rows.
@@ -203,6 +239,13 @@ fn account_with_keys(keys: u32) -> (SimClient, KeyUpload) {
 
 impl Material {
     fn generate(s: &Settings) -> Material {
+        if !s.has("fetch") {
+            return Material {
+                targets: vec![],
+                direct: vec![],
+                callers: vec![],
+            };
+        }
         let http = s.keys_per_target(1);
         let direct = s.keys_per_target(2);
         Material {
@@ -375,6 +418,8 @@ struct Cluster {
     dir: PathBuf,
     children: Vec<Child>,
     remotes: Vec<Remote>,
+    /// The processes' ports, in order.
+    ports: Vec<u16>,
     /// The fetch workload's client (keep-alive connections to every process).
     http: reqwest::Client,
 }
@@ -386,9 +431,17 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("free port: {e}"))
 }
 
-/// A server configuration for load: every rate limit raised out of the way, logs at `warn`, no invites.
-fn config_text(dir: &Path, port: u16, db: &str, connections: u32, issuer: &str) -> String {
-    ServerProcessConfig {
+/// A server configuration for load: every rate limit raised out of the way, logs at `warn`, no invites, and
+/// room for `sockets` chat sockets from 127.0.0.1.
+fn config_text(
+    dir: &Path,
+    port: u16,
+    db: &str,
+    connections: u32,
+    issuer: &str,
+    sockets: usize,
+) -> String {
+    let mut text = ServerProcessConfig {
         dir,
         port,
         database_url: db,
@@ -397,7 +450,17 @@ fn config_text(dir: &Path, port: u16, db: &str, connections: u32, issuer: &str) 
         invites_required: false,
         redirect_uri: REDIRECT,
     }
-    .to_toml()
+    .to_toml();
+    // `inboundMessageBytes` counts bytes: a million permits would stop the message workload after 1000 messages
+    // (4 GB is about four million of its 1 KiB messages).
+    text = text.replace(
+        "[limits.inboundMessageBytes]\nbucket_size = 1000000\npermit_regeneration_seconds = 0.001\n",
+        "[limits.inboundMessageBytes]\nbucket_size = 4000000000\npermit_regeneration_seconds = 0.001\n",
+    );
+    text.push_str(&format!(
+        "[chat]\nmax_sockets_per_ip = {sockets}\nmax_sockets = {sockets}\nidle_timeout_seconds = 600\n"
+    ));
+    text
 }
 
 /// `LOAD_SERVER_BIN`, e.g. another build to compare against, or the `flatline-server` cargo built with this
@@ -430,6 +493,7 @@ impl Cluster {
         connections: u32,
         idp: &FakeIdp,
         dir: &Path,
+        sockets: usize,
     ) -> Result<Cluster, String> {
         std::fs::write(dir.join("client.secret"), CLIENT_SECRET)
             .map_err(|e| format!("client secret: {e}"))?;
@@ -437,6 +501,7 @@ impl Cluster {
             dir: dir.to_owned(),
             children: vec![],
             remotes: vec![],
+            ports: vec![],
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
@@ -447,7 +512,7 @@ impl Cluster {
             let config = cluster.dir.join(format!("server{i}.toml"));
             std::fs::write(
                 &config,
-                config_text(&cluster.dir, port, db, connections, &idp.issuer()),
+                config_text(&cluster.dir, port, db, connections, &idp.issuer(), sockets),
             )
             .map_err(|e| format!("config: {e}"))?;
             let log =
@@ -461,6 +526,7 @@ impl Cluster {
                 .spawn()
                 .map_err(|e| format!("start flatline-server: {e}"))?;
             cluster.children.push(child);
+            cluster.ports.push(port);
             cluster
                 .remotes
                 .push(Remote::new(&format!("http://127.0.0.1:{port}"))?);
@@ -807,14 +873,17 @@ struct Row {
 struct ScenarioResult {
     rows: Vec<Row>,
     label: String,
-    fetch: f64,
-    service: f64,
-    raw: f64,
+    /// HTTP fetch, service fetch and raw take per second, when the `fetch` workload ran.
+    fetch: Option<(f64, f64, f64)>,
+    /// Per conversation level: end to end, and the raw store cycle of the same messages.
+    flows: Vec<(message_flow::FlowOutcome, Outcome)>,
+    idle: Option<message_flow::IdleOutcome>,
 }
 
 async fn run_scenario(
     s: &Settings,
     m: &Material,
+    mm: &message_flow::MessageMaterial,
     idp: &Arc<FakeIdp>,
     scenario: Scenario,
 ) -> Result<ScenarioResult, String> {
@@ -843,67 +912,112 @@ async fn run_scenario(
         .map_err(|e| format!("open store: {e}"))?;
         let t = Instant::now();
         m.seed(store.as_ref()).await?;
+        mm.seed(store.clone()).await?;
         eprintln!("   seeded in {:.1} s", t.elapsed().as_secs_f64());
 
-        let cluster =
-            Cluster::start(scenario.processes, &url, s.db_connections, idp, dir.path()).await?;
-        let warm = s.warmup();
-        // Warm-up of each path: connections, prepared statements, the first rate-limit bucket rows.
-        let w = http_fetches(s, m, &cluster, 0, warm).await;
-        let _ = service_fetches(s, m, store.clone(), 0, warm).await;
-        let _ = raw_takes(s, m, store.clone(), 0, warm).await;
-        if w.failed() > 0 {
-            eprintln!("   warm-up failures: {}", w.failure_text());
-        }
-        // The three fetch-like workloads run in interleaved rounds (in a rotating order), so that load from
-        // elsewhere on the machine lands on all of them alike and their ratio stays meaningful. The idle servers
-        // stay up during the in-process rounds.
-        let (mut fetch, mut service, mut raw) =
-            (Outcome::empty(), Outcome::empty(), Outcome::empty());
-        let (mut http_at, mut direct_at) = (warm, warm);
-        for round in 0..s.rounds {
-            let n = s.fetches / s.rounds + usize::from(round < s.fetches % s.rounds);
-            for step in 0..3 {
-                match (round + step) % 3 {
-                    0 => fetch.merge(http_fetches(s, m, &cluster, http_at, n).await),
-                    1 => service.merge(service_fetches(s, m, store.clone(), direct_at, n).await),
-                    _ => raw.merge(raw_takes(s, m, store.clone(), direct_at, n).await),
-                }
+        let sockets = s.idle_sockets + 2 * s.conversations.iter().max().copied().unwrap_or(0) + 100;
+        let cluster = Cluster::start(
+            scenario.processes,
+            &url,
+            s.db_connections,
+            idp,
+            dir.path(),
+            sockets,
+        )
+        .await?;
+        let mut fetch = Outcome::empty();
+        let mut service = Outcome::empty();
+        let mut raw = Outcome::empty();
+        if s.has("fetch") {
+            let warm = s.warmup();
+            // Warm-up of each path: connections, prepared statements, the first rate-limit bucket rows.
+            let w = http_fetches(s, m, &cluster, 0, warm).await;
+            let _ = service_fetches(s, m, store.clone(), 0, warm).await;
+            let _ = raw_takes(s, m, store.clone(), 0, warm).await;
+            if w.failed() > 0 {
+                eprintln!("   warm-up failures: {}", w.failure_text());
             }
-            http_at += n;
-            direct_at += n;
+            // The three fetch-like workloads run in interleaved rounds (in a rotating order), so that load from
+            // elsewhere on the machine lands on all of them alike and their ratio stays meaningful. The idle servers
+            // stay up during the in-process rounds.
+            let (mut http_at, mut direct_at) = (warm, warm);
+            for round in 0..s.rounds {
+                let n = s.fetches / s.rounds + usize::from(round < s.fetches % s.rounds);
+                for step in 0..3 {
+                    match (round + step) % 3 {
+                        0 => fetch.merge(http_fetches(s, m, &cluster, http_at, n).await),
+                        1 => service.merge(service_fetches(s, m, store.clone(), direct_at, n).await),
+                        _ => raw.merge(raw_takes(s, m, store.clone(), direct_at, n).await),
+                    }
+                }
+                http_at += n;
+                direct_at += n;
+            }
+            eprintln!(
+                "   HTTP fetch {:.0}/s, service fetch {:.0}/s, raw take {:.0}/s",
+                fetch.per_second(),
+                service.per_second(),
+                raw.per_second()
+            );
         }
-        eprintln!(
-            "   HTTP fetch {:.0}/s, service fetch {:.0}/s, raw take {:.0}/s",
-            fetch.per_second(),
-            service.per_second(),
-            raw.per_second()
-        );
-        // Warm-up: discovery, JWKS pinning and connections to the IdP happen on the first registrations.
-        let reg_warm = s.reg_concurrency.min(s.registrations.max(1));
-        let tag = format!("{}-{}", scenario.processes, uuid::Uuid::new_v4().simple());
-        registrations(
-            s,
-            &cluster.remotes,
-            idp.clone(),
-            &format!("w{tag}"),
-            reg_warm,
-        )
-        .await;
-        let register = registrations(
-            s,
-            &cluster.remotes,
-            idp.clone(),
-            &format!("r{tag}"),
-            s.registrations,
-        )
-        .await;
-        eprintln!("   registration: {:.0}/s", register.per_second());
-        if fetch.failed() + register.failed() > 0 {
-            eprintln!("   server logs:\n{}", tail(&cluster.logs(), 40));
+        let mut register = Outcome::empty();
+        if s.has("register") {
+            // Warm-up: discovery, JWKS pinning and connections to the IdP happen on the first registrations.
+            let reg_warm = s.reg_concurrency.min(s.registrations.max(1));
+            let tag = format!("{}-{}", scenario.processes, uuid::Uuid::new_v4().simple());
+            registrations(
+                s,
+                &cluster.remotes,
+                idp.clone(),
+                &format!("w{tag}"),
+                reg_warm,
+            )
+            .await;
+            register = registrations(
+                s,
+                &cluster.remotes,
+                idp.clone(),
+                &format!("r{tag}"),
+                s.registrations,
+            )
+            .await;
+            eprintln!("   registration: {:.0}/s", register.per_second());
+            if fetch.failed() + register.failed() > 0 {
+                eprintln!("   server logs:\n{}", tail(&cluster.logs(), 40));
+            }
+        }
+        let mut idle = None;
+        if s.has("idle") && s.idle_sockets > 0 {
+            let pid = cluster.children[0].id().ok_or("server pid")?;
+            let t = Instant::now();
+            let o = message_flow::idle_sockets(mm, cluster.ports[0], pid).await?;
+            eprintln!(
+                "   idle: {} sockets, RSS {} -> {} KiB ({:.1} s)",
+                o.sockets,
+                o.rss_before_kib,
+                o.rss_after_kib,
+                t.elapsed().as_secs_f64()
+            );
+            idle = Some(o);
+        }
+        let mut flows = vec![];
+        if s.has("messages") {
+            for &c in &s.conversations {
+                let per = s.messages.div_ceil(c).max(2);
+                let e2e = message_flow::end_to_end(mm, &cluster.ports, c, per).await?;
+                let raw = message_flow::raw_store(mm, store.clone(), c, per).await;
+                eprintln!(
+                    "   {c} conversations: end to end {:.0}/s (p50 {:.1} ms, p99 {:.1} ms), raw store {:.0}/s",
+                    e2e.per_second(),
+                    message_flow::percentile_ms(&e2e.cycle, 50.0),
+                    message_flow::percentile_ms(&e2e.cycle, 99.0),
+                    raw.per_second()
+                );
+                flows.push((e2e, raw));
+            }
         }
         cluster.stop().await;
-        let parts = if s.breakdown {
+        let parts = if s.breakdown && s.has("fetch") {
             breakdown(s, m, store.clone()).await
         } else {
             vec![]
@@ -917,13 +1031,19 @@ async fn run_scenario(
             concurrency,
             outcome,
         };
+        let mut rows = vec![];
+        if s.has("fetch") {
+            rows.push(row("HTTP bundle fetch", s.concurrency, fetch));
+        }
+        if s.has("register") {
+            rows.push(row("HTTP registration (OIDC)", s.reg_concurrency, register));
+        }
+        if s.has("fetch") {
+            rows.push(row("in-process service fetch", s.concurrency, service));
+            rows.push(row("raw store take", s.concurrency, raw));
+        }
         Ok(ScenarioResult {
-            rows: vec![
-                row("HTTP bundle fetch", s.concurrency, fetch),
-                row("HTTP registration (OIDC)", s.reg_concurrency, register),
-                row("in-process service fetch", s.concurrency, service),
-                row("raw store take", s.concurrency, raw),
-            ]
+            rows: rows
             .into_iter()
             .chain(
                 parts
@@ -932,9 +1052,9 @@ async fn run_scenario(
             )
             .collect(),
             label: label.clone(),
-            fetch: f,
-            service: sv,
-            raw: r,
+            fetch: s.has("fetch").then_some((f, sv, r)),
+            flows,
+            idle,
         })
     }
     .await;
@@ -992,10 +1112,18 @@ async fn run(s: Settings) -> Result<(), String> {
         m.targets.len() + m.direct.len() + m.callers.len(),
         t.elapsed().as_secs_f64()
     );
+    let mm = message_flow::MessageMaterial::generate(
+        if s.has("messages") {
+            s.conversations.iter().max().copied().unwrap_or(0)
+        } else {
+            0
+        },
+        if s.has("idle") { s.idle_sockets } else { 0 },
+    );
     let idp = Arc::new(FakeIdp::start(Arc::new(SystemClock), Arc::new(OsRandom)).await);
     let mut results = vec![];
     for scenario in s.scenarios.clone() {
-        results.push(run_scenario(&s, &m, &idp, scenario).await?);
+        results.push(run_scenario(&s, &m, &mm, &idp, scenario).await?);
     }
     let load_after = load_average();
 
@@ -1005,38 +1133,91 @@ async fn run(s: Settings) -> Result<(), String> {
          Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
         s.threads
     );
-    println!();
-    println!("| Scenario | Workload | Concurrency | Ops | Ops/s | p50 ms | p99 ms | Failed |");
-    println!("|---|---|---:|---:|---:|---:|---:|---|");
-    for r in results.iter().flat_map(|r| &r.rows) {
-        let o = &r.outcome;
-        println!(
-            "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} |",
-            r.scenario,
-            r.workload,
-            r.concurrency,
-            o.ops,
-            o.per_second(),
-            o.percentile_ms(50.0),
-            o.percentile_ms(99.0),
-            o.failure_text()
-        );
+    if results.iter().any(|r| !r.rows.is_empty()) {
+        println!();
+        println!("| Scenario | Workload | Concurrency | Ops | Ops/s | p50 ms | p99 ms | Failed |");
+        println!("|---|---|---:|---:|---:|---:|---:|---|");
+        for r in results.iter().flat_map(|r| &r.rows) {
+            let o = &r.outcome;
+            println!(
+                "| {} | {} | {} | {} | {:.0} | {:.2} | {:.2} | {} |",
+                r.scenario,
+                r.workload,
+                r.concurrency,
+                o.ops,
+                o.per_second(),
+                o.percentile_ms(50.0),
+                o.percentile_ms(99.0),
+                o.failure_text()
+            );
+        }
     }
-    println!();
-    println!(
-        "| Scenario | HTTP fetch/s | Service fetch/s | Raw take/s | HTTP / raw (goal ≥ 0.5) | Service / raw |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|");
-    for r in &results {
+    if results.iter().any(|r| r.fetch.is_some()) {
+        println!();
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} |",
-            r.label,
-            r.fetch,
-            r.service,
-            r.raw,
-            r.fetch / r.raw,
-            r.service / r.raw
+            "| Scenario | HTTP fetch/s | Service fetch/s | Raw take/s | HTTP / raw (goal ≥ 0.5) | Service / raw |"
         );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for r in &results {
+            if let Some((f, sv, raw)) = r.fetch {
+                println!(
+                    "| {} | {f:.0} | {sv:.0} | {raw:.0} | {:.2} | {:.2} |",
+                    r.label,
+                    f / raw,
+                    sv / raw
+                );
+            }
+        }
+    }
+    if results.iter().any(|r| !r.flows.is_empty()) {
+        println!();
+        println!(
+            "| Scenario | Conversations | Messages | End-to-end msg/s | Delivery p50 / p99 ms | Cycle p50 / p99 ms \
+             | Raw store msg/s | Raw p50 / p99 ms | End-to-end / raw (goal ≥ 0.5) | Failed |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+        for r in &results {
+            for (e, raw) in &r.flows {
+                println!(
+                    "| {} | {} | {} | {:.0} | {:.1} / {:.1} | {:.1} / {:.1} | {:.0} | {:.2} / {:.2} | {:.2} | {} / {} |",
+                    r.label,
+                    e.conversations,
+                    e.messages,
+                    e.per_second(),
+                    message_flow::percentile_ms(&e.delivery, 50.0),
+                    message_flow::percentile_ms(&e.delivery, 99.0),
+                    message_flow::percentile_ms(&e.cycle, 50.0),
+                    message_flow::percentile_ms(&e.cycle, 99.0),
+                    raw.per_second(),
+                    raw.percentile_ms(50.0),
+                    raw.percentile_ms(99.0),
+                    e.per_second() / raw.per_second(),
+                    e.failure_text(),
+                    raw.failure_text()
+                );
+            }
+        }
+    }
+    if results.iter().any(|r| r.idle.is_some()) {
+        println!();
+        println!(
+            "| Scenario | Idle authenticated sockets | Server RSS before (MiB) | With the sockets (MiB) | KiB per socket | Opened/s |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|");
+        for r in &results {
+            if let Some(i) = &r.idle {
+                println!(
+                    "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+                    r.label,
+                    i.sockets,
+                    i.rss_before_kib as f64 / 1024.0,
+                    i.rss_after_kib as f64 / 1024.0,
+                    i.rss_after_kib.saturating_sub(i.rss_before_kib) as f64
+                        / i.sockets.max(1) as f64,
+                    i.connect_per_second
+                );
+            }
+        }
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod invites_props;
 mod jwks_refresh;
 mod keys;
 mod manifest;
+mod message_processes;
 mod messages;
 mod multi_recipient;
 mod multiprocess;

@@ -1248,3 +1248,215 @@ async fn suspended_accounts_reach_only_their_own_devices() {
         .await);
     }
 }
+
+/// The libsignal client description a script reads for `client`: ids, password, identity key, registration id,
+/// and where it talks to (`base` for REST, `chat` for libsignal-net: TLS port and root certificate file).
+pub(crate) fn libsignal_party(
+    client: &SimClient,
+    base: &str,
+    chat_port: u16,
+    root_der_file: &std::path::Path,
+) -> Value {
+    json!({
+        "aci": client.aci.to_string(),
+        "password": client.password,
+        "identityPrivate": STANDARD.encode(client.aci_identity.private_key.serialize()),
+        "registrationId": REG,
+        "base": base,
+        "chat": {"port": chat_port, "rootCertificate": root_der_file},
+    })
+}
+
+/// Runs `script` of flatline-testkit/libsignal with `config` (written to a file) and returns the JSON line it
+/// prints; `None` (after saying so) when `TESTS_SKIP_NODE=1`. `env` is added to node's environment.
+pub(crate) async fn run_libsignal_script(
+    script: &str,
+    config: &Value,
+    env: &[(&str, &std::path::Path)],
+) -> Option<Value> {
+    if std::env::var("TESTS_SKIP_NODE").as_deref() == Ok("1") {
+        eprintln!("TESTS_SKIP_NODE=1: skipping {script}");
+        return None;
+    }
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../flatline-testkit/libsignal");
+    assert!(
+        dir.join("node_modules/@signalapp/libsignal-client")
+            .is_dir(),
+        "the libsignal test clients are missing: run `npm ci --prefix flatline-testkit/libsignal` \
+         (or set TESTS_SKIP_NODE=1)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let config_file = work.path().join("config.json");
+    std::fs::write(&config_file, config.to_string()).unwrap();
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join(script))
+        .arg(&config_file)
+        .current_dir(&dir)
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(300), command.output())
+        .await
+        .expect("node finished")
+        .expect("node (Node.js 20) on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_str(stdout.trim()).expect("one JSON line"))
+}
+
+/// What net_messages.mjs observed of the backlog and the redelivery: asserted the same way on one process and
+/// across processes.
+pub(crate) fn assert_backlog_and_redelivery(seen: &Value, alice: &SimClient, bob: &SimClient) {
+    let first = &seen["first"];
+    // The backlog of three, in queue order, all before onQueueEmpty, from Alice, as PreKey messages (Bob never
+    // answered), decrypted in order.
+    assert_eq!(first["queueEmptyAfter"], 3, "{seen}");
+    assert_eq!(first["types"], json!([3, 3, 3]), "{seen}");
+    let a = alice.aci.to_string();
+    assert_eq!(first["sources"], json!([a, a, a]), "{seen}");
+    assert_eq!(first["texts"], json!(["one", "two", "three"]), "{seen}");
+    let guids: BTreeSet<&str> = first["guids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    assert_eq!(guids.len(), 3, "three distinct server guids: {seen}");
+    // The unacknowledged third message only, with its guid and its exact bytes; libsignal has consumed its key
+    // already, so it refuses the replay as a DuplicatedMessage (code 1).
+    let second = &seen["second"];
+    assert_eq!(second["queueEmptyAfter"], 1, "{seen}");
+    assert_eq!(second["guids"], json!([first["guids"][2]]), "{seen}");
+    assert_eq!(second["sameBytes"], true, "{seen}");
+    assert_eq!(second["redecrypt"], 1, "{seen}");
+    // Acknowledged, it is gone; each acknowledgement gave Alice a server delivery receipt from Bob.
+    assert_eq!(seen["third"]["queueEmptyAfter"], 0, "{seen}");
+    let b = bob.aci.to_string();
+    assert_eq!(
+        seen["receipts"],
+        json!([{"type": 5, "source": b}, {"type": 5, "source": b}, {"type": 5, "source": b}]),
+        "{seen}"
+    );
+}
+
+/// libsignal-net end to end (flatline-testkit/libsignal/net_messages.mjs): Alice sends three messages with the
+/// typed `AuthenticatedChatConnection.sendMessage` while Bob is offline; Bob's `connectAuthenticatedChat` gets them
+/// in queue order before `onQueueEmpty`; the one he does not acknowledge comes back on the next connection with
+/// the same `serverGuid` and bytes. Then the failing sends of M§2.1, each through libsignal's typed send (its
+/// typed error) and through the connection's raw `fetch` (status, headers and body): 404, 409, 410, 413, 401 and
+/// 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn libsignal_net_backlog_redelivery_and_failing_sends() {
+    let mut config = Config::default();
+    // A small `messages` bucket (Alice → Bob), so that the 429 comes after a few sends; the mock clock never
+    // refills it.
+    config.limits.0.insert(
+        "messages".into(),
+        flatline_server::config::LimiterConfig {
+            bucket_size: 20,
+            permit_regeneration_seconds: 3600.0,
+        },
+    );
+    let app = TestApp::with_config(Backend::Sqlite, config).await;
+    let alice = app.seed("alice").await;
+    let bob = app.seed("bob").await;
+    let addr = app.listen().await;
+    let (der, acceptor) = crate::socket::test_tls();
+    let tls = app.serve(Some(acceptor)).await;
+    let work = tempfile::tempdir().unwrap();
+    let cert = work.path().join("root.der");
+    std::fs::write(&cert, &der).unwrap();
+    let base = format!("http://{addr}");
+    let config = json!({
+        "alice": libsignal_party(&alice, &base, tls.port(), &cert),
+        "bob": libsignal_party(&bob, &base, tls.port(), &cert),
+        "statuses": true,
+    });
+    let Some(seen) = run_libsignal_script("net_messages.mjs", &config, &[]).await else {
+        return;
+    };
+    assert_backlog_and_redelivery(&seen, &alice, &bob);
+    assert_failing_sends(&seen, &bob);
+}
+
+/// The failing sends net_messages.mjs made (with `"statuses": true`), each through libsignal's typed send and
+/// through the connection's raw `fetch`, with a `messages` bucket of 20 for Alice → Bob.
+pub(crate) fn assert_failing_sends(seen: &Value, bob: &SimClient) {
+    let s = &seen["statuses"];
+    // 404: libsignal's ServiceIdNotFound (50); the raw answer is Flatline's error body.
+    assert_eq!(s["404"]["typed"]["code"], 50, "{s}");
+    assert_eq!(s["404"]["raw"]["status"], 404, "{s}");
+    assert_eq!(s["404"]["raw"]["body"]["code"], "not_found", "{s}");
+    // 409 and 410: MismatchedDevicesError (49) with the entry for Bob, and Signal's bodies.
+    let b = bob.aci.to_string();
+    assert_eq!(s["409"]["typed"]["code"], 49, "{s}");
+    assert_eq!(
+        s["409"]["typed"]["entries"],
+        json!([{"account": b, "missingDevices": [1], "extraDevices": [2], "staleDevices": []}]),
+        "{s}"
+    );
+    assert_eq!(s["409"]["raw"]["status"], 409, "{s}");
+    assert_eq!(
+        s["409"]["raw"]["body"],
+        json!({"missingDevices": [1], "extraDevices": [2]}),
+        "{s}"
+    );
+    assert_eq!(s["410"]["typed"]["code"], 49, "{s}");
+    assert_eq!(
+        s["410"]["typed"]["entries"],
+        json!([{"account": b, "missingDevices": [], "extraDevices": [], "staleDevices": [1]}]),
+        "{s}"
+    );
+    assert_eq!(s["410"]["raw"]["status"], 410, "{s}");
+    assert_eq!(s["410"]["raw"]["body"], json!({"staleDevices": [1]}), "{s}");
+    for status in ["409", "410"] {
+        assert_eq!(s[status]["raw"]["contentType"], "application/json", "{s}");
+    }
+    // 413: libsignal has no typed error for it: an IoError (21), "unexpected response status 413".
+    assert_eq!(s["413"]["typed"]["code"], 21, "{s}");
+    assert!(
+        s["413"]["typed"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unexpected response status 413"),
+        "{s}"
+    );
+    assert!(
+        s["413"]["contentBytes"].as_u64().unwrap() > MAX_CONTENT_BYTES as u64,
+        "{s}"
+    );
+    assert_eq!(s["413"]["raw"]["status"], 413, "{s}");
+    assert_eq!(s["413"]["raw"]["body"]["code"], "message_too_large", "{s}");
+    // 401 on the unauthenticated connection: RequestUnauthorizedError (48), for a known and an unknown account.
+    for (typed, raw) in [("typed", "raw"), ("typedUnknown", "rawUnknown")] {
+        assert_eq!(s["401"][typed]["code"], 48, "{s}");
+        assert_eq!(s["401"][raw]["status"], 401, "{s}");
+        assert_eq!(s["401"][raw]["body"]["code"], "unauthorized", "{s}");
+    }
+    // 429: RateLimitedError (29) with the server's Retry-After, after the bucket's permits: 20, minus the three
+    // backlog sends and the six failing sends to Bob (typed and raw 409, 410 and 413).
+    assert_eq!(s["429"]["sentBefore"], 20 - 3 - 6, "{s}");
+    assert_eq!(s["429"]["typed"]["code"], 29, "{s}");
+    assert_eq!(s["429"]["raw"]["status"], 429, "{s}");
+    assert_eq!(s["429"]["raw"]["body"]["code"], "rate_limited", "{s}");
+    let retry: u64 = s["429"]["raw"]["retryAfter"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // One permit comes back per hour; on a real clock (the multi-process test) the two answers, a few
+    // milliseconds apart, may round to neighbouring seconds.
+    assert!((1..=3600).contains(&retry), "{s}");
+    let typed = s["429"]["typed"]["retryAfterSecs"].as_u64().unwrap();
+    assert!(
+        typed.abs_diff(retry) <= 1,
+        "libsignal's retryAfterSecs is the Retry-After: {s}"
+    );
+}

@@ -1014,22 +1014,71 @@ fn the_http_api_tests_pass_through_the_socket() {
 // --- Two server processes on one PostgreSQL database ---
 
 pub(crate) struct Process {
-    _child: tokio::process::Child,
+    pub(crate) child: tokio::process::Child,
     pub(crate) port: u16,
 }
 
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written to `dir` as `tls-cert.pem`, `tls-key.pem`
+/// (for `[server.tls]` and `NODE_EXTRA_CA_CERTS`) and `tls-root.der` (for libsignal-net).
+pub(crate) struct ProcessTls {
+    pub(crate) der: Vec<u8>,
+    pub(crate) cert_pem: std::path::PathBuf,
+    pub(crate) key_pem: std::path::PathBuf,
+    pub(crate) root_der: std::path::PathBuf,
+}
+
+impl ProcessTls {
+    pub(crate) fn new(dir: &std::path::Path) -> ProcessTls {
+        let generated = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .expect("certificate");
+        let tls = ProcessTls {
+            der: generated.cert.der().to_vec(),
+            cert_pem: dir.join("tls-cert.pem"),
+            key_pem: dir.join("tls-key.pem"),
+            root_der: dir.join("tls-root.der"),
+        };
+        std::fs::write(&tls.cert_pem, generated.cert.pem()).expect("cert");
+        std::fs::write(&tls.key_pem, generated.signing_key.serialize_pem()).expect("key");
+        std::fs::write(&tls.root_der, &tls.der).expect("der");
+        tls
+    }
+}
+
 pub(crate) async fn start_process(dir: &std::path::Path, name: &str, db: &str) -> Process {
+    start_process_with(dir, name, db, None, "").await
+}
+
+/// A `flatline-server serve` child on `db` with the key files of `dir`, plain HTTP or native TLS (`tls`), with
+/// `extra` TOML appended to its configuration; returned once `/healthz` answers.
+pub(crate) async fn start_process_with(
+    dir: &std::path::Path,
+    name: &str,
+    db: &str,
+    tls: Option<&ProcessTls>,
+    extra: &str,
+) -> Process {
     let port = crate::multiprocess::free_port();
     let d = dir.display();
     let config = dir.join(format!("{name}.toml"));
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let tls_section = tls.map_or(String::new(), |t| {
+        format!(
+            "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            t.cert_pem.display(),
+            t.key_pem.display()
+        )
+    });
     std::fs::write(
         &config,
         format!(
             r#"[server]
 listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
+public_url = "{scheme}://127.0.0.1:{port}"
 shutdown_grace_seconds = 1
-[database]
+{tls_section}[database]
 url = "{db}"
 max_connections = 4
 [registration]
@@ -1039,6 +1088,7 @@ signing_key_file = "{d}/signing.key"
 sealed_sender_key_file = "{d}/sealed-sender.key"
 [log]
 filter = "warn"
+{extra}
 "#
         ),
     )
@@ -1052,18 +1102,19 @@ filter = "warn"
         .kill_on_drop(true)
         .spawn()
         .expect("start flatline-server");
-    let http = reqwest::Client::new();
+    let mut http = reqwest::Client::builder();
+    if let Some(t) = tls {
+        http = http.add_root_certificate(reqwest::Certificate::from_der(&t.der).expect("root"));
+    }
+    let http = http.build().expect("HTTP client");
     for _ in 0..2400 {
         if http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .get(format!("{scheme}://127.0.0.1:{port}/healthz"))
             .send()
             .await
             .is_ok_and(|r| r.status().is_success())
         {
-            return Process {
-                _child: child,
-                port,
-            };
+            return Process { child, port };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
