@@ -1255,3 +1255,181 @@ async fn libsignal_net_connects_over_native_tls() {
     assert_eq!(seen["unauthenticatedKeepalive"], 200, "{seen}");
     assert_eq!(seen["unauthenticatedWhoami"], 401, "{seen}");
 }
+
+/// A real TLS client (rustls, `wss://localhost`) against two server processes with native TLS on one PostgreSQL
+/// database: authenticated and unauthenticated connects, a request round trip, a pushed message acknowledged (gone
+/// from the queue afterwards), displacement 4409 across the processes, and 4401 on device removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_client_across_two_processes_on_postgres() {
+    use base64::engine::general_purpose::STANDARD;
+    use flatline_core::ids::DeviceId;
+    use flatline_core::messages::store::MessageCursor;
+    use flatline_server::system::{OsRandom, SystemClock};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let tls = ProcessTls::new(dir.path());
+    let db = crate::multiprocess::fresh_database().await;
+    let one = start_process_with(dir.path(), "one", &db, Some(&tls), "").await;
+    let two = start_process_with(dir.path(), "two", &db, Some(&tls), "").await;
+    let store = flatline_server::store::open(&flatline_server::config::DatabaseConfig {
+        url: db.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let now = flatline_core::time::Clock::now(&SystemClock);
+    let alice = SimClient::new(&OsRandom);
+    let bob = SimClient::new(&OsRandom);
+    store
+        .create_account(alice.new_account("alice", &OsRandom, now))
+        .await
+        .unwrap();
+    store
+        .create_account(bob.new_account("bob", &OsRandom, now))
+        .await
+        .unwrap();
+    let alice_reg = store.account(alice.aci).await.unwrap().unwrap().devices[0]
+        .settings
+        .registration_id;
+    let wss = |p: &Process| format!("wss://localhost:{}/v1/websocket/", p.port);
+    let https = |p: &Process| format!("https://localhost:{}", p.port);
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_der(&tls.der).unwrap())
+        .build()
+        .unwrap();
+    let alice_auth = alice.basic_auth(UsernameForm::Dot);
+
+    let mut first = WsClient::open(
+        &wss(&one),
+        &[("authorization", &alice_auth)],
+        Some(client_tls(&tls.der)),
+    )
+    .await
+    .expect("authenticated WSS");
+    let r = first.request("GET", "/v1/accounts/whoami", &[], b"").await;
+    assert_eq!(
+        (r.status, json(&r.body)["uuid"].clone()),
+        (200, json!(alice.aci.to_string()))
+    );
+    assert_eq!(first.push().await.path, "/api/v1/queue/empty");
+    let mut anon = WsClient::open(&wss(&two), &[], Some(client_tls(&tls.der)))
+        .await
+        .expect("unauthenticated WSS");
+    assert_eq!(
+        anon.request("GET", "/v1/keepalive", &[], b"").await.status,
+        200
+    );
+
+    // Bob sends through process two; the push reaches Alice's socket on process one, and her ack deletes it.
+    let body = json!({
+        "messages": [{"type": 1, "destinationDeviceId": 1, "destinationRegistrationId": alice_reg,
+                      "content": STANDARD.encode(b"over tls")}],
+        "online": false, "urgent": true, "timestamp": 1,
+    });
+    let r = http
+        .put(format!("{}/v1/messages/{}", https(&two), alice.aci))
+        .header("authorization", bob.basic_auth(UsernameForm::Aci))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let pushed = first.push().await;
+    assert_eq!(pushed.path, "/api/v1/message");
+    let envelope = flatline_core::messages::Envelope::from_bytes(&pushed.body).unwrap();
+    assert_eq!(envelope.content.as_deref(), Some(b"over tls".as_slice()));
+    first.ack(pushed.id.unwrap(), 200).await;
+    let mut left = usize::MAX;
+    for _ in 0..100 {
+        left = store
+            .read_messages(alice.aci, DeviceId::PRIMARY, MessageCursor::START, 10)
+            .await
+            .unwrap()
+            .len();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the acknowledged message is deleted");
+
+    // A newer socket of the same device on process two displaces the one on process one.
+    let mut second = WsClient::open(
+        &wss(&two),
+        &[("authorization", &alice_auth)],
+        Some(client_tls(&tls.der)),
+    )
+    .await
+    .expect("WSS");
+    assert_eq!(
+        first.closed().await,
+        Some((4409, "Connected elsewhere".into()))
+    );
+    assert_eq!(
+        second
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+
+    // A linked device on process one; removing it through process two closes its socket with 4401.
+    let v: Value = http
+        .get(format!("{}/v1/devices/provisioning/code", https(&two)))
+        .header("authorization", alice.basic_auth(UsernameForm::Aci))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let password = "linked-device-password-0123";
+    let r = http
+        .put(format!("{}/v1/devices/link", https(&one)))
+        .header(
+            "authorization",
+            format!("Basic {}", STANDARD.encode(format!("x:{password}"))),
+        )
+        .json(&alice.link_body(v["verificationCode"].as_str().unwrap(), 300, &OsRandom))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let linked_auth = format!(
+        "Basic {}",
+        STANDARD.encode(format!("{}.2:{password}", alice.aci))
+    );
+    let mut linked = WsClient::open(
+        &wss(&one),
+        &[("authorization", &linked_auth)],
+        Some(client_tls(&tls.der)),
+    )
+    .await
+    .expect("linked device WSS");
+    assert_eq!(
+        linked
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+    let r = http
+        .delete(format!("{}/v1/devices/2", https(&two)))
+        .header("authorization", alice.basic_auth(UsernameForm::Aci))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        linked.closed().await,
+        Some((4401, "Reauthentication required".into()))
+    );
+    // The primary's socket stays.
+    assert_eq!(
+        second
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+}
