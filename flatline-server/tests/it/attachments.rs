@@ -277,7 +277,7 @@ async fn one_mib_in_two_patches_resumed_after_a_dropped_connection() {
 }
 
 #[tokio::test]
-async fn limits_tokens_creation_with_upload_and_termination() {
+pub async fn limits_tokens_creation_with_upload_and_termination() {
     let (app, _dir) = app_with_storage(MIB as u64).await;
     let bob = app.seed("bob").await;
     let auth = bob.basic_auth(UsernameForm::Aci);

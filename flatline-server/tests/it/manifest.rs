@@ -216,7 +216,7 @@ async fn served_manifest_verifies_with_an_independent_jose_library() {
 }
 
 #[tokio::test]
-async fn without_trust_material_the_manifest_is_404() {
+pub async fn without_trust_material_the_manifest_is_404() {
     let app = TestApp::new(Backend::Memory).await;
     let r = app.get("/.well-known/flatline/manifest", None).await;
     assert_eq!(r.status, 404);

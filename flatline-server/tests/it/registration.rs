@@ -143,7 +143,7 @@ async fn account_count(app: &TestApp, acis: &[&SimClient]) -> usize {
 }
 
 #[tokio::test]
-async fn registers_and_authenticates() {
+pub async fn registers_and_authenticates() {
     for backend in Backend::ALL {
         let (app, idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
         let providers = app.get("/v1/verification", None).await.json();
@@ -213,7 +213,7 @@ async fn registers_and_authenticates() {
 }
 
 #[tokio::test]
-async fn reregistration_keeps_the_aci_and_replaces_the_device() {
+pub async fn reregistration_keeps_the_aci_and_replaces_the_device() {
     for backend in Backend::ALL {
         let (app, idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
         let (first, j1) = register_as(&app, &idp, "alice", None).await;
@@ -679,7 +679,7 @@ async fn hostile_tokens_and_requests_are_refused() {
 }
 
 #[tokio::test]
-async fn registration_request_rules() {
+pub async fn registration_request_rules() {
     let (app, idp) = TestApp::with_fake_idp(Backend::Memory, |_, _| {}).await;
     let (r, a) = verify_as(&app, &idp, "erin", None).await;
     let principal = r.json()["principal"].as_str().unwrap().to_owned();
@@ -1241,7 +1241,7 @@ async fn registration_attempts_are_limited_per_network() {
 /// F-03 (c) and F-08: hostile Basic usernames (NUL, control characters, longer than a principal) are a clear 4xx on
 /// every backend, never a 500 from the database.
 #[tokio::test]
-async fn hostile_registration_usernames_are_4xx() {
+pub async fn hostile_registration_usernames_are_4xx() {
     for backend in Backend::ALL {
         let (app, _idp) = TestApp::with_fake_idp(backend, |_, _| {}).await;
         let client = SimClient::new(app.rng.as_ref());

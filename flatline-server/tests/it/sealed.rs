@@ -166,7 +166,7 @@ pub(crate) async fn fetch_certificate(app: &TestApp, client: &SimClient, query: 
 }
 
 #[tokio::test]
-async fn delivery_certificate_on_every_backend() {
+pub async fn delivery_certificate_on_every_backend() {
     for backend in Backend::ALL {
         let app = app_with_trust(backend).await;
         let rng = SeededRng::new(5);

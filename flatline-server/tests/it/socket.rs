@@ -899,8 +899,9 @@ async fn requests_beyond_the_in_flight_limit_are_429() {
 }
 
 /// More of the HTTP API tests, each run a second time with every request through the chat socket (see
-/// [`via_socket`]): messages, profiles, contacts, shortcodes, invites, devices, multi-recipient sends and zkgroup
-/// credentials answer through the socket exactly as over HTTP.
+/// [`via_socket`]): registration, messages, profiles, contacts, shortcodes, invites, devices, multi-recipient sends,
+/// zkgroup and sealed-sender certificates, usernames, attachments and the manifest answer through the socket exactly
+/// as over HTTP (with the keys, accounts and usernames tests above, every endpoint group).
 #[test]
 fn the_http_api_tests_pass_through_the_socket() {
     let tests: &[(&str, fn())] = &[
@@ -1003,6 +1004,42 @@ fn the_http_api_tests_pass_through_the_socket() {
         (
             "zk::bad_ranges_are_400_and_anonymous_is_401",
             crate::zk::bad_ranges_are_400_and_anonymous_is_401,
+        ),
+        (
+            "registration::registers_and_authenticates",
+            crate::registration::registers_and_authenticates,
+        ),
+        (
+            "registration::reregistration_keeps_the_aci_and_replaces_the_device",
+            crate::registration::reregistration_keeps_the_aci_and_replaces_the_device,
+        ),
+        (
+            "registration::registration_request_rules",
+            crate::registration::registration_request_rules,
+        ),
+        (
+            "registration::hostile_registration_usernames_are_4xx",
+            crate::registration::hostile_registration_usernames_are_4xx,
+        ),
+        (
+            "sealed::delivery_certificate_on_every_backend",
+            crate::sealed::delivery_certificate_on_every_backend,
+        ),
+        (
+            "usernames::invalid_requests_are_422_or_400_and_change_nothing",
+            crate::usernames::invalid_requests_are_422_or_400_and_change_nothing,
+        ),
+        (
+            "usernames::holds_last_seven_days_and_at_most_three",
+            crate::usernames::holds_last_seven_days_and_at_most_three,
+        ),
+        (
+            "attachments::limits_tokens_creation_with_upload_and_termination",
+            crate::attachments::limits_tokens_creation_with_upload_and_termination,
+        ),
+        (
+            "manifest::without_trust_material_the_manifest_is_404",
+            crate::manifest::without_trust_material_the_manifest_is_404,
         ),
     ];
     for (name, test) in tests {

@@ -226,7 +226,7 @@ pub async fn reserve_and_confirm_conflicts_409_410() {
 }
 
 #[tokio::test]
-async fn invalid_requests_are_422_or_400_and_change_nothing() {
+pub async fn invalid_requests_are_422_or_400_and_change_nothing() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
@@ -339,7 +339,7 @@ async fn invalid_requests_are_422_or_400_and_change_nothing() {
 }
 
 #[tokio::test]
-async fn holds_last_seven_days_and_at_most_three() {
+pub async fn holds_last_seven_days_and_at_most_three() {
     for backend in Backend::ALL {
         let app = TestApp::new(backend).await;
         let alice = app.seed("alice").await;
