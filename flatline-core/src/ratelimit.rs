@@ -244,11 +244,14 @@ pub enum Limiter {
     VerifyDevice,
     /// `GET /v1/devices/wait_for_linked_device/{id}`, per ACI.
     WaitForLinkedDevice,
+    /// Calls to an identity provider's PAR and token endpoints, per provider: a ceiling over all clients, so that
+    /// unauthenticated traffic cannot drive the IdP's own limits against our client (security review F-06).
+    IdpRequests,
 }
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 26] = [
+    pub const ALL: [Limiter; 27] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -275,6 +278,7 @@ impl Limiter {
         Limiter::AllocateDevice,
         Limiter::VerifyDevice,
         Limiter::WaitForLinkedDevice,
+        Limiter::IdpRequests,
     ];
 
     /// The config and bucket-key name (Signal's names where Signal has the limiter).
@@ -306,6 +310,7 @@ impl Limiter {
             Limiter::AllocateDevice => "allocateDevice",
             Limiter::VerifyDevice => "verifyDevice",
             Limiter::WaitForLinkedDevice => "waitForLinkedDevice",
+            Limiter::IdpRequests => "idpRequests",
         }
     }
 
@@ -344,6 +349,9 @@ impl Limiter {
             Limiter::ShortcodeAttempt => b(10, MIN),
             Limiter::AllocateDevice | Limiter::VerifyDevice => b(6, 2 * MIN),
             Limiter::WaitForLinkedDevice => b(10, 30),
+            // Ours: a burst of 600 calls, 10 per second sustained (five registrations a second, each a PAR and a
+            // token call), far above an ordinary instance's sign-up rate; raise it for mass onboarding.
+            Limiter::IdpRequests => BucketConfig::new(600, Duration::from_millis(100)),
         }
     }
 

@@ -455,6 +455,9 @@ impl Registration {
         if let Some(hint) = &req.login_hint {
             params.push(("login_hint", hint));
         }
+        self.limiters
+            .check(Limiter::IdpRequests, &provider.id)
+            .await?;
         let par = self
             .client
             .push_authorization_request(provider, &params)
@@ -540,6 +543,9 @@ impl Registration {
                 "codeVerifier must be 43..=128 unreserved characters (RFC 7636)",
             ));
         }
+        self.limiters
+            .check(Limiter::IdpRequests, &provider.id)
+            .await?;
         let token = match self
             .client
             .exchange_code(

@@ -1344,3 +1344,39 @@ async fn control_characters_in_stored_strings_are_4xx() {
         }
     }
 }
+
+/// Security review F-06: every PAR and token call to a provider takes a permit of its `idpRequests` bucket, over
+/// all clients together; when it is empty the registration step answers 429 with `Retry-After` and makes no call.
+#[tokio::test]
+async fn the_idp_request_ceiling_is_per_provider() {
+    let (app, idp) = TestApp::with_fake_idp(Backend::Memory, |config, _| {
+        config.limits.0.insert(
+            "idpRequests".into(),
+            flatline_server::config::LimiterConfig {
+                bucket_size: 3,
+                permit_regeneration_seconds: 3600.0,
+            },
+        );
+    })
+    .await;
+    // Two sessions: two PAR calls.
+    let (r, first) = start(&app, None, Some("alice")).await;
+    assert_eq!(r.status, 200);
+    let (r, _second) = start(&app, None, Some("bob")).await;
+    assert_eq!(r.status, 200);
+    // The token call of the first takes the last permit.
+    let (code, state, iss) = idp
+        .approve(first.session["requestUri"].as_str().unwrap(), "alice")
+        .unwrap();
+    let r = patch(&app, &first, &code, &state, Some(&iss)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // Now every client is refused before any call is made: a third session.
+    let (r, third) = start(&app, None, Some("carol")).await;
+    assert_eq!(r.status, 429);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(third.session, Value::Null);
+    // An hour later a permit is back.
+    app.clock.advance(Duration::from_secs(3600));
+    let (r, _) = start(&app, None, Some("carol")).await;
+    assert_eq!(r.status, 200);
+}
