@@ -1380,3 +1380,35 @@ async fn the_idp_request_ceiling_is_per_provider() {
     let (r, _) = start(&app, None, Some("carol")).await;
     assert_eq!(r.status, 200);
 }
+
+/// Re-registering (a new primary device and password) closes the old device's sockets with 4401, and the old
+/// password no longer opens one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reregistration_closes_the_old_devices_sockets() {
+    let (app, idp) = TestApp::with_fake_idp(Backend::Sqlite, |_, _| {}).await;
+    let (first, _) = register_as(&app, &idp, "alice", None).await;
+    let addr = app.listen().await;
+    let old_auth = first.basic_auth(UsernameForm::Dot);
+    let mut socket = crate::socket::WsClient::connect(addr, Some(&old_auth))
+        .await
+        .expect("socket");
+    assert_eq!(
+        socket
+            .request("GET", "/v1/keepalive", &[], b"")
+            .await
+            .status,
+        200
+    );
+    let (second, _) = register_as(&app, &idp, "alice", None).await;
+    assert_eq!(second.aci, first.aci);
+    assert_eq!(
+        socket.closed().await,
+        Some((4401, "Reauthentication required".into()))
+    );
+    assert_eq!(
+        crate::socket::WsClient::connect(addr, Some(&old_auth))
+            .await
+            .err(),
+        Some(403)
+    );
+}
