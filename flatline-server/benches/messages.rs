@@ -4,6 +4,11 @@
 //! three limiter permits, the device check, building the envelope, the insert, then delete plus the delivery
 //! receipt). On the in-memory store, SQLite (a file, WAL) and, when `TEST_POSTGRES_URL` is set, PostgreSQL.
 //!
+//! `multi_recipient_fan_out`: one SSv2 multi-recipient story to 1000 recipients with 2 devices each (2 KiB shared part):
+//! `MessageService::send_multi_recipient` — parse, recipient checks, the device check against every account, 2000
+//! envelopes built without copying the shared part, one all-or-nothing insert that stores the shared part once —
+//! next to the raw `insert_messages` of the same 2000 envelopes whole, in one batch.
+//!
 //! Run with `cargo bench -p flatline-server --bench messages`.
 
 use std::sync::Arc;
@@ -13,7 +18,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use flatline_core::auth::AuthenticatedDevice;
 use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::messages::service::{
-    MessageService, MessagesConfig, NoNotifier, SendCredentials, SendRequest,
+    MessageService, MessagesConfig, MultiRecipientAuth, MultiRecipientRequest, NoNotifier,
+    SendCredentials, SendRequest,
 };
 use flatline_core::messages::store::{InsertOutcome, MessageCursor, NewMessage};
 use flatline_core::messages::{EnvelopeType, IncomingMessage, MessageGuid};
@@ -43,6 +49,7 @@ async fn raw_cycles(store: &dyn Store, aci: Aci, iters: u64) -> Duration {
             story: false,
             source: None,
             gated: false,
+            shared: None,
         };
         let stored = store.insert_messages(&[m], u64::MAX).await.expect("insert");
         assert_eq!(stored, InsertOutcome::Stored);
@@ -144,6 +151,103 @@ impl Service {
     }
 }
 
+const RECIPIENTS: usize = 1000;
+const DEVICES: u8 = 2;
+const SHARED_BYTES: usize = 2048;
+
+/// Accounts with two devices each, and the SSv2 0x22 SentMessage addressing all of them.
+async fn fan_out_setup(store: &Arc<dyn Store>) -> (Vec<u8>, Vec<(Aci, u16)>) {
+    let rng = SeededRng::new(11);
+    let mut body = vec![0x22];
+    let mut n = RECIPIENTS as u64;
+    loop {
+        let b = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            body.push(b);
+            break;
+        }
+        body.push(b | 0x80);
+    }
+    let mut recipients = vec![];
+    for i in 0..RECIPIENTS {
+        let client = SimClient::new(&rng);
+        let mut new = client.new_account(&format!("r{i}@example.org"), &rng, T0);
+        let mut second = new.account.devices[0].clone();
+        second.id = DeviceId::new(2).expect("device 2");
+        new.account.devices.push(second);
+        let reg = new.account.devices[0].settings.registration_id;
+        let aci = new.account.aci;
+        store.create_account(new).await.expect("recipient");
+        body.extend_from_slice(aci.as_bytes());
+        for d in 1..=DEVICES {
+            body.push(d);
+            let more = if d < DEVICES { 0x8000 } else { 0 };
+            body.extend_from_slice(&(reg | more).to_be_bytes());
+        }
+        body.extend_from_slice(&[i as u8; 48]);
+        recipients.push((aci, reg));
+    }
+    body.extend_from_slice(&[0x33; SHARED_BYTES]);
+    (body, recipients)
+}
+
+/// Total time of `iters` multi-recipient sends of `body`.
+async fn fan_out_sends(service: &MessageService, body: &[u8], iters: u64) -> Duration {
+    let start = Instant::now();
+    for _ in 0..iters {
+        let outcome = service
+            .send_multi_recipient(
+                MultiRecipientAuth::Story,
+                MultiRecipientRequest {
+                    body,
+                    timestamp: 1,
+                    online: false,
+                    urgent: true,
+                    story: true,
+                },
+            )
+            .await
+            .expect("multi-recipient send");
+        assert_eq!(outcome.stored.len(), RECIPIENTS * usize::from(DEVICES));
+    }
+    start.elapsed()
+}
+
+/// Total time of `iters` raw inserts of the same envelopes whole (2000 per batch, each as large as delivered).
+async fn fan_out_raw(store: &dyn Store, recipients: &[(Aci, u16)], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    for i in 0..iters {
+        let batch: Vec<NewMessage> = recipients
+            .iter()
+            .flat_map(|(aci, _)| (1..=DEVICES).map(move |d| (*aci, d)))
+            .enumerate()
+            .map(|(j, (aci, d))| NewMessage {
+                aci,
+                device: DeviceId::new(d).expect("device"),
+                guid: MessageGuid(uuid::Uuid::from_u64_pair(i, j as u64)),
+                envelope: vec![3; SHARED_BYTES + 49 + 120],
+                server_timestamp: T0,
+                expires_at: Timestamp(T0.0 + 86_400_000),
+                story: true,
+                source: None,
+                gated: false,
+                shared: None,
+            })
+            .collect();
+        let start = Instant::now();
+        assert_eq!(
+            store
+                .insert_messages(&batch, u64::MAX)
+                .await
+                .expect("insert"),
+            InsertOutcome::Stored
+        );
+        total += start.elapsed();
+    }
+    total
+}
+
 async fn stores() -> Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> {
     let mut out: Vec<(&'static str, Arc<dyn Store>, Option<tempfile::TempDir>)> =
         vec![("memory", Arc::new(MemoryStore::new()), None)];
@@ -199,6 +303,39 @@ fn messages(c: &mut Criterion) {
         });
     }
     send.finish();
+    let mut fan = c.benchmark_group("multi_recipient_fan_out");
+    fan.sample_size(10);
+    for (name, store, _) in &all {
+        if *name == "memory" {
+            continue;
+        }
+        let (body, recipients) = rt.block_on(fan_out_setup(store));
+        let mut limits = Limits::default();
+        limits.set(
+            Limiter::Stories,
+            BucketConfig::new(u32::MAX, Duration::from_millis(1)),
+        );
+        limits.set(
+            Limiter::InboundMessageBytes,
+            BucketConfig::new(u32::MAX, Duration::from_millis(1)),
+        );
+        let clock = Arc::new(MockClock::at(T0));
+        let service = MessageService::new(
+            store.clone(),
+            clock.clone(),
+            Arc::new(SeededRng::new(5)),
+            RateLimiters::new(store.clone(), clock, limits),
+            Arc::new(NoNotifier),
+            MessagesConfig::default(),
+        );
+        fan.bench_function(format!("{name}/service"), |b| {
+            b.iter_custom(|iters| rt.block_on(fan_out_sends(&service, &body, iters)))
+        });
+        fan.bench_function(format!("{name}/raw_insert"), |b| {
+            b.iter_custom(|iters| rt.block_on(fan_out_raw(store.as_ref(), &recipients, iters)))
+        });
+    }
+    fan.finish();
 }
 
 criterion_group!(benches, messages);

@@ -76,7 +76,7 @@ macro_rules! conformance_suite {
             concurrent_rotations_keep_one_current, sealed_sender_signer_lifecycle,
             link_assigns_lowest_free_id_and_reuses_it_clean, link_refusals_write_nothing, used_token_markers_expire,
             device_linked_with_token, concurrent_links_for_the_last_slot_one_wins,
-            concurrent_links_with_one_token_link_once, set_device_capabilities, key_writes_need_the_current_device);
+            concurrent_links_with_one_token_link_once, set_device_capabilities, key_writes_need_the_current_device, shared_parts_are_stored_once_and_read_whole);
     };
     (@each $make:expr; $($check:ident),* $(,)?) => {
         $(

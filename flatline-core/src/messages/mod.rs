@@ -130,6 +130,52 @@ impl Envelope {
     }
 }
 
+/// Encodes `envelope` with `content = prefix ‖ shared` but without the `shared_len` bytes of `shared`: returns that
+/// encoding and the offset where `shared` goes, so that [`store::splice`]`(template, offset, shared)` is exactly
+/// `envelope.to_bytes()` with the full content. The envelopes of a multi-recipient send share those bytes, which are
+/// then neither copied per device nor stored more than once. `None` only if prost did not write the content field.
+pub fn encode_without_shared(
+    mut envelope: Envelope,
+    prefix: &[u8],
+    shared_len: usize,
+) -> Option<(Vec<u8>, usize)> {
+    envelope.content = Some(prefix.to_vec());
+    let bytes = envelope.to_bytes();
+    let (len_start, value_start) = content_field(&bytes)?;
+    let mut out = Vec::with_capacity(bytes.len() + 4);
+    out.extend_from_slice(&bytes[..len_start]);
+    prost::encoding::encode_varint((prefix.len() + shared_len) as u64, &mut out);
+    let offset = out.len() + prefix.len();
+    out.extend_from_slice(&bytes[value_start..]);
+    Some((out, offset))
+}
+
+/// Where field 8 (`content`, length-delimited) of an encoded envelope has its length varint and its value.
+fn content_field(bytes: &[u8]) -> Option<(usize, usize)> {
+    let mut rest = bytes;
+    let at = |rest: &[u8]| bytes.len() - rest.len();
+    while !rest.is_empty() {
+        let key = prost::encoding::decode_varint(&mut rest).ok()?;
+        match key & 7 {
+            0 => {
+                prost::encoding::decode_varint(&mut rest).ok()?;
+            }
+            1 => rest = rest.get(8..)?,
+            5 => rest = rest.get(4..)?,
+            2 => {
+                let len_start = at(rest);
+                let len = usize::try_from(prost::encoding::decode_varint(&mut rest).ok()?).ok()?;
+                if key >> 3 == 8 {
+                    return Some((len_start, at(rest)));
+                }
+                rest = rest.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// One message of a send request, as received (before validation).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawIncomingMessage {
@@ -644,5 +690,46 @@ mod tests {
         };
         let bytes = e.encode_to_vec();
         assert_eq!(Envelope::decode(bytes.as_slice()).unwrap(), e);
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use proptest::prelude::*;
+
+    use super::{Envelope, encode_without_shared, store::splice};
+
+    proptest! {
+        /// Splicing the shared part back into the template gives exactly prost's encoding of the whole envelope,
+        /// whatever the other fields hold (content lengths around the one- to two-byte varint boundary included).
+        #[test]
+        fn the_template_and_the_shared_part_are_the_envelope(
+            prefix in proptest::collection::vec(any::<u8>(), 0..60),
+            shared in proptest::collection::vec(any::<u8>(), 0..400),
+            guid in "[0-9a-f-]{0,36}",
+            destination in "[0-9a-f-]{0,40}",
+            timestamp in any::<u64>(),
+            story in any::<Option<bool>>(),
+            binary in proptest::collection::vec(any::<u8>(), 0..17),
+        ) {
+            let envelope = Envelope {
+                r#type: Some(6),
+                client_timestamp: Some(timestamp),
+                server_guid: Some(guid),
+                server_timestamp: Some(timestamp / 2),
+                ephemeral: Some(false),
+                destination_service_id: Some(destination),
+                urgent: Some(true),
+                story,
+                destination_service_id_binary: Some(binary.clone()),
+                server_guid_binary: Some(binary),
+                ..Default::default()
+            };
+            let mut whole = envelope.clone();
+            whole.content = Some([prefix.as_slice(), shared.as_slice()].concat());
+            let (template, offset) = encode_without_shared(envelope, &prefix, shared.len()).unwrap();
+            prop_assert_eq!(template.len() + shared.len(), whole.to_bytes().len());
+            prop_assert_eq!(splice(&template, offset, &shared), whole.to_bytes());
+        }
     }
 }

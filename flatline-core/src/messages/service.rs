@@ -465,6 +465,7 @@ impl MessageService {
                 source: source.map(|(a, _)| a),
                 // The gate decided above is decided again inside the insert, against a racing denial.
                 gated: matches!(auth, SendAuth::Identified) && !sync,
+                shared: None,
             })
             .collect();
         let stored = self.store_and_notify(&new).await?;
@@ -669,6 +670,7 @@ impl MessageService {
                     // The acknowledging account is the receipt's sender.
                     source: Some(acker),
                     gated: false,
+                    shared: None,
                 }
             })
             .collect();
@@ -976,18 +978,23 @@ impl MessageService {
         let expires_at = now.plus(self.config.ttl);
         let mut new = vec![];
         let mut online = vec![];
+        // The shared part (`e_pub ‖ ciphertext`) is the same for every device of every recipient: one copy for the
+        // whole send, kept once by the store; each envelope holds only its own bytes and its 49-byte prefix.
+        let shared = super::store::SharedPayload {
+            id: random_guid(self.rng.as_ref()).0,
+            bytes: std::sync::Arc::from(message.shared),
+        };
         for (r, listed) in message.recipients_with_devices() {
             let Some((_, account, _)) = resolved.iter().find(|(id, _, _)| *id == r.service_id)
             else {
                 continue;
             };
-            let payload = message.payload_for(r);
+            let prefix = message.prefix_for(r);
             for d in listed {
                 let guid = random_guid(self.rng.as_ref());
                 let envelope = Envelope {
                     r#type: Some(EnvelopeType::UnidentifiedSender.number()),
                     client_timestamp: Some(client_timestamp),
-                    content: Some(payload.clone()),
                     server_guid: Some(guid.0.hyphenated().to_string()),
                     server_timestamp: Some(millis(now)),
                     ephemeral: Some(request.online),
@@ -997,26 +1004,32 @@ impl MessageService {
                     destination_service_id_binary: Some(service_id_binary(r.service_id)),
                     server_guid_binary: Some(guid.0.as_bytes().to_vec()),
                     ..Default::default()
-                }
-                .encode_to_vec();
+                };
+                let (template, offset) =
+                    super::encode_without_shared(envelope, &prefix, shared.bytes.len())
+                        .ok_or_else(|| StoreError::corrupt("envelope without its content field"))?;
                 if request.online {
                     online.push(LiveMessage {
                         aci: account.aci,
                         device: d.device,
                         guid,
-                        envelope,
+                        envelope: super::store::splice(&template, offset, &shared.bytes),
                     });
                 } else {
                     new.push(NewMessage {
                         aci: account.aci,
                         device: d.device,
                         guid,
-                        envelope,
+                        envelope: template,
                         server_timestamp: now,
                         expires_at,
                         story: request.story,
                         source: None,
                         gated: false,
+                        shared: Some(super::store::SharedPart {
+                            payload: shared.clone(),
+                            offset,
+                        }),
                     });
                 }
             }

@@ -7,9 +7,15 @@
 //!   exceed the byte bound it stores nothing and says which queue was full (a typed outcome, not an error);
 //! - **at-least-once**: reading never removes; only [`MessageStore::delete_message`] (an acknowledgement),
 //!   [`MessageStore::expire_messages`], [`MessageStore::delete_queue`] and account deletion do;
-//! - queue byte totals count the stored envelope bytes and are maintained by every removal path.
+//! - queue byte totals count the delivered envelope bytes and are maintained by every removal path;
+//! - **shared parts stored once**: the envelopes of one multi-recipient send carry the same shared part (M§2.5
+//!   step 8); a [`NewMessage`] may hold only its own bytes and a [`SharedPart`], which the store keeps once for
+//!   the whole send and splices back on every read, byte for byte.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 use super::MessageGuid;
 use crate::ids::{Aci, DeviceId};
@@ -27,6 +33,26 @@ impl MessageCursor {
     pub const START: MessageCursor = MessageCursor(0);
 }
 
+/// Bytes several envelopes of one send carry identically (a multi-recipient message's `e_pub ‖ ciphertext`),
+/// stored once under `id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPayload {
+    /// Identifies the payload in the store; unique per send.
+    pub id: Uuid,
+    /// The bytes.
+    pub bytes: Arc<[u8]>,
+}
+
+/// Where an envelope takes a [`SharedPayload`]: the delivered envelope is `envelope[..offset] ‖ payload ‖
+/// envelope[offset..]` (see [`NewMessage::delivered`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedPart {
+    /// The payload.
+    pub payload: SharedPayload,
+    /// Its position in the envelope.
+    pub offset: usize,
+}
+
 /// One envelope to queue for one device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewMessage {
@@ -36,8 +62,11 @@ pub struct NewMessage {
     pub device: DeviceId,
     /// The per-device server guid (also inside `envelope`).
     pub guid: MessageGuid,
-    /// The serialized [`Envelope`](super::Envelope), delivered byte for byte.
+    /// The serialized [`Envelope`](super::Envelope), delivered byte for byte — without the shared part's bytes
+    /// when `shared` is set.
     pub envelope: Vec<u8>,
+    /// The shared part spliced into `envelope` on delivery, for the envelopes of a multi-recipient send.
+    pub shared: Option<SharedPart>,
     /// Server receive time.
     pub server_timestamp: Timestamp,
     /// When the message expires if never acknowledged.
@@ -54,6 +83,32 @@ pub struct NewMessage {
     /// or is seen by the insert (which refuses). Set for identified sends to another account; never for sync
     /// messages, receipts, sealed sends or stories.
     pub gated: bool,
+}
+
+impl NewMessage {
+    /// The size of the envelope as delivered (what the queue bound counts).
+    pub fn delivered_len(&self) -> usize {
+        self.envelope.len() + self.shared.as_ref().map_or(0, |s| s.payload.bytes.len())
+    }
+
+    /// The envelope as delivered: `envelope` with the shared part spliced in.
+    pub fn delivered(&self) -> Vec<u8> {
+        match &self.shared {
+            None => self.envelope.clone(),
+            Some(s) => splice(&self.envelope, s.offset, &s.payload.bytes),
+        }
+    }
+}
+
+/// `template[..offset] ‖ shared ‖ template[offset..]`; an offset past the end appends (stores call this on what
+/// they wrote themselves, so that never happens).
+pub fn splice(template: &[u8], offset: usize, shared: &[u8]) -> Vec<u8> {
+    let offset = offset.min(template.len());
+    let mut out = Vec::with_capacity(template.len() + shared.len());
+    out.extend_from_slice(&template[..offset]);
+    out.extend_from_slice(shared);
+    out.extend_from_slice(&template[offset..]);
+    out
 }
 
 /// A queued envelope as read back.

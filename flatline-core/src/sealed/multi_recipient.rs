@@ -142,6 +142,15 @@ impl<'a> SentMessage<'a> {
         1 + KEY_MATERIAL_LEN + self.shared.len()
     }
 
+    /// The per-recipient start of every payload, `0x22 ‖ C ‖ AT`: the payload is this followed by
+    /// [`SentMessage::shared`].
+    pub fn prefix_for(&self, recipient: &Recipient<'a>) -> [u8; 1 + KEY_MATERIAL_LEN] {
+        let mut out = [0u8; 1 + KEY_MATERIAL_LEN];
+        out[0] = RECEIVED_MESSAGE_VERSION;
+        out[1..].copy_from_slice(recipient.key_material);
+        out
+    }
+
     /// The ReceivedMessage delivered to every device of `recipient`: `0x22 ‖ C ‖ AT ‖ shared`.
     pub fn payload_for(&self, recipient: &Recipient<'a>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.payload_len());

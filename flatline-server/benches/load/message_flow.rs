@@ -412,6 +412,7 @@ pub async fn raw_store(
                 story: false,
                 source: None,
                 gated: false,
+                shared: None,
             };
             let err = |e: flatline_core::store::StoreError| Failure::Error(e.to_string());
             match store

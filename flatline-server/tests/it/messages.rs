@@ -1174,6 +1174,7 @@ pub async fn the_rest_fetch_pages_by_100_and_says_when_more_wait() {
                 story: false,
                 source: None,
                 gated: false,
+                shared: None,
             }
         })
         .collect();

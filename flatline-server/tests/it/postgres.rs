@@ -748,6 +748,7 @@ async fn committed_messages_are_announced_to_other_processes() {
         story: false,
         source: None,
         gated: false,
+        shared: None,
     };
     // Refused (the bound is 10 bytes): nothing is announced.
     assert_eq!(

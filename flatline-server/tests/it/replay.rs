@@ -562,6 +562,7 @@ impl World {
                         story: k % 2 == 1,
                         source: None,
                         gated: false,
+                        shared: None,
                     })
                     .collect();
                 format!("{:?}", store.insert_messages(&batch, MAX_QUEUE_BYTES).await)

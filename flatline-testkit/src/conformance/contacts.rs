@@ -545,6 +545,7 @@ fn queued(owner: Aci, d: u8, source: Option<Aci>, tag: &[u8]) -> NewMessage {
         story: false,
         source,
         gated: false,
+        shared: None,
     }
 }
 

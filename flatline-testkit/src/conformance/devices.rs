@@ -70,6 +70,7 @@ async fn enqueue(s: &dyn Store, aci: Aci, device: DeviceId) {
         story: false,
         source: None,
         gated: false,
+        shared: None,
     };
     assert_eq!(
         s.insert_messages(&[m], u64::MAX).await.unwrap(),

@@ -35,6 +35,7 @@ fn msg(aci: Aci, device: DeviceId, body: &[u8]) -> NewMessage {
         story: false,
         source: None,
         gated: false,
+        shared: None,
     }
 }
 
@@ -522,4 +523,99 @@ pub async fn spam_reports_recorded_once(store: Arc<dyn Store>) {
         ]
     );
     assert_eq!(s.spam_reports(2).await.unwrap().len(), 2);
+}
+
+/// The envelopes of a multi-recipient send keep one shared part: every queue reads its envelope back spliced byte
+/// for byte, the queue bound and byte totals count delivered bytes, an acknowledgement of one copy leaves the others
+/// whole, and expiry takes them all.
+pub async fn shared_parts_are_stored_once_and_read_whole(store: Arc<dyn Store>) {
+    use flatline_core::messages::store::{SharedPart, SharedPayload};
+    let s = store.as_ref();
+    let rng = rng();
+    let alice = new_account(&rng, "alice", "pw", T0);
+    let bob = new_account(&rng, "bob", "pw", T0);
+    let (a, b) = (alice.account.aci, bob.account.aci);
+    s.create_account(alice).await.unwrap();
+    s.create_account(bob).await.unwrap();
+    let payload = SharedPayload {
+        id: Uuid::new_v4(),
+        bytes: std::sync::Arc::from(vec![0x5a_u8; 3000].as_slice()),
+    };
+    let part = |aci: Aci, d: u8, head: &[u8], offset: usize| NewMessage {
+        shared: Some(SharedPart {
+            payload: payload.clone(),
+            offset,
+        }),
+        ..msg(aci, dev(d), head)
+    };
+    let batch = vec![
+        part(a, 1, b"alice-1-head|tail", 13),
+        part(a, 2, b"alice-2-head|tail", 13),
+        part(b, 1, b"bob-head", 8),
+    ];
+    // The bound counts what is delivered: 3017 bytes do not fit under 3016.
+    assert_eq!(
+        s.insert_messages(&batch[..1], 3016).await.unwrap(),
+        InsertOutcome::QueueFull {
+            aci: a,
+            device: dev(1)
+        }
+    );
+    assert_eq!(
+        s.insert_messages(&batch, UNBOUNDED).await.unwrap(),
+        InsertOutcome::Stored
+    );
+    for (m, (aci, d)) in batch.iter().zip([(a, 1), (a, 2), (b, 1)]) {
+        let read = read_all(s, aci, dev(d)).await;
+        assert_eq!(bodies(&read), vec![m.delivered()]);
+        assert_eq!(
+            s.queue_size(aci, dev(d)).await.unwrap(),
+            QueueSize {
+                messages: 1,
+                bytes: m.delivered_len() as u64
+            }
+        );
+    }
+    // Acknowledging Alice's first copy returns it whole and leaves the others readable.
+    let removed = s
+        .delete_message(a, dev(1), batch[0].guid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed.envelope, batch[0].delivered());
+    assert_eq!(s.queue_size(a, dev(1)).await.unwrap(), QueueSize::default());
+    assert_eq!(
+        bodies(&read_all(s, b, dev(1)).await),
+        vec![batch[2].delivered()]
+    );
+    let removed = s
+        .delete_message(b, dev(1), batch[2].guid)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(removed.envelope, batch[2].delivered());
+    assert_eq!(
+        bodies(&read_all(s, a, dev(2)).await),
+        vec![batch[1].delivered()]
+    );
+    // Expiry takes the last copy; a new send with the same id stores its own part again.
+    assert_eq!(
+        s.expire_messages(Timestamp(T0.0 + 86_400_000))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(read_all(s, a, dev(2)).await.is_empty());
+    assert_eq!(s.queue_size(a, dev(2)).await.unwrap(), QueueSize::default());
+    let again = part(a, 2, b"again|", 6);
+    assert_eq!(
+        s.insert_messages(std::slice::from_ref(&again), UNBOUNDED)
+            .await
+            .unwrap(),
+        InsertOutcome::Stored
+    );
+    assert_eq!(
+        bodies(&read_all(s, a, dev(2)).await),
+        vec![again.delivered()]
+    );
 }

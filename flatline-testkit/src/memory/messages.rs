@@ -94,7 +94,7 @@ impl MessageStore for MemoryStore {
         let q = &mut s.messages.queues;
         let mut added: BTreeMap<(Aci, DeviceId), u64> = BTreeMap::new();
         for m in messages {
-            *added.entry((m.aci, m.device)).or_default() += m.envelope.len() as u64;
+            *added.entry((m.aci, m.device)).or_default() += m.delivered_len() as u64;
         }
         for (&(aci, device), &n) in &added {
             let current = q.get(&(aci, device)).map_or(0, |q| q.bytes);
@@ -105,7 +105,7 @@ impl MessageStore for MemoryStore {
         for m in messages {
             let queue = q.entry((m.aci, m.device)).or_default();
             queue.last += 1;
-            queue.bytes += m.envelope.len() as u64;
+            queue.bytes += m.delivered_len() as u64;
             if let Some(source) = m.source {
                 queue.sources.insert(queue.last, source);
             }
@@ -114,7 +114,8 @@ impl MessageStore for MemoryStore {
                 QueuedMessage {
                     cursor: MessageCursor(queue.last),
                     guid: m.guid,
-                    envelope: m.envelope.clone(),
+                    // The reference keeps whole envelopes; the SQL stores keep a shared part once.
+                    envelope: m.delivered(),
                     server_timestamp: m.server_timestamp,
                     expires_at: m.expires_at,
                     story: m.story,

@@ -90,14 +90,30 @@ fn size(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const COLUMNS: &str = "seq, guid, envelope, server_timestamp, expires_at, story";
+const COLUMNS: &str =
+    "seq, guid, envelope, server_timestamp, expires_at, story, shared_id, shared_offset";
 
+/// A row of [`COLUMNS`] plus `shared_payload` (the shared part's bytes, joined by the caller; NULL for whole
+/// envelopes).
 fn queued_from_row(r: &PgRow) -> StoreResult<QueuedMessage> {
     let guid: Vec<u8> = get(r, "guid")?;
+    let envelope: Vec<u8> = get(r, "envelope")?;
+    let shared_id: Option<Vec<u8>> = get(r, "shared_id")?;
+    let envelope = match (shared_id, get::<Option<Vec<u8>>>(r, "shared_payload")?) {
+        (None, _) => envelope,
+        (Some(_), None) => return Err(StoreError::corrupt("a message's shared part is missing")),
+        (Some(_), Some(payload)) => {
+            let offset = get::<Option<i64>>(r, "shared_offset")?
+                .and_then(|o| usize::try_from(o).ok())
+                .filter(|o| *o <= envelope.len())
+                .ok_or_else(|| StoreError::corrupt("shared part offset out of range"))?;
+            flatline_core::messages::store::splice(&envelope, offset, &payload)
+        }
+    };
     Ok(QueuedMessage {
         cursor: MessageCursor(get(r, "seq")?),
         guid: MessageGuid(uuid_of(&guid)?),
-        envelope: get(r, "envelope")?,
+        envelope,
         server_timestamp: Timestamp(get(r, "server_timestamp")?),
         expires_at: Timestamp(get(r, "expires_at")?),
         story: get(r, "story")?,
@@ -127,7 +143,7 @@ pub(super) async fn delete_messages_from(
     let sources: Vec<Vec<u8>> = sources.iter().map(|a| id(*a)).collect();
     let removed: i64 = sqlx::query_scalar(
         "WITH d AS (DELETE FROM messages WHERE aci = $1 AND source = ANY($2::bytea[])
-                    RETURNING device_id, octet_length(envelope) AS n),
+                    RETURNING device_id, COALESCE(size, octet_length(envelope)) AS n),
          s AS (SELECT device_id, SUM(n) AS n, COUNT(*) AS c FROM d GROUP BY device_id),
          u AS (UPDATE message_queues q SET bytes = q.bytes - s.n FROM s
                WHERE q.aci = $1 AND q.device_id = s.device_id)
@@ -171,7 +187,7 @@ impl MessageStore for PgStore {
         for m in messages {
             let e = per_queue.entry((m.aci, m.device)).or_default();
             e.0 += 1;
-            e.1 = e.1.saturating_add(size(m.envelope.len()));
+            e.1 = e.1.saturating_add(size(m.delivered_len()));
         }
         if let Some((&(aci, device), _)) = per_queue
             .iter()
@@ -236,6 +252,28 @@ impl MessageStore for PgStore {
             Vec::with_capacity(n),
             Vec::<Option<Vec<u8>>>::with_capacity(n),
         );
+        let (mut shared_ids, mut shared_offsets, mut sizes) = (
+            Vec::<Option<Vec<u8>>>::with_capacity(n),
+            Vec::<Option<i64>>::with_capacity(n),
+            Vec::<Option<i64>>::with_capacity(n),
+        );
+        // Each shared part once, however many envelopes carry it.
+        let mut shared_written = std::collections::BTreeSet::new();
+        for m in messages {
+            if let Some(part) = &m.shared
+                && shared_written.insert(part.payload.id)
+            {
+                sqlx::query(
+                    "INSERT INTO shared_payloads (id, payload, expires_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(part.payload.id.as_bytes().to_vec())
+                .bind(&part.payload.bytes[..])
+                .bind(m.expires_at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
         for m in messages {
             let seq = next
                 .get_mut(&(m.aci, m.device))
@@ -249,15 +287,19 @@ impl MessageStore for PgStore {
             expires.push(m.expires_at.as_millis());
             stories.push(m.story);
             sources.push(m.source.map(id));
+            shared_ids.push(m.shared.as_ref().map(|p| p.payload.id.as_bytes().to_vec()));
+            shared_offsets.push(m.shared.as_ref().map(|p| size(p.offset)));
+            sizes.push(m.shared.as_ref().map(|_| size(m.delivered_len())));
             *seq += 1;
         }
         // One statement: the rows, and the notification PostgreSQL sends when (and only if) they commit.
         sqlx::query(
             "WITH ins AS (
                  INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story,
-                                       source)
+                                       source, shared_id, shared_offset, size)
                  SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bytea[], $5::bytea[],
-                                      $6::bigint[], $7::bigint[], $8::boolean[], $11::bytea[]))
+                                      $6::bigint[], $7::bigint[], $8::boolean[], $11::bytea[], $12::bytea[],
+                                      $13::bigint[], $14::bigint[]))
              SELECT pg_notify($9, p) FROM UNNEST($10::text[]) AS p",
         )
         .bind(acis)
@@ -271,6 +313,9 @@ impl MessageStore for PgStore {
         .bind(MESSAGES_CHANNEL)
         .bind(payloads(per_queue.keys()))
         .bind(sources)
+        .bind(shared_ids)
+        .bind(shared_offsets)
+        .bind(sizes)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -285,9 +330,12 @@ impl MessageStore for PgStore {
         after: MessageCursor,
         limit: u32,
     ) -> StoreResult<Vec<QueuedMessage>> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE aci = $1 AND device_id = $2 AND seq > $3 ORDER BY seq LIMIT $4"
-        ))
+        sqlx::query(
+            "SELECT m.seq, m.guid, m.envelope, m.server_timestamp, m.expires_at, m.story, m.shared_id, m.shared_offset,
+                    p.payload AS shared_payload
+             FROM messages m LEFT JOIN shared_payloads p ON p.id = m.shared_id
+             WHERE m.aci = $1 AND m.device_id = $2 AND m.seq > $3 ORDER BY m.seq LIMIT $4"
+        )
         .bind(id(aci))
         .bind(dev(device))
         .bind(after.0)
@@ -308,10 +356,13 @@ impl MessageStore for PgStore {
     ) -> StoreResult<Option<QueuedMessage>> {
         // One statement: the data-modifying CTEs both run, message rows first, then the queue row.
         let rows = sqlx::query(&format!(
-            "WITH d AS (DELETE FROM messages WHERE aci = $1 AND device_id = $2 AND guid = $3 RETURNING {COLUMNS}),
-             u AS (UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(octet_length(envelope)), 0) FROM d)
+            "WITH d AS (DELETE FROM messages WHERE aci = $1 AND device_id = $2 AND guid = $3
+                        RETURNING {COLUMNS}, COALESCE(size, octet_length(envelope)) AS n),
+             u AS (UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(n), 0) FROM d)
                    WHERE aci = $1 AND device_id = $2 AND EXISTS (SELECT 1 FROM d))
-             SELECT {COLUMNS} FROM d ORDER BY seq"
+             SELECT d.seq, d.guid, d.envelope, d.server_timestamp, d.expires_at, d.story, d.shared_id, d.shared_offset,
+                    p.payload AS shared_payload
+             FROM d LEFT JOIN shared_payloads p ON p.id = d.shared_id ORDER BY d.seq"
         ))
         .bind(id(aci))
         .bind(dev(device))
@@ -319,7 +370,21 @@ impl MessageStore for PgStore {
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
-        rows.first().map(queued_from_row).transpose()
+        let message = rows.first().map(queued_from_row).transpose()?;
+        if let Some(row) = rows.first()
+            && let Some(sid) = get::<Option<Vec<u8>>>(row, "shared_id")?
+        {
+            // The last envelope of the send takes the shared part with it (a concurrent acknowledgement of the other
+            // last one may keep it until it expires).
+            sqlx::query(
+                "DELETE FROM shared_payloads WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM messages WHERE shared_id = $1)",
+            )
+            .bind(sid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        }
+        Ok(message)
     }
 
     async fn expire_messages(&self, now: Timestamp) -> StoreResult<u64> {
@@ -334,7 +399,8 @@ impl MessageStore for PgStore {
             return Ok(0);
         }
         let removed: i64 = sqlx::query_scalar(
-            "WITH d AS (DELETE FROM messages WHERE expires_at <= $1 RETURNING aci, device_id, octet_length(envelope) AS n),
+            "WITH d AS (DELETE FROM messages WHERE expires_at <= $1
+                        RETURNING aci, device_id, COALESCE(size, octet_length(envelope)) AS n),
              s AS (SELECT aci, device_id, SUM(n) AS n, COUNT(*) AS c FROM d GROUP BY aci, device_id),
              u AS (UPDATE message_queues q SET bytes = q.bytes - s.n FROM s
                    WHERE q.aci = s.aci AND q.device_id = s.device_id)
@@ -344,6 +410,12 @@ impl MessageStore for PgStore {
         .fetch_one(&mut *tx)
         .await
         .map_err(db)?;
+        // Shared parts expire with their messages (and so do those left behind by other removals).
+        sqlx::query("DELETE FROM shared_payloads WHERE expires_at <= $1")
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(u64::try_from(removed).unwrap_or(0))
     }
@@ -368,7 +440,8 @@ impl MessageStore for PgStore {
 
     async fn delete_queue(&self, aci: Aci, device: DeviceId) -> StoreResult<u64> {
         let removed: i64 = sqlx::query_scalar(
-            "WITH d AS (DELETE FROM messages WHERE aci = $1 AND device_id = $2 RETURNING octet_length(envelope) AS n),
+            "WITH d AS (DELETE FROM messages WHERE aci = $1 AND device_id = $2
+                        RETURNING COALESCE(size, octet_length(envelope)) AS n),
              u AS (UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(n), 0) FROM d)
                    WHERE aci = $1 AND device_id = $2 AND EXISTS (SELECT 1 FROM d))
              SELECT COUNT(*) FROM d",

@@ -107,6 +107,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "message_sources",
         sql: include_str!("../../../migrations/postgres/0014_message_sources.sql"),
     },
+    Migration {
+        version: 15,
+        name: "shared_payloads",
+        sql: include_str!("../../../migrations/postgres/0015_shared_payloads.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".

@@ -30,14 +30,32 @@ fn size(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const COLUMNS: &str = "seq, guid, envelope, server_timestamp, expires_at, story";
+const COLUMNS: &str =
+    "seq, guid, envelope, server_timestamp, expires_at, story, shared_id, shared_offset";
 
-fn queued_from_row(r: &SqliteRow) -> StoreResult<QueuedMessage> {
+/// The delivered size of a message row (`m`): whole envelopes have no `size`.
+const SIZE: &str = "COALESCE(m.size, length(m.envelope))";
+
+/// A row of [`COLUMNS`], with the shared part's bytes when it has one (`shared`, read by the caller).
+fn queued_from_row(r: &SqliteRow, shared: Option<&[u8]>) -> StoreResult<QueuedMessage> {
     let guid: Vec<u8> = get(r, "guid")?;
+    let envelope: Vec<u8> = get(r, "envelope")?;
+    let envelope = match shared {
+        None => envelope,
+        Some(payload) => {
+            let offset: i64 = get::<Option<i64>>(r, "shared_offset")?
+                .ok_or_else(|| StoreError::corrupt("shared part without an offset"))?;
+            let offset = usize::try_from(offset)
+                .ok()
+                .filter(|o| *o <= envelope.len())
+                .ok_or_else(|| StoreError::corrupt("shared part offset out of range"))?;
+            flatline_core::messages::store::splice(&envelope, offset, payload)
+        }
+    };
     Ok(QueuedMessage {
         cursor: MessageCursor(get(r, "seq")?),
         guid: MessageGuid(uuid_of(&guid)?),
-        envelope: get(r, "envelope")?,
+        envelope,
         server_timestamp: Timestamp(get(r, "server_timestamp")?),
         expires_at: Timestamp(get(r, "expires_at")?),
         story: get(r, "story")?,
@@ -63,9 +81,9 @@ pub(super) async fn delete_messages_from(
     let mut removed = 0;
     for source in sources {
         sqlx::query(
-            "UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(length(m.envelope)), 0) FROM messages m
+            &format!("UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM({SIZE}), 0) FROM messages m
                  WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.source = ?2)
-             WHERE aci = ?1",
+             WHERE aci = ?1"),
         )
         .bind(id(owner))
         .bind(id(*source))
@@ -113,7 +131,7 @@ impl MessageStore for SqliteStore {
         for m in messages {
             let e = per_queue.entry((m.aci, m.device)).or_default();
             e.0 += 1;
-            e.1 = e.1.saturating_add(size(m.envelope.len()));
+            e.1 = e.1.saturating_add(size(m.delivered_len()));
         }
         let max = i64::try_from(max_queue_bytes).unwrap_or(i64::MAX);
         let mut tx = self.writer.begin().await.map_err(db)?;
@@ -153,13 +171,31 @@ impl MessageStore for SqliteStore {
             };
             next.insert((aci, device), last - count + 1);
         }
+        // Each shared part once, however many envelopes carry it.
+        let mut shared_written = std::collections::BTreeSet::new();
+        for m in messages {
+            if let Some(part) = &m.shared
+                && shared_written.insert(part.payload.id)
+            {
+                sqlx::query(
+                    "INSERT INTO shared_payloads (id, payload, expires_at) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(part.payload.id.as_bytes().to_vec())
+                .bind(&part.payload.bytes[..])
+                .bind(m.expires_at.as_millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+            }
+        }
         for m in messages {
             let seq = next
                 .get_mut(&(m.aci, m.device))
                 .ok_or_else(|| StoreError::corrupt("queue without a cursor"))?;
             sqlx::query(
-                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story, source)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO messages (aci, device_id, seq, guid, envelope, server_timestamp, expires_at, story, source,
+                 shared_id, shared_offset, size)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(id(m.aci))
             .bind(dev(m.device))
@@ -170,6 +206,9 @@ impl MessageStore for SqliteStore {
             .bind(m.expires_at.as_millis())
             .bind(m.story)
             .bind(m.source.map(id))
+            .bind(m.shared.as_ref().map(|p| p.payload.id.as_bytes().to_vec()))
+            .bind(m.shared.as_ref().map(|p| size(p.offset)))
+            .bind(m.shared.as_ref().map(|_| size(m.delivered_len())))
             .execute(&mut *tx)
             .await
             .map_err(db)?;
@@ -186,9 +225,12 @@ impl MessageStore for SqliteStore {
         after: MessageCursor,
         limit: u32,
     ) -> StoreResult<Vec<QueuedMessage>> {
-        sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM messages WHERE aci = ? AND device_id = ? AND seq > ? ORDER BY seq LIMIT ?"
-        ))
+        sqlx::query(
+            "SELECT m.seq, m.guid, m.envelope, m.server_timestamp, m.expires_at, m.story, m.shared_id, m.shared_offset,
+                    p.payload AS shared_payload
+             FROM messages m LEFT JOIN shared_payloads p ON p.id = m.shared_id
+             WHERE m.aci = ? AND m.device_id = ? AND m.seq > ? ORDER BY m.seq LIMIT ?"
+        )
         .bind(id(aci))
         .bind(dev(device))
         .bind(after.0)
@@ -197,7 +239,13 @@ impl MessageStore for SqliteStore {
         .await
         .map_err(db)?
         .iter()
-        .map(queued_from_row)
+        .map(|r| {
+            let shared: Option<Vec<u8>> = get(r, "shared_payload")?;
+            if shared.is_none() && get::<Option<Vec<u8>>>(r, "shared_id")?.is_some() {
+                return Err(StoreError::corrupt("a message's shared part is missing"));
+            }
+            queued_from_row(r, shared.as_deref())
+        })
         .collect()
     }
 
@@ -221,7 +269,29 @@ impl MessageStore for SqliteStore {
         else {
             return Ok(None);
         };
-        let message = queued_from_row(&row)?;
+        let shared_id: Option<Vec<u8>> = get(&row, "shared_id")?;
+        let payload: Option<Vec<u8>> = match &shared_id {
+            None => None,
+            Some(sid) => {
+                let payload =
+                    sqlx::query_scalar("SELECT payload FROM shared_payloads WHERE id = ?")
+                        .bind(sid)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db)?
+                        .ok_or_else(|| StoreError::corrupt("a message's shared part is missing"))?;
+                // The last envelope of the send takes the shared part with it.
+                sqlx::query(
+                    "DELETE FROM shared_payloads WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM messages WHERE shared_id = ?1)",
+                )
+                .bind(sid)
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+                Some(payload)
+            }
+        };
+        let message = queued_from_row(&row, payload.as_deref())?;
         sqlx::query("UPDATE message_queues SET bytes = bytes - ? WHERE aci = ? AND device_id = ?")
             .bind(size(message.envelope.len()))
             .bind(id(aci))
@@ -236,10 +306,10 @@ impl MessageStore for SqliteStore {
     async fn expire_messages(&self, now: Timestamp) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await.map_err(db)?;
         sqlx::query(
-            "UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM(length(m.envelope)), 0) FROM messages m
+            &format!("UPDATE message_queues SET bytes = bytes - (SELECT COALESCE(SUM({SIZE}), 0) FROM messages m
                  WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.expires_at <= ?1)
              WHERE EXISTS (SELECT 1 FROM messages m
-                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.expires_at <= ?1)",
+                 WHERE m.aci = message_queues.aci AND m.device_id = message_queues.device_id AND m.expires_at <= ?1)"),
         )
         .bind(now.as_millis())
         .execute(&mut *tx)
@@ -251,6 +321,12 @@ impl MessageStore for SqliteStore {
             .await
             .map_err(db)?
             .rows_affected();
+        // Shared parts expire with their messages (and so do those left behind by other removals).
+        sqlx::query("DELETE FROM shared_payloads WHERE expires_at <= ?")
+            .bind(now.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         tx.commit().await.map_err(db)?;
         Ok(removed)
     }

@@ -101,6 +101,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "message_sources",
         sql: include_str!("../../../migrations/sqlite/0014_message_sources.sql"),
     },
+    Migration {
+        version: 15,
+        name: "shared_payloads",
+        sql: include_str!("../../../migrations/sqlite/0015_shared_payloads.sql"),
+    },
 ];
 
 /// `database.acquire_timeout_seconds`' default.
