@@ -150,6 +150,25 @@ pub struct RawAccountAttributes {
     pub capabilities: Vec<(String, bool)>,
 }
 
+/// Validates declared capabilities (at most 64 names of 1..=64 bytes without control characters) and keeps the
+/// `true` ones.
+pub fn validate_capabilities(
+    capabilities: Vec<(String, bool)>,
+) -> Result<BTreeSet<String>, AttributesError> {
+    if capabilities.len() > 64
+        || capabilities
+            .iter()
+            .any(|(n, _)| n.is_empty() || n.len() > 64 || n.chars().any(char::is_control))
+    {
+        return Err(AttributesError::Capability);
+    }
+    Ok(capabilities
+        .into_iter()
+        .filter(|(_, on)| *on)
+        .map(|(n, _)| n)
+        .collect())
+}
+
 /// Largest encrypted device name, in bytes.
 pub const MAX_DEVICE_NAME_LEN: usize = 225;
 const MAX_REGISTRATION_ID: i64 = 0x3FFF;
@@ -182,20 +201,7 @@ impl AccountAttributes {
                 <[u8; 16]>::try_from(k.as_slice()).map_err(|_| AttributesError::AccessKeyLength)?,
             ),
         };
-        if raw.capabilities.len() > 64
-            || raw
-                .capabilities
-                .iter()
-                .any(|(n, _)| n.is_empty() || n.len() > 64 || n.chars().any(char::is_control))
-        {
-            return Err(AttributesError::Capability);
-        }
-        let capabilities = raw
-            .capabilities
-            .into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(n, _)| n)
-            .collect();
+        let capabilities = validate_capabilities(raw.capabilities)?;
         Ok(AccountAttributes {
             device: DeviceSettings {
                 registration_id,

@@ -1,6 +1,5 @@
 //! Device operations: listing, issuing link tokens, linking, removing, capabilities.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use zeroize::Zeroizing;
@@ -9,7 +8,7 @@ use super::{
     IssuedLinkToken, LinkOutcome, LinkTokenError, NewLinkedDevice, RemovalRefused, check_removal,
     has_room, issue_link_token, verify_link_token,
 };
-use crate::account::{AccountAttributes, Device, RawAccountAttributes};
+use crate::account::{AccountAttributes, Device, RawAccountAttributes, validate_capabilities};
 use crate::auth::AuthenticatedDevice;
 use crate::credentials::{CredentialError, MIN_NEW_PASSWORD_LEN, SaltedTokenHash, decode_basic};
 use crate::ids::{Aci, DeviceId, Pni};
@@ -111,6 +110,8 @@ pub struct LinkedDevice {
     pub pni: Pni,
     /// The new device's id.
     pub device_id: DeviceId,
+    /// SHA-256 of the link token it used (what `wait_for_linked_device` waiters are keyed by).
+    pub token_hash: [u8; 32],
 }
 
 /// Device operations over the store.
@@ -292,6 +293,7 @@ impl DeviceService {
                 aci: account.aci,
                 pni: account.pni,
                 device_id,
+                token_hash: token.hash,
             }),
             LinkOutcome::TokenUsed | LinkOutcome::NoAccount => Err(DeviceError::BadToken),
             LinkOutcome::TooManyDevices => {
@@ -317,14 +319,8 @@ impl DeviceService {
         auth: &AuthenticatedDevice,
         capabilities: Vec<(String, bool)>,
     ) -> Result<(), DeviceError> {
-        let raw = RawAccountAttributes {
-            registration_id: 1,
-            capabilities,
-            ..RawAccountAttributes::default()
-        };
-        let capabilities: BTreeSet<String> = AccountAttributes::validate(raw)
-            .map_err(|e| invalid(e.to_string()))?
-            .capabilities;
+        let capabilities =
+            validate_capabilities(capabilities).map_err(|e| invalid(e.to_string()))?;
         self.store
             .set_capabilities(auth.account.aci, auth.device_id, &capabilities)
             .await?;

@@ -299,7 +299,6 @@ async fn link_device(
     Json(body): Json<LinkDeviceDto>,
 ) -> Result<axum::Json<LinkedDto>, ApiError> {
     let authorization = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let token_hash = flatline_core::devices::token_hash(&body.verification_code);
     let request = LinkRequest {
         verification_code: body.verification_code,
         attributes: body.account_attributes.map(Into::into),
@@ -317,7 +316,7 @@ async fn link_device(
     // Waiters on any process look the device up again.
     state.chat.publish(Event::DeviceLinked {
         aci: linked.aci,
-        token_identifier: flatline_core::devices::token_identifier(&token_hash),
+        token_identifier: flatline_core::devices::token_identifier(&linked.token_hash),
     });
     Ok(axum::Json(LinkedDto {
         uuid: linked.aci.to_string(),
