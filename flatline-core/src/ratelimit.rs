@@ -29,15 +29,20 @@ impl BucketConfig {
     }
 
     /// Milliseconds of regeneration one permit costs (at least 1).
-    fn permit_ms(&self) -> i64 {
+    pub fn permit_ms(&self) -> i64 {
         i64::try_from(self.permit_regeneration.as_millis())
             .unwrap_or(i64::MAX)
             .max(1)
     }
 
     /// Milliseconds of regeneration a full bucket holds.
-    fn capacity_ms(&self) -> i64 {
+    pub fn capacity_ms(&self) -> i64 {
         self.permit_ms().saturating_mul(i64::from(self.bucket_size))
+    }
+
+    /// Milliseconds of regeneration `amount` permits cost.
+    pub fn cost_ms(&self, amount: u32) -> i64 {
+        self.permit_ms().saturating_mul(i64::from(amount))
     }
 }
 
@@ -92,7 +97,7 @@ pub fn apply(
     now: Timestamp,
 ) -> (BucketState, Admission) {
     let credit = credit_at(config, state, now);
-    let cost = config.permit_ms().saturating_mul(i64::from(amount));
+    let cost = config.cost_ms(amount);
     if credit >= cost {
         (
             BucketState {

@@ -10,7 +10,9 @@ pub mod sqlite;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flatline_core::store::{Store, StoreError};
+use flatline_core::ratelimit::{self, Admission, BucketConfig};
+use flatline_core::store::{Store, StoreError, StoreResult};
+use flatline_core::time::Timestamp;
 
 use crate::config::DatabaseConfig;
 
@@ -168,6 +170,48 @@ pub struct Migration {
     pub name: &'static str,
     /// The SQL, run in one transaction.
     pub sql: &'static str,
+}
+
+/// The bucket upsert of [`sql::rate_limits`] with its parameters bound: the state `ratelimit::apply` gives a
+/// bucket that does not exist yet (computed here, so the SQL only handles the existing row), the cost and the
+/// capacity.
+pub(crate) fn bucket_upsert<'q, DB: sqlx::Database>(
+    statement: &'q str,
+    key: &'q str,
+    config: &BucketConfig,
+    amount: u32,
+    now: Timestamp,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let (fresh, admission) = ratelimit::apply(config, None, amount, now);
+    sqlx::query::<DB>(statement)
+        .bind(key)
+        .bind(fresh.credit_ms)
+        .bind(fresh.updated_at.as_millis())
+        .bind(ratelimit::full_at(config, &fresh).as_millis())
+        .bind(admission == Admission::Allowed)
+        .bind(config.cost_ms(amount))
+        .bind(config.capacity_ms())
+}
+
+/// The verdict of a bucket upsert from the row it returned: when denied, the credit still missing is the wait.
+pub(crate) fn admission_of(
+    config: &BucketConfig,
+    amount: u32,
+    credit_ms: i64,
+    admitted: bool,
+) -> StoreResult<Admission> {
+    if admitted {
+        return Ok(Admission::Allowed);
+    }
+    let missing = config.cost_ms(amount).saturating_sub(credit_ms).max(0);
+    Ok(Admission::Denied {
+        retry_after: Duration::from_millis(u64::try_from(missing).unwrap_or(0)),
+    })
 }
 
 #[cfg(test)]

@@ -47,3 +47,36 @@ pub mod devices {
          ON d.aci = u.aci AND d.device_id = u.device_id AND d.created_at = u.created_at \
          WHERE u.token_hash = $1 AND u.aci = $2";
 }
+
+/// Rate-limit buckets ([`flatline_core::ratelimit::RateLimitStore`]).
+pub mod rate_limits {
+    /// One request applied to a bucket in one statement, as [`flatline_core::ratelimit::apply`] does: the stored
+    /// credit refilled up to now (never backwards) and capped, the cost taken when it is there, the verdict kept in
+    /// `admitted` so that `RETURNING` can report it. `$1` bucket; `$2`–`$5` the state `apply` gives an absent
+    /// bucket (credit, now, full-at, admitted); `$6` cost; `$7` capacity (all in milliseconds). The dialects differ
+    /// only in the names of the two-argument max and min.
+    macro_rules! acquire {
+        ($max:literal, $min:literal) => {
+            concat!(
+                "INSERT INTO rate_limit_buckets AS b (bucket, credit_ms, updated_at, full_at, admitted) ",
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (bucket) DO UPDATE SET ",
+                "credit_ms = CASE WHEN ", refilled!($max, $min), " >= $6 THEN ", refilled!($max, $min),
+                " - $6 ELSE ", refilled!($max, $min), " END, ",
+                "admitted = (", refilled!($max, $min), " >= $6), ",
+                "updated_at = $3, ",
+                "full_at = $3 + ", $max, "($7 - CASE WHEN ", refilled!($max, $min), " >= $6 THEN ",
+                refilled!($max, $min), " - $6 ELSE ", refilled!($max, $min), " END, 0) ",
+                "RETURNING credit_ms, admitted"
+            )
+        };
+    }
+    macro_rules! refilled {
+        ($max:literal, $min:literal) => {
+            concat!($min, "(b.credit_ms + ", $max, "($3 - b.updated_at, 0), $7)")
+        };
+    }
+    /// [`acquire!`] in PostgreSQL.
+    pub const ACQUIRE_POSTGRES: &str = acquire!("GREATEST", "LEAST");
+    /// [`acquire!`] in SQLite (whose scalar `max`/`min` take several arguments).
+    pub const ACQUIRE_SQLITE: &str = acquire!("max", "min");
+}

@@ -21,7 +21,7 @@ use flatline_core::account::{Account, AccountAttributes, AccountSettings, Device
 use flatline_core::credentials::SaltedTokenHash;
 use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
-use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
+use flatline_core::ratelimit::{Admission, BucketConfig, BucketState};
 use flatline_core::store::{
     AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
     StoreError, StoreResult,
@@ -31,7 +31,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use super::Migration;
+use super::{Migration, sql};
 use crate::config::DatabaseConfig;
 
 mod contacts;
@@ -112,6 +112,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "shared_payloads",
         sql: include_str!("../../../migrations/postgres/0015_shared_payloads.sql"),
     },
+    Migration {
+        version: 18,
+        name: "bucket_admission",
+        sql: include_str!("../../../migrations/postgres/0018_bucket_admission.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".
@@ -182,10 +187,13 @@ impl Default for PoolSettings {
     }
 }
 
-/// The PostgreSQL store: one connection pool; every method is one statement or one transaction.
+/// The PostgreSQL store: every method is one statement or one transaction, on one of two pools.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Rate-limit buckets only: its connections commit asynchronously (`synchronous_commit = off`, see
+    /// [`RateLimitStore::acquire`]), which nothing else may do. A quarter of `max_connections`, taken from them.
+    buckets: PgPool,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -206,9 +214,22 @@ impl PgStore {
         options: PgConnectOptions,
         settings: &PoolSettings,
     ) -> StoreResult<Self> {
+        let total = settings.max_connections.max(1);
+        let for_buckets = (total / 4).max(1);
+        let pool = Self::pool_options(settings, total.saturating_sub(for_buckets).max(1))
+            .connect_with(options.clone())
+            .await
+            .map_err(db)?;
+        // Lazy: the main pool has just proven the database reachable; this one connects on first use.
+        let buckets = Self::pool_options(settings, for_buckets)
+            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
+        Ok(PgStore { pool, buckets })
+    }
+
+    fn pool_options(settings: &PoolSettings, max_connections: u32) -> PgPoolOptions {
         let statement_timeout = settings.statement_timeout_ms;
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections.max(1))
+        PgPoolOptions::new()
+            .max_connections(max_connections)
             .acquire_timeout(settings.acquire_timeout)
             .idle_timeout(settings.idle_timeout)
             .after_connect(move |conn, _meta| {
@@ -219,10 +240,6 @@ impl PgStore {
                     Ok(())
                 })
             })
-            .connect_with(options)
-            .await
-            .map_err(db)?;
-        Ok(PgStore { pool })
     }
 
     /// The connection pool (for diagnostics and tests).
@@ -995,65 +1012,26 @@ impl RateLimitStore for PgStore {
         amount: u32,
         now: Timestamp,
     ) -> StoreResult<Admission> {
-        // Asynchronous commit: this transaction does not wait for its WAL flush (one fdatasync, milliseconds on
-        // ordinary disks), which otherwise dominates every rate-limited request (docs/PERFORMANCE.md, "Load").
-        // Atomicity and isolation are unchanged; a crash can only forget the last fraction of a second of bucket
-        // updates, handing back a few permits. Nothing else may be written in this transaction.
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN; SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(db)?;
-        // Lock the row, or create it when absent. Under READ COMMITTED every statement sees what others committed,
-        // so when a concurrent transaction inserts the same bucket first, our insert does nothing (after waiting
-        // for it to commit) and the next round's SELECT … FOR UPDATE finds and locks its row.
-        let admission = loop {
-            let previous = sqlx::query(
-                "SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = $1 FOR UPDATE",
-            )
-            .bind(key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?
-            .map(|r| {
-                Ok::<_, StoreError>(BucketState {
-                    credit_ms: get(&r, "credit_ms")?,
-                    updated_at: Timestamp(get(&r, "updated_at")?),
-                })
-            })
-            .transpose()?;
-            let (state, admission) = ratelimit::apply(config, previous, amount, now);
-            let full_at = ratelimit::full_at(config, &state).as_millis();
-            if previous.is_some() {
-                sqlx::query(
-                    "UPDATE rate_limit_buckets SET credit_ms = $2, updated_at = $3, full_at = $4 WHERE bucket = $1",
-                )
-                .bind(key)
-                .bind(state.credit_ms)
-                .bind(state.updated_at.as_millis())
-                .bind(full_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
-                break admission;
-            }
-            let inserted = sqlx::query(
-                "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (bucket) DO NOTHING",
-            )
-            .bind(key)
-            .bind(state.credit_ms)
-            .bind(state.updated_at.as_millis())
-            .bind(full_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
-            if inserted.rows_affected() == 1 {
-                break admission;
-            }
-        };
-        tx.commit().await.map_err(db)?;
-        Ok(admission)
+        // One statement on the bucket pool, whose connections commit asynchronously (no wait for the WAL flush,
+        // which otherwise dominates every rate-limited request: docs/PERFORMANCE.md, "Load"). Atomicity and
+        // isolation are unchanged (the upsert locks the row); a crash can only forget the last fraction of a second
+        // of bucket updates, handing back a few permits. Nothing but buckets is written on that pool.
+        let row = crate::store::bucket_upsert(
+            sql::rate_limits::ACQUIRE_POSTGRES,
+            key,
+            config,
+            amount,
+            now,
+        )
+        .fetch_one(&self.buckets)
+        .await
+        .map_err(db)?;
+        crate::store::admission_of(
+            config,
+            amount,
+            get(&row, "credit_ms")?,
+            get(&row, "admitted")?,
+        )
     }
 
     async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {

@@ -15,7 +15,7 @@ use flatline_core::account::{Account, AccountAttributes, AccountSettings, Device
 use flatline_core::credentials::SaltedTokenHash;
 use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
 use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
-use flatline_core::ratelimit::{self, Admission, BucketConfig, BucketState};
+use flatline_core::ratelimit::{Admission, BucketConfig, BucketState};
 use flatline_core::store::{
     AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
     StoreError, StoreResult,
@@ -28,7 +28,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::Migration;
+use super::{Migration, sql};
 
 mod contacts;
 mod devices;
@@ -105,6 +105,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 15,
         name: "shared_payloads",
         sql: include_str!("../../../migrations/sqlite/0015_shared_payloads.sql"),
+    },
+    Migration {
+        version: 18,
+        name: "bucket_admission",
+        sql: include_str!("../../../migrations/sqlite/0018_bucket_admission.sql"),
     },
 ];
 
@@ -946,34 +951,19 @@ impl RateLimitStore for SqliteStore {
         amount: u32,
         now: Timestamp,
     ) -> StoreResult<Admission> {
-        let mut tx = self
-            .writer
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(db)?;
-        let previous =
-            sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
-                .bind(key)
-                .fetch_optional(&mut *tx)
+        // One statement on the writer: the bucket decision is made by SQLite itself (see
+        // `sql::rate_limits`), so no transaction is held open across round trips to the writer.
+        let row =
+            crate::store::bucket_upsert(sql::rate_limits::ACQUIRE_SQLITE, key, config, amount, now)
+                .fetch_one(&self.writer)
                 .await
-                .map_err(db)?
-                .map(|r| bucket_state(&r))
-                .transpose()?;
-        let (state, admission) = ratelimit::apply(config, previous, amount, now);
-        sqlx::query(
-            "INSERT INTO rate_limit_buckets (bucket, credit_ms, updated_at, full_at) VALUES (?,?,?,?)
-             ON CONFLICT (bucket) DO UPDATE SET credit_ms = excluded.credit_ms, updated_at = excluded.updated_at,
-             full_at = excluded.full_at",
+                .map_err(db)?;
+        crate::store::admission_of(
+            config,
+            amount,
+            get(&row, "credit_ms")?,
+            get(&row, "admitted")?,
         )
-        .bind(key)
-        .bind(state.credit_ms)
-        .bind(state.updated_at.as_millis())
-        .bind(ratelimit::full_at(config, &state).as_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
-        tx.commit().await.map_err(db)?;
-        Ok(admission)
     }
 
     async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
