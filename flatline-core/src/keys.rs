@@ -55,6 +55,17 @@ pub struct TakenKeys {
     pub kem: Option<SignedPreKey>,
 }
 
+/// One device's keys for a bundle ([`crate::store::KeyStore::take_bundle_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleKeys {
+    /// The signed EC prekey.
+    pub signed: SignedPreKey,
+    /// A one-time EC key, taken, if any was left.
+    pub one_time: Option<EcPreKey>,
+    /// A one-time Kyber key, taken, or else the last-resort one; `None` when the device has neither.
+    pub kem: Option<SignedPreKey>,
+}
+
 /// Remaining one-time keys of a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct KeyCounts {
@@ -437,14 +448,14 @@ impl KeyService {
         };
         let mut bundles = Vec::with_capacity(chosen.len());
         for device in chosen {
-            // Check the signed key first so that a device without one does not lose one-time keys for nothing.
-            let Some(signed) = self.store.signed_pre_key(target, device.id).await? else {
+            // A device without a signed key loses no one-time keys for nothing: the store takes none then.
+            let Some(BundleKeys {
+                signed,
+                one_time,
+                kem,
+            }) = self.store.take_bundle_keys(target, device.id).await?
+            else {
                 continue;
-            };
-            let taken = self.store.take_one_time_keys(target, device.id).await?;
-            let kem = match taken.kem {
-                Some(k) => Some(k),
-                None => self.store.last_resort_key(target, device.id).await?,
             };
             let Some(kem) = kem else { continue };
             bundles.push(DeviceBundle {
@@ -454,7 +465,7 @@ impl KeyService {
                     IdentityType::Pni => device.settings.pni_registration_id,
                 },
                 signed,
-                one_time: taken.ec,
+                one_time,
                 kem,
             });
         }

@@ -17,7 +17,7 @@ use crate::contacts::{
 };
 use crate::ids::{Aci, DeviceId, Pni, Principal, ServiceId};
 use crate::invites::InviteStore;
-use crate::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+use crate::keys::{BundleKeys, EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 pub use crate::messages::store::MessageStore;
 pub use crate::profiles::store::ProfileStore;
 use crate::ratelimit::{Admission, BucketConfig};
@@ -210,6 +210,30 @@ pub trait KeyStore: Send + Sync {
         device: DeviceId,
     ) -> StoreResult<Option<SignedPreKey>>;
 
+    /// One device's part of a prekey bundle, taken at once: `None` when the device has no signed prekey (then
+    /// nothing is taken); otherwise the signed prekey, the one-time keys [`KeyStore::take_one_time_keys`] takes,
+    /// and the last-resort Kyber key in place of a one-time one when none was left. The default composes those
+    /// calls; a backend where each call is a round trip does it in one.
+    async fn take_bundle_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<BundleKeys>> {
+        let Some(signed) = self.signed_pre_key(owner, device).await? else {
+            return Ok(None);
+        };
+        let taken = self.take_one_time_keys(owner, device).await?;
+        let kem = match taken.kem {
+            Some(kem) => Some(kem),
+            None => self.last_resort_key(owner, device).await?,
+        };
+        Ok(Some(BundleKeys {
+            signed,
+            one_time: taken.ec,
+            kem,
+        }))
+    }
+
     /// How many one-time keys remain.
     async fn key_counts(&self, owner: ServiceId, device: DeviceId) -> StoreResult<KeyCounts>;
 
@@ -225,7 +249,8 @@ pub trait KeyStore: Send + Sync {
 #[async_trait]
 pub trait RateLimitStore: Send + Sync {
     /// Atomically refills the bucket `key` per `config` and takes `amount` permits if available
-    /// (see [`crate::ratelimit::apply`], which every backend must use for the arithmetic).
+    /// exactly as [`crate::ratelimit::apply`] does (a backend may do the arithmetic in its own language; the
+    /// conformance suite checks it against `apply` over long random sequences).
     async fn acquire(
         &self,
         key: &str,

@@ -45,7 +45,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@each $make;
             create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
-            take_lowest_first_and_keep_last_resort, concurrent_takes_hand_out_each_key_once,
+            take_lowest_first_and_keep_last_resort, bundle_keys_take_like_the_separate_calls, concurrent_takes_hand_out_each_key_once,
             rate_limit_bucket, rate_limit_matches_the_reference, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
             session_lifecycle, register_creates_and_consumes,
             reregistration_keeps_aci, principal_change_rotates_pni,
@@ -558,7 +558,65 @@ pub async fn take_lowest_first_and_keep_last_resort(store: Arc<dyn Store>) {
     assert!(none.ec.is_none() && none.kem.is_none());
 }
 
-/// 500 one-time keys, 1000 concurrent takes: exactly 500 distinct keys of each kind come out.
+/// `take_bundle_keys` takes what `take_one_time_keys` would, falls back to the last-resort key, and takes nothing
+/// from a device without a signed prekey.
+pub async fn bundle_keys_take_like_the_separate_calls(store: Arc<dyn Store>) {
+    let rng = rng();
+    let owner = ServiceId::Aci(Aci::random(&rng));
+    let d = DeviceId::PRIMARY;
+    let signed = fake_kem(&rng, 77);
+    let upload = KeyUpload {
+        signed: Some(signed.clone()),
+        ec: Some(vec![fake_ec(&rng, 9), fake_ec(&rng, 3)]),
+        kem: Some(vec![fake_kem(&rng, 50)]),
+        last_resort: Some(fake_kem(&rng, 1000)),
+    };
+    store.store_keys(owner, d, &upload).await.unwrap();
+    let mut seen = vec![];
+    for _ in 0..3 {
+        let b = store.take_bundle_keys(owner, d).await.unwrap().unwrap();
+        assert_eq!(b.signed, signed);
+        seen.push((
+            b.one_time.map(|k| k.key_id.get()),
+            b.kem.map(|k| k.key_id.get()),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (Some(3), Some(50)),
+            (Some(9), Some(1000)),
+            (None, Some(1000))
+        ]
+    );
+    assert_eq!(
+        store.key_counts(owner, d).await.unwrap(),
+        KeyCounts::default()
+    );
+    // A device with one-time keys but no signed prekey keeps them.
+    let other = ServiceId::Aci(Aci::random(&rng));
+    let unsigned = KeyUpload {
+        ec: Some(vec![fake_ec(&rng, 1)]),
+        kem: Some(vec![fake_kem(&rng, 2)]),
+        ..Default::default()
+    };
+    store.store_keys(other, d, &unsigned).await.unwrap();
+    assert_eq!(store.take_bundle_keys(other, d).await.unwrap(), None);
+    assert_eq!(
+        store.key_counts(other, d).await.unwrap(),
+        KeyCounts { ec: 1, kem: 1 }
+    );
+    // Neither keys nor device: nothing, no error.
+    assert_eq!(
+        store
+            .take_bundle_keys(owner, DeviceId::new(9).unwrap())
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// 500 one-time keys, 1000 concurrent takes of both kinds: exactly 500 distinct keys of each kind come out.
 pub async fn concurrent_takes_hand_out_each_key_once(store: Arc<dyn Store>) {
     let rng = rng();
     let owner = ServiceId::Aci(Aci::random(&rng));
@@ -567,13 +625,25 @@ pub async fn concurrent_takes_hand_out_each_key_once(store: Arc<dyn Store>) {
     let upload = KeyUpload {
         ec: Some((0..500).map(|i| fake_ec(&rng, i)).collect()),
         kem: Some((0..500).map(|i| fake_kem(&rng, i)).collect()),
+        signed: Some(fake_kem(&rng, 9999)),
         ..Default::default()
     };
     store.store_keys(owner, d, &upload).await.unwrap();
+    // Half the takers go through `take_bundle_keys` (with no last-resort key its Kyber key is a one-time one).
     let tasks: Vec<_> = (0..1000)
-        .map(|_| {
+        .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move { store.take_one_time_keys(owner, d).await })
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    store.take_one_time_keys(owner, d).await
+                } else {
+                    let bundle = store.take_bundle_keys(owner, d).await?.expect("signed key");
+                    Ok(flatline_core::keys::TakenKeys {
+                        ec: bundle.one_time,
+                        kem: bundle.kem,
+                    })
+                }
+            })
         })
         .collect();
     let mut ec = vec![];

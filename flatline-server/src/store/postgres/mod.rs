@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use flatline_core::account::{Account, AccountAttributes, AccountSettings, Device, DeviceSettings};
 use flatline_core::credentials::SaltedTokenHash;
 use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, ServiceId};
-use flatline_core::keys::{EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
+use flatline_core::keys::{BundleKeys, EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{Admission, BucketConfig, BucketState};
 use flatline_core::store::{
     AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
@@ -477,6 +477,34 @@ fn signed_from_row(row: &PgRow) -> StoreResult<SignedPreKey> {
     })
 }
 
+/// An EC key in the columns `{prefix}_id`, `{prefix}_public` of an outer join (all null: none).
+fn prefixed_ec(row: &PgRow, prefix: &str) -> StoreResult<Option<EcPreKey>> {
+    let id: Option<i64> = get(row, &format!("{prefix}_id"))?;
+    let public_key: Option<Vec<u8>> = get(row, &format!("{prefix}_public"))?;
+    match (id, public_key) {
+        (Some(id), Some(public_key)) => Ok(Some(EcPreKey {
+            key_id: key_id(id)?,
+            public_key,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// A signed key in the columns `{prefix}_id`, `{prefix}_public`, `{prefix}_signature` of an outer join.
+fn prefixed_signed(row: &PgRow, prefix: &str) -> StoreResult<Option<SignedPreKey>> {
+    let id: Option<i64> = get(row, &format!("{prefix}_id"))?;
+    let public_key: Option<Vec<u8>> = get(row, &format!("{prefix}_public"))?;
+    let signature: Option<Vec<u8>> = get(row, &format!("{prefix}_signature"))?;
+    match (id, public_key, signature) {
+        (Some(id), Some(public_key), Some(signature)) => Ok(Some(SignedPreKey {
+            key_id: key_id(id)?,
+            public_key,
+            signature,
+        })),
+        _ => Ok(None),
+    }
+}
+
 /// Maps a unique violation on `accounts` to the rule it breaks.
 fn account_conflict(e: &sqlx::Error) -> Option<Conflict> {
     let d = e.as_database_error()?;
@@ -919,28 +947,66 @@ impl KeyStore for PgStore {
         .fetch_one(&self.pool)
         .await
         .map_err(db)?;
-        let ec_id: Option<i64> = get(&row, "ec_id")?;
-        let ec_public: Option<Vec<u8>> = get(&row, "ec_public")?;
-        let kem_id: Option<i64> = get(&row, "kem_id")?;
-        let kem_public: Option<Vec<u8>> = get(&row, "kem_public")?;
-        let kem_signature: Option<Vec<u8>> = get(&row, "kem_signature")?;
         Ok(TakenKeys {
-            ec: match (ec_id, ec_public) {
-                (Some(id), Some(public_key)) => Some(EcPreKey {
-                    key_id: key_id(id)?,
-                    public_key,
-                }),
-                _ => None,
-            },
-            kem: match (kem_id, kem_public, kem_signature) {
-                (Some(id), Some(public_key), Some(signature)) => Some(SignedPreKey {
-                    key_id: key_id(id)?,
-                    public_key,
-                    signature,
-                }),
-                _ => None,
-            },
+            ec: prefixed_ec(&row, "ec")?,
+            kem: prefixed_signed(&row, "kem")?,
         })
+    }
+
+    async fn take_bundle_keys(
+        &self,
+        owner: ServiceId,
+        device: DeviceId,
+    ) -> StoreResult<Option<BundleKeys>> {
+        // The whole device part of a fetch in one round trip (was three): the signed key, the two takes of
+        // `take_one_time_keys` (done only when there is a signed key, so a device without one loses nothing) and
+        // the last-resort key, read always (it is small) and used when no one-time Kyber key was left.
+        let row = sqlx::query(
+            "WITH s AS (
+                 SELECT key_id, public_key, signature FROM signed_keys
+                 WHERE identity = $1 AND owner = $2 AND device_id = $3 AND kind = $4),
+             ec AS (
+                 DELETE FROM one_time_ec_keys
+                 WHERE EXISTS (SELECT 1 FROM s) AND identity = $1 AND owner = $2 AND device_id = $3 AND key_id = (
+                     SELECT key_id FROM one_time_ec_keys WHERE identity = $1 AND owner = $2 AND device_id = $3
+                     ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING key_id, public_key),
+             kem AS (
+                 DELETE FROM one_time_kem_keys
+                 WHERE EXISTS (SELECT 1 FROM s) AND identity = $1 AND owner = $2 AND device_id = $3 AND key_id = (
+                     SELECT key_id FROM one_time_kem_keys WHERE identity = $1 AND owner = $2 AND device_id = $3
+                     ORDER BY key_id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING key_id, public_key, signature),
+             lr AS (
+                 SELECT key_id, public_key, signature FROM signed_keys
+                 WHERE identity = $1 AND owner = $2 AND device_id = $3 AND kind = $5)
+             SELECT s.key_id AS s_id, s.public_key AS s_public, s.signature AS s_signature,
+                    ec.key_id AS ec_id, ec.public_key AS ec_public,
+                    kem.key_id AS kem_id, kem.public_key AS kem_public, kem.signature AS kem_signature,
+                    lr.key_id AS lr_id, lr.public_key AS lr_public, lr.signature AS lr_signature
+             FROM (SELECT 1) AS one LEFT JOIN s ON TRUE LEFT JOIN ec ON TRUE LEFT JOIN kem ON TRUE
+                  LEFT JOIN lr ON TRUE",
+        )
+        .bind(identity_code(owner))
+        .bind(owner_bytes(owner))
+        .bind(i64::from(device.get()))
+        .bind(SIGNED_EC)
+        .bind(LAST_RESORT)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        let Some(signed) = prefixed_signed(&row, "s")? else {
+            return Ok(None);
+        };
+        let kem = match prefixed_signed(&row, "kem")? {
+            Some(kem) => Some(kem),
+            None => prefixed_signed(&row, "lr")?,
+        };
+        Ok(Some(BundleKeys {
+            signed,
+            one_time: prefixed_ec(&row, "ec")?,
+            kem,
+        }))
     }
 
     async fn signed_pre_key(
