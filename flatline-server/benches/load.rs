@@ -17,6 +17,11 @@
 //! next to the raw store cycle of the same messages, and the server's RSS with 10 000 idle authenticated
 //! sockets: `LOAD_WORKLOADS=messages,idle LOAD_SCENARIOS=sqlite1,pg1 cargo bench -p flatline-server --bench load`.
 //!
+//! `cargo bench -p flatline-server --bench load -- <word>…` picks workloads (`fetch`, `register`, `idle`, `storm`,
+//! `messages`, `all`) and scenarios (`sqlite1`, `pg1`, `pg3`) on the command line; a table of the performance goals
+//! with what this run measured closes the output. `-- smoke` runs every workload on every scenario with tiny sizes
+//! and fails on any failed operation: CI runs it (`--profile dev`), for the code paths, never for the numbers.
+//!
 //! Rate limits are raised in the servers' configuration so the run measures work, not 429s; any non-2xx answer
 //! is counted and printed. Everything is configured by `LOAD_*` environment variables (see [`Settings`]); never
 //! `FLATLINE_*`, which the server binary would read as its own configuration. Without `--bench` (as under
@@ -84,6 +89,11 @@ struct Settings {
     messages: usize,
     /// `LOAD_IDLE_SOCKETS`: authenticated sockets held idle by the `idle` workload (10000).
     idle_sockets: usize,
+    /// `LOAD_STORM`: sockets of the `storm` workload, reconnecting at once after a restart of the server (1000).
+    storm: usize,
+    /// `smoke` on the command line: every workload with tiny sizes, failing on any failed operation (CI runs it
+    /// in the debug build; its numbers mean nothing).
+    smoke: bool,
     /// `TEST_POSTGRES_URL`: the PostgreSQL server; each PostgreSQL scenario creates (and drops) a database there.
     postgres: String,
 }
@@ -136,9 +146,56 @@ impl Settings {
                 .collect(),
             messages: env_or("LOAD_MESSAGES", 1000usize).max(1),
             idle_sockets: env_or("LOAD_IDLE_SOCKETS", 10_000usize),
+            storm: env_or("LOAD_STORM", 1000usize),
+            smoke: false,
             postgres: std::env::var("TEST_POSTGRES_URL")
                 .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into()),
         }
+    }
+
+    /// Applies the command line (`cargo bench -p flatline-server --bench load -- <word>…`): each word a workload
+    /// (`fetch`, `register`, `messages`, `idle`, `storm`, or `all`), a scenario (`sqlite1`, `pg1`, `pg3`, …), or
+    /// `smoke`. Words replace the `LOAD_WORKLOADS` / `LOAD_SCENARIOS` defaults.
+    fn apply_args(&mut self, words: &[String]) -> Result<(), String> {
+        let (mut workloads, mut scenarios) = (vec![], vec![]);
+        for w in words {
+            match w.as_str() {
+                "smoke" => self.smoke = true,
+                "all" => workloads.extend(WORKLOADS.iter().map(|w| (*w).to_owned())),
+                w if WORKLOADS.contains(&w) => workloads.push(w.to_owned()),
+                w => scenarios.push(Scenario::parse(w).ok_or_else(|| {
+                    format!(
+                        "`{w}` is neither a workload ({}, all), a scenario (sqliteN, pgN) nor `smoke`",
+                        WORKLOADS.join(", ")
+                    )
+                })?),
+            }
+        }
+        if self.smoke {
+            // Tiny sizes: every code path of the benchmark runs once or a few times, in well under a minute.
+            self.fetches = 64;
+            self.concurrency = 4;
+            self.rounds = 1;
+            self.registrations = 8;
+            self.reg_concurrency = 2;
+            self.targets = 4;
+            self.conversations = vec![1, 4];
+            self.messages = 8;
+            self.idle_sockets = 16;
+            self.storm = 16;
+            self.workloads = WORKLOADS.iter().map(|w| (*w).to_owned()).collect();
+            self.scenarios = ["sqlite1", "pg1", "pg3"]
+                .iter()
+                .filter_map(|s| Scenario::parse(s))
+                .collect();
+        }
+        if !workloads.is_empty() {
+            self.workloads = workloads;
+        }
+        if !scenarios.is_empty() {
+            self.scenarios = scenarios;
+        }
+        Ok(())
     }
 
     fn has(&self, workload: &str) -> bool {
@@ -159,6 +216,9 @@ impl Settings {
         u32::try_from(needed.div_ceil(self.targets) + margin).unwrap_or(u32::MAX)
     }
 }
+
+/// Every workload, in the order they run.
+const WORKLOADS: [&str; 5] = ["fetch", "register", "idle", "storm", "messages"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -472,6 +532,13 @@ fn server_binary() -> PathBuf {
     )
 }
 
+/// Like [`healthy`], for at most 10 s.
+async fn healthy_soon(remote: &Remote) -> bool {
+    tokio::time::timeout(Duration::from_secs(10), healthy(remote))
+        .await
+        .unwrap_or(false)
+}
+
 async fn healthy(remote: &Remote) -> bool {
     for _ in 0..1200 {
         if remote
@@ -515,16 +582,7 @@ impl Cluster {
                 config_text(&cluster.dir, port, db, connections, &idp.issuer(), sockets),
             )
             .map_err(|e| format!("config: {e}"))?;
-            let log =
-                std::fs::File::create(cluster.log_path(i)).map_err(|e| format!("log: {e}"))?;
-            let child = Command::new(server_binary())
-                .args(["--config", &config.to_string_lossy(), "serve"])
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log))
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("start flatline-server: {e}"))?;
+            let child = cluster.spawn(i)?;
             cluster.children.push(child);
             cluster.ports.push(port);
             cluster
@@ -537,6 +595,41 @@ impl Cluster {
             }
         }
         Ok(cluster)
+    }
+
+    /// Starts process `i` from its configuration file (written by [`Cluster::start`]), logging to its log file.
+    fn spawn(&self, i: usize) -> Result<Child, String> {
+        let config = self.dir.join(format!("server{i}.toml"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .map_err(|e| format!("log: {e}"))?;
+        Command::new(server_binary())
+            .args(["--config", &config.to_string_lossy(), "serve"])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start flatline-server: {e}"))
+    }
+
+    /// Kills process `i` (SIGKILL, as a crash would) and starts it again on the same port and database.
+    async fn restart(&mut self, i: usize) -> Result<(), String> {
+        let _ = self.children[i].start_kill();
+        let _ = self.children[i].wait().await;
+        // The port is free again once the process is gone; retry briefly in case the kernel lags.
+        for attempt in 0..50 {
+            self.children[i] = self.spawn(i)?;
+            if healthy_soon(&self.remotes[i]).await {
+                return Ok(());
+            }
+            let _ = self.children[i].start_kill();
+            let _ = self.children[i].wait().await;
+            tokio::time::sleep(Duration::from_millis(100 * (attempt + 1))).await;
+        }
+        Err(format!("server {i} did not restart:\n{}", self.logs()))
     }
 
     fn log_path(&self, i: usize) -> PathBuf {
@@ -878,6 +971,7 @@ struct ScenarioResult {
     /// Per conversation level: end to end, and the raw store cycle of the same messages.
     flows: Vec<(message_flow::FlowOutcome, Outcome)>,
     idle: Option<message_flow::IdleOutcome>,
+    storm: Option<message_flow::StormOutcome>,
 }
 
 async fn run_scenario(
@@ -916,7 +1010,7 @@ async fn run_scenario(
         eprintln!("   seeded in {:.1} s", t.elapsed().as_secs_f64());
 
         let sockets = s.idle_sockets + 2 * s.conversations.iter().max().copied().unwrap_or(0) + 100;
-        let cluster = Cluster::start(
+        let mut cluster = Cluster::start(
             scenario.processes,
             &url,
             s.db_connections,
@@ -1000,6 +1094,18 @@ async fn run_scenario(
             );
             idle = Some(o);
         }
+        let mut storm = None;
+        if s.has("storm") && s.storm > 0 {
+            cluster.restart(0).await?;
+            let o = message_flow::connect_storm(mm, cluster.ports[0], s.storm).await;
+            eprintln!(
+                "   storm: {} of {} sockets past queue/empty in {:.2} s after a restart",
+                o.sockets,
+                s.storm,
+                o.elapsed.as_secs_f64()
+            );
+            storm = Some(o);
+        }
         let mut flows = vec![];
         if s.has("messages") {
             for &c in &s.conversations {
@@ -1055,6 +1161,7 @@ async fn run_scenario(
             fetch: s.has("fetch").then_some((f, sv, r)),
             flows,
             idle,
+            storm,
         })
     }
     .await;
@@ -1081,7 +1188,16 @@ fn main() {
         println!("load benchmark: run it with `cargo bench -p flatline-server --bench load`");
         return;
     }
-    let s = Settings::from_env();
+    let mut s = Settings::from_env();
+    // Words after `--`: cargo adds `--bench` (and libtest-style flags a harness-less bench may ignore).
+    let words: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    if let Err(e) = s.apply_args(&words) {
+        eprintln!("load benchmark: {e}");
+        std::process::exit(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(s.threads)
         .enable_all()
@@ -1118,7 +1234,10 @@ async fn run(s: Settings) -> Result<(), String> {
         } else {
             0
         },
-        if s.has("idle") { s.idle_sockets } else { 0 },
+        usize::max(
+            if s.has("idle") { s.idle_sockets } else { 0 },
+            if s.has("storm") { s.storm } else { 0 },
+        ),
     );
     let idp = Arc::new(FakeIdp::start(Arc::new(SystemClock), Arc::new(OsRandom)).await);
     let mut results = vec![];
@@ -1128,6 +1247,9 @@ async fn run(s: Settings) -> Result<(), String> {
     let load_after = load_average();
 
     println!();
+    if s.smoke {
+        println!("Smoke run: tiny sizes, whatever build ran it; the numbers below mean nothing.");
+    }
     println!(
         "Machine: {cores} cores, shared by the load generator ({} tokio threads), the servers and the database. \
          Load average (1, 5, 15 min) before: {load_before}; after: {load_after}.",
@@ -1219,5 +1341,144 @@ async fn run(s: Settings) -> Result<(), String> {
             }
         }
     }
+    if results.iter().any(|r| r.storm.is_some()) {
+        println!();
+        println!(
+            "| Scenario | Storm sockets (after a kill -9 and restart) | Connected | All past queue/empty (s) | p50 / p99 ms | Failed |"
+        );
+        println!("|---|---:|---:|---:|---:|---|");
+        for r in &results {
+            if let Some(o) = &r.storm {
+                println!(
+                    "| {} | {} | {} | {:.2} | {:.1} / {:.1} | {} |",
+                    r.label,
+                    s.storm,
+                    o.sockets,
+                    o.elapsed.as_secs_f64(),
+                    message_flow::percentile_ms(&o.latency, 50.0),
+                    message_flow::percentile_ms(&o.latency, 99.0),
+                    failure_text(&o.failures)
+                );
+            }
+        }
+    }
+    print_goals(&s, &results);
+    let failed: usize = results.iter().map(ScenarioResult::failed).sum();
+    if s.smoke && failed > 0 {
+        return Err(format!(
+            "smoke run: {failed} operations failed (see the tables)"
+        ));
+    }
     Ok(())
+}
+
+fn failure_text(failures: &BTreeMap<String, usize>) -> String {
+    if failures.is_empty() {
+        return "0".into();
+    }
+    let n: usize = failures.values().sum();
+    let parts: Vec<String> = failures.iter().map(|(k, v)| format!("{v}× {k}")).collect();
+    format!("{n} ({})", parts.join(", "))
+}
+
+impl ScenarioResult {
+    /// Failed operations of every workload.
+    fn failed(&self) -> usize {
+        self.rows.iter().map(|r| r.outcome.failed()).sum::<usize>()
+            + self
+                .flows
+                .iter()
+                .map(|(e, raw)| e.failures.values().sum::<usize>() + raw.failed())
+                .sum::<usize>()
+            + self
+                .storm
+                .as_ref()
+                .map_or(0, |o| o.failures.values().sum::<usize>())
+    }
+}
+
+/// The goals of the performance issue next to what this run measured.
+fn print_goals(s: &Settings, results: &[ScenarioResult]) {
+    let mut lines: Vec<(String, String, String, bool)> = vec![];
+    for r in results {
+        let sqlite = r.label.starts_with("SQLite");
+        if let Some((f, _, raw)) = r.fetch {
+            let goal = if sqlite { 0.7 } else { 0.5 };
+            lines.push((
+                format!("HTTP fetch / raw take ≥ {goal}"),
+                r.label.clone(),
+                format!("{:.2}", f / raw),
+                f / raw >= goal,
+            ));
+        }
+        if sqlite
+            && let Some(reg) = r
+                .rows
+                .iter()
+                .find(|row| row.workload.starts_with("HTTP registration"))
+        {
+            let rate = reg.outcome.per_second();
+            lines.push((
+                "registrations ≥ 500/s".into(),
+                r.label.clone(),
+                format!("{rate:.0}/s"),
+                rate >= 500.0,
+            ));
+        }
+        for (e, raw) in &r.flows {
+            let ratio = e.per_second() / raw.per_second();
+            lines.push((
+                format!(
+                    "messages end to end / raw ≥ 0.5 ({} conversations)",
+                    e.conversations
+                ),
+                r.label.clone(),
+                format!("{ratio:.2}"),
+                ratio >= 0.5,
+            ));
+            if e.conversations >= 1000 && r.label.starts_with("PostgreSQL × 3") {
+                let p99 = message_flow::percentile_ms(&e.delivery, 99.0);
+                lines.push((
+                    "delivery p99 < 50 ms at 1000 conversations".into(),
+                    r.label.clone(),
+                    format!("{p99:.1} ms"),
+                    p99 < 50.0,
+                ));
+            }
+        }
+        if let Some(i) = &r.idle {
+            let mb = i.rss_after_kib as f64 * 1024.0 / 1e6;
+            lines.push((
+                "RSS ≤ 300 MB with 10 000 idle authenticated sockets".into(),
+                r.label.clone(),
+                format!("{mb:.0} MB with {} sockets", i.sockets),
+                i.sockets >= 10_000 && mb <= 300.0,
+            ));
+        }
+        if let Some(o) = &r.storm {
+            let errors: usize = o.failures.values().sum();
+            lines.push((
+                "1000 reconnects within 1 s of a restart, no error".into(),
+                r.label.clone(),
+                format!(
+                    "{} in {:.2} s, {errors} errors",
+                    o.sockets,
+                    o.elapsed.as_secs_f64()
+                ),
+                s.storm >= 1000 && errors == 0 && o.elapsed <= Duration::from_secs(1),
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    println!();
+    println!("| Goal | Scenario | Measured | Met |");
+    println!("|---|---|---|---|");
+    for (goal, scenario, measured, met) in lines {
+        println!(
+            "| {goal} | {scenario} | {measured} | {} |",
+            if met { "yes" } else { "**no**" }
+        );
+    }
 }

@@ -490,3 +490,48 @@ pub async fn idle_sockets(m: &MessageMaterial, port: u16, pid: u32) -> Result<Id
         connect_per_second,
     })
 }
+
+/// A connect storm: `count` accounts' authenticated sockets opened all at once (as after a server restart, when
+/// every client reconnects), each until its `queue/empty`.
+pub struct StormOutcome {
+    pub sockets: usize,
+    /// From the first connect to the last `queue/empty`.
+    pub elapsed: Duration,
+    /// Sorted, microseconds: connect to `queue/empty` of each socket that made it.
+    pub latency: Vec<u64>,
+    pub failures: BTreeMap<String, usize>,
+}
+
+pub async fn connect_storm(m: &MessageMaterial, port: u16, count: usize) -> StormOutcome {
+    let started = Instant::now();
+    let results = futures_util::future::join_all(m.idle.iter().take(count).map(|c| async move {
+        let t = Instant::now();
+        let mut ws = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut ws = connect(port, c).await?;
+            until_queue_empty(&mut ws).await?;
+            Ok::<Ws, String>(ws)
+        })
+        .await
+        .map_err(|_| "no queue/empty within 30 s".to_owned())??;
+        let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = ws.close(None).await;
+        Ok::<u64, String>(micros)
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    let mut latency = vec![];
+    let mut failures = BTreeMap::new();
+    for r in results {
+        match r {
+            Ok(us) => latency.push(us),
+            Err(e) => *failures.entry(e).or_insert(0) += 1,
+        }
+    }
+    latency.sort_unstable();
+    StormOutcome {
+        sockets: latency.len(),
+        elapsed,
+        latency,
+        failures,
+    }
+}
