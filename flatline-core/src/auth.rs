@@ -133,7 +133,23 @@ impl Authenticator {
         &self,
         credentials: &DeviceCredentials,
     ) -> Result<AuthenticatedDevice, AuthError> {
-        let Some(account) = self.store.account(credentials.aci).await? else {
+        // A cached account may accept; a refusal is decided on the stored one (a new device or a new password the
+        // cache has not seen yet must not be refused).
+        let opens = |account: &Account| {
+            account.device(credentials.device_id).is_some_and(|d| {
+                !d.credential.is_locked() && d.credential.verify(&credentials.password)
+            })
+        };
+        let loaded = match self.store.account_for_auth(credentials.aci).await? {
+            Some(found) if found.cached => {
+                if opens(&found.account) {
+                    return self.accepted(found.account, credentials.device_id).await;
+                }
+                self.store.account(credentials.aci).await?
+            }
+            other => other.map(|found| found.account),
+        };
+        let Some(account) = loaded else {
             decoy().verify(&credentials.password);
             return Err(AuthError::UnknownAccount);
         };
@@ -147,16 +163,25 @@ impl Authenticator {
         if !device.credential.verify(&credentials.password) {
             return Err(AuthError::WrongPassword);
         }
+        self.accepted(account, credentials.device_id).await
+    }
+
+    /// Records the device's use (at most one write a day) and hands out the authenticated device.
+    async fn accepted(
+        &self,
+        account: Account,
+        device_id: DeviceId,
+    ) -> Result<AuthenticatedDevice, AuthError> {
         let today = start_of_day(self.clock.now());
-        if device.last_seen < today {
+        if account
+            .device(device_id)
+            .is_some_and(|d| d.last_seen < today)
+        {
             self.store
-                .touch_device(account.aci, device.id, today)
+                .touch_device(account.aci, device_id, today)
                 .await?;
         }
-        Ok(AuthenticatedDevice {
-            device_id: credentials.device_id,
-            account,
-        })
+        Ok(AuthenticatedDevice { device_id, account })
     }
 }
 

@@ -107,6 +107,17 @@ pub trait AccountStore: Send + Sync {
     /// The account with this ACI.
     async fn account(&self, aci: Aci) -> StoreResult<Option<Account>>;
 
+    /// The account with this ACI, for accepting a device's credentials. A backend may answer from a cache: it
+    /// always reflects what was committed through this store value, and what another process committed once that
+    /// process's change has been notified (a bound the backend documents). `None` is never cached. Only an
+    /// acceptance may rest on a cached answer: a caller confirms a refusal with [`AccountStore::account`].
+    async fn account_for_auth(&self, aci: Aci) -> StoreResult<Option<AuthAccount>> {
+        Ok(self.account(aci).await?.map(|account| AuthAccount {
+            account,
+            cached: false,
+        }))
+    }
+
     /// The account whose current PNI is `pni`.
     async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>>;
 
@@ -165,6 +176,15 @@ impl DeviceGeneration {
             credential_salt: d.credential.salt.clone(),
         })
     }
+}
+
+/// An account as [`AccountStore::account_for_auth`] found it.
+#[derive(Debug, Clone)]
+pub struct AuthAccount {
+    /// The account.
+    pub account: Account,
+    /// Whether it came from a cache rather than from the store just now.
+    pub cached: bool,
 }
 
 /// Prekeys, partitioned by identity (an ACI or a PNI) and device.

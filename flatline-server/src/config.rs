@@ -771,6 +771,10 @@ pub struct DatabaseConfig {
     /// PostgreSQL: `statement_timeout` set on every connection, in milliseconds; 0 disables it. Default 30000.
     /// Migrations run without it.
     pub statement_timeout_ms: u64,
+    /// PostgreSQL: seconds an account stays cached for authenticating its devices' requests; 0 turns the cache
+    /// off. Changes from any process drop an entry within milliseconds (notifications); this is the bound for a
+    /// change nothing notified. Default 30.
+    pub auth_cache_seconds: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -782,6 +786,7 @@ impl Default for DatabaseConfig {
             acquire_timeout_seconds: 10,
             idle_timeout_seconds: 600,
             statement_timeout_ms: 30_000,
+            auth_cache_seconds: 30,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use flatline_core::account::Account;
 use flatline_core::auth::{AuthError, AuthenticatedDevice};
 use flatline_core::credentials::DeviceCredentials;
 use ipnet::IpNet;
@@ -27,16 +28,27 @@ async fn socket_device(
     identity: &SocketIdentity,
     state: &AppState,
 ) -> Result<AuthenticatedDevice, ApiError> {
-    let account = state
+    let current = |account: &Account| {
+        account
+            .device(identity.device_id)
+            .is_some_and(|d| d.credential == identity.credential && !d.credential.is_locked())
+    };
+    // A cached account may let the request through; a refusal is decided on the stored one.
+    let found = state
         .store
-        .account(identity.aci)
+        .account_for_auth(identity.aci)
         .await
-        .map_err(|e| ApiError::internal(&e))?
-        .ok_or_else(ApiError::unauthorized)?;
-    let current = account
-        .device(identity.device_id)
-        .is_some_and(|d| d.credential == identity.credential && !d.credential.is_locked());
-    if !current {
+        .map_err(|e| ApiError::internal(&e))?;
+    let account = match found {
+        Some(f) if f.cached && !current(&f.account) => state
+            .store
+            .account(identity.aci)
+            .await
+            .map_err(|e| ApiError::internal(&e))?,
+        other => other.map(|f| f.account),
+    }
+    .ok_or_else(ApiError::unauthorized)?;
+    if !current(&account) {
         state.metrics.auth_failure("socket_stale");
         return Err(ApiError::unauthorized());
     }

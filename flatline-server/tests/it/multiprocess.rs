@@ -283,6 +283,19 @@ impl Cluster {
         login: &str,
         code: &str,
     ) -> Result<Option<Aci>, reqwest::Error> {
+        Ok(self
+            .register_client(first, login, code)
+            .await?
+            .map(|(aci, _)| aci))
+    }
+
+    /// [`Cluster::register`], also handing out the registered client (its password).
+    async fn register_client(
+        &self,
+        first: usize,
+        login: &str,
+        code: &str,
+    ) -> Result<Option<(Aci, SimClient)>, reqwest::Error> {
         let (verifier, challenge) = pkce(&OsRandom);
         let body = json!({"providerId": "fake", "codeChallenge": challenge, "state": "st", "redirectUri": REDIRECT, "loginHint": login, "inviteCode": code});
         let (status, session) = self
@@ -317,7 +330,7 @@ impl Cluster {
         if status != 200 {
             return Ok(None);
         }
-        let client = SimClient::new(&OsRandom);
+        let mut client = SimClient::new(&OsRandom);
         let principal = verified["principal"].as_str().unwrap_or_default();
         let auth = client.registration_auth(principal);
         let (status, registered) = self
@@ -334,11 +347,13 @@ impl Cluster {
             "registration answered {status}: {registered}"
         );
         Ok((status == 200).then(|| {
-            registered["uuid"]
+            let aci = registered["uuid"]
                 .as_str()
                 .unwrap_or_default()
                 .parse()
-                .expect("aci")
+                .expect("aci");
+            client.aci = aci;
+            (aci, client)
         }))
     }
 
@@ -863,4 +878,78 @@ async fn sigkill_in_the_middle_of_a_mixed_load() {
 enum Load {
     Key(u64),
     Registered,
+}
+
+/// A password changed through one process (a re-registration, which gives the device a new password) is refused
+/// by another process that had the account cached for authentication, within the notification's delay, well
+/// inside the cache's 30 s lifetime; the new password works there at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_changed_password_is_refused_by_the_other_processes_at_once() {
+    let cluster = Cluster::start(2).await;
+    let (_, code) = cluster.invite(2).await;
+    let login = "cache-change@example.org";
+    let (aci, old) = cluster
+        .register_client(1, login, &code)
+        .await
+        .unwrap()
+        .expect("registered");
+    let old_auth = old.basic_auth(UsernameForm::Dot);
+    // Process 1 authenticates the device a few times: its account is now cached there.
+    for _ in 0..5 {
+        let (status, _) = cluster
+            .send(
+                1,
+                reqwest::Method::GET,
+                "/v1/accounts/whoami",
+                Some(&old_auth),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+    }
+    // Re-registration, committed by process 0 (the steps run on 0, 1, 0).
+    let (again, new) = cluster
+        .register_client(0, login, &code)
+        .await
+        .unwrap()
+        .expect("re-registered");
+    assert_eq!(again, aci, "re-registration keeps the ACI");
+    let new_auth = new.basic_auth(UsernameForm::Dot);
+    let (status, _) = cluster
+        .send(
+            1,
+            reqwest::Method::GET,
+            "/v1/accounts/whoami",
+            Some(&new_auth),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "the new password is accepted at once");
+    let started = std::time::Instant::now();
+    let mut refused = false;
+    while started.elapsed() < Duration::from_secs(3) {
+        let (status, _) = cluster
+            .send(
+                1,
+                reqwest::Method::GET,
+                "/v1/accounts/whoami",
+                Some(&old_auth),
+                None,
+            )
+            .await
+            .unwrap();
+        if status == 401 {
+            refused = true;
+            break;
+        }
+        assert_eq!(status, 200);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        refused,
+        "the old password is still accepted:\n{}",
+        cluster.logs()
+    );
 }

@@ -624,6 +624,7 @@ async fn database_outage_answers_503_and_recovers() {
         acquire_timeout: Duration::from_secs(3),
         idle_timeout: None,
         statement_timeout_ms: 10_000,
+        auth_cache: Duration::from_secs(30),
     };
     let store = PgStore::connect_with(
         options.clone().host("127.0.0.1").port(proxy.port),
@@ -784,4 +785,60 @@ async fn committed_messages_are_announced_to_other_processes() {
     ];
     want.sort();
     assert_eq!(got, want);
+}
+
+/// The authentication cache of one store serves repeated loads, never misses this store's own writes, and drops an
+/// account another store (another process) changed once that change is notified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_cache_follows_local_writes_and_other_processes() {
+    let (_, stores) = stores_sharing_one_schema(2).await;
+    let (a, b) = (stores[0].clone(), stores[1].clone());
+    let rng = SeededRng::new(41);
+    let new = new_account(&rng, "cache@example.org", "password-0123456789", T0);
+    let aci = new.account.aci;
+    a.create_account(new).await.unwrap();
+
+    // The listener connects in the background; until then nothing is cached.
+    let cached = || async { a.account_for_auth(aci).await.unwrap().unwrap().cached };
+    let mut warm = false;
+    for _ in 0..500 {
+        if cached().await {
+            warm = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(warm, "repeated loads are served from the cache");
+
+    // A write through the same store is seen by the very next load.
+    a.lock_credentials(aci).await.unwrap();
+    let found = a.account_for_auth(aci).await.unwrap().unwrap();
+    assert!(!found.cached, "a local write drops the entry");
+    assert!(found.account.devices[0].credential.is_locked());
+
+    // Re-warm, then change the account through the other store: the notification drops the entry.
+    for _ in 0..500 {
+        if cached().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(cached().await, "cached again");
+    b.touch_device(aci, DeviceId::PRIMARY, Timestamp(T0.0 + 86_400_000))
+        .await
+        .unwrap();
+    let mut dropped = false;
+    for _ in 0..300 {
+        let found = a.account_for_auth(aci).await.unwrap().unwrap();
+        if found.account.devices[0].last_seen == Timestamp(T0.0 + 86_400_000) {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // 3 s against a 30 s time to live: only the notification can explain it.
+    assert!(dropped, "another process's change reached this cache");
+    // The plain load never comes from the cache.
+    b.delete_account(aci, T0).await.unwrap();
+    assert!(a.account(aci).await.unwrap().is_none());
 }

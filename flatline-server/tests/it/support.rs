@@ -133,6 +133,7 @@ pub fn pg_test_settings() -> PoolSettings {
         acquire_timeout: std::time::Duration::from_secs(120),
         idle_timeout: None,
         statement_timeout_ms: 60_000,
+        auth_cache: std::time::Duration::from_secs(30),
     }
 }
 

@@ -6,14 +6,18 @@
 //!   LOCKED)`, both kinds in one statement, so concurrent takers lock different rows and never get the same key;
 //! - a key upload serializes with other uploads to the same device through a transaction-scoped advisory lock,
 //!   so "replace" never turns into a union of two uploads;
-//! - a rate-limit acquire locks the bucket row (`SELECT … FOR UPDATE`, inserting it first when absent) and uses
-//!   [`ratelimit::apply`] for the arithmetic, so every backend computes identical results;
+//! - a rate-limit acquire is one upsert that does [`flatline_core::ratelimit::apply`]'s arithmetic on the locked
+//!   row (checked against `apply` by the conformance suite), on a small pool of its own that commits
+//!   asynchronously;
+//! - accounts read to authenticate requests may come from a cache kept current by this store's writes and by
+//!   other processes' notifications ([`auth_cache`]);
 //! - account creation relies on the unique constraints, each mapped to its [`Conflict`], in one transaction.
 //!
 //! Migrations are embedded and applied under an advisory lock, so processes starting together migrate once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,8 +27,8 @@ use flatline_core::ids::{Aci, DeviceId, IdentityType, KeyId, Pni, Principal, Ser
 use flatline_core::keys::{BundleKeys, EcPreKey, KeyCounts, KeyUpload, SignedPreKey, TakenKeys};
 use flatline_core::ratelimit::{Admission, BucketConfig, BucketState};
 use flatline_core::store::{
-    AccountStore, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount, RateLimitStore,
-    StoreError, StoreResult,
+    AccountStore, AuthAccount, Conflict, DeviceGeneration, InitialKeys, KeyStore, NewAccount,
+    RateLimitStore, StoreError, StoreResult,
 };
 use flatline_core::time::Timestamp;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
@@ -34,6 +38,7 @@ use uuid::Uuid;
 use super::{Migration, sql};
 use crate::config::DatabaseConfig;
 
+mod auth_cache;
 mod contacts;
 mod devices;
 mod invites;
@@ -117,6 +122,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bucket_admission",
         sql: include_str!("../../../migrations/postgres/0018_bucket_admission.sql"),
     },
+    Migration {
+        version: 19,
+        name: "account_notifications",
+        sql: include_str!("../../../migrations/postgres/0019_account_notifications.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".
@@ -167,6 +177,8 @@ pub struct PoolSettings {
     pub idle_timeout: Option<Duration>,
     /// `statement_timeout` set on every connection, in milliseconds; 0 means none.
     pub statement_timeout_ms: u64,
+    /// How long an account stays cached for authentication ([`auth_cache`]); zero turns the cache off.
+    pub auth_cache: Duration,
 }
 
 impl From<&DatabaseConfig> for PoolSettings {
@@ -177,6 +189,7 @@ impl From<&DatabaseConfig> for PoolSettings {
             idle_timeout: (c.idle_timeout_seconds > 0)
                 .then(|| Duration::from_secs(c.idle_timeout_seconds)),
             statement_timeout_ms: c.statement_timeout_ms,
+            auth_cache: Duration::from_secs(c.auth_cache_seconds),
         }
     }
 }
@@ -194,6 +207,8 @@ pub struct PgStore {
     /// Rate-limit buckets only: its connections commit asynchronously (`synchronous_commit = off`, see
     /// [`RateLimitStore::acquire`]), which nothing else may do. A quarter of `max_connections`, taken from them.
     buckets: PgPool,
+    /// Accounts cached for authentication; kept current by this store's writes and other processes' notifications.
+    auth_cache: Arc<auth_cache::AuthCache>,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -222,8 +237,15 @@ impl PgStore {
             .map_err(db)?;
         // Lazy: the main pool has just proven the database reachable; this one connects on first use.
         let buckets = Self::pool_options(settings, for_buckets)
-            .connect_lazy_with(options.options([("synchronous_commit", "off")]));
-        Ok(PgStore { pool, buckets })
+            .connect_lazy_with(options.clone().options([("synchronous_commit", "off")]));
+        // One more connection, held by the cache's LISTEN.
+        let listen = Self::pool_options(settings, 1).connect_lazy_with(options);
+        let auth_cache = auth_cache::AuthCache::start(settings.auth_cache, listen);
+        Ok(PgStore {
+            pool,
+            buckets,
+            auth_cache,
+        })
     }
 
     fn pool_options(settings: &PoolSettings, max_connections: u32) -> PgPoolOptions {
@@ -647,6 +669,24 @@ impl AccountStore for PgStore {
         self.load_account("aci", aci.as_bytes().to_vec()).await
     }
 
+    async fn account_for_auth(&self, aci: Aci) -> StoreResult<Option<AuthAccount>> {
+        if let Some(account) = self.auth_cache.get(aci) {
+            return Ok(Some(AuthAccount {
+                account,
+                cached: true,
+            }));
+        }
+        let epoch = self.auth_cache.epoch();
+        let loaded = self.account(aci).await?;
+        if let Some(account) = &loaded {
+            self.auth_cache.put(epoch, account);
+        }
+        Ok(loaded.map(|account| AuthAccount {
+            account,
+            cached: false,
+        }))
+    }
+
     async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>> {
         self.load_account("pni", pni.as_bytes().to_vec()).await
     }
@@ -696,6 +736,7 @@ impl AccountStore for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        self.auth_cache.drop_account(aci);
         Ok(true)
     }
 
@@ -715,6 +756,7 @@ impl AccountStore for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
+        self.auth_cache.drop_account(aci);
         Ok(())
     }
 
@@ -736,6 +778,7 @@ impl AccountStore for PgStore {
         .await
         .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        self.auth_cache.drop_account(aci);
         Ok(exists)
     }
 
@@ -777,6 +820,7 @@ impl AccountStore for PgStore {
             .await
             .map_err(db)?;
         tx.commit().await.map_err(db)?;
+        self.auth_cache.drop_account(aci);
         Ok(true)
     }
 }

@@ -402,6 +402,8 @@ impl RegistrationStore for PgStore {
             return Ok(RegistrationOutcome::InviteInvalid);
         }
         tx.commit().await.map_err(db)?;
+        // A re-registration replaced the devices and their passwords.
+        self.auth_cache.drop_account(aci);
         Ok(outcome)
     }
 

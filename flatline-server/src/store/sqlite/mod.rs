@@ -111,6 +111,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "bucket_admission",
         sql: include_str!("../../../migrations/sqlite/0018_bucket_admission.sql"),
     },
+    Migration {
+        version: 19,
+        name: "account_notifications",
+        sql: include_str!("../../../migrations/sqlite/0019_account_notifications.sql"),
+    },
 ];
 
 /// `database.acquire_timeout_seconds`' default.
