@@ -118,6 +118,19 @@ pub trait AccountStore: Send + Sync {
         }))
     }
 
+    /// The accounts of `ids` (ACIs, or current PNIs), in their order, `None` where there is none. The default
+    /// loads them one by one; a backend where every load is a round trip loads them at once.
+    async fn accounts_of(&self, ids: &[ServiceId]) -> StoreResult<Vec<Option<Account>>> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.push(match *id {
+                ServiceId::Aci(aci) => self.account(aci).await?,
+                ServiceId::Pni(pni) => self.account_by_pni(pni).await?,
+            });
+        }
+        Ok(found)
+    }
+
     /// The account whose current PNI is `pni`.
     async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>>;
 

@@ -892,11 +892,9 @@ impl MessageService {
         // Resolve every recipient (M§2.5 step 4).
         let mut resolved: Vec<(ServiceId, Account, MultiRecipientView)> = vec![];
         let mut uuids404 = vec![];
-        for r in &message.recipients {
-            let account = match r.service_id {
-                ServiceId::Aci(a) => self.store.account(a).await?,
-                ServiceId::Pni(p) => self.store.account_by_pni(p).await?,
-            };
+        let ids: Vec<ServiceId> = message.recipients.iter().map(|r| r.service_id).collect();
+        let accounts = self.store.accounts_of(&ids).await?;
+        for (r, account) in message.recipients.iter().zip(accounts) {
             let Some(account) = account else {
                 match auth {
                     MultiRecipientAuth::AccessKey(_) => return Err(MultiRecipientError::NotFound),

@@ -86,6 +86,13 @@ fn dev(d: DeviceId) -> i16 {
     i16::from(d.get())
 }
 
+fn device_of(v: i16) -> StoreResult<DeviceId> {
+    u8::try_from(v)
+        .ok()
+        .and_then(|d| DeviceId::new(d).ok())
+        .ok_or_else(|| StoreError::corrupt("device id out of range"))
+}
+
 fn size(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -216,27 +223,46 @@ impl MessageStore for PgStore {
                 return Ok(InsertOutcome::NotAllowed { aci: owner });
             }
         }
-        let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
+        // Every queue's cursor and byte total in one statement, in key order (the lock order of every insert). A
+        // queue that would overflow updates nothing and returns no row; the transaction is rolled back on return.
+        let (mut q_acis, mut q_devices, mut q_counts, mut q_bytes) =
+            (vec![], vec![], vec![], vec![]);
         for (&(aci, device), &(count, bytes)) in &per_queue {
-            // No row back: the existing queue is full; the transaction is rolled back on return.
-            let last: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO message_queues AS q (aci, device_id, last_seq, bytes) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (aci, device_id) DO UPDATE SET last_seq = q.last_seq + $3, bytes = q.bytes + $4
-                 WHERE q.bytes + $4 <= $5
-                 RETURNING last_seq",
-            )
-            .bind(id(aci))
-            .bind(dev(device))
-            .bind(count)
-            .bind(bytes)
-            .bind(max)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db)?;
-            let Some(last) = last else {
-                return Ok(InsertOutcome::QueueFull { aci, device });
-            };
-            next.insert((aci, device), last - count + 1);
+            q_acis.push(id(aci));
+            q_devices.push(dev(device));
+            q_counts.push(count);
+            q_bytes.push(bytes);
+        }
+        let rows = sqlx::query(
+            "INSERT INTO message_queues AS q (aci, device_id, last_seq, bytes)
+             SELECT * FROM UNNEST($1::bytea[], $2::smallint[], $3::bigint[], $4::bigint[])
+             ON CONFLICT (aci, device_id) DO UPDATE SET last_seq = q.last_seq + EXCLUDED.last_seq,
+                 bytes = q.bytes + EXCLUDED.bytes
+             WHERE q.bytes + EXCLUDED.bytes <= $5
+             RETURNING aci, device_id, last_seq",
+        )
+        .bind(q_acis)
+        .bind(q_devices)
+        .bind(q_counts)
+        .bind(q_bytes)
+        .bind(max)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        let mut next: BTreeMap<(Aci, DeviceId), i64> = BTreeMap::new();
+        for row in &rows {
+            let key = (
+                Aci(uuid_of(&get::<Vec<u8>>(row, "aci")?)?),
+                device_of(get::<i16>(row, "device_id")?)?,
+            );
+            let count = per_queue
+                .get(&key)
+                .map(|(count, _)| *count)
+                .ok_or_else(|| StoreError::corrupt("a queue nobody asked for"))?;
+            next.insert(key, get::<i64>(row, "last_seq")? - count + 1);
+        }
+        if let Some(&(aci, device)) = per_queue.keys().find(|k| !next.contains_key(k)) {
+            return Ok(InsertOutcome::QueueFull { aci, device });
         }
         let n = messages.len();
         let (mut acis, mut devices, mut seqs, mut guids, mut envelopes) = (
@@ -282,7 +308,7 @@ impl MessageStore for PgStore {
             devices.push(dev(m.device));
             seqs.push(*seq);
             guids.push(m.guid.0.as_bytes().to_vec());
-            envelopes.push(m.envelope.clone());
+            envelopes.push(m.envelope.as_slice());
             server_ts.push(m.server_timestamp.as_millis());
             expires.push(m.expires_at.as_millis());
             stories.push(m.story);

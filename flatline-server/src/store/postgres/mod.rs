@@ -687,6 +687,49 @@ impl AccountStore for PgStore {
         }))
     }
 
+    async fn accounts_of(&self, ids: &[ServiceId]) -> StoreResult<Vec<Option<Account>>> {
+        // One query for all (a multi-recipient send names up to thousands), grouped back per account.
+        let (mut acis, mut pnis) = (vec![], vec![]);
+        for id in ids {
+            match id {
+                ServiceId::Aci(a) => acis.push(a.as_bytes().to_vec()),
+                ServiceId::Pni(p) => pnis.push(p.as_bytes().to_vec()),
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT a.*, d.device_id AS d_device_id, d.credential_hash AS d_credential_hash,
+                    d.credential_salt AS d_credential_salt, d.registration_id AS d_registration_id,
+                    d.pni_registration_id AS d_pni_registration_id, d.name AS d_name,
+                    d.fetches_messages AS d_fetches_messages, d.capabilities AS d_capabilities,
+                    d.created_at AS d_created_at, d.last_seen AS d_last_seen
+             FROM accounts a LEFT JOIN devices d ON d.aci = a.aci
+             WHERE a.aci = ANY($1) OR a.pni = ANY($2) ORDER BY a.aci, d.device_id",
+        )
+        .bind(acis)
+        .bind(pnis)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        let mut accounts: Vec<Account> = vec![];
+        for group in rows.chunk_by(|a, b| {
+            a.try_get::<Vec<u8>, _>("aci").ok() == b.try_get::<Vec<u8>, _>("aci").ok()
+        }) {
+            accounts.push(account_from_rows(&group[0], group)?);
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                accounts
+                    .iter()
+                    .find(|a| match id {
+                        ServiceId::Aci(aci) => a.aci == *aci,
+                        ServiceId::Pni(pni) => a.pni == *pni,
+                    })
+                    .cloned()
+            })
+            .collect())
+    }
+
     async fn account_by_pni(&self, pni: Pni) -> StoreResult<Option<Account>> {
         self.load_account("pni", pni.as_bytes().to_vec()).await
     }
