@@ -200,7 +200,9 @@ async fn kill_9_mid_stream(db: &str, dir: &std::path::Path) {
     // Sends stop at the first failure: at most the one after the last 200 may have been stored unanswered.
     let attempted = answered.iter().max().map_or(0, |m| m + 2);
     let kept: BTreeSet<usize> = answered.difference(&acked).copied().collect();
-    assert!(kept.len() > KILL_AFTER / 3, "{} kept", kept.len());
+    // Every third of m0…m179 was answered and left unacknowledged (m180's 200 may still be on its way to the sender
+    // when its push arrives): at least 60 messages must come back.
+    assert!(kept.len() >= KILL_AFTER / 3, "{} kept", kept.len());
 
     let second = start_process_with(dir, "second", db, None, limits).await;
     let mut ws = WsClient::connect(addr(second.port), Some(&bob_auth))
