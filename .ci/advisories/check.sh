@@ -10,6 +10,7 @@
 # ignored in deny.toml, and when Cargo.lock names a crate the database has advisories for but the snapshot does not
 # hold (the snapshot predates that dependency: refresh it).
 set -euo pipefail
+export LC_ALL=C  # one sort order for the crate lists (comm)
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 WORKSPACE=$(cd "${1:-$ROOT}" && pwd)

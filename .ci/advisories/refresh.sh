@@ -10,6 +10,7 @@
 # advisories for, so that check.sh can tell when Cargo.lock gains such a crate and the snapshot must be refreshed.
 # Commit the result; run it again whenever Cargo.lock gains crates or the snapshot gets old.
 set -euo pipefail
+export LC_ALL=C  # one sort order for the crate lists (comm)
 cd "$(dirname "$0")/../.."
 OUT=.ci/advisories/snapshot
 
