@@ -1185,7 +1185,22 @@ impl Config {
     /// Principals live in one namespace shared by every provider (F-20, docs/SECURITY.md): when two providers map
     /// the same claim, a user of either IdP can take a principal first and the other provider's user with the same
     /// claim value is refused with `principal_conflict`.
+    ///
+    /// Without `server.admin_listen`, `/metrics` (route counts, authentication failure reasons) and `/healthz` are
+    /// served on the main listener, as the API contract allows (F-18); that is said when the main listener is
+    /// probably reachable from the internet: not on loopback, or behind a proxy (`server.trusted_proxies` is set).
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = vec![];
+        let public =
+            !self.server.listen.ip().is_loopback() || !self.server.trusted_proxies.is_empty();
+        if self.server.admin_listen.is_none() && public {
+            warnings.push(format!(
+                "`/metrics` and `/healthz` are served to anyone who reaches the main listener {} (or a proxy in \
+                 front of it); set `server.admin_listen` to a loopback or internal address to serve them there only \
+                 (docs/SECURITY.md, F-18)",
+                self.server.listen
+            ));
+        }
         let mut by_claim: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for p in &self.providers {
             if let Some(claim) = p.principal_claim.as_deref() {
@@ -1203,7 +1218,8 @@ impl Config {
                     ids.join(", ")
                 )
             })
-            .collect()
+            .for_each(|w| warnings.push(w));
+        warnings
     }
 
     /// The parsed trusted-proxy networks.
@@ -1400,6 +1416,30 @@ mod tests {
             let e = load("", &[(var, value)]).unwrap_err();
             assert!(e.to_string().contains(var), "{var}: {e}");
         }
+    }
+
+    #[test]
+    fn public_operations_endpoints_are_warned_about() {
+        let public = load("[server]\nlisten = \"0.0.0.0:8080\"\n", &[])
+            .unwrap()
+            .warnings();
+        assert_eq!(public.len(), 1, "{public:?}");
+        assert!(
+            public[0].contains("0.0.0.0:8080") && public[0].contains("server.admin_listen"),
+            "{public:?}"
+        );
+        let separate = "[server]\nlisten = \"0.0.0.0:8080\"\nadmin_listen = \"127.0.0.1:9090\"\n";
+        assert!(load(separate, &[]).unwrap().warnings().is_empty());
+        assert!(
+            load("", &[]).unwrap().warnings().is_empty(),
+            "loopback default"
+        );
+        assert!(
+            load("[server]\nlisten = \"[::1]:8080\"\n", &[])
+                .unwrap()
+                .warnings()
+                .is_empty()
+        );
     }
 
     #[test]

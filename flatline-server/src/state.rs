@@ -78,6 +78,8 @@ pub struct Services {
     pub notifier: Arc<dyn MessageNotifier>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// `/healthz`'s one-probe-at-a-time database check.
+    pub health: Arc<crate::http::health::HealthCheck>,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Arc<[IpNet]>,
     /// IPv6 clients share per-IP limiter buckets per network of this prefix length (`server.ipv6_limit_prefix`).
@@ -239,6 +241,7 @@ impl AppState {
             trusted_proxies: config.trusted_proxies()?.into(),
             ipv6_limit_prefix: config.server.ipv6_limit_prefix,
             metrics: Arc::new(Metrics::new()),
+            health: Arc::default(),
             chat,
             limiters,
             store,

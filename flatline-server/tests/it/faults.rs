@@ -8,6 +8,9 @@
 //!   (`BEGIN EXCLUSIVE`) for 10 s, longer than the server's `busy_timeout`; then, where the kernel lets the test set
 //!   the immutable flag (`chattr +i`), the database file and its WAL are made unwritable for 5 s, which makes every
 //!   write of the running server fail with EPERM (what a file system remounted read-only does to open files).
+//! - SQLite on a full disk: the database on a small tmpfs the test mounts (root), filled by a filler file under the
+//!   same load, then freed; then filled again and the server killed while it is full (see
+//!   `sqlite_disk_full_under_load`).
 //! - The chat bus: every PostgreSQL connection of one process is reset (ECONNRESET, through a proxy) and its
 //!   `LISTEN` must come back.
 //!
@@ -1381,6 +1384,211 @@ async fn sqlite_unwritable_under_load() {
         .await
         .expect("foreign_key_check");
     assert!(fk.is_empty(), "foreign keys hold");
+}
+
+// --- SQLite on a full disk --------------------------------------------------------------------------------------
+
+/// A small tmpfs mounted for as long as it lives (lazily unmounted on drop, also when the test fails).
+struct SmallFs {
+    dir: PathBuf,
+}
+
+impl SmallFs {
+    /// `Err` with the reason when mounting is not permitted here (not root, or no CAP_SYS_ADMIN).
+    fn mount(dir: PathBuf, bytes: u64) -> Result<SmallFs, String> {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={bytes},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(&dir)
+            .output()
+            .map_err(|e| format!("mount: {e}"))?;
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+        }
+        Ok(SmallFs { dir })
+    }
+
+    /// Fills the file system with `filler` until a write fails with ENOSPC; the bytes written.
+    fn fill(&self, filler: &Path) -> u64 {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(filler).expect("filler");
+        let mut written = 0;
+        for chunk in [1 << 20, 4096, 1] {
+            let bytes = vec![0x5a_u8; chunk];
+            loop {
+                match file.write(&bytes) {
+                    Ok(0) => break,
+                    Ok(n) => written += n as u64,
+                    Err(e) if e.raw_os_error() == Some(28) => break,
+                    Err(e) => panic!("filling the file system: {e}"),
+                }
+            }
+        }
+        written
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Reads that need no write (an authenticated `whoami`, which loads the account) until `until`: their statuses.
+async fn reads_until(target: &Target, who: &SimClient, until: Instant) -> Vec<u16> {
+    let auth = who.basic_auth(UsernameForm::Aci);
+    let mut seen = vec![];
+    while Instant::now() < until {
+        let r = target
+            .http
+            .get(format!("{}/v1/accounts/whoami", target.bases[0]))
+            .header("authorization", &auth)
+            .send()
+            .await;
+        seen.push(r.map_or(0, |r| r.status().as_u16()));
+        pause(100).await;
+    }
+    seen
+}
+
+/// Waits (up to 30 s) until the load has had a write refused since `before`; how long that took.
+async fn first_refusal(target: &Target, before: usize, logs: &dyn Fn() -> String) -> Duration {
+    let started = Instant::now();
+    while target.unavailable.load(Ordering::Relaxed) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the disk is full but no write was refused with 503 for 30 s:\n{}",
+            logs()
+        );
+        pause(50).await;
+    }
+    started.elapsed()
+}
+
+/// The database on a file system that fills up (issue 22, "disk full on SQLite → clear errors, no corruption"):
+/// a 64 MiB tmpfs holds the database, its WAL and shared memory; a filler file takes every free byte while the
+/// mixed load runs. Writes must be refused with 503 `store_unavailable` + `Retry-After` (SQLITE_FULL) and nothing
+/// else, reads go on, and once the filler is deleted the same process writes again. Then the disk fills a second
+/// time and the server is killed (SIGKILL) while it is full: with the space back, the WAL is recovered, `PRAGMA
+/// integrity_check` is `ok`, the WAL checkpoints and truncates, every 2xx-answered write is there, and a new server
+/// on the file serves. Mounting needs root (CI runs as root): elsewhere the test says so and stops, but under CI it
+/// fails instead of skipping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_disk_full_under_load() {
+    use sqlx::Connection as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let small = match SmallFs::mount(dir.path().join("small"), 64 << 20) {
+        Ok(fs) => fs,
+        Err(why) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "sqlite disk full: SKIPPED, cannot mount a tmpfs here ({why}); CI runs it as root"
+            );
+            return;
+        }
+        Err(why) => {
+            panic!("sqlite disk full: cannot mount a tmpfs ({why}); CI must run this test as root")
+        }
+    };
+    let file = small.dir.join("flatline.db");
+    let filler = small.dir.join("filler");
+    let db = format!("sqlite://{}", file.display());
+    let store = flatline_server::store::open(&DatabaseConfig {
+        url: db.clone(),
+        ..DatabaseConfig::default()
+    })
+    .await
+    .expect("open");
+    let accounts = seed(store.as_ref()).await;
+    let mut server = start_server(dir.path(), "server", &db).await;
+    let target = Target::new(vec![server.url("")]);
+    let load = Load::start(&target, &accounts);
+    pause(3000).await;
+    assert!(
+        target.successes.load(Ordering::Relaxed) > 0,
+        "{}",
+        server.log()
+    );
+    // The probe's first authentication of the day records its use (a write): done before the disk fills.
+    let warm = reads_until(
+        &target,
+        &accounts.probe,
+        Instant::now() + Duration::from_millis(300),
+    )
+    .await;
+    assert!(warm.iter().all(|s| *s == 200), "whoami: {warm:?}");
+
+    // 1. Full: writes are refused (503), reads go on; the filler is deleted and the same process writes again.
+    let before = target.unavailable.load(Ordering::Relaxed);
+    let filled = small.fill(&filler);
+    let took = first_refusal(&target, before, &|| server.log()).await;
+    let reads = reads_until(
+        &target,
+        &accounts.probe,
+        Instant::now() + Duration::from_secs(5),
+    )
+    .await;
+    let refused = target.unavailable.load(Ordering::Relaxed) - before;
+    assert!(
+        !reads.is_empty() && reads.iter().all(|s| *s == 200),
+        "reads while the disk is full: {reads:?}\n{}",
+        server.log()
+    );
+    eprintln!(
+        "sqlite disk full: filler {filled} bytes, first 503 after {took:?}, {refused} answers 503, {} reads 200",
+        reads.len()
+    );
+    std::fs::remove_file(&filler).expect("free the space");
+    let recovered = serves_again(&target, &accounts.probe, &|| server.log()).await;
+    eprintln!("sqlite disk full: 2xx again {recovered:?} after the space was freed");
+    server.assert_running();
+
+    // 2. Full again, and the process dies while it is: the load stops first (so every request has its answer),
+    // then SIGKILL with the WAL holding whatever the last commits left in it.
+    pause(2000).await;
+    let before = target.unavailable.load(Ordering::Relaxed);
+    small.fill(&filler);
+    first_refusal(&target, before, &|| server.log()).await;
+    let records = load.finish().await;
+    server.assert_running();
+    assert_no_anomalies(&target, &server.log());
+    server.child.kill().await.expect("kill the server");
+    std::fs::remove_file(&filler).expect("free the space");
+
+    check_records(store.as_ref(), &accounts, &records).await;
+    let mut check = sqlx::SqliteConnection::connect(&db).await.expect("connect");
+    let integrity: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_all(&mut check)
+        .await
+        .expect("integrity_check");
+    assert_eq!(integrity, vec!["ok".to_owned()], "PRAGMA integrity_check");
+    let fk: Vec<sqlx::sqlite::SqliteRow> = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut check)
+        .await
+        .expect("foreign_key_check");
+    assert!(fk.is_empty(), "foreign keys hold");
+    // The WAL is not left in a state that blocks the database: it checkpoints completely and truncates.
+    let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+        .fetch_one(&mut check)
+        .await
+        .expect("wal_checkpoint");
+    assert_eq!(busy, 0, "the WAL checkpoint was blocked");
+    let wal = std::fs::metadata(small.dir.join("flatline.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the WAL was truncated");
+    drop(check);
+
+    let server = start_server(dir.path(), "restarted", &db).await;
+    let target = Target::new(vec![server.url("")]);
+    serves_again(&target, &accounts.probe, &|| server.log()).await;
 }
 
 // --- The chat bus after a reset connection --------------------------------------------------------------------
