@@ -43,7 +43,7 @@ pub use devices::*;
 macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::conformance_suite!(@each $make;
-            create_and_lookup, create_conflicts_write_nothing, update_attributes, touch_device,
+            create_and_lookup, accounts_of_loads_many_at_once, create_conflicts_write_nothing, update_attributes, touch_device,
             lock_credentials, delete_account_cascades, initial_keys_stored, upload_replaces_or_keeps,
             take_lowest_first_and_keep_last_resort, bundle_keys_take_like_the_separate_calls, concurrent_takes_hand_out_each_key_once,
             rate_limit_bucket, rate_limit_matches_the_reference, concurrent_rate_limit_admits_bucket_size, purge_full_buckets,
@@ -93,6 +93,38 @@ const T0: Timestamp = Timestamp(1_767_225_600_000);
 
 fn rng() -> SeededRng {
     SeededRng::new(7)
+}
+
+/// `accounts_of` answers what `account` / `account_by_pni` answer, in the order asked, with devices, and `None`
+/// for unknown ids (an account named twice comes twice).
+pub async fn accounts_of_loads_many_at_once(store: Arc<dyn Store>) {
+    let rng = rng();
+    let mut made = vec![];
+    for i in 0..3 {
+        let new = new_account(&rng, &format!("many{i}@example.org"), "pw", T0);
+        made.push(new.account.clone());
+        store.create_account(new).await.unwrap();
+    }
+    let unknown = ServiceId::Aci(Aci::random(&rng));
+    let ids = vec![
+        ServiceId::Pni(made[2].pni),
+        unknown,
+        ServiceId::Aci(made[0].aci),
+        ServiceId::Aci(made[1].aci),
+        ServiceId::Pni(Pni::random(&rng)),
+        ServiceId::Aci(made[0].aci),
+    ];
+    let found = store.accounts_of(&ids).await.unwrap();
+    let want = vec![
+        Some(made[2].clone()),
+        None,
+        Some(made[0].clone()),
+        Some(made[1].clone()),
+        None,
+        Some(made[0].clone()),
+    ];
+    assert_eq!(found, want);
+    assert!(store.accounts_of(&[]).await.unwrap().is_empty());
 }
 
 /// Creates an account and finds it by ACI, PNI and principal; unknown ids find nothing.
