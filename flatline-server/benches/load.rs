@@ -605,9 +605,14 @@ impl Cluster {
             .append(true)
             .open(self.log_path(i))
             .map_err(|e| format!("log: {e}"))?;
-        Command::new(server_binary())
+        let mut command = Command::new(server_binary());
+        command.env_remove("RUST_LOG");
+        // `LOAD_SERVER_LOG`: the servers' log filter (e.g. `warn,sqlx::query=debug` to count statements).
+        if let Ok(filter) = std::env::var("LOAD_SERVER_LOG") {
+            command.env("RUST_LOG", filter);
+        }
+        command
             .args(["--config", &config.to_string_lossy(), "serve"])
-            .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .kill_on_drop(true)

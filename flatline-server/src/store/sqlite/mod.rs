@@ -525,12 +525,32 @@ async fn put_initial_keys(
     pni: Pni,
     k: &InitialKeys,
 ) -> StoreResult<()> {
-    let primary = DeviceId::PRIMARY;
+    let primary = i64::from(DeviceId::PRIMARY.get());
     let (aci, pni) = (ServiceId::Aci(aci), ServiceId::Pni(pni));
-    put_signed(tx, aci, primary, SIGNED_EC, &k.aci_signed).await?;
-    put_signed(tx, pni, primary, SIGNED_EC, &k.pni_signed).await?;
-    put_signed(tx, aci, primary, LAST_RESORT, &k.aci_last_resort).await?;
-    put_signed(tx, pni, primary, LAST_RESORT, &k.pni_last_resort).await
+    // One statement for the four keys (each statement is a round trip to the writer's thread).
+    let mut q = sqlx::query(
+        "INSERT INTO signed_keys (identity, owner, device_id, kind, key_id, public_key, signature)
+         VALUES (?,?,?,?,?,?,?), (?,?,?,?,?,?,?), (?,?,?,?,?,?,?), (?,?,?,?,?,?,?)
+         ON CONFLICT (identity, owner, device_id, kind)
+         DO UPDATE SET key_id = excluded.key_id, public_key = excluded.public_key, signature = excluded.signature",
+    );
+    for (owner, kind, key) in [
+        (aci, SIGNED_EC, &k.aci_signed),
+        (pni, SIGNED_EC, &k.pni_signed),
+        (aci, LAST_RESORT, &k.aci_last_resort),
+        (pni, LAST_RESORT, &k.pni_last_resort),
+    ] {
+        q = q
+            .bind(identity_code(owner))
+            .bind(owner.uuid().as_bytes().to_vec())
+            .bind(primary)
+            .bind(kind)
+            .bind(i64::from(key.key_id.get()))
+            .bind(key.public_key.clone())
+            .bind(key.signature.clone());
+    }
+    q.execute(&mut **tx).await.map_err(db)?;
+    Ok(())
 }
 
 #[async_trait]
