@@ -127,6 +127,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account_notifications",
         sql: include_str!("../../../migrations/postgres/0019_account_notifications.sql"),
     },
+    Migration {
+        version: 20,
+        name: "buckets_in_their_own_file",
+        sql: include_str!("../../../migrations/postgres/0020_buckets_in_their_own_file.sql"),
+    },
 ];
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".

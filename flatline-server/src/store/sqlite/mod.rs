@@ -116,6 +116,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "account_notifications",
         sql: include_str!("../../../migrations/sqlite/0019_account_notifications.sql"),
     },
+    Migration {
+        version: 20,
+        name: "buckets_in_their_own_file",
+        sql: include_str!("../../../migrations/sqlite/0020_buckets_in_their_own_file.sql"),
+    },
 ];
 
 /// `database.acquire_timeout_seconds`' default.
@@ -129,6 +134,8 @@ const LAST_RESORT: i64 = 1;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Rate-limit buckets, in a database of their own (see [`SqliteStore::open_with`]).
+    buckets: SqlitePool,
 }
 
 fn db(e: sqlx::Error) -> StoreError {
@@ -170,10 +177,15 @@ impl SqliteStore {
             .max_connections(readers.max(1))
             .acquire_timeout(acquire_timeout)
             .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(db)?;
-        Ok(SqliteStore { writer, reader })
+        let buckets = open_buckets(&options, acquire_timeout).await?;
+        Ok(SqliteStore {
+            writer,
+            reader,
+            buckets,
+        })
     }
 
     /// Applies pending migrations; refuses a database migrated by a newer server.
@@ -244,6 +256,60 @@ impl SqliteStore {
         };
         account_from_rows(first, &rows).map(Some)
     }
+}
+
+/// The rate-limit buckets' database: `<database file>.ratelimits` next to the main file (in memory for an
+/// in-memory store), one connection, `synchronous = OFF`.
+///
+/// Every rate-limited request writes a bucket, and SQLite has one writer per database: in the main file a bucket
+/// write queued behind (and ahead of) every key take and message insert, so a bundle fetch cost two writer
+/// turns. In a file of their own, buckets are written in parallel with the main writer. They are ephemeral
+/// state, like PostgreSQL's asynchronously committed buckets: a crash may forget the last updates (handing back a
+/// few permits), and a backup of the main file does not need them.
+async fn open_buckets(
+    main: &SqliteConnectOptions,
+    acquire_timeout: Duration,
+) -> StoreResult<SqlitePool> {
+    let file = main.get_filename();
+    let in_memory = file.as_os_str().is_empty() || file.to_string_lossy().contains(":memory:");
+    let options = if in_memory {
+        SqliteConnectOptions::from_str("sqlite::memory:").map_err(db)?
+    } else {
+        let mut name = file.as_os_str().to_owned();
+        name.push(".ratelimits");
+        SqliteConnectOptions::new()
+            .filename(name)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Only this process writes it; a command-line tool opening the store may hold it a moment.
+            .busy_timeout(Duration::from_secs(5))
+    }
+    .synchronous(SqliteSynchronous::Off);
+    let pool = SqlitePoolOptions::new()
+        // One connection: an in-memory database lives as long as its connection, so it is never closed.
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .acquire_timeout(acquire_timeout)
+        .before_acquire(|conn, _| Box::pin(not_stuck_in_a_transaction(conn)))
+        .connect_with(options)
+        .await
+        .map_err(db)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS rate_limit_buckets (
+             bucket     TEXT PRIMARY KEY,
+             credit_ms  INTEGER NOT NULL,
+             updated_at INTEGER NOT NULL,
+             full_at    INTEGER NOT NULL,
+             admitted   INTEGER NOT NULL DEFAULT 1
+         ) STRICT;
+         CREATE INDEX IF NOT EXISTS rate_limit_buckets_full_at ON rate_limit_buckets (full_at);",
+    )
+    .execute(&pool)
+    .await
+    .map_err(db)?;
+    Ok(pool)
 }
 
 /// A column of `row`; a missing column or a value of another type is a store error, never a panic.
@@ -976,11 +1042,11 @@ impl RateLimitStore for SqliteStore {
         amount: u32,
         now: Timestamp,
     ) -> StoreResult<Admission> {
-        // One statement on the writer: the bucket decision is made by SQLite itself (see
-        // `sql::rate_limits`), so no transaction is held open across round trips to the writer.
+        // One statement on the buckets' own database: the decision is made by SQLite itself (see
+        // `sql::rate_limits`), so no transaction is held open across round trips.
         let row =
             crate::store::bucket_upsert(sql::rate_limits::ACQUIRE_SQLITE, key, config, amount, now)
-                .fetch_one(&self.writer)
+                .fetch_one(&self.buckets)
                 .await
                 .map_err(db)?;
         crate::store::admission_of(
@@ -994,7 +1060,7 @@ impl RateLimitStore for SqliteStore {
     async fn peek(&self, key: &str) -> StoreResult<Option<BucketState>> {
         sqlx::query("SELECT credit_ms, updated_at FROM rate_limit_buckets WHERE bucket = ?")
             .bind(key)
-            .fetch_optional(&self.reader)
+            .fetch_optional(&self.buckets)
             .await
             .map_err(db)?
             .map(|r| bucket_state(&r))
@@ -1004,7 +1070,7 @@ impl RateLimitStore for SqliteStore {
     async fn purge_full_buckets(&self, now: Timestamp) -> StoreResult<u64> {
         let r = sqlx::query("DELETE FROM rate_limit_buckets WHERE full_at <= ?")
             .bind(now.as_millis())
-            .execute(&self.writer)
+            .execute(&self.buckets)
             .await
             .map_err(db)?;
         Ok(r.rows_affected())
