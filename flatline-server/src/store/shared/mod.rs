@@ -25,6 +25,7 @@
 pub(super) mod devices;
 pub(super) mod profiles;
 pub(super) mod server_state;
+pub(super) mod shortcodes;
 
 use std::future::Future;
 

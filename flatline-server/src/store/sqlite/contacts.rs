@@ -106,7 +106,12 @@ fn grant_from_row(r: &SqliteRow) -> StoreResult<Grant> {
 
 /// Whether every one of `acis` is an account. Read inside the write transaction, so an account deleted before it
 /// gets no new grant, invite or policy (the deletion removed those it had, and SQLite runs one writer at a time).
-pub(super) async fn accounts_exist(conn: &mut SqliteConnection, acis: &[Aci]) -> StoreResult<bool> {
+/// Nothing to lock: the single writer already serializes every decision about an owner's contact graph.
+pub(super) async fn lock_owner(_tx: &mut Transaction<'_, Sqlite>, _owner: Aci) -> StoreResult<()> {
+    Ok(())
+}
+
+pub(super) async fn accounts_stay(conn: &mut SqliteConnection, acis: &[Aci]) -> StoreResult<bool> {
     for aci in acis {
         let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM accounts WHERE aci = ?")
             .bind(id(*aci))
@@ -237,7 +242,7 @@ impl ContactStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        if !accounts_exist(&mut tx, &[aci]).await? {
+        if !accounts_stay(&mut tx, &[aci]).await? {
             return Ok(false);
         }
         sqlx::query(
@@ -277,7 +282,7 @@ impl ContactStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        if !accounts_exist(&mut tx, &[invite.owner]).await?
+        if !accounts_stay(&mut tx, &[invite.owner]).await?
             || !invite_only(&mut tx, invite.owner).await?
         {
             return Ok(CreateInvite::NotInviteOnly);
@@ -426,7 +431,7 @@ impl ContactStore for SqliteStore {
             return Ok(Redemption::Invalid);
         };
         let owner = invite.owner;
-        if !accounts_exist(&mut tx, &[redeemer]).await? {
+        if !accounts_stay(&mut tx, &[redeemer]).await? {
             return Ok(Redemption::Invalid);
         }
         let existing = grant_of(&mut tx, owner, redeemer).await?;
@@ -580,8 +585,7 @@ impl ContactStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        if !accounts_exist(&mut tx, &[owner, grantee]).await?
-            || !invite_only(&mut tx, owner).await?
+        if !accounts_stay(&mut tx, &[owner, grantee]).await? || !invite_only(&mut tx, owner).await?
         {
             return Ok(false);
         }
@@ -616,7 +620,7 @@ impl ContactStore for SqliteStore {
             .begin_with("BEGIN IMMEDIATE")
             .await
             .map_err(db)?;
-        if !accounts_exist(&mut tx, &[recipient, introducee]).await? {
+        if !accounts_stay(&mut tx, &[recipient, introducee]).await? {
             return Ok(Introduction::NotGranted);
         }
         let policy = policy_of(&mut tx, recipient).await?.unwrap_or_default();
