@@ -124,8 +124,6 @@ const KEY_UPLOAD_LOCK_CLASS: i32 = 0x666b_6579;
 const SUBJECT_LOCK_CLASS: i32 = 0x6673_7562;
 /// Advisory lock class serializing registrations that claim one principal: "fprn".
 const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
-/// Advisory lock class for one username hash, held while a claim on it is decided: "funm".
-const USERNAME_LOCK_CLASS: i32 = 0x6675_6e6d;
 /// Advisory lock class serializing writes to one owner's contact graph: "fcon".
 const CONTACT_OWNER_LOCK_CLASS: i32 = 0x6663_6f6e;
 

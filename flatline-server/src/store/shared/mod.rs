@@ -26,6 +26,7 @@ pub(super) mod devices;
 pub(super) mod profiles;
 pub(super) mod server_state;
 pub(super) mod shortcodes;
+pub(super) mod usernames;
 
 use std::future::Future;
 
