@@ -23,6 +23,7 @@
 //! and `LAST_RESORT`. Every column is read with the checked `get`, never the panicking `Row::get`.
 
 pub(super) mod devices;
+pub(super) mod invites;
 pub(super) mod profiles;
 pub(super) mod server_state;
 pub(super) mod shortcodes;
@@ -34,10 +35,6 @@ use flatline_core::store::StoreResult;
 use sqlx::{Database, Pool, Transaction};
 
 /// What differs between SQLite and PostgreSQL for the shared aggregate code.
-#[expect(
-    dead_code,
-    reason = "the locks serve the aggregates that are shared next"
-)]
 pub(crate) trait Dialect {
     /// The sqlx database.
     type Db: Database;
