@@ -124,8 +124,6 @@ const KEY_UPLOAD_LOCK_CLASS: i32 = 0x666b_6579;
 const SUBJECT_LOCK_CLASS: i32 = 0x6673_7562;
 /// Advisory lock class serializing registrations that claim one principal: "fprn".
 const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
-/// Advisory lock class serializing writes to one owner's contact graph: "fcon".
-const CONTACT_OWNER_LOCK_CLASS: i32 = 0x6663_6f6e;
 
 /// Takes the transaction-scoped advisory lock (`class`, `key`); released at commit or rollback.
 async fn xact_lock(tx: &mut Transaction<'_, Postgres>, class: i32, key: i32) -> StoreResult<()> {

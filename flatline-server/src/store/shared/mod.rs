@@ -22,6 +22,7 @@
 //! `db`, `get`, `uuid_of`, `device_from_row`, `insert_device`, `put_signed`, `join_capabilities`, `SIGNED_EC`
 //! and `LAST_RESORT`. Every column is read with the checked `get`, never the panicking `Row::get`.
 
+pub(super) mod contacts;
 pub(super) mod devices;
 pub(super) mod invites;
 pub(super) mod profiles;
