@@ -17,6 +17,9 @@
 //!   multi-statement lock dances;
 //! - type quirks (the insertion-order column).
 //!
+//! A statement whose text itself differs and serves one aggregate only is a function in the two dialect files of
+//! that aggregate, which the body calls unqualified (contacts' `set_grant_states`).
+//!
 //! Query text uses `$N` parameters, which sqlx's SQLite driver binds by number too. Inside a body, `super::`
 //! names the dialect's module, which provides the row codecs the aggregates share with the accounts and keys:
 //! `db`, `get`, `uuid_of`, `device_from_row`, `insert_device`, `put_signed`, `join_capabilities`, `SIGNED_EC`
