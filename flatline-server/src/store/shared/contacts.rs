@@ -17,6 +17,7 @@ macro_rules! contact_store {
             RedeemPlan, Redemption, Via,
         };
         use flatline_core::ids::Aci;
+        use flatline_core::ratelimit::BucketState;
         use flatline_core::shortcodes::ShortcodeId;
         use flatline_core::store::{ContactStore, StoreError, StoreResult};
         use flatline_core::time::Timestamp;
@@ -68,8 +69,10 @@ macro_rules! contact_store {
                 ts("burst_start")?,
             ) {
                 (Some(credit_ms), Some(updated_at), Some(burst_start)) => Some(FloodBucket {
-                    credit_ms,
-                    updated_at,
+                    level: BucketState {
+                        credit_ms,
+                        updated_at,
+                    },
                     burst_start,
                 }),
                 _ => None,
@@ -331,8 +334,8 @@ macro_rules! contact_store {
                 .bind(f.map(|f| f.detected_at.as_millis()))
                 .bind(f.map(|f| f.since.as_millis()))
                 .bind(f.map(|f| i64::from(f.quarantined)))
-                .bind(b.map(|b| b.credit_ms))
-                .bind(b.map(|b| b.updated_at.as_millis()))
+                .bind(b.map(|b| b.level.credit_ms))
+                .bind(b.map(|b| b.level.updated_at.as_millis()))
                 .bind(b.map(|b| b.burst_start.as_millis()))
                 .execute(&mut *tx)
                 .await
@@ -492,8 +495,8 @@ macro_rules! contact_store {
                             "UPDATE contact_invites SET uses = uses + 1, bucket_credit_ms = $1, bucket_updated_at = $2,
                              burst_start = $3 WHERE id = $4",
                         )
-                        .bind(bucket.credit_ms)
-                        .bind(bucket.updated_at.as_millis())
+                        .bind(bucket.level.credit_ms)
+                        .bind(bucket.level.updated_at.as_millis())
                         .bind(bucket.burst_start.as_millis())
                         .bind(invite_id(invite.id))
                         .execute(&mut *tx)
