@@ -9,6 +9,7 @@
 
 pub mod code;
 mod service;
+mod store;
 
 use std::fmt;
 use std::str::FromStr;
@@ -25,6 +26,7 @@ pub use service::{
     ContactError, Contacts, ContactsConfig, IntroductionReceipt, MAX_DECISIONS, MAX_ROUTES,
     NewContactInvite, RequestFilter, authenticated_fetch_allowed, is_invite_only,
 };
+pub use store::ContactStore;
 
 /// Who may fetch an account's prekeys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
