@@ -118,6 +118,11 @@ pub fn apply(
     }
 }
 
+/// Whether a bucket in `state` (absent = full) has every permit back at `now`.
+pub fn is_full(config: &BucketConfig, state: Option<BucketState>, now: Timestamp) -> bool {
+    credit_at(config, state, now) >= config.capacity_ms()
+}
+
 /// The credit of a bucket in `state` (absent = full) refilled up to `now`, in milliseconds of regeneration.
 fn credit_at(config: &BucketConfig, state: Option<BucketState>, now: Timestamp) -> i64 {
     let capacity = config.capacity_ms();

@@ -9,6 +9,7 @@
 
 pub mod code;
 mod service;
+mod store;
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::ids::{Aci, IdError};
+use crate::ratelimit::{self, Admission, BucketConfig, BucketState};
 use crate::time::Timestamp;
 
 pub use code::ContactCode;
@@ -24,6 +26,7 @@ pub use service::{
     ContactError, Contacts, ContactsConfig, IntroductionReceipt, MAX_DECISIONS, MAX_ROUTES,
     NewContactInvite, RequestFilter, authenticated_fetch_allowed, is_invite_only,
 };
+pub use store::ContactStore;
 
 /// Who may fetch an account's prekeys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -161,23 +164,18 @@ impl Default for FloodConfig {
 }
 
 impl FloodConfig {
-    fn refill_ms(&self) -> i64 {
-        i64::try_from(self.refill.as_millis())
-            .unwrap_or(i64::MAX)
-            .max(1)
-    }
-    fn capacity_ms(&self) -> i64 {
-        self.refill_ms().saturating_mul(i64::from(self.burst))
+    /// A contact invite's bucket as a rate-limiter bucket: `burst` tokens, one back every `refill`.
+    fn bucket(&self) -> BucketConfig {
+        BucketConfig::new(self.burst, self.refill)
     }
 }
 
-/// A contact invite's token bucket. Absent (`None` in [`ContactInvite::bucket`]) means full.
+/// A contact invite's token bucket: the rate limiter's leaky bucket (one token = `refill`) and the moment its burst
+/// began. Absent (`None` in [`ContactInvite::bucket`]) means full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FloodBucket {
-    /// Tokens left at `updated_at`, in milliseconds of refill (one token = `refill`).
-    pub credit_ms: i64,
-    /// When `credit_ms` was computed.
-    pub updated_at: Timestamp,
+    /// Tokens left, in milliseconds of refill, and when they were counted.
+    pub level: BucketState,
     /// The last moment the bucket was full: set when a token is taken from a full bucket.
     pub burst_start: Timestamp,
 }
@@ -194,36 +192,19 @@ pub enum TakeToken {
     },
 }
 
-/// Takes one token from `bucket` at `now` (refilling first). Pure; every store uses it.
+/// Takes one token from `bucket` at `now` (refilling first), with the rate limiter's arithmetic
+/// ([`ratelimit::apply`]). Pure; every store uses it.
 pub fn take_token(config: &FloodConfig, bucket: Option<FloodBucket>, now: Timestamp) -> TakeToken {
-    let capacity = config.capacity_ms();
-    let (credit, burst_start) = match bucket {
-        None => (capacity, now),
-        Some(b) => {
-            let elapsed = now
-                .as_millis()
-                .saturating_sub(b.updated_at.as_millis())
-                .max(0);
-            let credit = b.credit_ms.saturating_add(elapsed).min(capacity);
-            // A bucket that has refilled completely starts a new burst now.
-            (
-                credit,
-                if credit >= capacity {
-                    now
-                } else {
-                    b.burst_start
-                },
-            )
-        }
+    let limits = config.bucket();
+    let level = bucket.map(|b| b.level);
+    // A bucket that has refilled completely (or was never used) starts a new burst now.
+    let burst_start = match bucket {
+        Some(b) if !ratelimit::is_full(&limits, level, now) => b.burst_start,
+        _ => now,
     };
-    if credit >= config.refill_ms() {
-        TakeToken::Taken(FloodBucket {
-            credit_ms: credit - config.refill_ms(),
-            updated_at: now,
-            burst_start,
-        })
-    } else {
-        TakeToken::Empty { since: burst_start }
+    match ratelimit::apply(&limits, level, 1, now) {
+        (level, Admission::Allowed) => TakeToken::Taken(FloodBucket { level, burst_start }),
+        (_, Admission::Denied { .. }) => TakeToken::Empty { since: burst_start },
     }
 }
 

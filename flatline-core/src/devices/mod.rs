@@ -9,8 +9,6 @@
 
 pub mod service;
 pub mod store;
-#[cfg(test)]
-mod tests;
 
 use std::time::Duration;
 
@@ -191,3 +189,6 @@ pub fn check_removal(actor: DeviceId, target: DeviceId) -> Result<(), RemovalRef
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

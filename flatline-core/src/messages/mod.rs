@@ -2,6 +2,9 @@
 //!
 //! Storage of the per-device queues is behind [`store::MessageStore`]; the send service is [`service`].
 
+pub mod service;
+pub mod store;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use base64::Engine as _;
@@ -10,8 +13,8 @@ use uuid::Uuid;
 
 use crate::ids::DeviceId;
 
-pub mod service;
-pub mod store;
+pub use service::*;
+pub use store::*;
 
 /// Standard base64, padding optional (M§2.1: clients may omit it).
 const STD_LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(

@@ -11,13 +11,14 @@ pub mod certificate;
 pub mod multi_recipient;
 pub mod service;
 
+use crate::time::Timestamp;
+
 pub use certificate::{
     CertificateError, CertificateSigner, RESERVED_SERVER_CERTIFICATE_IDS, SenderCertificate,
     SenderIdentity, SenderUuidForm, ServerCertificate,
 };
 pub use multi_recipient::{ParseError, Recipient, RecipientDevice, RecipientsError, SentMessage};
-
-use crate::time::Timestamp;
+pub use service::*;
 
 /// A server certificate as the store keeps it: public data only (the private key is derived from the trust root).
 #[derive(Debug, Clone, PartialEq, Eq)]

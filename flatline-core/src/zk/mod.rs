@@ -50,6 +50,7 @@ pub use profile::{
     PROFILE_KEY_CREDENTIAL_REQUEST_LEN, ProfileKeyCommitment, ProfileKeyCredentialRequest,
     issue_expiring_profile_key_credential, verify_expiring_profile_key_credential_response,
 };
+pub use service::*;
 
 /// Seconds in a day; credential times are day-aligned.
 pub const SECONDS_PER_DAY: u64 = 86_400;

@@ -4,6 +4,7 @@
 //! to the same contracts by the conformance suite in `flatline-testkit`.
 
 pub mod postgres;
+mod shared;
 mod sql;
 pub mod sqlite;
 

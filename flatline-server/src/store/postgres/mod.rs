@@ -35,12 +35,14 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Executor, Postgres, Row, Transaction};
 use uuid::Uuid;
 
+use super::shared::lock_key;
 use super::{Migration, sql};
 use crate::config::DatabaseConfig;
 
 mod auth_cache;
 mod contacts;
 mod devices;
+mod dialect;
 mod invites;
 mod messages;
 mod profiles;
@@ -142,20 +144,6 @@ const KEY_UPLOAD_LOCK_CLASS: i32 = 0x666b_6579;
 const SUBJECT_LOCK_CLASS: i32 = 0x6673_7562;
 /// Advisory lock class serializing registrations that claim one principal: "fprn".
 const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
-/// Advisory lock class for one username hash, held while a claim on it is decided: "funm".
-const USERNAME_LOCK_CLASS: i32 = 0x6675_6e6d;
-/// Advisory lock class serializing writes to one owner's contact graph: "fcon".
-const CONTACT_OWNER_LOCK_CLASS: i32 = 0x6663_6f6e;
-
-/// A 32-bit advisory-lock key for `bytes` (FNV-1a). Collisions only make unrelated transactions wait for each other.
-fn lock_key(bytes: &[u8]) -> i32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    i32::from_ne_bytes(h.to_ne_bytes())
-}
 
 /// Takes the transaction-scoped advisory lock (`class`, `key`); released at commit or rollback.
 async fn xact_lock(tx: &mut Transaction<'_, Postgres>, class: i32, key: i32) -> StoreResult<()> {

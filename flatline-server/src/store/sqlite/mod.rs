@@ -32,6 +32,7 @@ use super::{Migration, sql};
 
 mod contacts;
 mod devices;
+mod dialect;
 mod invites;
 mod messages;
 mod profiles;

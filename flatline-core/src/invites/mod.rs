@@ -4,6 +4,13 @@
 //! account, in the same transaction. Pending reservations are counted from live sessions rather than kept in a
 //! counter, so an abandoned session frees its use the moment it expires — no sweeper has to run for the rule
 //! `uses + pending ≤ max_uses` to hold.
+//!
+//! Layout: the model and its state machine here, the store trait in `store.rs`, the inviter rules in `policy.rs`,
+//! the [`Invites`] service in `service.rs`.
+
+pub mod policy;
+pub mod service;
+mod store;
 
 use std::fmt;
 use std::str::FromStr;
@@ -14,11 +21,9 @@ use crate::ids::Aci;
 use crate::random::{SecureRandom, random_array};
 use crate::time::Timestamp;
 
-pub mod policy;
-pub mod service;
-
 pub use policy::{InvitePolicy, InviterFacts, Refusal};
 pub use service::{InviteError, Invites, NewInviteRequest, TreeEdge};
+pub use store::{CreateOutcome, InviteFilter, InviteStore, OwnerLimits};
 
 pub use crate::code::CODE_CHARS;
 
@@ -227,182 +232,4 @@ pub struct Redemption {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Fixed(u8);
-    impl SecureRandom for Fixed {
-        fn fill(&self, dest: &mut [u8]) {
-            dest.fill(self.0);
-        }
-    }
-
-    #[test]
-    fn generated_codes_round_trip_and_normalize() {
-        let code = InviteCode::generate(&Fixed(0xA5));
-        let shown = code.display();
-        assert_eq!(shown.len(), 19);
-        assert_eq!(InviteCode::parse(&shown), Ok(code.clone()));
-        assert_eq!(
-            InviteCode::parse(&shown.to_lowercase().replace('-', " ")),
-            Ok(code.clone())
-        );
-        assert_eq!(format!("{code:?}"), "InviteCode(<redacted>)");
-    }
-
-    #[test]
-    fn confusables_and_bad_input() {
-        let a = InviteCode::parse("0000-1111-2222-3333").unwrap();
-        assert_eq!(InviteCode::parse("oOoO-iIlL-2222-3333"), Ok(a.clone()));
-        assert_eq!(
-            a.hash(),
-            InviteCode::parse("00001111 22223333").unwrap().hash()
-        );
-        for bad in [
-            "",
-            "0000-1111-2222-333",
-            "0000-1111-2222-33333",
-            "0000-1111-2222-333U",
-            "0000-1111-2222-333é",
-        ] {
-            assert_eq!(InviteCode::parse(bad), Err(BadCode), "{bad}");
-        }
-    }
-
-    #[test]
-    fn state_precedence() {
-        let now = Timestamp(1_000);
-        let base = Invite {
-            id: InviteId(Uuid::nil()),
-            code_hash: CodeHash([0; 32]),
-            owner: InviteOwner::Operator,
-            max_uses: 2,
-            uses: 0,
-            pending: 0,
-            created_at: Timestamp(0),
-            expires_at: Some(Timestamp(2_000)),
-            last_used_at: None,
-            revoked_at: None,
-            note: None,
-        };
-        assert_eq!(base.state(now, false), InviteState::Active);
-        assert_eq!(
-            Invite {
-                uses: 1,
-                pending: 1,
-                ..base.clone()
-            }
-            .state(now, false),
-            InviteState::Exhausted
-        );
-        assert_eq!(base.state(Timestamp(2_000), false), InviteState::Expired);
-        assert_eq!(base.state(now, true), InviteState::OwnerSuspended);
-        assert_eq!(
-            Invite {
-                revoked_at: Some(now),
-                ..base.clone()
-            }
-            .state(now, true),
-            InviteState::Revoked
-        );
-    }
-}
-
-/// Which invites to list (operator CLI).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InviteFilter {
-    /// Only invites of this owner.
-    pub owner: Option<InviteOwner>,
-    /// Only invites in this state at the listing time.
-    pub state: Option<InviteState>,
-}
-
-/// Counting limits an account's new invite is created within.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OwnerLimits {
-    /// The owner may have created fewer than this many invites before (every state counts).
-    pub max_created: u32,
-    /// The owner may hold fewer than this many active invites (state evaluated at the creation time).
-    pub max_open: u32,
-}
-
-/// Result of [`InviteStore::create_invite_within`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// Stored.
-    Created,
-    /// The owner already created `max_created` invites; nothing stored.
-    QuotaSpent,
-    /// The owner already holds `max_open` active invites; nothing stored.
-    TooManyOpen,
-    /// The owning account does not exist (it was deleted meanwhile); nothing stored.
-    OwnerGone,
-}
-
-/// Registration invites.
-#[async_trait::async_trait]
-pub trait InviteStore: Send + Sync {
-    /// Stores a new invite.
-    async fn create_invite(&self, invite: &NewInvite) -> crate::store::StoreResult<()>;
-
-    /// Stores a new invite owned by an account only if, atomically with the insert, the owner created fewer than
-    /// `limits.max_created` invites and holds fewer than `limits.max_open` active ones at `invite.created_at`, and
-    /// the owning account still exists (an account deleted concurrently never keeps an unrevoked invite).
-    /// Concurrent calls for one owner never exceed either limit.
-    async fn create_invite_within(
-        &self,
-        invite: &NewInvite,
-        limits: OwnerLimits,
-    ) -> crate::store::StoreResult<CreateOutcome>;
-
-    /// The invite `id`, with `pending` counted from sessions live at `now`.
-    async fn invite(
-        &self,
-        id: InviteId,
-        now: Timestamp,
-    ) -> crate::store::StoreResult<Option<Invite>>;
-
-    /// The invite whose code hashes to `hash`.
-    async fn invite_by_code(
-        &self,
-        hash: &CodeHash,
-        now: Timestamp,
-    ) -> crate::store::StoreResult<Option<Invite>>;
-
-    /// Invites matching `filter` (state evaluated at `now`), newest first.
-    async fn list_invites(
-        &self,
-        filter: &InviteFilter,
-        now: Timestamp,
-    ) -> crate::store::StoreResult<Vec<Invite>>;
-
-    /// Sets (`Some`) or clears (`None`) the revocation time. Returns false when the invite does not exist.
-    async fn set_revoked(
-        &self,
-        id: InviteId,
-        revoked_at: Option<Timestamp>,
-    ) -> crate::store::StoreResult<bool>;
-
-    /// Revokes every unrevoked invite of `owner`; returns how many.
-    async fn revoke_all_of(&self, owner: Aci, now: Timestamp) -> crate::store::StoreResult<u64>;
-
-    /// Marks an account suspended (`true`) or not. Suspended owners' invites stop working.
-    async fn set_suspended(
-        &self,
-        aci: Aci,
-        suspended: bool,
-        now: Timestamp,
-    ) -> crate::store::StoreResult<()>;
-
-    /// Whether `aci` is suspended.
-    async fn is_suspended(&self, aci: Aci) -> crate::store::StoreResult<bool>;
-
-    /// The redemption that admitted `invitee`, if it came in through an invite.
-    async fn redemption_of(&self, invitee: Aci) -> crate::store::StoreResult<Option<Redemption>>;
-
-    /// Every redemption of invites owned by `owner`, oldest first (the owner's children in the invite tree).
-    async fn redemptions_by(
-        &self,
-        owner: InviteOwner,
-    ) -> crate::store::StoreResult<Vec<Redemption>>;
-}
+mod tests;
