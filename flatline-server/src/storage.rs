@@ -8,7 +8,10 @@
 //!   creation time). Unfinished uploads older than `upload_expiry_seconds` are deleted by [`Storage::cleanup`].
 //!
 //! Appends to one upload are serialized inside a process; several processes sharing one directory should each own
-//! their uploads (the key is random and bound to the token). An S3-compatible store can implement the same trait.
+//! their uploads (the key is random and bound to the token). [`s3::S3Store`] implements the same trait over an
+//! S3-compatible bucket (`[storage] url`), with the same layout and invariants.
+
+pub mod s3;
 
 use std::collections::HashSet;
 use std::io;
@@ -292,11 +295,17 @@ impl ObjectStore for LocalStore {
 
     async fn upload_state(&self, key: &str) -> io::Result<Option<UploadState>> {
         if let Some((length, _)) = self.read_len(key).await? {
-            let offset = match fs::metadata(self.upload(key, "part")?).await {
-                Ok(m) => m.len(),
-                Err(e) => return not_found(e),
-            };
-            return Ok(Some(UploadState { length, offset }));
+            match fs::metadata(self.upload(key, "part")?).await {
+                Ok(m) => {
+                    return Ok(Some(UploadState {
+                        length,
+                        offset: m.len(),
+                    }));
+                }
+                // Published, and a crash came before the length file was removed: the object answers below.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(self.stat(key).await?.map(|(len, _)| UploadState {
             length: len,
@@ -318,7 +327,14 @@ impl ObjectStore for LocalStore {
             });
         };
         let part = self.upload(key, "part")?;
-        let mut file = fs::OpenOptions::new().append(true).open(&part).await?;
+        let mut file = match fs::OpenOptions::new().append(true).open(&part).await {
+            Ok(f) => f,
+            // Published, and a crash came before the length file was removed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.stat(key).await?.is_some() => {
+                return Err(AppendError::Conflict);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut current = file.metadata().await?.len();
         if current != offset {
             return Err(AppendError::Conflict);
@@ -397,6 +413,39 @@ impl ObjectStore for LocalStore {
         }
         Ok(removed)
     }
+}
+
+/// Why the configured object store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The S3 secret access key could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// The S3 client could not be built.
+    #[error("S3 storage: {0}")]
+    S3(io::Error),
+}
+
+/// The object store `[storage]` chooses: the S3-compatible bucket of `url`, else the local directory.
+pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore>, SetupError> {
+    let storage = &config.storage;
+    let Some(bucket) = storage.s3_bucket() else {
+        return Ok(Box::new(LocalStore::new(config.storage_path())));
+    };
+    let secret = crate::secrets::read_secret(
+        storage.s3_secret_access_key_file.as_deref(),
+        storage.s3_secret_access_key_env.as_deref(),
+    )?;
+    let settings = s3::S3Settings {
+        bucket: bucket.to_owned(),
+        endpoint: storage.s3_endpoint.clone(),
+        region: storage.s3_region.clone(),
+        access_key_id: storage.s3_access_key_id.clone().unwrap_or_default(),
+        secret_access_key: zeroize::Zeroizing::new(secret.to_string()),
+    };
+    Ok(Box::new(
+        s3::S3Store::new(&settings).map_err(SetupError::S3)?,
+    ))
 }
 
 /// The storage the HTTP layer uses: the object store, the secret that signs forms and tokens, and the limits.
