@@ -1519,6 +1519,24 @@ mod tests {
                 "limits.prekeys.bucket_size",
             ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[storage]\nurl = \"s3://Bad_Bucket\"\n", "storage.url"),
+            ("[storage]\nurl = \"https://b.example\"\n", "storage.url"),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_endpoint = \"ftp://x\"\n",
+                "storage.s3_endpoint",
+            ),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_secret_access_key_env = \"K\"\n",
+                "storage.s3_access_key_id",
+            ),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_access_key_id = \"a\"\n",
+                "storage.s3_secret_access_key_file",
+            ),
+            (
+                "[storage]\nmax_attachment_bytes = 0\n",
+                "storage.max_attachment_bytes",
+            ),
             ("[contacts]\nburst = 0\n", "contacts.burst"),
             ("[contacts]\nfloods = 1\n", "contacts.floods"),
             (
