@@ -29,6 +29,11 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::config::StorageConfig;
 
+/// Bytes gathered before one write of an upload to its file.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes read from a file per download chunk (one trip to the blocking pool each).
+const READ_CHUNK: usize = 256 * 1024;
+
 /// A stream of body chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
 
@@ -242,7 +247,7 @@ impl ObjectStore for LocalStore {
             if left == 0 {
                 return None;
             }
-            let want = usize::try_from(left.min(64 * 1024)).unwrap_or(64 * 1024);
+            let want = usize::try_from(left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
             let mut buf = vec![0u8; want];
             match file.read(&mut buf).await {
                 Ok(0) => None,
@@ -327,7 +332,7 @@ impl ObjectStore for LocalStore {
             });
         };
         let part = self.upload(key, "part")?;
-        let mut file = match fs::OpenOptions::new().append(true).open(&part).await {
+        let file = match fs::OpenOptions::new().append(true).open(&part).await {
             Ok(f) => f,
             // Published, and a crash came before the length file was removed.
             Err(e) if e.kind() == io::ErrorKind::NotFound && self.stat(key).await?.is_some() => {
@@ -339,6 +344,9 @@ impl ObjectStore for LocalStore {
         if current != offset {
             return Err(AppendError::Conflict);
         }
+        // Body chunks are small (often 16 KiB); each tokio file write is a trip to the blocking pool, so they are
+        // gathered into writes of up to WRITE_BUFFER bytes.
+        let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
         let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
@@ -357,6 +365,7 @@ impl ObjectStore for LocalStore {
         }
         file.flush().await?;
         if current == length {
+            let file = file.into_inner();
             file.sync_all().await?;
             drop(file);
             self.publish(&part, key).await?;

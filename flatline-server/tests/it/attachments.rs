@@ -542,6 +542,51 @@ async fn cleanup_removes_expired_uploads(kind: StoreKind) {
         401,
         "the token expired with it"
     );
+
+    // Retention: finished attachments older than `attachment_retention_days` (by the object's own modification
+    // time, so the clock moves to the real present first) are deleted; a younger one stays.
+    app.clock.set(flatline_core::time::Clock::now(
+        &flatline_server::system::SystemClock,
+    ));
+    let g = form(&app, &bob.basic_auth(UsernameForm::Aci), "").await;
+    let c = [
+        ("authorization", g.auth.as_str()),
+        ("upload-length", "10"),
+        ("upload-metadata", g.metadata.as_str()),
+        OCTETS,
+    ];
+    let r = send(
+        &app,
+        Method::POST,
+        "/attachments",
+        &c,
+        Body::from(vec![7u8; 10]),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let finished = format!("/attachments/{}", g.key);
+    assert_eq!(app.get(&finished, None).await.status, 200);
+    app.clock
+        .advance(std::time::Duration::from_secs(44 * 86_400));
+    assert_eq!(
+        objects.cleanup(app.clock.now()).await.unwrap(),
+        0,
+        "{kind:?}: kept 44 days"
+    );
+    assert_eq!(app.get(&finished, None).await.status, 200);
+    app.clock
+        .advance(std::time::Duration::from_secs(2 * 86_400));
+    assert_eq!(
+        objects.cleanup(app.clock.now()).await.unwrap(),
+        1,
+        "{kind:?}: gone after 45"
+    );
+    assert_eq!(app.get(&finished, None).await.status, 404);
+    assert_eq!(
+        storage.keys("objects/").await,
+        Vec::<String>::new(),
+        "{kind:?}"
+    );
 }
 
 /// `OPTIONS /attachments` tells a TUS client what is served, with no credentials.
