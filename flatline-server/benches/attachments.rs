@@ -86,10 +86,16 @@ fn free_port() -> Result<u16, String> {
 fn raw_copy(src: &Path, dst: &Path) -> Result<Duration, String> {
     let t = Instant::now();
     std::fs::copy(src, dst).map_err(|e| format!("copy: {e}"))?;
+    let copied = t.elapsed();
     std::fs::File::open(dst)
         .and_then(|f| f.sync_all())
         .map_err(|e| format!("fsync: {e}"))?;
     let d = t.elapsed();
+    eprintln!(
+        "raw copy: {:.0} ms copying, {:.0} ms fsync",
+        copied.as_secs_f64() * 1e3,
+        (d - copied).as_secs_f64() * 1e3
+    );
     let _ = std::fs::remove_file(dst);
     Ok(d)
 }

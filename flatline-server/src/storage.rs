@@ -31,6 +31,8 @@ use crate::config::StorageConfig;
 
 /// Bytes gathered before one write of an upload to its file.
 const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes of an upload after which writeback to disk is started in the background.
+const SYNC_EVERY: usize = 8 * 1024 * 1024;
 /// Bytes read from a file per download chunk (one trip to the blocking pool each).
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -347,6 +349,7 @@ impl ObjectStore for LocalStore {
         // Body chunks are small (often 16 KiB); each tokio file write is a trip to the blocking pool, so they are
         // gathered into writes of up to WRITE_BUFFER bytes.
         let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut unsynced = 0;
         let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
@@ -362,6 +365,15 @@ impl ObjectStore for LocalStore {
             }
             file.write_all(&chunk).await?;
             current += chunk.len() as u64;
+            unsynced += chunk.len();
+            if unsynced >= SYNC_EVERY && current < length {
+                // Start writing back what is on the file so far while more arrives, so that the fsync at the end
+                // (before the object is published) has little left to do. Nothing waits for it.
+                unsynced = 0;
+                if let Ok(f) = file.get_ref().try_clone().await {
+                    tokio::spawn(async move { f.sync_data().await });
+                }
+            }
         }
         file.flush().await?;
         if current == length {
