@@ -240,6 +240,9 @@ pub enum Limiter {
     Profile,
     /// Attachment upload forms, per ACI (M§6).
     AttachmentCreate,
+    /// Declared attachment sizes (`uploadLength`, only when given), per ACI (M§6). Permits are KiB: Signal
+    /// regenerates one byte per microsecond, finer than the millisecond arithmetic, so one KiB per ms instead.
+    AttachmentCreateBytes,
     /// Identified sends to another account, per `sender__destination` (M§2.6).
     Messages,
     /// Bytes of message content received per destination account (M§2.6).
@@ -261,7 +264,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// Every limiter, for config documentation and validation.
-    pub const ALL: [Limiter; 27] = [
+    pub const ALL: [Limiter; 28] = [
         Limiter::Registration,
         Limiter::VerificationAuthorization,
         Limiter::VerificationTokenExchange,
@@ -281,6 +284,7 @@ impl Limiter {
         Limiter::AuthFailureAccount,
         Limiter::Profile,
         Limiter::AttachmentCreate,
+        Limiter::AttachmentCreateBytes,
         Limiter::Messages,
         Limiter::InboundMessageBytes,
         Limiter::Stories,
@@ -313,6 +317,7 @@ impl Limiter {
             Limiter::AuthFailureAccount => "authFailureAccount",
             Limiter::Profile => "profile",
             Limiter::AttachmentCreate => "attachmentCreate",
+            Limiter::AttachmentCreateBytes => "attachmentCreateBytes",
             Limiter::Messages => "messages",
             Limiter::InboundMessageBytes => "inboundMessageBytes",
             Limiter::Stories => "stories",
@@ -349,6 +354,10 @@ impl Limiter {
             Limiter::AuthFailureAccount => b(100, 36),
             Limiter::Profile => b(4320, 20),
             Limiter::AttachmentCreate => BucketConfig::new(50, Duration::from_millis(1200)),
+            // Signal's 1 GiB burst; one KiB back per ms (≈ Signal's one byte per µs).
+            Limiter::AttachmentCreateBytes => {
+                BucketConfig::new(1024 * 1024, Duration::from_millis(1))
+            }
             Limiter::Messages => b(60, 1),
             // Signal regenerates one byte every 0.5 ms; bucket arithmetic is in whole milliseconds, so one per ms.
             Limiter::InboundMessageBytes => {
@@ -451,6 +460,11 @@ impl RateLimiters {
     }
 }
 
+/// The [`Limiter::AttachmentCreateBytes`] permits a declared upload of `bytes` takes: KiB, rounded up.
+pub fn attachment_kib(bytes: u64) -> u32 {
+    u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX)
+}
+
 /// Longest limiter key stored as is; longer (or non-printable) keys are stored as their SHA-256.
 const MAX_PLAIN_KEY: usize = 128;
 
@@ -548,6 +562,19 @@ mod tests {
         assert_eq!(a, Admission::Allowed);
         assert_eq!(s.credit_ms, 2_000);
         assert_eq!(full_at(&cfg, &s), Timestamp(1_001_000));
+    }
+
+    #[test]
+    fn attachment_bytes_are_charged_in_whole_kib() {
+        assert_eq!(
+            (
+                attachment_kib(1),
+                attachment_kib(1024),
+                attachment_kib(1025),
+                attachment_kib(u64::MAX)
+            ),
+            (1, 1, 2, u32::MAX)
+        );
     }
 
     #[test]

@@ -121,6 +121,78 @@ pub struct StorageConfig {
     pub attachment_retention_days: u64,
     /// Seconds between cleanup runs. Default 3600.
     pub cleanup_interval_seconds: u64,
+    /// `s3://<bucket>`: keep objects in an S3-compatible bucket instead of the local directory `path`. Unset (the
+    /// default) = local directory.
+    pub url: Option<String>,
+    /// The S3 endpoint, e.g. `https://s3.example.net` or `http://127.0.0.1:9000` (plain HTTP only when written so).
+    /// Unset = AWS for `s3_region`.
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region. Default `us-east-1`.
+    pub s3_region: String,
+    /// Access key id.
+    pub s3_access_key_id: Option<String>,
+    /// File holding the secret access key (exactly one of this and `s3_secret_access_key_env`).
+    pub s3_secret_access_key_file: Option<PathBuf>,
+    /// Environment variable holding the secret access key.
+    pub s3_secret_access_key_env: Option<String>,
+}
+
+impl StorageConfig {
+    /// The bucket of `url = "s3://<bucket>"`, `None` for the local directory.
+    pub fn s3_bucket(&self) -> Option<&str> {
+        self.url
+            .as_deref()
+            .map(|u| u.strip_prefix("s3://").unwrap_or(u).trim_end_matches('/'))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_attachment_bytes == 0 {
+            return Err(invalid(
+                "storage.max_attachment_bytes",
+                "must be at least 1",
+            ));
+        }
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        // S3 bucket names: 3..=63 of lower-case letters, digits, '-' and '.'.
+        let bucket_ok = url.strip_prefix("s3://").is_some_and(|b| {
+            let b = b.trim_end_matches('/');
+            (3..=63).contains(&b.len())
+                && b.bytes()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
+        });
+        if !bucket_ok {
+            return Err(invalid(
+                "storage.url",
+                "must be s3://<bucket> (3 to 63 of a-z, 0-9, '-', '.')",
+            ));
+        }
+        if let Some(e) = &self.s3_endpoint
+            && !(e.starts_with("https://") || e.starts_with("http://"))
+        {
+            return Err(invalid(
+                "storage.s3_endpoint",
+                "must start with https:// or http://",
+            ));
+        }
+        if self.s3_region.trim().is_empty() {
+            return Err(invalid("storage.s3_region", "must not be empty"));
+        }
+        if self.s3_access_key_id.as_deref().is_none_or(str::is_empty) {
+            return Err(invalid(
+                "storage.s3_access_key_id",
+                "required with an s3:// url",
+            ));
+        }
+        if self.s3_secret_access_key_file.is_some() == self.s3_secret_access_key_env.is_some() {
+            return Err(invalid(
+                "storage.s3_secret_access_key_file",
+                "set exactly one of s3_secret_access_key_file and s3_secret_access_key_env",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for StorageConfig {
@@ -131,6 +203,12 @@ impl Default for StorageConfig {
             upload_expiry_seconds: 86_400,
             attachment_retention_days: 45,
             cleanup_interval_seconds: 3600,
+            url: None,
+            s3_endpoint: None,
+            s3_region: "us-east-1".to_owned(),
+            s3_access_key_id: None,
+            s3_secret_access_key_file: None,
+            s3_secret_access_key_env: None,
         }
     }
 }
@@ -1105,6 +1183,7 @@ impl Config {
             ));
         }
         self.trusted_proxies()?;
+        self.storage.validate()?;
         self.limits.to_limits()?;
         self.contacts.to_contacts_config()?;
         self.invites.to_policy()?;
@@ -1485,6 +1564,24 @@ mod tests {
                 "limits.prekeys.bucket_size",
             ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
+            ("[storage]\nurl = \"s3://Bad_Bucket\"\n", "storage.url"),
+            ("[storage]\nurl = \"https://b.example\"\n", "storage.url"),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_endpoint = \"ftp://x\"\n",
+                "storage.s3_endpoint",
+            ),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_secret_access_key_env = \"K\"\n",
+                "storage.s3_access_key_id",
+            ),
+            (
+                "[storage]\nurl = \"s3://bucket\"\ns3_access_key_id = \"a\"\n",
+                "storage.s3_secret_access_key_file",
+            ),
+            (
+                "[storage]\nmax_attachment_bytes = 0\n",
+                "storage.max_attachment_bytes",
+            ),
             ("[contacts]\nburst = 0\n", "contacts.burst"),
             ("[contacts]\nfloods = 1\n", "contacts.floods"),
             (

@@ -116,6 +116,9 @@ pub enum SetupError {
     /// Provider setup failed.
     #[error(transparent)]
     Oidc(#[from] crate::oidc::SetupError),
+    /// The object store could not be set up.
+    #[error(transparent)]
+    Storage(#[from] crate::storage::SetupError),
 }
 
 impl AppState {
@@ -155,7 +158,7 @@ impl AppState {
         config.validate()?;
         let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
         let storage = Arc::new(crate::storage::Storage::new(
-            Box::new(crate::storage::LocalStore::new(config.storage_path())),
+            crate::storage::from_config(&config)?,
             crate::storage::derive_secret(&oidc.principal_secret),
             config.storage.clone(),
         ));

@@ -8,7 +8,10 @@
 //!   creation time). Unfinished uploads older than `upload_expiry_seconds` are deleted by [`Storage::cleanup`].
 //!
 //! Appends to one upload are serialized inside a process; several processes sharing one directory should each own
-//! their uploads (the key is random and bound to the token). An S3-compatible store can implement the same trait.
+//! their uploads (the key is random and bound to the token). [`s3::S3Store`] implements the same trait over an
+//! S3-compatible bucket (`[storage] url`), with the same layout and invariants.
+
+pub mod s3;
 
 use std::collections::HashSet;
 use std::io;
@@ -25,6 +28,13 @@ use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::config::StorageConfig;
+
+/// Bytes gathered before one write of an upload to its file.
+const WRITE_BUFFER: usize = 1024 * 1024;
+/// Bytes of an upload after which writeback to disk is started in the background.
+const SYNC_EVERY: usize = 8 * 1024 * 1024;
+/// Bytes read from a file per download chunk (one trip to the blocking pool each).
+const READ_CHUNK: usize = 256 * 1024;
 
 /// A stream of body chunks.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
@@ -239,7 +249,7 @@ impl ObjectStore for LocalStore {
             if left == 0 {
                 return None;
             }
-            let want = usize::try_from(left.min(64 * 1024)).unwrap_or(64 * 1024);
+            let want = usize::try_from(left.min(READ_CHUNK as u64)).unwrap_or(READ_CHUNK);
             let mut buf = vec![0u8; want];
             match file.read(&mut buf).await {
                 Ok(0) => None,
@@ -292,11 +302,17 @@ impl ObjectStore for LocalStore {
 
     async fn upload_state(&self, key: &str) -> io::Result<Option<UploadState>> {
         if let Some((length, _)) = self.read_len(key).await? {
-            let offset = match fs::metadata(self.upload(key, "part")?).await {
-                Ok(m) => m.len(),
-                Err(e) => return not_found(e),
-            };
-            return Ok(Some(UploadState { length, offset }));
+            match fs::metadata(self.upload(key, "part")?).await {
+                Ok(m) => {
+                    return Ok(Some(UploadState {
+                        length,
+                        offset: m.len(),
+                    }));
+                }
+                // Published, and a crash came before the length file was removed: the object answers below.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(self.stat(key).await?.map(|(len, _)| UploadState {
             length: len,
@@ -318,11 +334,22 @@ impl ObjectStore for LocalStore {
             });
         };
         let part = self.upload(key, "part")?;
-        let mut file = fs::OpenOptions::new().append(true).open(&part).await?;
+        let file = match fs::OpenOptions::new().append(true).open(&part).await {
+            Ok(f) => f,
+            // Published, and a crash came before the length file was removed.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.stat(key).await?.is_some() => {
+                return Err(AppendError::Conflict);
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut current = file.metadata().await?.len();
         if current != offset {
             return Err(AppendError::Conflict);
         }
+        // Body chunks are small (often 16 KiB); each tokio file write is a trip to the blocking pool, so they are
+        // gathered into writes of up to WRITE_BUFFER bytes.
+        let mut file = tokio::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+        let mut unsynced = 0;
         let mut outcome = Ok(());
         while let Some(chunk) = body.next().await {
             let chunk = match chunk {
@@ -338,9 +365,19 @@ impl ObjectStore for LocalStore {
             }
             file.write_all(&chunk).await?;
             current += chunk.len() as u64;
+            unsynced += chunk.len();
+            if unsynced >= SYNC_EVERY && current < length {
+                // Start writing back what is on the file so far while more arrives, so that the fsync at the end
+                // (before the object is published) has little left to do. Nothing waits for it.
+                unsynced = 0;
+                if let Ok(f) = file.get_ref().try_clone().await {
+                    tokio::spawn(async move { f.sync_data().await });
+                }
+            }
         }
         file.flush().await?;
         if current == length {
+            let file = file.into_inner();
             file.sync_all().await?;
             drop(file);
             self.publish(&part, key).await?;
@@ -397,6 +434,39 @@ impl ObjectStore for LocalStore {
         }
         Ok(removed)
     }
+}
+
+/// Why the configured object store could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The S3 secret access key could not be read.
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    /// The S3 client could not be built.
+    #[error("S3 storage: {0}")]
+    S3(io::Error),
+}
+
+/// The object store `[storage]` chooses: the S3-compatible bucket of `url`, else the local directory.
+pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore>, SetupError> {
+    let storage = &config.storage;
+    let Some(bucket) = storage.s3_bucket() else {
+        return Ok(Box::new(LocalStore::new(config.storage_path())));
+    };
+    let secret = crate::secrets::read_secret(
+        storage.s3_secret_access_key_file.as_deref(),
+        storage.s3_secret_access_key_env.as_deref(),
+    )?;
+    let settings = s3::S3Settings {
+        bucket: bucket.to_owned(),
+        endpoint: storage.s3_endpoint.clone(),
+        region: storage.s3_region.clone(),
+        access_key_id: storage.s3_access_key_id.clone().unwrap_or_default(),
+        secret_access_key: zeroize::Zeroizing::new(secret.to_string()),
+    };
+    Ok(Box::new(
+        s3::S3Store::new(&settings).map_err(SetupError::S3)?,
+    ))
 }
 
 /// The storage the HTTP layer uses: the object store, the secret that signs forms and tokens, and the limits.

@@ -5,7 +5,8 @@
 //! without device credentials; TUS without a valid bearer token for the key); 404 `not_found`; 409 `offset_mismatch`
 //! (`Upload-Offset` is not the current offset, an append is running, or the key exists); 412 `unsupported_version`
 //! (`Tus-Resumable` other than 1.0.0); 413 `upload_too_large` (over `[storage] max_attachment_bytes` or the token's
-//! length, or a body past `Upload-Length`); 415 `invalid_content_type`; 416 `range_not_satisfiable`; 429.
+//! length, or a body past `Upload-Length`); 415 `invalid_content_type`; 416 `range_not_satisfiable`; 429 (forms: limiters
+//! `attachmentCreate`, and `attachmentCreateBytes` when `uploadLength` is given).
 
 use std::collections::BTreeMap;
 
@@ -17,7 +18,7 @@ use base64::Engine as _;
 use flatline_core::attachments::{
     is_attachment_key, new_attachment_key, upload_token, verify_upload_token,
 };
-use flatline_core::ratelimit::Limiter;
+use flatline_core::ratelimit::{Limiter, attachment_kib};
 use flatline_core::time::Timestamp;
 use futures_util::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ErrorBody, Path, Query};
 use super::extract::Authenticated;
-use super::openapi::{INTERNAL, RATE_LIMITED, UNAUTHORIZED};
+use super::openapi::{INTERNAL, UNAUTHORIZED};
 use crate::storage::{AppendError, ByteStream};
 
 /// The TUS protocol version served.
@@ -109,7 +110,8 @@ fn cdn3(state: &AppState) -> String {
         (status = 400, description = "`invalid_upload_length`: not positive", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
         (status = 413, description = "`upload_too_large`", body = ErrorBody),
-        (status = 429, description = RATE_LIMITED, body = ErrorBody),
+        (status = 429, description = "`rate_limited` (wait `Retry-After` seconds): the `attachmentCreate` \
+            limiter, or `attachmentCreateBytes` (KiB of `uploadLength`, only when given)", body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
     )
 )]
@@ -132,10 +134,24 @@ async fn upload_form(
         Some(n) => n.unsigned_abs(),
         None => max,
     };
+    let aci = caller.account.aci.to_string();
+    // Every form request spends a count permit, even one the bytes limiter then refuses (Signal hands that permit
+    // back; the shared buckets have no refund, and the only one hurt is the caller).
     state
         .limiters
-        .check(Limiter::AttachmentCreate, &caller.account.aci.to_string())
+        .check(Limiter::AttachmentCreate, &aci)
         .await?;
+    // Only a declared length is charged: without one the form allows up to the maximum, as in Signal.
+    if q.upload_length.is_some() {
+        state
+            .limiters
+            .check_n(
+                Limiter::AttachmentCreateBytes,
+                &aci,
+                attachment_kib(max_len),
+            )
+            .await?;
+    }
     let key = new_attachment_key(state.rng.as_ref());
     let lifetime = i64::try_from(state.storage.config.upload_expiry_seconds).unwrap_or(i64::MAX);
     let expires = Timestamp::from_secs(state.clock.now().as_secs().saturating_add(lifetime));

@@ -23,6 +23,7 @@ mod message_processes;
 mod messages;
 mod multi_recipient;
 mod multiprocess;
+mod object_stores;
 mod openapi;
 mod postgres;
 mod profiles;

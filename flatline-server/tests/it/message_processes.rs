@@ -18,7 +18,7 @@ use serde_json::json;
 
 use crate::socket::{ProcessTls, WsClient, start_process_with};
 
-async fn open_store(db: &str) -> Arc<dyn Store> {
+pub(crate) async fn open_store(db: &str) -> Arc<dyn Store> {
     flatline_server::store::open(&flatline_server::config::DatabaseConfig {
         url: db.to_owned(),
         ..Default::default()
@@ -27,7 +27,7 @@ async fn open_store(db: &str) -> Arc<dyn Store> {
     .expect("store")
 }
 
-async fn seed(store: &dyn Store, principal: &str) -> SimClient {
+pub(crate) async fn seed(store: &dyn Store, principal: &str) -> SimClient {
     let client = SimClient::new(&OsRandom);
     store
         .create_account(client.new_account(

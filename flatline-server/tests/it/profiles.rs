@@ -407,9 +407,15 @@ async fn post_form(app: &TestApp, form: &Value, key: &str, file: &[u8]) -> u16 {
 
 #[tokio::test]
 async fn avatar_form_post_and_download() {
-    let dir = tempfile::tempdir().unwrap();
+    for kind in crate::object_stores::StoreKind::ALL {
+        avatar_form_post_and_download_on(kind).await;
+    }
+}
+
+async fn avatar_form_post_and_download_on(kind: crate::object_stores::StoreKind) {
+    let storage = crate::object_stores::TestStorage::new(kind).await;
     let mut config = flatline_server::config::Config::default();
-    config.storage.path = Some(dir.path().to_path_buf());
+    storage.apply(&mut config);
     let app = TestApp::with_config(Backend::Memory, config).await;
     let bob = app.seed("bob").await;
     let auth = bob.basic_auth(UsernameForm::Aci);
@@ -473,6 +479,12 @@ async fn avatar_form_post_and_download() {
     let r = app.get(&format!("/{key}"), None).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, avatar);
+    assert!(r.headers.contains_key("etag"));
+    assert_eq!(
+        storage.keys("objects/").await,
+        vec![format!("objects/{key}")],
+        "{kind:?}: stored in the configured store"
+    );
 
     app.clock.advance(std::time::Duration::from_secs(30 * 60));
     assert_eq!(
