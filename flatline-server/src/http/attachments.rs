@@ -50,8 +50,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         ))
 }
 
+/// An object-store failure: 503 `storage_unavailable`, never a 500.
 fn internal(e: std::io::Error) -> ApiError {
-    ApiError::internal(&e)
+    ApiError::storage_unavailable(&e)
 }
 
 fn too_large(message: &str) -> ApiError {

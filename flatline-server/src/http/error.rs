@@ -91,6 +91,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 503 `storage_unavailable` with `Retry-After`: the object store (the attachment directory or the
+    /// S3-compatible service) failed — disk full, permissions, the service unreachable. A fault of the
+    /// environment that passes once the operator mends it; nothing was published. The detail goes to the log.
+    pub fn storage_unavailable(e: &std::io::Error) -> Self {
+        tracing::warn!(error = %e, "object store unavailable");
+        ApiError {
+            retry_after: Some(UNAVAILABLE_RETRY_SECS),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the object store is unavailable; retry later",
+            )
+        }
+    }
+}
+
 /// `Retry-After` of a 503 `store_unavailable`.
 pub const UNAVAILABLE_RETRY_SECS: u64 = 5;
 

@@ -690,7 +690,7 @@ async fn upload_avatar(
         .objects
         .put(&key, file)
         .await
-        .map_err(|e| ApiError::internal(&e))?;
+        .map_err(|e| ApiError::storage_unavailable(&e))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -721,7 +721,7 @@ async fn download_avatar(
         .objects
         .stat(&key)
         .await
-        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::storage_unavailable(&e))?
     else {
         return Err(ApiError::not_found("no such avatar"));
     };
@@ -730,7 +730,7 @@ async fn download_avatar(
         .objects
         .open(&key, 0, len)
         .await
-        .map_err(|e| ApiError::internal(&e))?
+        .map_err(|e| ApiError::storage_unavailable(&e))?
         .ok_or_else(|| ApiError::not_found("no such avatar"))?;
     let mut response = Body::from_stream(object.body).into_response();
     let h = response.headers_mut();

@@ -959,3 +959,67 @@ async fn kill_9_during_an_upload(kind: StoreKind) {
         "{kind:?}: identical bytes after the restart"
     );
 }
+
+/// The object store failing under the server (here the local store's directory replaced by a file, as a lost mount
+/// or a full disk would make every write fail) is a 503 `storage_unavailable` with `Retry-After`, never a 500, and
+/// nothing is published; once the directory is back, uploads work again without a restart.
+#[tokio::test]
+async fn a_failing_object_store_is_a_503_and_recovers() {
+    let (app, storage) = app_with_storage(StoreKind::Local, 2 * MIB as u64).await;
+    let bob = app.seed("bob").await;
+    let auth = bob.basic_auth(UsernameForm::Aci);
+    let root = storage.dir.path().join("store");
+    let create = |f: &Form| {
+        vec![
+            ("tus-resumable", "1.0.0"),
+            (
+                "authorization",
+                Box::leak(f.auth.clone().into_boxed_str()) as &str,
+            ),
+            ("upload-length", "4"),
+            (
+                "upload-metadata",
+                Box::leak(f.metadata.clone().into_boxed_str()),
+            ),
+        ]
+    };
+    let f = form(&app, &auth, "?uploadLength=4").await;
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::write(&root, b"not a directory").unwrap();
+    let r = send(
+        &app,
+        Method::POST,
+        "/attachments",
+        &create(&f),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], "storage_unavailable");
+    assert!(r.headers.contains_key("retry-after"));
+    let r = send(
+        &app,
+        Method::GET,
+        &format!("/attachments/{}", f.key),
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(
+        r.status, 503,
+        "a read of a broken store is unavailable, not missing"
+    );
+
+    std::fs::remove_file(&root).unwrap();
+    std::fs::create_dir_all(&root).unwrap();
+    let f = form(&app, &auth, "?uploadLength=4").await;
+    let r = send(
+        &app,
+        Method::POST,
+        "/attachments",
+        &create(&f),
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+}
