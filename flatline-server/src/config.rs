@@ -15,6 +15,9 @@ use flatline_core::ratelimit::{BucketConfig, Limiter, Limits};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+/// Longest time a configured rate-limit bucket may take to refill from empty (100 years).
+const MAX_BUCKET_SECONDS: f64 = 3_153_600_000.0;
+
 /// A configuration problem, naming the key it is about.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -1101,6 +1104,14 @@ impl LimitsConfig {
                         "must be between 0.001 and 31536000",
                     )
                 })?;
+            // A full bucket's regeneration time, bounded so the stores' bucket arithmetic (in milliseconds, done
+            // by the database) stays far from overflow.
+            if f64::from(c.bucket_size) * regen.as_secs_f64() > MAX_BUCKET_SECONDS {
+                return Err(invalid(
+                    format!("{key}.bucket_size"),
+                    "bucket_size × permit_regeneration_seconds must be at most 3153600000 (100 years)",
+                ));
+            }
             limits.set(limiter, BucketConfig::new(c.bucket_size, regen));
         }
         Ok(limits)
@@ -1561,6 +1572,10 @@ mod tests {
             ),
             (
                 "[limits.prekeys]\nbucket_size = 0\npermit_regeneration_seconds = 1\n",
+                "limits.prekeys.bucket_size",
+            ),
+            (
+                "[limits.prekeys]\nbucket_size = 4000000000\npermit_regeneration_seconds = 31536000\n",
                 "limits.prekeys.bucket_size",
             ),
             ("[database]\nurl = \"mysql://x\"\n", "database.url"),
