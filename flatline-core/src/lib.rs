@@ -7,7 +7,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod account;
-pub mod accounts;
 pub mod attachments;
 pub mod auth;
 pub mod chat;
@@ -26,6 +25,7 @@ pub mod random;
 pub mod ratelimit;
 pub mod registration;
 pub mod sealed;
+pub mod server_state;
 pub mod shortcodes;
 pub mod store;
 pub mod time;

@@ -5,166 +5,320 @@
 //! where invites are required — reserves an invite use; `register` consumes the verified session (and the
 //! reserved use) in the same transaction that creates or re-registers the account.
 
-mod model;
+mod service;
+mod store;
 pub mod oidc;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::fmt;
 use std::time::Duration;
 
-use subtle::ConstantTimeEq;
-use zeroize::Zeroizing;
+pub use service::*;
+pub use store::*;
 
-pub use model::*;
-use oidc::{
-    ExchangeError, IdTokenExpectations, IdpError, JwsVerifier, OidcClient,
-    PrincipalDerivationError, Provider, TokenError,
-};
-
-use crate::account::{Account, AccountAttributes, AttributesError, Device, RawAccountAttributes};
-use crate::credentials::{CredentialError, MIN_NEW_PASSWORD_LEN, SaltedTokenHash, decode_basic};
+use crate::account::{Account, AccountAttributes, AccountSettings, Device, RawAccountAttributes};
 use crate::crypto::PublicKey;
-use crate::ids::{Aci, DeviceId, Pni, Principal};
-use crate::invites::{BadCode, InviteCode, InviteState};
-use crate::keys::{KeyError, RawKey, SignedPreKey, validate_signed_key, verify_signatures};
+use crate::ids::{Aci, Pni, Principal};
+use crate::invites::{CodeHash, InviteId};
+use crate::keys::{RawKey, SignedPreKey, validate_signed_key, verify_signatures};
 use crate::random::{SecureRandom, random_array};
-use crate::ratelimit::{LimitError, Limiter, RateLimited, RateLimiters};
-use crate::store::{InitialKeys, Store, StoreError};
-use crate::time::Clock;
+use crate::store::InitialKeys;
+use crate::time::Timestamp;
 
-/// Why a registration step was refused. The server maps each variant to one status and `code`.
-#[derive(Debug, thiserror::Error)]
-pub enum RegistrationError {
-    /// 400 `unknown_provider`.
-    #[error("unknown identity provider")]
-    UnknownProvider,
-    /// 422: a field broke a rule.
-    #[error("{0}")]
-    Invalid(String),
-    /// 403 `invite_invalid`.
-    #[error("the invite cannot be used")]
-    InviteInvalid,
-    /// 403 `invite_required`.
-    #[error("an invite is required to register")]
-    InviteRequired,
-    /// 502 `idp_error`.
-    #[error(transparent)]
-    Idp(#[from] IdpError),
-    /// 404.
-    #[error("no such verification session")]
-    SessionNotFound,
-    /// 409.
-    #[error("the session is already verified")]
-    AlreadyVerified,
-    /// 400 `state_mismatch`.
-    #[error("state does not match")]
-    StateMismatch,
-    /// 400 `issuer_mismatch`.
-    #[error("iss does not match the provider's issuer")]
-    IssuerMismatch,
-    /// 401 `code_invalid`.
-    #[error("the identity provider refused the code")]
-    CodeInvalid,
-    /// 401 `id_token_invalid`.
-    #[error("ID token rejected: {0}")]
-    IdToken(TokenError),
-    /// 401 `principal_invalid`.
-    #[error("no valid principal: {0}")]
-    PrincipalInvalid(PrincipalDerivationError),
-    /// 403 `principal_conflict`.
-    #[error("the principal belongs to another account")]
-    PrincipalConflict,
-    /// 400 `principal_mismatch`: the Basic username is not the session's principal.
-    #[error("the principal does not match the session")]
-    PrincipalMismatch,
-    /// 401 `session_unverified`.
-    #[error("the session is not verified")]
-    SessionUnverified,
-    /// 401: malformed Basic header at registration.
-    #[error(transparent)]
-    Credentials(#[from] CredentialError),
-    /// 429.
-    #[error(transparent)]
-    RateLimited(RateLimited),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
+/// How long a deleted account's (provider, sub) keeps its ACI for re-registration.
+pub const TOMBSTONE_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 
-impl From<LimitError> for RegistrationError {
-    fn from(e: LimitError) -> Self {
-        match e {
-            LimitError::Limited(r) => RegistrationError::RateLimited(r),
-            LimitError::Store(s) => RegistrationError::Store(s),
-        }
+/// A verification session id: 128 random bits, URL-safe base64 without padding (22 characters).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    /// A fresh id.
+    pub fn generate(rng: &dyn SecureRandom) -> Self {
+        use base64::Engine as _;
+        SessionId(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_array::<16>(rng)))
+    }
+    /// Accepts only the shape we generate, so junk never reaches the store.
+    pub fn parse(s: &str) -> Option<Self> {
+        (s.len() == 22
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .then(|| SessionId(s.to_owned()))
+    }
+    /// The id text.
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
 }
 
-impl From<AttributesError> for RegistrationError {
-    fn from(e: AttributesError) -> Self {
-        RegistrationError::Invalid(e.to_string())
+impl fmt::Debug for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Session ids grant the right to register; keep them out of logs.
+        write!(f, "SessionId({}…)", &self.0[..4.min(self.0.len())])
     }
 }
 
-impl From<KeyError> for RegistrationError {
-    fn from(e: KeyError) -> Self {
-        match e {
-            KeyError::Store(s) => RegistrationError::Store(s),
-            other => RegistrationError::Invalid(other.to_string()),
-        }
-    }
+/// The (provider, sub) pair an account is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Subject {
+    /// Provider id from the configuration.
+    pub provider: String,
+    /// The IdP's `sub`.
+    pub sub: String,
 }
 
-/// Registration settings from the server configuration.
-#[derive(Clone)]
-pub struct RegistrationSettings {
-    /// How long a session (and then a verified session) lives.
-    pub session_lifetime: Duration,
-    /// Invites required for new subjects on every provider.
-    pub invite_required: bool,
-    /// Key of the opaque principal and tombstone hashes. Losing it changes every opaque principal.
-    pub principal_secret: Zeroizing<Vec<u8>>,
+/// What a successful code exchange proved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedIdentity {
+    /// Provider and subject.
+    pub subject: Subject,
+    /// Keyed hash of the subject: the tombstone key after deletion.
+    pub subject_hash: [u8; 32],
+    /// The principal derived from the ID token.
+    pub principal: Principal,
+    /// Whether the principal is opaque.
+    pub principal_opaque: bool,
+    /// The ID token's `sid`, kept to match sid-only logout tokens.
+    pub sid: Option<String>,
 }
 
-/// `POST /v1/verification/session`, decoded.
-#[derive(Debug, Clone, Default)]
-pub struct StartRequest {
+/// A verification session as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerificationSession {
+    /// Id.
+    pub id: SessionId,
     /// Provider id.
     pub provider_id: String,
-    /// PKCE S256 challenge (43 URL-safe characters).
-    pub code_challenge: String,
-    /// The app's state.
+    /// The client's `state`, compared on PATCH.
     pub state: String,
-    /// Where the IdP sends the user back (must be configured).
+    /// Our nonce, compared with the ID token's.
+    pub nonce: String,
+    /// The redirect URI used in the PAR (sent again in the token request).
     pub redirect_uri: String,
-    /// Optional login hint.
-    pub login_hint: Option<String>,
-    /// Optional invite code.
-    pub invite_code: Option<String>,
+    /// The PAR `request_uri`.
+    pub request_uri: String,
+    /// The PAR `expires_in`, seconds.
+    pub request_uri_lifetime: u64,
+    /// Hash of the invite code given at creation, if any.
+    pub invite_code: Option<CodeHash>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// After this the session is gone (and any reserved invite use is free again).
+    pub expires_at: Timestamp,
+    /// Set once the code exchange succeeded.
+    pub verified: Option<VerifiedIdentity>,
+    /// The invite use this session holds, if it reserved one.
+    pub reserved_invite: Option<InviteId>,
 }
 
-/// A started session with what the app needs to open the browser.
+/// Result of marking a session verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// Verified (and the invite use reserved, when one was asked for).
+    Verified,
+    /// No live session with that id.
+    NotFound,
+    /// Verified before.
+    AlreadyVerified,
+    /// The invite could not be reserved (unknown, revoked, expired, exhausted, owner suspended).
+    InviteUnavailable,
+}
+
+/// Everything registration writes, applied atomically by [`RegistrationStore::register`].
 #[derive(Debug, Clone)]
-pub struct StartedSession {
-    /// The stored session.
-    pub session: VerificationSession,
-    /// The provider's authorization endpoint.
-    pub authorization_endpoint: String,
-    /// Our client id at the provider.
-    pub client_id: String,
+pub struct RegistrationCommit {
+    /// The verified session being consumed.
+    pub session_id: SessionId,
+    /// ACI for a brand-new subject without a tombstone.
+    pub candidate_aci: Aci,
+    /// PNI for a new account or a rotated principal.
+    pub candidate_pni: Pni,
+    /// ACI identity key (33 bytes).
+    pub aci_identity_key: Vec<u8>,
+    /// PNI identity key (33 bytes).
+    pub pni_identity_key: Vec<u8>,
+    /// The new primary device (replaces every device on re-registration).
+    pub device: Device,
+    /// Account-level settings.
+    pub settings: AccountSettings,
+    /// Signed keys of the new primary.
+    pub keys: InitialKeys,
+    /// Now.
+    pub now: Timestamp,
 }
 
-/// `PATCH /v1/verification/session/{id}`, decoded.
-#[derive(Debug, Clone, Default)]
-pub struct VerifyRequest {
-    /// Authorization code.
-    pub code: String,
-    /// PKCE verifier.
-    pub code_verifier: String,
-    /// The state the app got back.
-    pub state: String,
-    /// The callback's `iss` (RFC 9207), when the app passes it.
-    pub iss: Option<String>,
+/// Result of a registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationOutcome {
+    /// An account was created (possibly reusing a tombstoned ACI).
+    Created {
+        /// The ACI.
+        aci: Aci,
+        /// The PNI.
+        pni: Pni,
+    },
+    /// The subject's existing account was re-registered.
+    Reregistered {
+        /// The ACI (kept).
+        aci: Aci,
+        /// The PNI (rotated when the principal changed).
+        pni: Pni,
+    },
+    /// The session is gone, unverified or already used.
+    SessionInvalid,
+    /// The principal belongs to another subject's account.
+    PrincipalConflict,
+    /// The session's reserved invite was revoked, expired or its owner suspended since the reservation; nothing
+    /// was written (the reservation is not consumed).
+    InviteInvalid,
+}
+
+/// The subject's current account, as the registration transaction found it (locked on PostgreSQL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingAccount {
+    /// Its ACI (kept by a re-registration).
+    pub aci: Aci,
+    /// Its PNI (rotated when the principal changed).
+    pub pni: Pni,
+    /// Its principal.
+    pub principal: Principal,
+}
+
+/// What [`plan_registration`] decides over: the state a store loads inside the registration transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistrationFacts<'a> {
+    /// The live session named by the commit, if any.
+    pub session: Option<&'a VerificationSession>,
+    /// Whether the session's reserved invite (if it has one) is still usable: unrevoked, unexpired, its owner not
+    /// suspended. Ignored when the session reserved none.
+    pub invite_usable: bool,
+    /// The account bound to the session's subject.
+    pub existing: Option<&'a ExistingAccount>,
+    /// The account holding the session's principal.
+    pub principal_holder: Option<Aci>,
+    /// The ACI kept by a live tombstone of the subject. Read only when there is no `existing` account, so a store
+    /// need only load it then.
+    pub tombstone: Option<Aci>,
+}
+
+/// What a registration writes, decided once for every backend by [`plan_registration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistrationPlan {
+    /// Nothing is written; the registration answers this outcome.
+    Refuse(RegistrationOutcome),
+    /// The subject's account is re-registered: same ACI, devices replaced, the one-time keys of both identities
+    /// wiped, the username held for reclaim.
+    Reregister {
+        /// The account's ACI.
+        aci: Aci,
+        /// Its PNI before; its keys are wiped.
+        old_pni: Pni,
+        /// Its PNI after: the commit's candidate when the principal changed, else `old_pni`.
+        pni: Pni,
+    },
+    /// A new account is created and bound to the subject.
+    Create {
+        /// The tombstone's ACI when the subject had a live one (the tombstone is consumed), else the candidate.
+        aci: Aci,
+        /// The commit's candidate PNI.
+        pni: Pni,
+        /// Whether `aci` came from the subject's tombstone.
+        from_tombstone: bool,
+    },
+}
+
+impl RegistrationPlan {
+    /// The outcome the registration answers once the plan is applied.
+    pub fn outcome(&self) -> RegistrationOutcome {
+        match *self {
+            RegistrationPlan::Refuse(ref outcome) => outcome.clone(),
+            RegistrationPlan::Reregister { aci, pni, .. } => {
+                RegistrationOutcome::Reregistered { aci, pni }
+            }
+            RegistrationPlan::Create { aci, pni, .. } => RegistrationOutcome::Created { aci, pni },
+        }
+    }
+
+    /// The principal changes hands (a re-registration whose PNI rotates).
+    pub fn rotates_pni(&self) -> bool {
+        matches!(self, RegistrationPlan::Reregister { old_pni, pni, .. } if old_pni != pni)
+    }
+}
+
+/// The registration decision, in this order: the session must be live and verified; its reserved invite must
+/// still be usable; the principal must not be held by another subject's account; then the subject's account is
+/// re-registered (PNI rotated when the principal changed) or a new one is created (reusing a live tombstone's ACI).
+/// `candidate_aci`/`candidate_pni` are the commit's fresh identifiers. Uniqueness of the candidates is left to the store's constraints ([`crate::store::Conflict`]).
+pub fn plan_registration(
+    facts: &RegistrationFacts<'_>,
+    candidate_aci: Aci,
+    candidate_pni: Pni,
+) -> RegistrationPlan {
+    let Some(session) = facts.session else {
+        return RegistrationPlan::Refuse(RegistrationOutcome::SessionInvalid);
+    };
+    let Some(verified) = &session.verified else {
+        return RegistrationPlan::Refuse(RegistrationOutcome::SessionInvalid);
+    };
+    if session.reserved_invite.is_some() && !facts.invite_usable {
+        return RegistrationPlan::Refuse(RegistrationOutcome::InviteInvalid);
+    }
+    let existing_aci = facts.existing.map(|e| e.aci);
+    if let Some(holder) = facts.principal_holder
+        && Some(holder) != existing_aci
+    {
+        return RegistrationPlan::Refuse(RegistrationOutcome::PrincipalConflict);
+    }
+    match facts.existing {
+        Some(existing) => RegistrationPlan::Reregister {
+            aci: existing.aci,
+            old_pni: existing.pni,
+            pni: if existing.principal == verified.principal {
+                existing.pni
+            } else {
+                candidate_pni
+            },
+        },
+        None => RegistrationPlan::Create {
+            aci: facts.tombstone.unwrap_or(candidate_aci),
+            pni: candidate_pni,
+            from_tombstone: facts.tombstone.is_some(),
+        },
+    }
+}
+
+impl RegistrationCommit {
+    /// The account a [`RegistrationPlan::Create`] stores: `aci` and `pni` from the plan, the principal from the
+    /// verified session, everything else from the commit.
+    pub fn new_account(&self, aci: Aci, pni: Pni, verified: &VerifiedIdentity) -> Account {
+        Account {
+            aci,
+            pni,
+            principal: verified.principal.clone(),
+            principal_opaque: verified.principal_opaque,
+            aci_identity_key: self.aci_identity_key.clone(),
+            pni_identity_key: self.pni_identity_key.clone(),
+            settings: self.settings.clone(),
+            username_hash: None,
+            username_link_handle: None,
+            created_at: self.now,
+            devices: vec![self.device.clone()],
+        }
+    }
+
+    /// `account` as a [`RegistrationPlan::Reregister`] leaves it: the new PNI, principal, identity keys and
+    /// settings, and the commit's device as its only device; its ACI, username and creation time are kept.
+    pub fn reregistered(&self, account: Account, pni: Pni, verified: &VerifiedIdentity) -> Account {
+        Account {
+            pni,
+            principal: verified.principal.clone(),
+            principal_opaque: verified.principal_opaque,
+            aci_identity_key: self.aci_identity_key.clone(),
+            pni_identity_key: self.pni_identity_key.clone(),
+            settings: self.settings.clone(),
+            devices: vec![self.device.clone()],
+            ..account
+        }
+    }
 }
 
 /// `POST /v1/registration`, decoded but not validated.
@@ -190,48 +344,6 @@ pub struct RawRegistration {
     pub pni_pq_last_resort: Option<RawKey>,
     /// How many push tokens (`apnToken`, `gcmToken`) were sent.
     pub push_tokens: usize,
-}
-
-/// A registered account, with whether it existed before.
-#[derive(Debug, Clone)]
-pub struct Registered {
-    /// The account as stored now.
-    pub account: Account,
-    /// True when an existing account was re-registered.
-    pub reregistration: bool,
-}
-
-/// Why a logout token was refused (always 400 `invalid_request` on the wire).
-#[derive(Debug, thiserror::Error)]
-pub enum LogoutError {
-    /// Unknown provider.
-    #[error("unknown provider")]
-    UnknownProvider,
-    /// The token failed a check.
-    #[error(transparent)]
-    Token(#[from] TokenError),
-    /// The `jti` was seen before.
-    #[error("replayed logout token")]
-    Replay,
-    /// No JWKS could be loaded.
-    #[error(transparent)]
-    Idp(#[from] IdpError),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
-/// The registration service.
-#[derive(Clone)]
-pub struct Registration {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
-    rng: Arc<dyn SecureRandom>,
-    limiters: RateLimiters,
-    providers: Arc<BTreeMap<String, Provider>>,
-    client: Arc<dyn OidcClient>,
-    verifier: Arc<dyn JwsVerifier>,
-    settings: RegistrationSettings,
 }
 
 /// The fields of a registration request after validation: what [`Registration::register`] commits.
@@ -324,501 +436,6 @@ fn invalid(msg: impl Into<String>) -> RegistrationError {
     RegistrationError::Invalid(msg.into())
 }
 
-fn is_url_safe(s: &str) -> bool {
-    s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn printable(s: &str, max: usize) -> bool {
-    !s.is_empty() && s.len() <= max && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
-}
-
-impl Registration {
-    /// The service over its dependencies.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "a composition root; each dependency is distinct"
-    )]
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        rng: Arc<dyn SecureRandom>,
-        limiters: RateLimiters,
-        providers: Vec<Provider>,
-        client: Arc<dyn OidcClient>,
-        verifier: Arc<dyn JwsVerifier>,
-        settings: RegistrationSettings,
-    ) -> Self {
-        let providers = Arc::new(providers.into_iter().map(|p| (p.id.clone(), p)).collect());
-        Registration {
-            store,
-            clock,
-            rng,
-            limiters,
-            providers,
-            client,
-            verifier,
-            settings,
-        }
-    }
-
-    /// Configured providers, in id order.
-    pub fn providers(&self) -> impl Iterator<Item = &Provider> {
-        self.providers.values()
-    }
-
-    /// A configured provider.
-    pub fn provider(&self, id: &str) -> Option<&Provider> {
-        self.providers.get(id)
-    }
-
-    /// The OIDC client (for listing endpoints).
-    pub fn client(&self) -> &Arc<dyn OidcClient> {
-        &self.client
-    }
-
-    /// Starts a verification session: validates, checks an offered invite, pushes the authorization request.
-    pub async fn start(
-        &self,
-        client_ip: &str,
-        req: StartRequest,
-    ) -> Result<StartedSession, RegistrationError> {
-        self.limiters
-            .check(Limiter::VerificationAuthorization, client_ip)
-            .await?;
-        let provider = self
-            .providers
-            .get(&req.provider_id)
-            .ok_or(RegistrationError::UnknownProvider)?;
-        if req.code_challenge.len() != 43 || !is_url_safe(&req.code_challenge) {
-            return Err(invalid(
-                "codeChallenge must be 43 URL-safe base64 characters (S256)",
-            ));
-        }
-        if !printable(&req.state, 512) {
-            return Err(invalid("state must be 1..=512 printable ASCII characters"));
-        }
-        if !provider.redirect_uris.contains(&req.redirect_uri) {
-            return Err(invalid(
-                "redirectUri is not one of the provider's redirect URIs",
-            ));
-        }
-        if req
-            .login_hint
-            .as_deref()
-            .is_some_and(|h| !printable(h, 256))
-        {
-            return Err(invalid(
-                "loginHint must be 1..=256 printable ASCII characters",
-            ));
-        }
-        let now = self.clock.now();
-        let invite_code = match req.invite_code.as_deref().filter(|c| !c.is_empty()) {
-            None => None,
-            Some(raw) => {
-                self.limiters
-                    .check(Limiter::InviteAttempt, client_ip)
-                    .await?;
-                let code =
-                    InviteCode::parse(raw).map_err(|BadCode| RegistrationError::InviteInvalid)?;
-                let hash = code.hash();
-                let invite = self
-                    .store
-                    .invite_by_code(&hash, now)
-                    .await?
-                    .ok_or(RegistrationError::InviteInvalid)?;
-                let suspended = match invite.owner {
-                    crate::invites::InviteOwner::Account(aci) => {
-                        self.store.is_suspended(aci).await?
-                    }
-                    crate::invites::InviteOwner::Operator => false,
-                };
-                if invite.state(now, suspended) != InviteState::Active {
-                    return Err(RegistrationError::InviteInvalid);
-                }
-                Some(hash)
-            }
-        };
-        let endpoints = self.client.endpoints(provider).await?;
-        let nonce = base64_url(&random_array::<32>(self.rng.as_ref()));
-        let scope = provider.scopes.join(" ");
-        let mut params: Vec<(&str, &str)> = vec![
-            ("response_type", "code"),
-            ("client_id", &provider.client_id),
-            ("redirect_uri", &req.redirect_uri),
-            ("scope", &scope),
-            ("state", &req.state),
-            ("nonce", &nonce),
-            ("code_challenge", &req.code_challenge),
-            ("code_challenge_method", "S256"),
-        ];
-        if let Some(hint) = &req.login_hint {
-            params.push(("login_hint", hint));
-        }
-        self.limiters
-            .check(Limiter::IdpRequests, &provider.id)
-            .await?;
-        let par = self
-            .client
-            .push_authorization_request(provider, &params)
-            .await?;
-        let session = VerificationSession {
-            id: SessionId::generate(self.rng.as_ref()),
-            provider_id: provider.id.clone(),
-            state: req.state,
-            nonce,
-            redirect_uri: req.redirect_uri,
-            request_uri: par.request_uri,
-            request_uri_lifetime: par.expires_in,
-            invite_code,
-            created_at: now,
-            expires_at: now.plus(self.settings.session_lifetime),
-            verified: None,
-            reserved_invite: None,
-        };
-        self.store.create_session(&session).await?;
-        Ok(StartedSession {
-            session,
-            authorization_endpoint: endpoints.authorization,
-            client_id: provider.client_id.clone(),
-        })
-    }
-
-    /// A live session.
-    pub async fn session(&self, id: &str) -> Result<VerificationSession, RegistrationError> {
-        let id = SessionId::parse(id).ok_or(RegistrationError::SessionNotFound)?;
-        self.store
-            .session(&id, self.clock.now())
-            .await?
-            .ok_or(RegistrationError::SessionNotFound)
-    }
-
-    /// The pinned JWKS of `provider`, pinning it on first use.
-    async fn jwks(&self, provider: &Provider) -> Result<String, RegistrationError> {
-        if let Some(jwks) = self.store.pinned_jwks(&provider.id).await? {
-            return Ok(jwks);
-        }
-        let fetched = self.client.fetch_jwks(provider).await?;
-        Ok(self
-            .store
-            .pin_jwks(&provider.id, &fetched, self.clock.now())
-            .await?)
-    }
-
-    /// Completes a session: code exchange, ID token checks, principal rules, invite reservation.
-    pub async fn verify(
-        &self,
-        id: &str,
-        req: VerifyRequest,
-    ) -> Result<VerificationSession, RegistrationError> {
-        let session = self.session(id).await?;
-        if session.verified.is_some() {
-            return Err(RegistrationError::AlreadyVerified);
-        }
-        self.limiters
-            .check(Limiter::VerificationTokenExchange, session.id.as_str())
-            .await?;
-        let provider = self
-            .providers
-            .get(&session.provider_id)
-            .ok_or(RegistrationError::UnknownProvider)?;
-        if !(req.state.len() == session.state.len()
-            && bool::from(req.state.as_bytes().ct_eq(session.state.as_bytes())))
-        {
-            return Err(RegistrationError::StateMismatch);
-        }
-        if req.iss.as_deref().is_some_and(|iss| iss != provider.issuer) {
-            return Err(RegistrationError::IssuerMismatch);
-        }
-        if !printable(&req.code, 4096) {
-            return Err(invalid("code must be 1..=4096 printable ASCII characters"));
-        }
-        if !(43..=128).contains(&req.code_verifier.len())
-            || !req
-                .code_verifier
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-        {
-            return Err(invalid(
-                "codeVerifier must be 43..=128 unreserved characters (RFC 7636)",
-            ));
-        }
-        self.limiters
-            .check(Limiter::IdpRequests, &provider.id)
-            .await?;
-        let token = match self
-            .client
-            .exchange_code(
-                provider,
-                &req.code,
-                &req.code_verifier,
-                &session.redirect_uri,
-            )
-            .await
-        {
-            Ok(t) => t,
-            Err(ExchangeError::InvalidGrant) => return Err(RegistrationError::CodeInvalid),
-            Err(ExchangeError::Idp(e)) => return Err(e.into()),
-        };
-        let jwks = self.jwks(provider).await?;
-        let verified = self
-            .verifier
-            .verify(&token, &jwks, &provider.allowed_algs)
-            .map_err(RegistrationError::IdToken)?;
-        let now = self.clock.now();
-        let facts = oidc::check_id_token(
-            &verified.claims,
-            &IdTokenExpectations {
-                provider,
-                nonce: &session.nonce,
-                now,
-            },
-        )
-        .map_err(RegistrationError::IdToken)?;
-        let subject = Subject {
-            provider: provider.id.clone(),
-            sub: facts.sub,
-        };
-        let (principal, principal_opaque) = oidc::derive_principal(
-            provider,
-            &subject,
-            &verified.claims,
-            &self.settings.principal_secret,
-        )
-        .map_err(RegistrationError::PrincipalInvalid)?;
-        let existing = self.store.account_of_subject(&subject).await?;
-        if let Some(holder) = self.store.account_by_principal(&principal).await?
-            && Some(holder.aci) != existing
-        {
-            return Err(RegistrationError::PrincipalConflict);
-        }
-        let needs_invite =
-            existing.is_none() && (self.settings.invite_required || provider.invite_required);
-        if needs_invite && session.invite_code.is_none() {
-            return Err(RegistrationError::InviteRequired);
-        }
-        let identity = VerifiedIdentity {
-            subject_hash: oidc::keyed_subject_hash(&self.settings.principal_secret, &subject),
-            subject,
-            principal,
-            principal_opaque,
-            sid: facts.sid,
-        };
-        let expires_at = now.plus(self.settings.session_lifetime);
-        match self
-            .store
-            .verify_session(&session.id, &identity, needs_invite, expires_at, now)
-            .await?
-        {
-            VerifyOutcome::Verified => {}
-            VerifyOutcome::NotFound => return Err(RegistrationError::SessionNotFound),
-            VerifyOutcome::AlreadyVerified => return Err(RegistrationError::AlreadyVerified),
-            VerifyOutcome::InviteUnavailable => return Err(RegistrationError::InviteInvalid),
-        }
-        self.session(session.id.as_str()).await
-    }
-
-    /// Creates or re-registers the account of a verified session. `client_ip` is the limiter key of the caller's
-    /// network.
-    ///
-    /// Order (F-03 of the security review): the Basic username must be a well-formed principal; the per-network
-    /// limiter bounds the signature-checking work; field validation (422); then the session. Only a request whose
-    /// session is verified for exactly that principal is charged to the principal's `registration` limiter, so a
-    /// stranger naming someone else's principal can never keep them at 429.
-    pub async fn register(
-        &self,
-        authorization: &str,
-        client_ip: &str,
-        raw: RawRegistration,
-    ) -> Result<Registered, RegistrationError> {
-        let (username, password) = decode_basic(authorization, true)?;
-        if !Principal::parse(&username).is_ok_and(|p| p.as_str() == username) {
-            return Err(CredentialError::BadUsername.into());
-        }
-        self.limiters
-            .check(Limiter::RegistrationPerIp, client_ip)
-            .await?;
-        if password.len() < MIN_NEW_PASSWORD_LEN {
-            return Err(invalid(format!(
-                "the device password must be at least {MIN_NEW_PASSWORD_LEN} characters (clients generate random ones)"
-            )));
-        }
-        // Field validation first (422), as Signal-Server does.
-        let ValidRegistration {
-            session_id,
-            attributes,
-            aci_identity_key,
-            pni_identity_key,
-            keys,
-        } = validate_registration(&raw)?;
-
-        let session_id = SessionId::parse(&session_id).ok_or(RegistrationError::SessionNotFound)?;
-        let session = self
-            .store
-            .session(&session_id, self.clock.now())
-            .await?
-            .ok_or(RegistrationError::SessionNotFound)?;
-        let verified = session
-            .verified
-            .as_ref()
-            .ok_or(RegistrationError::SessionUnverified)?;
-        if verified.principal.as_str() != username {
-            return Err(RegistrationError::PrincipalMismatch);
-        }
-        self.limiters
-            .check(Limiter::Registration, &username)
-            .await?;
-        // Read the time only now, just before the store transaction (F-09: a stale `now` must not decide).
-        let now = self.clock.now();
-        let commit = RegistrationCommit {
-            session_id,
-            candidate_aci: Aci::random(self.rng.as_ref()),
-            candidate_pni: Pni::random(self.rng.as_ref()),
-            aci_identity_key,
-            pni_identity_key,
-            device: Device {
-                id: DeviceId::PRIMARY,
-                credential: SaltedTokenHash::generate(&password, self.rng.as_ref()),
-                settings: attributes.device,
-                created_at: now,
-                last_seen: now,
-                capabilities: attributes.capabilities,
-            },
-            settings: attributes.account,
-            keys,
-            now,
-        };
-        let (aci, reregistration) = match self.store.register(commit).await? {
-            RegistrationOutcome::Created { aci, .. } => (aci, false),
-            RegistrationOutcome::Reregistered { aci, .. } => (aci, true),
-            RegistrationOutcome::SessionInvalid => {
-                return Err(RegistrationError::SessionUnverified);
-            }
-            RegistrationOutcome::PrincipalConflict => {
-                return Err(RegistrationError::PrincipalConflict);
-            }
-            RegistrationOutcome::InviteInvalid => {
-                return Err(RegistrationError::InviteInvalid);
-            }
-        };
-        let account = self
-            .store
-            .account(aci)
-            .await?
-            .ok_or_else(|| StoreError::corrupt("registered account vanished"))?;
-        Ok(Registered {
-            account,
-            reregistration,
-        })
-    }
-
-    /// Validates a back-channel logout token and applies the provider's configured effect.
-    /// Returns the accounts affected (empty for `ignore` or an unknown subject).
-    pub async fn backchannel_logout(
-        &self,
-        provider_id: &str,
-        token: &str,
-    ) -> Result<Vec<Aci>, LogoutError> {
-        let provider = self
-            .providers
-            .get(provider_id)
-            .ok_or(LogoutError::UnknownProvider)?;
-        // Never pin on an unauthenticated request (F-05): the first pin happens after a code exchange with the
-        // provider (`verify`) or by the operator (`jwks refresh`). Until then no logout token can be checked, and
-        // there is no account of this provider to sign out either.
-        let jwks = self.store.pinned_jwks(&provider.id).await?.ok_or_else(|| {
-            LogoutError::Idp(IdpError(
-                "no JWKS pinned for the provider yet; nothing to sign out".into(),
-            ))
-        })?;
-        let verified = self.verifier.verify(token, &jwks, &provider.allowed_algs)?;
-        if let Some(typ) = &verified.typ {
-            let typ = typ.to_ascii_lowercase();
-            if typ != "logout+jwt" && typ != "application/logout+jwt" {
-                return Err(TokenError::Claim("typ").into());
-            }
-        }
-        let now = self.clock.now();
-        let facts = oidc::check_logout_token(&verified.claims, provider, now)?;
-        if !self
-            .store
-            .record_token_id(
-                &format!("logout:{}", provider.id),
-                &facts.jti,
-                facts.remember_until,
-                now,
-            )
-            .await?
-        {
-            return Err(LogoutError::Replay);
-        }
-        let mut targets = vec![];
-        if let Some(sub) = &facts.sub {
-            targets.extend(
-                self.store
-                    .account_of_subject(&Subject {
-                        provider: provider.id.clone(),
-                        sub: sub.clone(),
-                    })
-                    .await?,
-            );
-        } else if let Some(sid) = &facts.sid {
-            targets.extend(self.store.accounts_with_sid(&provider.id, sid).await?);
-        }
-        if provider.logout_effect == oidc::LogoutEffect::Lock {
-            for aci in &targets {
-                self.store.lock_credentials(*aci).await?;
-            }
-        }
-        Ok(targets)
-    }
-
-    /// The RP-initiated logout URL for the account's provider, if it offers one.
-    pub async fn end_session_url(&self, aci: Aci) -> Result<Option<String>, RegistrationError> {
-        let Some(subject) = self.store.subject_of(aci).await? else {
-            return Ok(None);
-        };
-        let Some(provider) = self.providers.get(&subject.provider) else {
-            return Ok(None);
-        };
-        let endpoints = match self.client.endpoints(provider).await {
-            Ok(e) => e,
-            // Deletion must not fail because the IdP is down; the app just gets no logout URL.
-            Err(_) => return Ok(None),
-        };
-        Ok(endpoints.end_session.map(|url| {
-            let sep = if url.contains('?') { '&' } else { '?' };
-            format!(
-                "{url}{sep}client_id={}",
-                percent_encode(&provider.client_id)
-            )
-        }))
-    }
-
-    /// Fetches the provider's JWKS and replaces the pinned set; on failure the old set stays.
-    pub async fn refresh_jwks(&self, provider_id: &str) -> Result<usize, RegistrationError> {
-        let provider = self
-            .providers
-            .get(provider_id)
-            .ok_or(RegistrationError::UnknownProvider)?;
-        let fetched = self.client.fetch_jwks(provider).await?;
-        let keys = serde_json::from_str::<serde_json::Value>(&fetched)
-            .ok()
-            .and_then(|v| v.get("keys").and_then(|k| k.as_array()).map(Vec::len))
-            .filter(|n| *n > 0)
-            .ok_or_else(|| IdpError("the fetched JWKS has no keys".into()))?;
-        self.store
-            .replace_jwks(&provider.id, &fetched, self.clock.now())
-            .await?;
-        Ok(keys)
-    }
-}
-
-fn base64_url(bytes: &[u8]) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// Percent-encodes everything but RFC 3986 unreserved characters.
 pub fn percent_encode(s: &str) -> String {
     s.bytes()
@@ -831,3 +448,6 @@ pub fn percent_encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests;

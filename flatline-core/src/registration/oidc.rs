@@ -9,7 +9,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use super::model::Subject;
+use super::Subject;
 use crate::ids::{Principal, PrincipalError};
 use crate::time::Timestamp;
 

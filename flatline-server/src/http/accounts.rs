@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flatline_core::account::{Account, RawAccountAttributes};
-use flatline_core::accounts::AccountError;
+use flatline_core::account::AccountError;
 use flatline_core::ids::{Aci, Pni};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use flatline_core::account::Account;
 use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::registration::{
-    OidcStateStore, RegistrationCommit, RegistrationOutcome, RegistrationStore, SessionId, Subject,
-    TOMBSTONE_RETENTION, VerificationSession, VerifiedIdentity, VerifyOutcome,
+    ExistingAccount, OidcStateStore, RegistrationCommit, RegistrationFacts, RegistrationOutcome,
+    RegistrationPlan, RegistrationStore, SessionId, Subject, TOMBSTONE_RETENTION, VerificationSession,
+    VerifiedIdentity, VerifyOutcome, plan_registration,
 };
 use flatline_core::store::{Conflict, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
@@ -134,93 +134,79 @@ impl RegistrationStore for MemoryStore {
         let mut guard = self.state();
         let s: &mut State = &mut guard;
         let now = c.now;
-        let Some(session) = s
+        let session = s
             .registration
             .sessions
             .get(c.session_id.as_str())
             .filter(|x| live(x, now))
-            .cloned()
-        else {
-            return Ok(RegistrationOutcome::SessionInvalid);
+            .cloned();
+        let verified = session.as_ref().and_then(|x| x.verified.clone());
+        let existing = verified.as_ref().and_then(|v| {
+            let aci = s.registration.subjects.get(&v.subject)?.aci;
+            let account = s.accounts.get(&aci)?;
+            Some(ExistingAccount {
+                aci,
+                pni: account.pni,
+                principal: account.principal.clone(),
+            })
+        });
+        let tombstone = verified.as_ref().and_then(|v| {
+            s.registration
+                .tombstones
+                .get(&v.subject_hash)
+                .filter(|(_, until)| *until > now)
+                .map(|(aci, _)| *aci)
+        });
+        let facts = RegistrationFacts {
+            session: session.as_ref(),
+            invite_usable: session
+                .as_ref()
+                .and_then(|x| x.reserved_invite)
+                .is_some_and(|invite| s.invites.still_usable(invite, now)),
+            existing: existing.as_ref(),
+            principal_holder: verified
+                .as_ref()
+                .and_then(|v| s.by_principal.get(&v.principal).copied()),
+            tombstone,
         };
-        let Some(v) = session.verified.clone() else {
-            return Ok(RegistrationOutcome::SessionInvalid);
+        let plan = plan_registration(&facts, c.candidate_aci, c.candidate_pni);
+        let outcome = plan.outcome();
+        let (Some(session), Some(v)) = (session, verified) else {
+            return Ok(plan.outcome());
         };
-        if let Some(invite) = session.reserved_invite
-            && !s.invites.still_usable(invite, now)
-        {
-            return Ok(RegistrationOutcome::InviteInvalid);
-        }
-        let existing = s
-            .registration
-            .subjects
-            .get(&v.subject)
-            .map(|b| b.aci)
-            .filter(|a| s.accounts.contains_key(a));
-        if let Some(holder) = s.by_principal.get(&v.principal)
-            && Some(*holder) != existing
-        {
-            return Ok(RegistrationOutcome::PrincipalConflict);
-        }
-        let (outcome, aci, pni) = match existing {
-            Some(aci) => {
-                let Some(mut account) = s.accounts.remove(&aci) else {
+        let (aci, pni) = match plan {
+            RegistrationPlan::Refuse(outcome) => return Ok(outcome),
+            RegistrationPlan::Reregister { aci, old_pni, pni } => {
+                if pni != old_pni && s.by_pni.contains_key(&pni) {
+                    return Err(StoreError::Conflict(Conflict::Pni));
+                }
+                let Some(account) = s.accounts.remove(&aci) else {
                     return Err(StoreError::corrupt("subject without account"));
                 };
-                let mut pni = account.pni;
-                if account.principal != v.principal {
-                    if s.by_pni.contains_key(&c.candidate_pni) {
-                        s.accounts.insert(aci, account);
-                        return Err(StoreError::Conflict(Conflict::Pni));
-                    }
-                    s.by_principal.remove(&account.principal);
-                    s.by_principal.insert(v.principal.clone(), aci);
-                    s.by_pni.remove(&account.pni);
-                    s.by_pni.insert(c.candidate_pni, aci);
-                    pni = c.candidate_pni;
-                }
+                s.by_principal.remove(&account.principal);
+                s.by_principal.insert(v.principal.clone(), aci);
+                s.by_pni.remove(&old_pni);
+                s.by_pni.insert(pni, aci);
                 s.remove_keys_of(ServiceId::Aci(aci));
-                s.remove_keys_of(ServiceId::Pni(account.pni));
-                account.pni = pni;
-                account.principal = v.principal.clone();
-                account.principal_opaque = v.principal_opaque;
-                account.aci_identity_key = c.aci_identity_key.clone();
-                account.pni_identity_key = c.pni_identity_key.clone();
-                account.settings = c.settings.clone();
-                account.devices = vec![c.device.clone()];
-                s.accounts.insert(aci, account);
+                s.remove_keys_of(ServiceId::Pni(old_pni));
+                s.accounts.insert(aci, c.reregistered(account, pni, &v));
                 // The old username waits 3 days for the re-registered account to confirm it again.
                 s.with_view(aci, &[], |view| view.hold_for_reclaim(now));
                 if let Some(b) = s.registration.subjects.get_mut(&v.subject) {
                     b.sid = v.sid.clone();
                 }
-                (RegistrationOutcome::Reregistered { aci, pni }, aci, pni)
+                (aci, pni)
             }
-            None => {
-                let aci = match s.registration.tombstones.remove(&v.subject_hash) {
-                    Some((aci, until)) if until > now => aci,
-                    _ => c.candidate_aci,
-                };
+            RegistrationPlan::Create { aci, pni, .. } => {
+                s.registration.tombstones.remove(&v.subject_hash);
                 if s.accounts.contains_key(&aci) {
                     return Err(StoreError::Conflict(Conflict::Aci));
                 }
-                if s.by_pni.contains_key(&c.candidate_pni) {
+                if s.by_pni.contains_key(&pni) {
                     return Err(StoreError::Conflict(Conflict::Pni));
                 }
-                let account = Account {
-                    aci,
-                    pni: c.candidate_pni,
-                    principal: v.principal.clone(),
-                    principal_opaque: v.principal_opaque,
-                    aci_identity_key: c.aci_identity_key.clone(),
-                    pni_identity_key: c.pni_identity_key.clone(),
-                    settings: c.settings.clone(),
-                    username_hash: None,
-                    username_link_handle: None,
-                    created_at: now,
-                    devices: vec![c.device.clone()],
-                };
-                s.by_pni.insert(account.pni, aci);
+                let account = c.new_account(aci, pni, &v);
+                s.by_pni.insert(pni, aci);
                 s.by_principal.insert(account.principal.clone(), aci);
                 s.accounts.insert(aci, account);
                 s.registration.subjects.insert(
@@ -231,14 +217,7 @@ impl RegistrationStore for MemoryStore {
                         sid: v.sid.clone(),
                     },
                 );
-                (
-                    RegistrationOutcome::Created {
-                        aci,
-                        pni: c.candidate_pni,
-                    },
-                    aci,
-                    c.candidate_pni,
-                )
+                (aci, pni)
             }
         };
         for (owner, signed, last_resort) in [

@@ -1,12 +1,17 @@
 //! Leaky-bucket rate limiting. The arithmetic is here, pure and shared by every backend; the bucket state lives
 //! behind [`RateLimitStore`] so that several server processes draw from the same buckets.
 
+
+mod store;
+
+pub use store::*;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{RateLimitStore, StoreError};
+use crate::store::StoreError;
 use crate::time::{Clock, Timestamp};
 
 /// A bucket of `bucket_size` permits; one permit comes back every `permit_regeneration`.

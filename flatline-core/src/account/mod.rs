@@ -1,4 +1,11 @@
-//! The account and device model, and validated account attributes.
+//! The account and device model, and validated account attributes; the store contract in `store.rs`, the
+//! account operations in `service.rs`.
+
+mod service;
+mod store;
+
+pub use service::*;
+pub use store::*;
 
 use std::collections::BTreeSet;
 
