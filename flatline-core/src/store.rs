@@ -9,7 +9,6 @@
 
 use std::fmt;
 
-
 // Every aggregate's trait (and the types of the first aggregates' contracts), nameable from here as well.
 pub use crate::account::{AccountStore, AuthAccount, DeviceGeneration, NewAccount};
 pub use crate::contacts::ContactStore;

@@ -12,8 +12,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use flatline_core::contacts;
 use flatline_core::credentials::{DeviceCredentials, MAX_PASSWORD_LEN, decode_basic};
 use flatline_core::crypto::{
-    KEM_PUBLIC_KEY_LEN, KYBER1024_KEY_TYPE, KemPublicKey, KeyError, PUBLIC_KEY_LEN, PrivateKey,
-    PublicKey, Username, VerifyingKey, generate_username_proof, username_hash,
+    KEM_PUBLIC_KEY_LEN, KYBER1024_KEY_TYPE, KemPublicKey, KeyParseError, PUBLIC_KEY_LEN,
+    PrivateKey, PublicKey, Username, VerifyingKey, generate_username_proof, username_hash,
     verify_username_proof,
 };
 use flatline_core::ids::Principal;
@@ -159,9 +159,9 @@ pub fn ec_key(data: &[u8]) {
             assert_eq!(key.serialize().as_slice(), data);
             assert_eq!(PublicKey::from_bytes(&key.serialize()), Ok(key));
         }
-        Err(KeyError::NoKeyType) => assert!(data.is_empty()),
-        Err(KeyError::BadKeyType(t)) => assert!(t != 0x05 && data.first() == Some(&t)),
-        Err(KeyError::BadKeyLength(n)) => assert!(n == data.len() && n != PUBLIC_KEY_LEN),
+        Err(KeyParseError::NoKeyType) => assert!(data.is_empty()),
+        Err(KeyParseError::BadKeyType(t)) => assert!(t != 0x05 && data.first() == Some(&t)),
+        Err(KeyParseError::BadKeyLength(n)) => assert!(n == data.len() && n != PUBLIC_KEY_LEN),
         Err(e) => panic!("unexpected error {e:?}"),
     }
     // Private keys: any 32 bytes, clamped; the public key derived from them parses back.
@@ -179,11 +179,11 @@ pub fn kem_key(data: &[u8]) {
             assert_eq!(data.len(), KEM_PUBLIC_KEY_LEN);
             assert_eq!(key.serialize(), data);
         }
-        Err(KeyError::NoKeyType) => assert!(data.is_empty()),
-        Err(KeyError::BadKemKeyType(t)) => {
+        Err(KeyParseError::NoKeyType) => assert!(data.is_empty()),
+        Err(KeyParseError::BadKemKeyType(t)) => {
             assert!(t != KYBER1024_KEY_TYPE && data.first() == Some(&t))
         }
-        Err(KeyError::BadKemKeyLength(n)) => {
+        Err(KeyParseError::BadKemKeyLength(n)) => {
             assert!(n == data.len() && n != KEM_PUBLIC_KEY_LEN)
         }
         Err(e) => panic!("unexpected error {e:?}"),

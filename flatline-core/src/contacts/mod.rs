@@ -248,7 +248,7 @@ pub struct ContactInvite {
 
 /// An invite's state at some moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InviteState {
+pub enum ContactInviteState {
     /// Redeemable.
     Active,
     /// Paused by the flood breaker.
@@ -259,14 +259,14 @@ pub enum InviteState {
     Expired,
 }
 
-impl InviteState {
+impl ContactInviteState {
     /// Wire name.
     pub fn as_str(self) -> &'static str {
         match self {
-            InviteState::Active => "active",
-            InviteState::Paused => "paused",
-            InviteState::Exhausted => "exhausted",
-            InviteState::Expired => "expired",
+            ContactInviteState::Active => "active",
+            ContactInviteState::Paused => "paused",
+            ContactInviteState::Exhausted => "exhausted",
+            ContactInviteState::Expired => "expired",
         }
     }
 }
@@ -278,15 +278,15 @@ impl ContactInvite {
     }
 
     /// The state at `now`; terminal states win over a pause.
-    pub fn state(&self, now: Timestamp) -> InviteState {
+    pub fn state(&self, now: Timestamp) -> ContactInviteState {
         if now >= self.expires_at {
-            InviteState::Expired
+            ContactInviteState::Expired
         } else if self.uses >= self.max_uses {
-            InviteState::Exhausted
+            ContactInviteState::Exhausted
         } else if self.is_paused(now) {
-            InviteState::Paused
+            ContactInviteState::Paused
         } else {
-            InviteState::Active
+            ContactInviteState::Active
         }
     }
 
@@ -450,9 +450,9 @@ pub fn plan_redemption(
         None => {}
     }
     match invite.state(now) {
-        InviteState::Expired | InviteState::Exhausted => RedeemPlan::Invalid,
-        InviteState::Paused => RedeemPlan::Paused,
-        InviteState::Active => match take_token(config, invite.bucket, now) {
+        ContactInviteState::Expired | ContactInviteState::Exhausted => RedeemPlan::Invalid,
+        ContactInviteState::Paused => RedeemPlan::Paused,
+        ContactInviteState::Active => match take_token(config, invite.bucket, now) {
             TakeToken::Empty { since } => RedeemPlan::Trip {
                 since,
                 paused_until: now.plus(config.pause),

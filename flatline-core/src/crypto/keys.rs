@@ -20,7 +20,7 @@ pub const KEM_PUBLIC_KEY_LEN: usize = 1569;
 
 /// Why a serialized key was rejected. Messages follow libsignal's wording.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum KeyError {
+pub enum KeyParseError {
     /// The input was empty, so there is no type byte.
     #[error("no key type identifier")]
     NoKeyType,
@@ -52,14 +52,14 @@ pub struct PublicKey {
 
 impl PublicKey {
     /// Parses a serialized key: exactly 33 bytes starting with `0x05`.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let (&ty, rest) = bytes.split_first().ok_or(KeyError::NoKeyType)?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyParseError> {
+        let (&ty, rest) = bytes.split_first().ok_or(KeyParseError::NoKeyType)?;
         if ty != DJB_KEY_TYPE {
-            return Err(KeyError::BadKeyType(ty));
+            return Err(KeyParseError::BadKeyType(ty));
         }
         let u: [u8; 32] = rest
             .try_into()
-            .map_err(|_| KeyError::BadKeyLength(bytes.len()))?;
+            .map_err(|_| KeyParseError::BadKeyLength(bytes.len()))?;
         Ok(Self { u })
     }
 
@@ -111,10 +111,10 @@ impl PrivateKey {
     }
 
     /// Parses a serialized private key (exactly 32 bytes), clamping it.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyParseError> {
         let arr: [u8; 32] = bytes
             .try_into()
-            .map_err(|_| KeyError::BadPrivateKeyLength(bytes.len()))?;
+            .map_err(|_| KeyParseError::BadPrivateKeyLength(bytes.len()))?;
         Ok(Self::from_array(arr))
     }
 
@@ -183,13 +183,13 @@ pub struct KemPublicKey {
 
 impl KemPublicKey {
     /// Parses a serialized KEM public key: type `0x08` and exactly 1569 bytes.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let &ty = bytes.first().ok_or(KeyError::NoKeyType)?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyParseError> {
+        let &ty = bytes.first().ok_or(KeyParseError::NoKeyType)?;
         if ty != KYBER1024_KEY_TYPE {
-            return Err(KeyError::BadKemKeyType(ty));
+            return Err(KeyParseError::BadKemKeyType(ty));
         }
         if bytes.len() != KEM_PUBLIC_KEY_LEN {
-            return Err(KeyError::BadKemKeyLength(bytes.len()));
+            return Err(KeyParseError::BadKemKeyLength(bytes.len()));
         }
         Ok(Self {
             bytes: bytes.into(),

@@ -16,7 +16,7 @@ mod username;
 mod xeddsa;
 
 pub use keys::{
-    DJB_KEY_TYPE, KEM_PUBLIC_KEY_LEN, KYBER1024_KEY_TYPE, KemPublicKey, KeyError, KeyPair,
+    DJB_KEY_TYPE, KEM_PUBLIC_KEY_LEN, KYBER1024_KEY_TYPE, KemPublicKey, KeyPair, KeyParseError,
     PRIVATE_KEY_LEN, PUBLIC_KEY_LEN, PrivateKey, PublicKey,
 };
 pub use sho::ShoHmacSha256;

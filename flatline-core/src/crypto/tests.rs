@@ -227,7 +227,7 @@ fn public_key_parse_cases() {
         if name == "trailing_byte_34" {
             // Documented strictness: libsignal accepts trailing bytes, Flatline does not.
             assert!(case["ok"].as_bool().unwrap());
-            assert_eq!(parsed, Err(KeyError::BadKeyLength(34)));
+            assert_eq!(parsed, Err(KeyParseError::BadKeyLength(34)));
             continue;
         }
         if case["ok"].as_bool().unwrap() {
@@ -244,18 +244,18 @@ fn public_key_parse_cases() {
             );
         }
     }
-    assert_eq!(PublicKey::from_bytes(&[]), Err(KeyError::NoKeyType));
+    assert_eq!(PublicKey::from_bytes(&[]), Err(KeyParseError::NoKeyType));
     assert_eq!(
         PublicKey::from_bytes(&[6; 33]),
-        Err(KeyError::BadKeyType(6))
+        Err(KeyParseError::BadKeyType(6))
     );
     assert_eq!(
         PublicKey::from_bytes(&[5; 20]),
-        Err(KeyError::BadKeyLength(20))
+        Err(KeyParseError::BadKeyLength(20))
     );
     assert_eq!(
         PrivateKey::from_bytes(&[1; 31]).unwrap_err(),
-        KeyError::BadPrivateKeyLength(31)
+        KeyParseError::BadPrivateKeyLength(31)
     );
 }
 
@@ -318,13 +318,13 @@ fn explicit_rejections() {
         k[0] = ty;
         assert_eq!(
             KemPublicKey::from_bytes(&k),
-            Err(KeyError::BadKemKeyType(ty))
+            Err(KeyParseError::BadKemKeyType(ty))
         );
     }
-    assert_eq!(KemPublicKey::from_bytes(&[]), Err(KeyError::NoKeyType));
+    assert_eq!(KemPublicKey::from_bytes(&[]), Err(KeyParseError::NoKeyType));
     assert_eq!(
         KemPublicKey::from_bytes(&kyber[..100]),
-        Err(KeyError::BadKemKeyLength(100))
+        Err(KeyParseError::BadKemKeyLength(100))
     );
     // 63- and 65-byte signatures.
     assert!(!ident.verify_signature(&spk, &sig[..63]));

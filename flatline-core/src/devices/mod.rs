@@ -22,7 +22,7 @@ use crate::ids::{Aci, DeviceId};
 use crate::time::Timestamp;
 
 pub use service::{DeviceError, DeviceService, DevicesConfig, LinkRequest, LinkedDevice};
-pub use store::{DeviceStore, LinkOutcome, NewLinkedDevice};
+pub use store::{DeviceLinkOutcome, DeviceStore, NewLinkedDevice};
 
 /// How long a link token is valid (Signal-Server: 10 minutes).
 pub const LINK_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 60);

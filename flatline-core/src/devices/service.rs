@@ -5,8 +5,8 @@ use std::sync::Arc;
 use zeroize::Zeroizing;
 
 use super::{
-    IssuedLinkToken, LinkOutcome, LinkTokenError, NewLinkedDevice, RemovalRefused, check_removal,
-    has_room, issue_link_token, verify_link_token,
+    DeviceLinkOutcome, IssuedLinkToken, LinkTokenError, NewLinkedDevice, RemovalRefused,
+    check_removal, has_room, issue_link_token, verify_link_token,
 };
 use crate::account::{AccountAttributes, Device, RawAccountAttributes, validate_capabilities};
 use crate::auth::AuthenticatedDevice;
@@ -289,14 +289,16 @@ impl DeviceService {
             })
             .await?;
         match outcome {
-            LinkOutcome::Linked(device_id) => Ok(LinkedDevice {
+            DeviceLinkOutcome::Linked(device_id) => Ok(LinkedDevice {
                 aci: account.aci,
                 pni: account.pni,
                 device_id,
                 token_hash: token.hash,
             }),
-            LinkOutcome::TokenUsed | LinkOutcome::NoAccount => Err(DeviceError::BadToken),
-            LinkOutcome::TooManyDevices => {
+            DeviceLinkOutcome::TokenUsed | DeviceLinkOutcome::NoAccount => {
+                Err(DeviceError::BadToken)
+            }
+            DeviceLinkOutcome::TooManyDevices => {
                 Err(DeviceError::TooManyDevices(self.config.max_per_account))
             }
         }

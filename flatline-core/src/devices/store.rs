@@ -28,7 +28,7 @@ pub struct NewLinkedDevice {
 
 /// What a link did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LinkOutcome {
+pub enum DeviceLinkOutcome {
     /// Linked with this id; any queue or one-time keys left under the id by an earlier device were deleted first.
     Linked(DeviceId),
     /// The token was used already: nothing written.
@@ -49,7 +49,7 @@ pub enum LinkOutcome {
 #[async_trait]
 pub trait DeviceStore: Send + Sync {
     /// Links a device (see the trait docs).
-    async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<LinkOutcome>;
+    async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<DeviceLinkOutcome>;
 
     /// The device that was linked to `aci` with the token of hash `token_hash`, while the token's used-marker is
     /// kept and the device still exists with the same creation time (an id reused since is not it).

@@ -220,7 +220,7 @@ impl NewInvite {
 
 /// One consumption: who was admitted by which invite, when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Redemption {
+pub struct InviteRedemption {
     /// The invite.
     pub invite: InviteId,
     /// Its owner at the time.

@@ -3,7 +3,7 @@
 use crate::ids::Aci;
 use crate::time::Timestamp;
 
-use super::{CodeHash, Invite, InviteId, InviteOwner, InviteState, NewInvite, Redemption};
+use super::{CodeHash, Invite, InviteId, InviteOwner, InviteRedemption, InviteState, NewInvite};
 
 /// Which invites to list (operator CLI).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -95,11 +95,14 @@ pub trait InviteStore: Send + Sync {
     async fn is_suspended(&self, aci: Aci) -> crate::store::StoreResult<bool>;
 
     /// The redemption that admitted `invitee`, if it came in through an invite.
-    async fn redemption_of(&self, invitee: Aci) -> crate::store::StoreResult<Option<Redemption>>;
+    async fn redemption_of(
+        &self,
+        invitee: Aci,
+    ) -> crate::store::StoreResult<Option<InviteRedemption>>;
 
     /// Every redemption of invites owned by `owner`, oldest first (the owner's children in the invite tree).
     async fn redemptions_by(
         &self,
         owner: InviteOwner,
-    ) -> crate::store::StoreResult<Vec<Redemption>>;
+    ) -> crate::store::StoreResult<Vec<InviteRedemption>>;
 }

@@ -7,7 +7,6 @@ mod store;
 pub use service::*;
 pub use store::*;
 
-
 use subtle::ConstantTimeEq;
 
 use crate::account::Account;

@@ -1,7 +1,6 @@
 //! Leaky-bucket rate limiting. The arithmetic is here, pure and shared by every backend; the bucket state lives
 //! behind [`RateLimitStore`] so that several server processes draw from the same buckets.
 
-
 mod store;
 
 pub use store::*;

@@ -5,9 +5,9 @@
 //! where invites are required — reserves an invite use; `register` consumes the verified session (and the
 //! reserved use) in the same transaction that creates or re-registers the account.
 
+pub mod oidc;
 mod service;
 mod store;
-pub mod oidc;
 
 use std::fmt;
 use std::time::Duration;

@@ -2,7 +2,10 @@
 
 use async_trait::async_trait;
 
-use super::{RegistrationCommit, RegistrationOutcome, SessionId, Subject, VerificationSession, VerifiedIdentity, VerifyOutcome};
+use super::{
+    RegistrationCommit, RegistrationOutcome, SessionId, Subject, VerificationSession,
+    VerifiedIdentity, VerifyOutcome,
+};
 use crate::ids::Aci;
 use crate::store::StoreResult;
 use crate::time::Timestamp;

@@ -78,10 +78,11 @@ impl From<DayCredential> for Credential {
     }
 }
 
-/// Signal's `GroupCredentials`.
+/// Signal's `GroupCredentials` (the wire form of `flatline_core::zk::GroupCredentials`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct GroupCredentials {
+#[schema(as = GroupCredentials)]
+pub struct GroupCredentialsDto {
     /// `AuthCredentialWithPniResponse` (zkc, 425 bytes) per day.
     pub credentials: Vec<Credential>,
     /// `CallLinkAuthCredentialResponse` (361 bytes) per day.
@@ -101,7 +102,7 @@ pub struct GroupCredentials {
     security(("basicAuth" = [])),
     params(RangeQuery),
     responses(
-        (status = 200, description = "One credential of each kind per day", body = GroupCredentials),
+        (status = 200, description = "One credential of each kind per day", body = GroupCredentialsDto),
         (status = 400, description = "`invalid_query` (missing or non-integer times) or `invalid_redemption_range` \
             (not day-aligned, start after end, start before today, end more than 7 days after today)", body = ErrorBody),
         (status = 401, description = UNAUTHORIZED, body = ErrorBody),
@@ -134,7 +135,7 @@ async fn group_auth_credentials(
     })
     .await;
     match issued {
-        Ok(Ok(c)) => axum::Json(GroupCredentials {
+        Ok(Ok(c)) => axum::Json(GroupCredentialsDto {
             credentials: c.credentials.into_iter().map(Credential::from).collect(),
             call_link_auth_credentials: c
                 .call_link_auth_credentials

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use flatline_core::account::{Device, DeviceSettings};
 use flatline_core::credentials::SaltedTokenHash;
-use flatline_core::devices::{LinkOutcome, NewLinkedDevice};
+use flatline_core::devices::{DeviceLinkOutcome, NewLinkedDevice};
 use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::keys::{KeyCounts, KeyUpload};
 use flatline_core::messages::MessageGuid;
@@ -91,11 +91,11 @@ pub async fn link_assigns_lowest_free_id_and_reuses_it_clean(store: Arc<dyn Stor
     let keys = first.keys.clone();
     assert_eq!(
         s.link_device(first).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     assert_eq!(
         s.link_device(link(aci, 2, T0, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(3))
+        DeviceLinkOutcome::Linked(dev(3))
     );
     let account = s.account(aci).await.unwrap().unwrap();
     assert_eq!(
@@ -164,7 +164,7 @@ pub async fn link_assigns_lowest_free_id_and_reuses_it_clean(store: Arc<dyn Stor
         .unwrap();
     assert_eq!(
         s.link_device(link(aci, 3, T0, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     assert_eq!(queue_len(s, aci, dev(2)).await, 0);
     assert_eq!(
@@ -195,33 +195,33 @@ pub async fn link_refusals_write_nothing(store: Arc<dyn Store>) {
 
     assert_eq!(
         s.link_device(link(aci, 1, T0, 3)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     assert_eq!(
         s.link_device(link(aci, 1, T0, 3)).await.unwrap(),
-        LinkOutcome::TokenUsed
+        DeviceLinkOutcome::TokenUsed
     );
     assert!(before(2).await);
     assert_eq!(
         s.link_device(link(aci, 2, T0, 3)).await.unwrap(),
-        LinkOutcome::Linked(dev(3))
+        DeviceLinkOutcome::Linked(dev(3))
     );
     assert_eq!(
         s.link_device(link(aci, 3, T0, 3)).await.unwrap(),
-        LinkOutcome::TooManyDevices
+        DeviceLinkOutcome::TooManyDevices
     );
     assert!(before(3).await);
     // The refused link did not consume its token: with room again it links.
     assert!(s.remove_device(aci, dev(3)).await.unwrap());
     assert_eq!(
         s.link_device(link(aci, 3, T0, 3)).await.unwrap(),
-        LinkOutcome::Linked(dev(3))
+        DeviceLinkOutcome::Linked(dev(3))
     );
     assert_eq!(
         s.link_device(link(Aci::random(&rng), 9, T0, 3))
             .await
             .unwrap(),
-        LinkOutcome::NoAccount
+        DeviceLinkOutcome::NoAccount
     );
     assert_eq!(
         s.signed_pre_key(ServiceId::Aci(aci), dev(4)).await.unwrap(),
@@ -239,12 +239,12 @@ pub async fn used_token_markers_expire(store: Arc<dyn Store>) {
     s.create_account(alice).await.unwrap();
     assert_eq!(
         s.link_device(link(aci, 1, T0, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     let later = T0.plus(std::time::Duration::from_secs(601));
     assert_eq!(
         s.link_device(link(aci, 1, later, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(3))
+        DeviceLinkOutcome::Linked(dev(3))
     );
 }
 
@@ -261,7 +261,7 @@ pub async fn device_linked_with_token(store: Arc<dyn Store>) {
     assert_eq!(s.device_linked_with(aci, &[1; 32]).await.unwrap(), None);
     assert_eq!(
         s.link_device(link(aci, 1, T0, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     let found = s.device_linked_with(aci, &[1; 32]).await.unwrap().unwrap();
     assert_eq!(found.id, dev(2));
@@ -273,7 +273,7 @@ pub async fn device_linked_with_token(store: Arc<dyn Store>) {
     let later = T0.plus(std::time::Duration::from_secs(1));
     assert_eq!(
         s.link_device(link(aci, 2, later, 6)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     assert_eq!(s.device_linked_with(aci, &[1; 32]).await.unwrap(), None);
     assert!(s.device_linked_with(aci, &[2; 32]).await.unwrap().is_some());
@@ -290,7 +290,7 @@ pub async fn concurrent_links_for_the_last_slot_one_wins(store: Arc<dyn Store>) 
     store.create_account(alice).await.unwrap();
     assert_eq!(
         store.link_device(link(aci, 1, T0, 3)).await.unwrap(),
-        LinkOutcome::Linked(dev(2))
+        DeviceLinkOutcome::Linked(dev(2))
     );
     let tasks: Vec<_> = (10..18)
         .map(|t| {
@@ -301,11 +301,11 @@ pub async fn concurrent_links_for_the_last_slot_one_wins(store: Arc<dyn Store>) 
     let mut linked = 0;
     for t in tasks {
         match t.await.unwrap() {
-            LinkOutcome::Linked(id) => {
+            DeviceLinkOutcome::Linked(id) => {
                 assert_eq!(id, dev(3));
                 linked += 1;
             }
-            LinkOutcome::TooManyDevices => {}
+            DeviceLinkOutcome::TooManyDevices => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -332,16 +332,15 @@ pub async fn concurrent_links_with_one_token_link_once(store: Arc<dyn Store>) {
     assert_eq!(
         outcomes
             .iter()
-            .filter(|o| matches!(o, LinkOutcome::Linked(_)))
+            .filter(|o| matches!(o, DeviceLinkOutcome::Linked(_)))
             .count(),
         1,
         "{outcomes:?}"
     );
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, LinkOutcome::Linked(_) | LinkOutcome::TokenUsed))
-    );
+    assert!(outcomes.iter().all(|o| matches!(
+        o,
+        DeviceLinkOutcome::Linked(_) | DeviceLinkOutcome::TokenUsed
+    )));
     assert_eq!(store.account(aci).await.unwrap().unwrap().devices.len(), 2);
 }
 

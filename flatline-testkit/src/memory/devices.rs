@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use flatline_core::account::Device;
-use flatline_core::devices::{DeviceStore, LinkOutcome, NewLinkedDevice, next_device_id};
+use flatline_core::devices::{DeviceLinkOutcome, DeviceStore, NewLinkedDevice, next_device_id};
 use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::store::StoreResult;
 use flatline_core::time::Timestamp;
@@ -44,19 +44,19 @@ impl State {
 
 #[async_trait]
 impl DeviceStore for MemoryStore {
-    async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<LinkOutcome> {
+    async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<DeviceLinkOutcome> {
         let mut s = self.state();
         s.devices
             .used_tokens
             .retain(|_, t| t.aci != new.aci || t.expires_at >= new.now);
         let Some(account) = s.accounts.get(&new.aci) else {
-            return Ok(LinkOutcome::NoAccount);
+            return Ok(DeviceLinkOutcome::NoAccount);
         };
         if s.devices.used_tokens.contains_key(&new.token_hash) {
-            return Ok(LinkOutcome::TokenUsed);
+            return Ok(DeviceLinkOutcome::TokenUsed);
         }
         let Ok(id) = next_device_id(account.devices.iter().map(|d| d.id), new.max_devices) else {
-            return Ok(LinkOutcome::TooManyDevices);
+            return Ok(DeviceLinkOutcome::TooManyDevices);
         };
         let pni = account.pni;
         s.purge_device(new.aci, id);
@@ -88,7 +88,7 @@ impl DeviceStore for MemoryStore {
                 expires_at: new.token_expires_at,
             },
         );
-        Ok(LinkOutcome::Linked(id))
+        Ok(DeviceLinkOutcome::Linked(id))
     }
 
     async fn device_linked_with(

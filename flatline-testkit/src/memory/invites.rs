@@ -5,8 +5,8 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use flatline_core::ids::Aci;
 use flatline_core::invites::{
-    CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteState as State,
-    InviteStore, NewInvite, OwnerLimits, Redemption,
+    CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteRedemption,
+    InviteState as State, InviteStore, NewInvite, OwnerLimits,
 };
 use flatline_core::store::StoreResult;
 use flatline_core::time::Timestamp;
@@ -19,7 +19,7 @@ pub(super) struct InviteState {
     invites: HashMap<InviteId, Invite>,
     by_code: HashMap<CodeHash, InviteId>,
     suspended: HashSet<Aci>,
-    redemptions: Vec<Redemption>,
+    redemptions: Vec<InviteRedemption>,
 }
 
 impl InviteState {
@@ -66,7 +66,7 @@ impl InviteState {
         if let Some(invite) = self.invites.get_mut(&id) {
             invite.uses += 1;
             invite.last_used_at = Some(now);
-            self.redemptions.push(Redemption {
+            self.redemptions.push(InviteRedemption {
                 invite: id,
                 inviter: invite.owner,
                 invitee,
@@ -193,7 +193,7 @@ impl InviteStore for MemoryStore {
         Ok(self.state().invites.suspended.contains(&aci))
     }
 
-    async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<Redemption>> {
+    async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<InviteRedemption>> {
         Ok(self
             .state()
             .invites
@@ -203,7 +203,7 @@ impl InviteStore for MemoryStore {
             .cloned())
     }
 
-    async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<Redemption>> {
+    async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<InviteRedemption>> {
         Ok(self
             .state()
             .invites

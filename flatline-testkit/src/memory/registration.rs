@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::registration::{
     ExistingAccount, OidcStateStore, RegistrationCommit, RegistrationFacts, RegistrationOutcome,
-    RegistrationPlan, RegistrationStore, SessionId, Subject, TOMBSTONE_RETENTION, VerificationSession,
-    VerifiedIdentity, VerifyOutcome, plan_registration,
+    RegistrationPlan, RegistrationStore, SessionId, Subject, TOMBSTONE_RETENTION,
+    VerificationSession, VerifiedIdentity, VerifyOutcome, plan_registration,
 };
 use flatline_core::store::{Conflict, StoreError, StoreResult};
 use flatline_core::time::Timestamp;

@@ -10,7 +10,9 @@ macro_rules! device_store {
 
         use async_trait::async_trait;
         use flatline_core::account::Device;
-        use flatline_core::devices::{DeviceStore, LinkOutcome, NewLinkedDevice, next_device_id};
+        use flatline_core::devices::{
+            DeviceLinkOutcome, DeviceStore, NewLinkedDevice, next_device_id,
+        };
         use flatline_core::ids::{Aci, DeviceId, ServiceId};
         use flatline_core::store::{StoreError, StoreResult};
         use sqlx::Transaction;
@@ -73,12 +75,12 @@ macro_rules! device_store {
 
         #[async_trait]
         impl DeviceStore for $store {
-            async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<LinkOutcome> {
+            async fn link_device(&self, new: NewLinkedDevice) -> StoreResult<DeviceLinkOutcome> {
                 let aci = new.aci.as_bytes().to_vec();
                 let mut tx = self.begin_write().await?;
                 // The account (row) first: the checks below and the writes then see one state.
                 let Some(pni) = pni_of(&mut tx, &aci).await? else {
-                    return Ok(LinkOutcome::NoAccount);
+                    return Ok(DeviceLinkOutcome::NoAccount);
                 };
                 sqlx::query(q::PURGE_USED_TOKENS)
                     .bind(new.now.as_millis())
@@ -92,7 +94,7 @@ macro_rules! device_store {
                     .await
                     .map_err(db)?;
                 if used.is_some() {
-                    return Ok(LinkOutcome::TokenUsed);
+                    return Ok(DeviceLinkOutcome::TokenUsed);
                 }
                 let ids: Vec<i64> = sqlx::query_scalar(q::DEVICE_IDS)
                     .bind(&aci)
@@ -104,7 +106,7 @@ macro_rules! device_store {
                     .map(device_id)
                     .collect::<StoreResult<Vec<_>>>()?;
                 let Ok(id) = next_device_id(ids, new.max_devices) else {
-                    return Ok(LinkOutcome::TooManyDevices);
+                    return Ok(DeviceLinkOutcome::TooManyDevices);
                 };
                 purge_device(&mut tx, &aci, &pni, id).await?;
                 let device = Device { id, ..new.device };
@@ -127,7 +129,7 @@ macro_rules! device_store {
                     .map_err(db)?;
                 tx.commit().await.map_err(db)?;
                 self.account_changed(new.aci);
-                Ok(LinkOutcome::Linked(id))
+                Ok(DeviceLinkOutcome::Linked(id))
             }
 
             async fn device_linked_with(

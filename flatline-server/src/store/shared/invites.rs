@@ -11,7 +11,7 @@ macro_rules! invite_store {
         use flatline_core::ids::Aci;
         use flatline_core::invites::{
             CodeHash, CreateOutcome, Invite, InviteFilter, InviteId, InviteOwner, InviteState, InviteStore,
-            NewInvite, OwnerLimits, Redemption,
+            NewInvite, OwnerLimits, InviteRedemption,
         };
         use flatline_core::store::{StoreError, StoreResult};
         use flatline_core::time::Timestamp;
@@ -185,10 +185,10 @@ macro_rules! invite_store {
             )
         }
 
-        fn redemption_from_row(r: &Row) -> StoreResult<Redemption> {
+        fn redemption_from_row(r: &Row) -> StoreResult<InviteRedemption> {
             let invite: Vec<u8> = get(r, "invite_id")?;
             let invitee: Vec<u8> = get(r, "invitee")?;
-            Ok(Redemption {
+            Ok(InviteRedemption {
                 invite: InviteId(uuid_of(&invite)?),
                 inviter: owner_of(get(r, "inviter")?)?,
                 invitee: Aci(uuid_of(&invitee)?),
@@ -375,7 +375,7 @@ macro_rules! invite_store {
                 )
             }
 
-            async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<Redemption>> {
+            async fn redemption_of(&self, invitee: Aci) -> StoreResult<Option<InviteRedemption>> {
                 sqlx::query(&format!(
                     "SELECT * FROM invite_redemptions WHERE invitee = $1 ORDER BY at, {} LIMIT 1",
                     <$store as Dialect>::INSERTION_ORDER
@@ -389,7 +389,7 @@ macro_rules! invite_store {
                 .transpose()
             }
 
-            async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<Redemption>> {
+            async fn redemptions_by(&self, owner: InviteOwner) -> StoreResult<Vec<InviteRedemption>> {
                 let order = <$store as Dialect>::INSERTION_ORDER;
                 let operator =
                     format!("SELECT * FROM invite_redemptions WHERE inviter IS NULL ORDER BY at, {order}");
