@@ -485,7 +485,7 @@ impl JwsVerifier for JoseVerifier {
 
 /// Why the providers could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum OidcSetupError {
     /// A client secret is missing or unreadable.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
@@ -515,7 +515,7 @@ pub fn provider_view(c: &ProviderConfig) -> Provider {
 pub fn build(
     providers: &[ProviderConfig],
     timeout: Duration,
-) -> Result<(Vec<Provider>, Arc<HttpOidcClient>), SetupError> {
+) -> Result<(Vec<Provider>, Arc<HttpOidcClient>), OidcSetupError> {
     let mut runtimes = vec![];
     for c in providers {
         let secret = crate::secrets::read_secret(

@@ -115,10 +115,10 @@ pub enum SetupError {
     Secret(#[from] crate::secrets::SecretError),
     /// Provider setup failed.
     #[error(transparent)]
-    Oidc(#[from] crate::oidc::SetupError),
+    Oidc(#[from] crate::oidc::OidcSetupError),
     /// The object store could not be set up.
     #[error(transparent)]
-    Storage(#[from] crate::storage::SetupError),
+    Storage(#[from] crate::storage::StorageSetupError),
 }
 
 impl AppState {

@@ -438,7 +438,7 @@ impl ObjectStore for LocalStore {
 
 /// Why the configured object store could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub enum StorageSetupError {
     /// The S3 secret access key could not be read.
     #[error(transparent)]
     Secret(#[from] crate::secrets::SecretError),
@@ -448,7 +448,7 @@ pub enum SetupError {
 }
 
 /// The object store `[storage]` chooses: the S3-compatible bucket of `url`, else the local directory.
-pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore>, SetupError> {
+pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore>, StorageSetupError> {
     let storage = &config.storage;
     let Some(bucket) = storage.s3_bucket() else {
         return Ok(Box::new(LocalStore::new(config.storage_path())));
@@ -465,7 +465,7 @@ pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore
         secret_access_key: zeroize::Zeroizing::new(secret.to_string()),
     };
     Ok(Box::new(
-        s3::S3Store::new(&settings).map_err(SetupError::S3)?,
+        s3::S3Store::new(&settings).map_err(StorageSetupError::S3)?,
     ))
 }
 
