@@ -110,6 +110,26 @@ macro_rules! key_store {
             .is_some())
         }
 
+        /// Deletes a device's one-time keys from `table` (an upload replacing the list).
+        async fn clear_one_time(
+            tx: &mut Transaction<'_, Db>,
+            table: &str,
+            identity: i64,
+            owner: &[u8],
+            device: i64,
+        ) -> StoreResult<()> {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE identity = $1 AND owner = $2 AND device_id = $3"
+            ))
+            .bind(identity)
+            .bind(owner)
+            .bind(device)
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+            Ok(())
+        }
+
         /// An upload's writes (see [`KeyStore::store_keys`]), inside the caller's transaction.
         async fn write_keys(
             tx: &mut Transaction<'_, Db>,
@@ -127,29 +147,13 @@ macro_rules! key_store {
             lock.extend_from_slice(&dev.to_be_bytes());
             <$store as Dialect>::advisory_lock(tx, KEY_UPLOAD_LOCK_CLASS, lock_key(&lock)).await?;
             if let Some(ec) = &upload.ec {
-                sqlx::query(
-                    "DELETE FROM one_time_ec_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
-                )
-                .bind(identity)
-                .bind(&owner_b)
-                .bind(dev)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
+                clear_one_time(tx, "one_time_ec_keys", identity, &owner_b, dev).await?;
                 let keys = dedup(ec.iter().map(|k| (k.key_id, k)));
                 let keys: Vec<&EcPreKey> = keys.into_values().collect();
                 insert_ec_keys(tx, identity, &owner_b, dev, &keys).await?;
             }
             if let Some(kem) = &upload.kem {
-                sqlx::query(
-                    "DELETE FROM one_time_kem_keys WHERE identity = $1 AND owner = $2 AND device_id = $3",
-                )
-                .bind(identity)
-                .bind(&owner_b)
-                .bind(dev)
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
+                clear_one_time(tx, "one_time_kem_keys", identity, &owner_b, dev).await?;
                 let keys = dedup(kem.iter().map(|k| (k.key_id, k)));
                 let keys: Vec<&SignedPreKey> = keys.into_values().collect();
                 insert_kem_keys(tx, identity, &owner_b, dev, &keys).await?;
