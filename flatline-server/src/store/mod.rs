@@ -173,6 +173,53 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
+/// One [`Migration`] of dialect directory `$dir`: `migrations/<dir>/<file>_<name>.sql`.
+macro_rules! migration {
+    ($dir:literal, $version:literal, $file:literal, $name:literal) => {
+        $crate::store::Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/migrations/",
+                $dir,
+                "/",
+                $file,
+                "_",
+                $name,
+                ".sql"
+            )),
+        }
+    };
+}
+pub(crate) use migration;
+
+/// The embedded migrations of dialect directory `$dir`, in order. Both dialects have the same versions and names
+/// (each its own SQL), so the list is written once: a new migration is one line here and one file per dialect.
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            $crate::store::migration!($dir, 1, "0001", "accounts_keys_limits"),
+            $crate::store::migration!($dir, 2, "0002", "registration"),
+            $crate::store::migration!($dir, 3, "0003", "invites"),
+            $crate::store::migration!($dir, 4, "0004", "usernames"),
+            $crate::store::migration!($dir, 5, "0005", "contacts"),
+            $crate::store::migration!($dir, 6, "0006", "server_state"),
+            $crate::store::migration!($dir, 7, "0007", "messages"),
+            $crate::store::migration!($dir, 8, "0008", "sealed_sender"),
+            $crate::store::migration!($dir, 10, "0010", "shortcodes"),
+            $crate::store::migration!($dir, 12, "0012", "profiles"),
+            $crate::store::migration!($dir, 13, "0013", "devices"),
+            $crate::store::migration!($dir, 14, "0014", "message_sources"),
+            $crate::store::migration!($dir, 15, "0015", "shared_payloads"),
+            $crate::store::migration!($dir, 18, "0018", "bucket_admission"),
+            $crate::store::migration!($dir, 19, "0019", "account_notifications"),
+            $crate::store::migration!($dir, 20, "0020", "buckets_in_their_own_file"),
+        ]
+    };
+}
+pub(crate) use migrations;
+
 /// The bucket upsert of [`sql::rate_limits`] with its parameters bound: the state `ratelimit::apply` gives a
 /// bucket that does not exist yet (computed here, so the SQL only handles the existing row), the cost and the
 /// capacity.

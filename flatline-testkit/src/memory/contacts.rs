@@ -14,6 +14,7 @@ use flatline_core::store::{ContactStore, StoreResult};
 use flatline_core::time::Timestamp;
 
 use super::MemoryStore;
+use super::cascade::{AccountCascade, Gone};
 
 #[derive(Default)]
 pub(super) struct ContactState {
@@ -25,15 +26,19 @@ pub(super) struct ContactState {
     pub(super) shortcodes: HashMap<ShortcodeId, ContactShortcode>,
 }
 
-impl ContactState {
-    pub(super) fn remove_account(&mut self, aci: Aci) {
+impl AccountCascade for ContactState {
+    /// Removes its policy, contact invites and shortcodes, and every grant it gave or holds.
+    fn remove_account(&mut self, gone: &Gone) {
+        let aci = gone.aci;
         self.policies.remove(&aci);
         self.invites.retain(|_, i| i.owner != aci);
         self.shortcodes.retain(|_, c| c.owner != aci);
         self.grants
             .retain(|(owner, grantee), _| *owner != aci && *grantee != aci);
     }
+}
 
+impl ContactState {
     pub(super) fn invite_only(&self, aci: Aci) -> bool {
         self.policies
             .get(&aci)

@@ -9,6 +9,7 @@ use flatline_core::ids::{Aci, DeviceId, ServiceId};
 use flatline_core::store::StoreResult;
 use flatline_core::time::Timestamp;
 
+use super::cascade::{AccountCascade, Gone};
 use super::{DeviceKeys, MemoryStore, State};
 
 /// A used link token: who it linked, and until when the marker is kept.
@@ -24,9 +25,10 @@ pub(super) struct DeviceState {
     used_tokens: HashMap<[u8; 32], UsedToken>,
 }
 
-impl DeviceState {
-    pub(super) fn remove_account(&mut self, aci: Aci) {
-        self.used_tokens.retain(|_, t| t.aci != aci);
+impl AccountCascade for DeviceState {
+    /// Removes the link tokens its devices used.
+    fn remove_account(&mut self, gone: &Gone) {
+        self.used_tokens.retain(|_, t| t.aci != gone.aci);
     }
 }
 

@@ -12,6 +12,7 @@ use flatline_core::store::StoreResult;
 use flatline_core::time::Timestamp;
 
 use super::MemoryStore;
+use super::cascade::{AccountCascade, Gone};
 use super::registration::RegistrationState;
 
 #[derive(Default)]
@@ -84,6 +85,13 @@ impl InviteState {
             }
         }
         n
+    }
+}
+
+impl AccountCascade for InviteState {
+    /// Revokes the invites it owns (kept, so that what they admitted stays traceable).
+    fn remove_account(&mut self, gone: &Gone) {
+        self.revoke_all_of(gone.aci, gone.now);
     }
 }
 

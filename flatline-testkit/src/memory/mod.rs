@@ -2,6 +2,7 @@
 //!
 //! One mutex over all state makes every method trivially atomic; it never awaits while holding the lock.
 
+mod cascade;
 mod contacts;
 mod devices;
 mod messages;
@@ -35,12 +36,15 @@ struct DeviceKeys {
     last_resort: Option<SignedPreKey>,
 }
 
+/// Every device's keys, by identity (an ACI or a PNI) and device.
+type Keys = HashMap<(ServiceId, DeviceId), DeviceKeys>;
+
 #[derive(Default)]
 struct State {
     accounts: HashMap<Aci, Account>,
     by_pni: HashMap<Pni, Aci>,
     by_principal: HashMap<Principal, Aci>,
-    keys: HashMap<(ServiceId, DeviceId), DeviceKeys>,
+    keys: Keys,
     buckets: HashMap<String, (BucketState, Timestamp)>,
     registration: registration::RegistrationState,
     invites: invites::InviteState,
@@ -194,22 +198,7 @@ impl AccountStore for MemoryStore {
     }
 
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool> {
-        let mut s = self.state();
-        let Some(account) = s.accounts.remove(&aci) else {
-            return Ok(false);
-        };
-        s.by_pni.remove(&account.pni);
-        s.by_principal.remove(&account.principal);
-        s.remove_keys_of(ServiceId::Aci(aci));
-        s.remove_keys_of(ServiceId::Pni(account.pni));
-        s.registration.tombstone(aci, now);
-        s.invites.revoke_all_of(aci, now);
-        s.usernames.remove_account(aci);
-        s.contacts.remove_account(aci);
-        s.profiles.remove_account(aci);
-        s.messages.remove_account(aci);
-        s.devices.remove_account(aci);
-        Ok(true)
+        Ok(self.state().delete_account(aci, now))
     }
 }
 

@@ -8,6 +8,7 @@ use flatline_core::profiles::{ProfileStore, VersionedProfile};
 use flatline_core::store::StoreResult;
 
 use super::MemoryStore;
+use super::cascade::{AccountCascade, Gone};
 
 #[derive(Default)]
 pub(super) struct ProfileState {
@@ -15,10 +16,11 @@ pub(super) struct ProfileState {
     current: HashMap<Aci, String>,
 }
 
-impl ProfileState {
-    pub(super) fn remove_account(&mut self, aci: Aci) {
-        self.versions.retain(|(a, _), _| *a != aci);
-        self.current.remove(&aci);
+impl AccountCascade for ProfileState {
+    /// Removes its versioned profiles.
+    fn remove_account(&mut self, gone: &Gone) {
+        self.versions.retain(|(a, _), _| *a != gone.aci);
+        self.current.remove(&gone.aci);
     }
 }
 

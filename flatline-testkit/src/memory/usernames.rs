@@ -13,6 +13,7 @@ use flatline_core::usernames::{
 };
 use uuid::Uuid;
 
+use super::cascade::{AccountCascade, Gone};
 use super::{MemoryStore, State};
 
 /// Username state of the whole store.
@@ -24,11 +25,11 @@ pub(super) struct Usernames {
     accounts: HashMap<Aci, AccountUsernameState>,
 }
 
-impl Usernames {
-    /// Forgets everything the account claims or holds (account deletion).
-    pub(super) fn remove_account(&mut self, aci: Aci) {
-        self.claims.retain(|_, c| c.owner != aci);
-        self.accounts.remove(&aci);
+impl AccountCascade for Usernames {
+    /// Forgets everything the account claims or holds.
+    fn remove_account(&mut self, gone: &Gone) {
+        self.claims.retain(|_, c| c.owner != gone.aci);
+        self.accounts.remove(&gone.aci);
     }
 }
 

@@ -237,10 +237,10 @@ macro_rules! contact_store {
             Ok(())
         }
 
-        /// Removes everything of the contact graph that involves `aci` (inside `delete_account`'s transaction).
-        pub(super) async fn delete_contacts_of(
+        /// The cascade hook: everything of the contact graph that involves the deleted account.
+        pub(super) async fn account_deleted(
             tx: &mut Transaction<'_, Db>,
-            aci: Aci,
+            gone: &$crate::store::shared::cascade::Gone,
         ) -> StoreResult<()> {
             for sql in [
                 "DELETE FROM contact_policies WHERE aci = $1",
@@ -249,7 +249,7 @@ macro_rules! contact_store {
                 "DELETE FROM contact_grants WHERE owner = $1 OR grantee = $1",
             ] {
                 sqlx::query(sql)
-                    .bind(id(aci))
+                    .bind(id(gone.aci))
                     .execute(&mut **tx)
                     .await
                     .map_err(db)?;

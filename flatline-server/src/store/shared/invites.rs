@@ -168,6 +168,15 @@ macro_rules! invite_store {
             Ok(true)
         }
 
+        /// The cascade hook: the deleted account's invites are revoked (kept, so that what they admitted stays
+        /// traceable).
+        pub(super) async fn account_deleted(
+            tx: &mut Transaction<'_, Db>,
+            gone: &$crate::store::shared::cascade::Gone,
+        ) -> StoreResult<()> {
+            revoke_all_of(tx, gone.aci, gone.now).await.map(drop)
+        }
+
         /// Revokes every unrevoked invite of `owner`.
         pub(super) async fn revoke_all_of(
             tx: &mut Transaction<'_, Db>,

@@ -1,6 +1,7 @@
 //! Store code written once for both SQL dialects.
 //!
-//! Each aggregate here (profiles, server state, devices, shortcodes, usernames, invites, contacts) is one
+//! Each aggregate here (accounts, keys, rate limits, profiles, server state, devices, shortcodes, usernames,
+//! invites, contacts) is one
 //! `macro_rules!` body that implements the core's trait for a store type; `store/sqlite/<aggregate>.rs` and
 //! `store/postgres/<aggregate>.rs` each instantiate it in one line. A macro rather than generic code over
 //! `sqlx::Database`: generic sqlx code needs a wall of higher-ranked bounds on every function (executors, encoders,
@@ -20,15 +21,27 @@
 //! A statement whose text itself differs and serves one aggregate only is a function in the two dialect files of
 //! that aggregate, which the body calls unqualified (contacts' `set_grant_states`).
 //!
+//! A trait method whose statement differs (PostgreSQL's one-statement forms) is passed to the body as a braced block
+//! of methods by the dialect file that instantiates it (`keys`, `accounts`).
+//!
 //! Query text uses `$N` parameters, which sqlx's SQLite driver binds by number too. Inside a body, `super::`
-//! names the dialect's module, which provides the row codecs the aggregates share with the accounts and keys:
-//! `db`, `get`, `uuid_of`, `device_from_row`, `insert_device`, `put_signed`, `join_capabilities`, `SIGNED_EC`
-//! and `LAST_RESORT`. Every column is read with the checked `get`, never the panicking `Row::get`.
+//! names the dialect's module, which provides `get` (the checked column read, [`codecs::checked_get`]) and
+//! re-exports the codecs the aggregates share: [`codecs`] (dialect-free: `db`, `uuid_of`, `join_capabilities`,
+//! `SIGNED_EC`, …) and the row and write codecs of the `accounts` and `keys` bodies (`device_from_row`,
+//! `insert_device`, `insert_account`, `put_signed`, `delete_keys_of`, …). Every column is read with the checked
+//! `get`, never the panicking `Row::get`.
+//!
+//! Account deletion is a unit of work composed of per-aggregate hooks: [`cascade`] lists them, once.
 
+pub(super) mod accounts;
+pub(super) mod cascade;
+pub(super) mod codecs;
 pub(super) mod contacts;
 pub(super) mod devices;
 pub(super) mod invites;
+pub(super) mod keys;
 pub(super) mod profiles;
+pub(super) mod rate_limits;
 pub(super) mod server_state;
 pub(super) mod shortcodes;
 pub(super) mod usernames;

@@ -1,0 +1,3 @@
+//! Account deletion's hooks on SQLite: [`crate::store::shared::cascade`].
+
+crate::store::shared::cascade::account_cascade!(super::SqliteStore);
