@@ -78,13 +78,12 @@ pub trait AccountStore: Send + Sync {
     /// Replaces every device credential of the account with its locked form; returns false when absent.
     async fn lock_credentials(&self, aci: Aci) -> StoreResult<bool>;
 
-    /// Deletes the account, its devices and every key under its ACI and PNI; revokes the invites it owns; releases
-    /// every username claim, hold and link; removes its contact policy, contact invites, contact shortcodes
-    /// and every contact grant it gave or holds; removes its message queues and the spam reports it filed; removes
-    /// its versioned profiles; and
-    /// turns its (provider, sub) binding into a tombstone kept for
-    /// [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from `now` (so the same subject
-    /// re-registering in that time gets the same ACI). Returns false when absent.
+    /// Deletes the account, atomically with everything every aggregate keeps of it: each aggregate's store
+    /// contract says what that is (keys under its ACI and PNI, owned invites revoked, username claims, the contact
+    /// graph and shortcodes, message queues and filed reports, profiles, linked devices). Its (provider, sub)
+    /// binding becomes a tombstone kept for [`TOMBSTONE_RETENTION`](crate::registration::TOMBSTONE_RETENTION) from
+    /// `now`, so the same subject re-registering in that time gets the same ACI. Returns false when absent.
+    /// Backends compose this from one hook per aggregate (docs/ARCHITECTURE.md, "where to add a new aggregate").
     async fn delete_account(&self, aci: Aci, now: Timestamp) -> StoreResult<bool>;
 }
 
