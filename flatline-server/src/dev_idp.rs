@@ -31,7 +31,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::config::{ClientAuth, Config, ProviderConfig};
+use crate::config::{ClientAuth, ProviderConfig, Settings};
 use crate::http::AppState;
 use crate::serve::{Listeners, ServeError};
 
@@ -589,7 +589,7 @@ pub fn provider_config(
 /// Binds the listener and assembles the development server over `base` (the loaded configuration: limits and
 /// other settings apply; the listener, database, secrets and key files are replaced by the development ones, and
 /// the development provider is added).
-pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer, DevError> {
+pub async fn prepare(base: Settings, opts: &DevOptions) -> Result<DevServer, DevError> {
     if !opts.listen.ip().is_loopback() {
         return Err(DevError::NotLoopback(opts.listen));
     }
@@ -609,10 +609,13 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
         source: e,
     })?;
 
+    // The loaded file, rewritten below and validated again (defaults that follow the rewritten keys, such as the
+    // manifest endpoints at `server.public_url`, are resolved then).
+    let mut config = base.source().clone();
     config.server.listen = opts.listen;
     // The development server's own TLS listener; `[server.tls]` of the loaded file does not apply.
     config.server.tls = None;
-    let mut listeners = crate::serve::bind(&config).await?;
+    let mut listeners = crate::serve::bind(&validate(&config)?).await?;
     let mut certificate = None;
     let mut tls_addr = None;
     if let Some(addr) = opts.tls_listen {
@@ -660,6 +663,7 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
         &secret_file,
     ));
 
+    let config = validate(&config)?;
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
     let clock: Arc<dyn Clock> = Arc::new(crate::system::SystemClock);
     let rng: Arc<dyn SecureRandom> = Arc::new(crate::system::OsRandom);
@@ -706,6 +710,12 @@ pub async fn prepare(mut config: Config, opts: &DevOptions) -> Result<DevServer,
         tls_addr,
         certificate,
     })
+}
+
+fn validate(config: &crate::config::Config) -> Result<Settings, DevError> {
+    config
+        .validate()
+        .map_err(|e| DevError::Serve(ServeError::Setup(e.into())))
 }
 
 /// Logs the warning `flatline-server dev` starts with.

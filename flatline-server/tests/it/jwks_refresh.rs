@@ -8,7 +8,7 @@ use std::sync::Arc;
 use flatline_core::random::SecureRandom;
 use flatline_core::time::Clock;
 use flatline_server::cli::jwks_refresh;
-use flatline_server::config::Config;
+use flatline_server::config::{Config, Settings};
 use flatline_server::dev_idp::DevIdp;
 use flatline_testkit::{MockClock, SeededRng};
 use serde_json::{Value, json};
@@ -54,7 +54,7 @@ redirect_uris = ["flatline://callback"]
     )
 }
 
-async fn pinned(config: &Config) -> Option<String> {
+async fn pinned(config: &Settings) -> Option<String> {
     let store = flatline_server::store::open(&config.database)
         .await
         .unwrap();
