@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use flatline_core::manifest::Fingerprint;
 use flatline_core::time::Clock;
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, Settings};
 use crate::system::SystemClock;
 use crate::trust::KeyFileState;
 
@@ -167,7 +167,7 @@ pub async fn main() -> i32 {
                 url: crate::store::redact_url(&config.database.url),
                 ..config.database.clone()
             },
-            ..config.clone()
+            ..config.source().clone()
         }) {
             Ok(text) => {
                 println!("{text}");
@@ -277,7 +277,7 @@ pub async fn main() -> i32 {
 
 /// `jwks refresh`: fetches the provider's JWKS (its `jwks_uri`, `https://` or `file://`, or the discovered one) and
 /// replaces the pinned set; returns the number of keys. The old set stays when anything fails.
-pub async fn jwks_refresh(config: Config, provider: &str) -> Result<usize, String> {
+pub async fn jwks_refresh(config: Settings, provider: &str) -> Result<usize, String> {
     if !config.providers.iter().any(|p| p.id == provider) {
         return Err(format!("no provider `{provider}` is configured"));
     }
@@ -298,25 +298,25 @@ pub async fn jwks_refresh(config: Config, provider: &str) -> Result<usize, Strin
         .map_err(|e| e.to_string())
 }
 
-fn keys_init(config: &Config) -> i32 {
+fn keys_init(config: &Settings) -> i32 {
     match crate::trust::load_keys(config, &crate::system::OsRandom) {
         Ok(keys) => {
             for (what, path, state, fp) in [
                 (
                     "signing key",
-                    config.signing_key_path(),
+                    &config.instance.signing_key_file,
                     keys.signing_state,
                     keys.signing.fingerprint(),
                 ),
                 (
                     "sealed-sender trust root",
-                    config.sealed_sender_key_path(),
+                    &config.instance.sealed_sender_key_file,
                     keys.sealed_sender_state,
                     keys.sealed_sender.fingerprint(),
                 ),
                 (
                     "zkgroup server params",
-                    config.zk_params_path(),
+                    &config.instance.zk_params_file,
                     keys.zk_state,
                     keys.zk.fingerprint(),
                 ),
@@ -340,7 +340,7 @@ fn keys_init(config: &Config) -> i32 {
     }
 }
 
-async fn spam_reports(config: &Config, limit: u32, account: Option<&str>) -> i32 {
+async fn spam_reports(config: &Settings, limit: u32, account: Option<&str>) -> i32 {
     let about = match account
         .map(str::parse::<flatline_core::ids::Aci>)
         .transpose()
@@ -379,7 +379,7 @@ async fn spam_reports(config: &Config, limit: u32, account: Option<&str>) -> i32
     }
 }
 
-async fn keys_fingerprints(config: &Config) -> i32 {
+async fn keys_fingerprints(config: &Settings) -> i32 {
     let listed = async {
         let store = crate::store::open(&config.database).await?;
         store.key_fingerprints().await
@@ -398,7 +398,7 @@ async fn keys_fingerprints(config: &Config) -> i32 {
     }
 }
 
-async fn keys_forget(config: &Config, name: &str) -> i32 {
+async fn keys_forget(config: &Settings, name: &str) -> i32 {
     let forgotten = async {
         let store = crate::store::open(&config.database).await?;
         store.forget_key_fingerprint(name).await
@@ -421,7 +421,7 @@ async fn keys_forget(config: &Config, name: &str) -> i32 {
     }
 }
 
-async fn manifest(config: &Config, cmd: ManifestCommand) -> i32 {
+async fn manifest(config: &Settings, cmd: ManifestCommand) -> i32 {
     let now = SystemClock.now();
     if let ManifestCommand::Verify {
         file,
@@ -492,7 +492,7 @@ async fn manifest(config: &Config, cmd: ManifestCommand) -> i32 {
 }
 
 async fn open_trust(
-    config: &Config,
+    config: &Settings,
     now: flatline_core::time::Timestamp,
 ) -> Result<crate::trust::Trust, String> {
     let store = crate::store::open(&config.database)
@@ -545,7 +545,7 @@ fn verify_file(
     }
 }
 
-fn init_logging(config: &Config) {
+fn init_logging(config: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.filter));
     let builder = tracing_subscriber::fmt()

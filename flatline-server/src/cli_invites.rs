@@ -12,7 +12,7 @@ use flatline_core::ratelimit::RateLimiters;
 use flatline_core::store::Store;
 use flatline_core::time::{Clock, Timestamp};
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::system::{OsRandom, SystemClock};
 
 /// `invites` subcommands.
@@ -98,20 +98,18 @@ struct Ctx {
     now: Timestamp,
 }
 
-async fn open(config: &Config) -> Result<Ctx, String> {
+async fn open(config: &Settings) -> Result<Ctx, String> {
     let store = crate::store::open(&config.database)
         .await
         .map_err(|e| e.to_string())?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let limits = config.limits.to_limits().map_err(|e| e.to_string())?;
-    let limiters = RateLimiters::new(store.clone(), clock.clone(), limits);
-    let policy = config.invites.to_policy().map_err(|e| e.to_string())?;
+    let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.clone());
     let invites = Invites::new(
         store.clone(),
         clock.clone(),
         Arc::new(OsRandom),
         limiters,
-        policy,
+        config.invites.policy.clone(),
     );
     Ok(Ctx {
         store,
@@ -175,16 +173,17 @@ fn owner_label(o: InviteOwner) -> String {
 }
 
 /// The descriptor when the instance keys exist (never creates them here).
-fn descriptor(config: &Config) -> Option<Descriptor> {
-    if !(config.signing_key_path().exists()
-        && config.sealed_sender_key_path().exists()
-        && config.zk_params_path().exists())
+fn descriptor(config: &Settings) -> Option<Descriptor> {
+    let i = &config.instance;
+    if !(i.signing_key_file.exists()
+        && i.sealed_sender_key_file.exists()
+        && i.zk_params_file.exists())
     {
         return None;
     }
     let keys = crate::trust::load_keys(config, &OsRandom).ok()?;
     Some(Descriptor {
-        manifest_url: config.manifest_url(),
+        manifest_url: config.instance.manifest_url.clone(),
         fingerprint: keys.signing.fingerprint(),
     })
 }
@@ -208,7 +207,7 @@ fn line(i: &Invite, state: InviteState) -> String {
 }
 
 /// Runs an `invites` subcommand; returns the exit code.
-pub async fn invites(config: &Config, cmd: InvitesCommand) -> i32 {
+pub async fn invites(config: &Settings, cmd: InvitesCommand) -> i32 {
     match run_invites(config, cmd).await {
         Ok(()) => 0,
         Err(e) => {
@@ -218,7 +217,7 @@ pub async fn invites(config: &Config, cmd: InvitesCommand) -> i32 {
     }
 }
 
-async fn run_invites(config: &Config, cmd: InvitesCommand) -> Result<(), String> {
+async fn run_invites(config: &Settings, cmd: InvitesCommand) -> Result<(), String> {
     let ctx = open(config).await?;
     let store = &ctx.store;
     match cmd {
@@ -227,8 +226,12 @@ async fn run_invites(config: &Config, cmd: InvitesCommand) -> Result<(), String>
             expires_days,
             note,
         } => {
-            let days = expires_days.unwrap_or(config.invites.default_expiry_days);
-            let expires_in = (days > 0).then(|| Duration::from_secs(u64::from(days) * 86_400));
+            // `--expires-days 0`: no expiry; unset: the configured default.
+            let expires_in = match expires_days {
+                Some(0) => None,
+                Some(days) => Some(Duration::from_secs(u64::from(days) * 86_400)),
+                None => Some(config.invites.policy.default_expiry),
+            };
             let (invite, code) = ctx
                 .invites
                 .create_operator(max_uses, expires_in, note)
@@ -386,7 +389,7 @@ async fn floods(ctx: &Ctx, raw: &str) -> Result<(), String> {
 }
 
 /// Runs an `accounts` subcommand; returns the exit code.
-pub async fn accounts(config: &Config, cmd: AccountsCommand) -> i32 {
+pub async fn accounts(config: &Settings, cmd: AccountsCommand) -> i32 {
     let run = async {
         let ctx = open(config).await?;
         let (raw, suspend) = match &cmd {

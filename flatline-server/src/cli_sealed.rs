@@ -4,7 +4,7 @@ use clap::Subcommand;
 use flatline_core::sealed::service;
 use flatline_core::time::Clock;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::system::{OsRandom, SystemClock};
 
 /// `sealed-sender` subcommands. Both open the database like a server start (key fingerprints are checked).
@@ -19,7 +19,7 @@ pub enum SealedSenderCommand {
 }
 
 /// Runs a `sealed-sender` subcommand; returns the exit code.
-pub async fn sealed_sender(config: &Config, cmd: SealedSenderCommand) -> i32 {
+pub async fn sealed_sender(config: &Settings, cmd: SealedSenderCommand) -> i32 {
     let now = SystemClock.now();
     let store = match crate::store::open(&config.database).await {
         Ok(s) => s,
@@ -60,7 +60,7 @@ pub async fn sealed_sender(config: &Config, cmd: SealedSenderCommand) -> i32 {
             }
         },
         SealedSenderCommand::Rotate => {
-            let keep = config.sealed_sender.certificate_lifetime();
+            let keep = config.sealed_sender.certificate_lifetime;
             match service::rotate(store.as_ref(), root, &OsRandom, now, keep).await {
                 Ok(r) => {
                     println!(

@@ -1,4 +1,8 @@
-//! Configuration: a TOML file, then `FLATLINE_*` environment overrides, then validation.
+//! Configuration: a TOML file, then `FLATLINE_*` environment overrides, then validation into [`Settings`].
+//!
+//! [`Config`] and its sections are the file's shape (serde, defaults, `deny_unknown_fields`); tests and `dev` build
+//! or tweak one and call [`Config::validate`]. The program itself runs on the [`Settings`] that validation makes
+//! (typed values, defaults resolved), never on the file form.
 //!
 //! Every setting has a default, so an empty file (or none) is a working development configuration.
 //! Environment overrides name the key path in upper case with `__` between levels:
@@ -14,6 +18,12 @@ use flatline_core::invites::InvitePolicy;
 use flatline_core::ratelimit::{BucketConfig, Limiter, Limits};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+
+mod settings;
+pub use settings::{
+    ChatSettings, InstanceSettings, InviteSettings, ObjectStorage, RegistrationOptions, S3Location,
+    SealedSenderSettings, SecretSource, ServerSettings, Settings, StorageSettings,
+};
 
 /// Longest time a configured rate-limit bucket may take to refill from empty (100 years).
 const MAX_BUCKET_SECONDS: f64 = 3_153_600_000.0;
@@ -100,11 +110,16 @@ impl Default for DevicesSection {
 }
 
 impl DevicesSection {
-    /// The core's settings.
-    pub fn to_devices_config(&self) -> flatline_core::devices::DevicesConfig {
-        flatline_core::devices::DevicesConfig {
-            max_per_account: self.max_per_account,
+    fn to_devices_config(&self) -> Result<flatline_core::devices::DevicesConfig, ConfigError> {
+        if !(1..=flatline_core::ids::DeviceId::MAX).contains(&self.max_per_account) {
+            return Err(invalid(
+                "devices.max_per_account",
+                "must be between 1 and 127",
+            ));
         }
+        Ok(flatline_core::devices::DevicesConfig {
+            max_per_account: self.max_per_account,
+        })
     }
 }
 
@@ -141,36 +156,46 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
-    /// The bucket of `url = "s3://<bucket>"`, `None` for the local directory.
-    pub fn s3_bucket(&self) -> Option<&str> {
-        self.url
-            .as_deref()
-            .map(|u| u.strip_prefix("s3://").unwrap_or(u).trim_end_matches('/'))
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
+    /// The checked settings; `default_path` is the local directory when `path` is unset.
+    fn to_settings(&self, default_path: PathBuf) -> Result<StorageSettings, ConfigError> {
         if self.max_attachment_bytes == 0 {
             return Err(invalid(
                 "storage.max_attachment_bytes",
                 "must be at least 1",
             ));
         }
-        let Some(url) = &self.url else {
-            return Ok(());
+        let objects = match &self.url {
+            None => ObjectStorage::Local(self.path.clone().unwrap_or(default_path)),
+            Some(url) => ObjectStorage::S3(self.s3_location(url)?),
         };
+        Ok(StorageSettings {
+            objects,
+            max_attachment_bytes: self.max_attachment_bytes,
+            upload_expiry: Duration::from_secs(self.upload_expiry_seconds),
+            attachment_retention: Duration::from_secs(
+                self.attachment_retention_days.saturating_mul(86_400),
+            ),
+            cleanup_interval: Duration::from_secs(self.cleanup_interval_seconds),
+        })
+    }
+
+    fn s3_location(&self, url: &str) -> Result<S3Location, ConfigError> {
         // S3 bucket names: 3..=63 of lower-case letters, digits, '-' and '.'.
-        let bucket_ok = url.strip_prefix("s3://").is_some_and(|b| {
-            let b = b.trim_end_matches('/');
-            (3..=63).contains(&b.len())
-                && b.bytes()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.')
-        });
-        if !bucket_ok {
-            return Err(invalid(
-                "storage.url",
-                "must be s3://<bucket> (3 to 63 of a-z, 0-9, '-', '.')",
-            ));
-        }
+        let bucket = url
+            .strip_prefix("s3://")
+            .map(|b| b.trim_end_matches('/'))
+            .filter(|b| {
+                (3..=63).contains(&b.len())
+                    && b.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'.'
+                    })
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "storage.url",
+                    "must be s3://<bucket> (3 to 63 of a-z, 0-9, '-', '.')",
+                )
+            })?;
         if let Some(e) = &self.s3_endpoint
             && !(e.starts_with("https://") || e.starts_with("http://"))
         {
@@ -182,19 +207,35 @@ impl StorageConfig {
         if self.s3_region.trim().is_empty() {
             return Err(invalid("storage.s3_region", "must not be empty"));
         }
-        if self.s3_access_key_id.as_deref().is_none_or(str::is_empty) {
-            return Err(invalid(
-                "storage.s3_access_key_id",
-                "required with an s3:// url",
-            ));
-        }
-        if self.s3_secret_access_key_file.is_some() == self.s3_secret_access_key_env.is_some() {
-            return Err(invalid(
-                "storage.s3_secret_access_key_file",
-                "set exactly one of s3_secret_access_key_file and s3_secret_access_key_env",
-            ));
-        }
-        Ok(())
+        let access_key_id = match self.s3_access_key_id.as_deref() {
+            Some(id) if !id.is_empty() => id.to_owned(),
+            _ => {
+                return Err(invalid(
+                    "storage.s3_access_key_id",
+                    "required with an s3:// url",
+                ));
+            }
+        };
+        let secret_access_key = match (
+            &self.s3_secret_access_key_file,
+            &self.s3_secret_access_key_env,
+        ) {
+            (Some(file), None) => SecretSource::File(file.clone()),
+            (None, Some(var)) => SecretSource::Env(var.clone()),
+            _ => {
+                return Err(invalid(
+                    "storage.s3_secret_access_key_file",
+                    "set exactly one of s3_secret_access_key_file and s3_secret_access_key_env",
+                ));
+            }
+        };
+        Ok(S3Location {
+            bucket: bucket.to_owned(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id,
+            secret_access_key,
+        })
     }
 }
 
@@ -294,8 +335,7 @@ impl Default for ChatConfig {
 }
 
 impl MessagesSection {
-    /// The validated settings for the message service.
-    pub fn to_messages_config(
+    fn to_messages_config(
         &self,
     ) -> Result<flatline_core::messages::service::MessagesConfig, ConfigError> {
         if !(1..=365).contains(&self.ttl_days) {
@@ -315,14 +355,23 @@ impl MessagesSection {
 }
 
 impl SealedSenderConfig {
-    /// The sender-certificate lifetime.
-    pub fn certificate_lifetime(&self) -> std::time::Duration {
-        std::time::Duration::from_secs(u64::from(self.certificate_lifetime_hours) * 3600)
+    fn to_settings(&self) -> Result<SealedSenderSettings, ConfigError> {
+        if !(1..=720).contains(&self.certificate_lifetime_hours) {
+            return Err(invalid(
+                "sealed_sender.certificate_lifetime_hours",
+                "must be between 1 and 720",
+            ));
+        }
+        Ok(SealedSenderSettings {
+            certificate_lifetime: Duration::from_secs(
+                u64::from(self.certificate_lifetime_hours) * 3600,
+            ),
+        })
     }
 }
 
 impl ChatConfig {
-    fn validate(&self) -> Result<(), ConfigError> {
+    fn to_settings(&self) -> Result<ChatSettings, ConfigError> {
         if !(4096..=10 << 20).contains(&self.max_frame_bytes) {
             return Err(invalid(
                 "chat.max_frame_bytes",
@@ -351,7 +400,16 @@ impl ChatConfig {
         if self.push_window > 4096 {
             return Err(invalid("chat.push_window", "must be at most 4096"));
         }
-        Ok(())
+        Ok(ChatSettings {
+            max_frame_bytes: self.max_frame_bytes,
+            max_in_flight_requests: self.max_in_flight_requests,
+            push_window: self.push_window,
+            max_sockets_per_ip: self.max_sockets_per_ip,
+            max_sockets: self.max_sockets,
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+            provisioning_idle_timeout: Duration::from_secs(self.provisioning_idle_timeout_seconds),
+            provisioning_lifetime: Duration::from_secs(self.provisioning_lifetime_seconds),
+        })
     }
 }
 
@@ -484,8 +542,7 @@ impl Default for InvitesConfig {
 }
 
 impl InvitesConfig {
-    /// The validated policy for the invites service.
-    pub fn to_policy(&self) -> Result<InvitePolicy, ConfigError> {
+    fn to_policy(&self) -> Result<InvitePolicy, ConfigError> {
         for (key, v) in [
             ("quota_per_days", u64::from(self.quota_per_days)),
             (
@@ -739,8 +796,7 @@ impl ProviderConfig {
 }
 
 impl ContactsSection {
-    /// The validated settings for the contacts service.
-    pub fn to_contacts_config(&self) -> Result<ContactsConfig, ConfigError> {
+    fn to_contacts_config(&self) -> Result<ContactsConfig, ConfigError> {
         for (key, v) in [
             ("burst", u64::from(self.burst)),
             ("refill_seconds", self.refill_seconds),
@@ -962,7 +1018,7 @@ impl Config {
     }
 
     /// The instance signing key file.
-    pub fn signing_key_path(&self) -> PathBuf {
+    fn signing_key_path(&self) -> PathBuf {
         self.instance
             .signing_key_file
             .clone()
@@ -970,7 +1026,7 @@ impl Config {
     }
 
     /// The sealed-sender trust root key file.
-    pub fn sealed_sender_key_path(&self) -> PathBuf {
+    fn sealed_sender_key_path(&self) -> PathBuf {
         self.instance
             .sealed_sender_key_file
             .clone()
@@ -978,7 +1034,7 @@ impl Config {
     }
 
     /// The zkgroup parameters key file.
-    pub fn zk_params_path(&self) -> PathBuf {
+    fn zk_params_path(&self) -> PathBuf {
         self.instance
             .zk_params_file
             .clone()
@@ -987,7 +1043,7 @@ impl Config {
 
     /// The manifest's endpoints: the configured ones, or by default `chat`, `cdn0` (avatars) and `cdn3`
     /// (attachments), all `server.public_url`, which serves the three.
-    pub fn manifest_endpoints(&self) -> BTreeMap<String, String> {
+    fn manifest_endpoints(&self) -> BTreeMap<String, String> {
         if self.instance.endpoints.is_empty() {
             ["chat", "cdn0", "cdn3"]
                 .into_iter()
@@ -998,8 +1054,8 @@ impl Config {
         }
     }
 
-    /// The local object store's directory.
-    pub fn storage_path(&self) -> PathBuf {
+    /// The local object store's default directory.
+    fn storage_path(&self) -> PathBuf {
         self.storage
             .path
             .clone()
@@ -1007,7 +1063,7 @@ impl Config {
     }
 
     /// Where the manifest is published.
-    pub fn manifest_url(&self) -> String {
+    fn manifest_url(&self) -> String {
         self.instance.manifest_url.clone().unwrap_or_else(|| {
             format!(
                 "{}{}",
@@ -1017,7 +1073,7 @@ impl Config {
         })
     }
 
-    fn validate_instance(&self) -> Result<(), ConfigError> {
+    fn instance_settings(&self) -> Result<InstanceSettings, ConfigError> {
         let i = &self.instance;
         if i.name.trim().is_empty() {
             return Err(invalid("instance.name", "must not be empty"));
@@ -1057,7 +1113,16 @@ impl Config {
                 "must differ from instance.signing_key_file and instance.sealed_sender_key_file",
             ));
         }
-        Ok(())
+        Ok(InstanceSettings {
+            name: i.name.clone(),
+            signing_key_file: self.signing_key_path(),
+            sealed_sender_key_file: self.sealed_sender_key_path(),
+            zk_params_file: zk,
+            manifest_lifetime: Duration::from_secs(u64::from(i.manifest_lifetime_days) * 86_400),
+            endpoints: self.manifest_endpoints(),
+            tls_certificates: i.tls_certificates.clone(),
+            manifest_url: self.manifest_url(),
+        })
     }
 }
 
@@ -1078,8 +1143,8 @@ pub struct LimiterConfig {
 pub struct LimitsConfig(pub BTreeMap<String, LimiterConfig>);
 
 impl LimitsConfig {
-    /// The effective limits.
-    pub fn to_limits(&self) -> Result<Limits, ConfigError> {
+    /// The effective limits: the defaults, with the configured ones replaced.
+    fn to_limits(&self) -> Result<Limits, ConfigError> {
         let mut limits = Limits::default();
         for (name, c) in &self.0 {
             let key = format!("limits.{name}");
@@ -1123,7 +1188,7 @@ impl Config {
     pub fn load(
         path: Option<&std::path::Path>,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Settings, ConfigError> {
         let text = match path {
             Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                 path: p.to_owned(),
@@ -1138,7 +1203,7 @@ impl Config {
     pub fn from_toml_and_env(
         text: &str,
         env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Settings, ConfigError> {
         let mut root: toml::Table = text
             .parse()
             .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
@@ -1156,7 +1221,7 @@ impl Config {
             set_path(&mut root, path, &value)?;
             from_env.push((path.to_ascii_lowercase().replace("__", "."), name));
         }
-        let config: Config = serde_path_to_error::deserialize(toml::Value::Table(root))
+        serde_path_to_error::deserialize(toml::Value::Table(root))
             .map_err(|e| {
                 let key = e.path().to_string();
                 invalid(
@@ -1164,13 +1229,12 @@ impl Config {
                     e.into_inner().to_string(),
                 )
             })
-            .and_then(|c: Config| c.validate().map(|()| c))
-            .map_err(|e| name_variable(e, &from_env))?;
-        Ok(config)
+            .and_then(|c: Config| c.validate())
+            .map_err(|e| name_variable(e, &from_env))
     }
 
-    /// Checks what types alone cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks what types alone cannot, and makes the typed [`Settings`] the program runs on.
+    pub fn validate(&self) -> Result<Settings, ConfigError> {
         let mut ids = std::collections::HashSet::new();
         for (i, p) in self.providers.iter().enumerate() {
             p.validate(i)?;
@@ -1181,36 +1245,35 @@ impl Config {
                 ));
             }
         }
-        if !(10..=86_400).contains(&self.registration.session_lifetime_seconds) {
+        let r = &self.registration;
+        if !(10..=86_400).contains(&r.session_lifetime_seconds) {
             return Err(invalid(
                 "registration.session_lifetime_seconds",
                 "must be between 10 and 86400",
             ));
         }
-        if !(1..=120).contains(&self.registration.idp_timeout_seconds) {
+        if !(1..=120).contains(&r.idp_timeout_seconds) {
             return Err(invalid(
                 "registration.idp_timeout_seconds",
                 "must be between 1 and 120",
             ));
         }
-        self.trusted_proxies()?;
-        self.storage.validate()?;
-        self.limits.to_limits()?;
-        self.contacts.to_contacts_config()?;
-        self.invites.to_policy()?;
-        self.messages.to_messages_config()?;
-        if !(1..=flatline_core::ids::DeviceId::MAX).contains(&self.devices.max_per_account) {
-            return Err(invalid(
-                "devices.max_per_account",
-                "must be between 1 and 127",
-            ));
-        }
-        if !(1..=720).contains(&self.sealed_sender.certificate_lifetime_hours) {
-            return Err(invalid(
-                "sealed_sender.certificate_lifetime_hours",
-                "must be between 1 and 720",
-            ));
-        }
+        let registration = RegistrationOptions {
+            session_lifetime: Duration::from_secs(r.session_lifetime_seconds),
+            principal_secret_file: r.principal_secret_file.clone(),
+            idp_timeout: Duration::from_secs(r.idp_timeout_seconds),
+        };
+        let trusted_proxies = self.trusted_proxies()?;
+        let storage = self.storage.to_settings(self.storage_path())?;
+        let limits = self.limits.to_limits()?;
+        let contacts = self.contacts.to_contacts_config()?;
+        let invites = InviteSettings {
+            required: self.invites.required,
+            policy: self.invites.to_policy()?,
+        };
+        let messages = self.messages.to_messages_config()?;
+        let devices = self.devices.to_devices_config()?;
+        let sealed_sender = self.sealed_sender.to_settings()?;
         let db = &self.database.url;
         if !(db.starts_with("sqlite:")
             || db.starts_with("postgres://")
@@ -1230,24 +1293,46 @@ impl Config {
                 "must be at least 1",
             ));
         }
-        if !(self.server.public_url.starts_with("https://")
-            || self.server.public_url.starts_with("http://"))
-        {
+        let server = self.server_settings(trusted_proxies)?;
+        let chat = self.chat.to_settings()?;
+        let instance = self.instance_settings()?;
+        Ok(Settings {
+            server,
+            database: self.database.clone(),
+            log: self.log.clone(),
+            limits,
+            registration,
+            invites,
+            providers: self.providers.clone(),
+            contacts,
+            instance,
+            storage,
+            messages,
+            sealed_sender,
+            chat,
+            devices,
+            source: self.clone(),
+        })
+    }
+
+    fn server_settings(&self, trusted_proxies: Vec<IpNet>) -> Result<ServerSettings, ConfigError> {
+        let s = &self.server;
+        if !(s.public_url.starts_with("https://") || s.public_url.starts_with("http://")) {
             return Err(invalid(
                 "server.public_url",
                 "must be an http:// or https:// URL",
             ));
         }
-        if self.server.max_body_bytes < 1024 {
+        if s.max_body_bytes < 1024 {
             return Err(invalid("server.max_body_bytes", "must be at least 1024"));
         }
-        if !(32..=128).contains(&self.server.ipv6_limit_prefix) {
+        if !(32..=128).contains(&s.ipv6_limit_prefix) {
             return Err(invalid(
                 "server.ipv6_limit_prefix",
                 "must be between 32 and 128",
             ));
         }
-        if self.server.request_timeout_seconds == 0 {
+        if s.request_timeout_seconds == 0 {
             return Err(invalid(
                 "server.request_timeout_seconds",
                 "must be at least 1",
@@ -1256,64 +1341,33 @@ impl Config {
         for (key, v) in [
             (
                 "header_read_timeout_seconds",
-                self.server.header_read_timeout_seconds as usize,
+                s.header_read_timeout_seconds as usize,
             ),
-            ("max_connections", self.server.max_connections),
-            ("max_connections_per_ip", self.server.max_connections_per_ip),
+            ("max_connections", s.max_connections),
+            ("max_connections_per_ip", s.max_connections_per_ip),
         ] {
             if v == 0 {
                 return Err(invalid(format!("server.{key}"), "must be at least 1"));
             }
         }
-        self.chat.validate()?;
-        self.validate_instance()?;
-        Ok(())
-    }
-
-    /// Settings that are valid but probably not what the operator wants; logged at start-up.
-    ///
-    /// Principals live in one namespace shared by every provider (F-20, docs/SECURITY.md): when two providers map
-    /// the same claim, a user of either IdP can take a principal first and the other provider's user with the same
-    /// claim value is refused with `principal_conflict`.
-    ///
-    /// Without `server.admin_listen`, `/metrics` (route counts, authentication failure reasons) and `/healthz` are
-    /// served on the main listener, as the API contract allows (F-18); that is said when the main listener is
-    /// probably reachable from the internet: not on loopback, or behind a proxy (`server.trusted_proxies` is set).
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = vec![];
-        let public =
-            !self.server.listen.ip().is_loopback() || !self.server.trusted_proxies.is_empty();
-        if self.server.admin_listen.is_none() && public {
-            warnings.push(format!(
-                "`/metrics` and `/healthz` are served to anyone who reaches the main listener {} (or a proxy in \
-                 front of it); set `server.admin_listen` to a loopback or internal address to serve them there only \
-                 (docs/SECURITY.md, F-18)",
-                self.server.listen
-            ));
-        }
-        let mut by_claim: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for p in &self.providers {
-            if let Some(claim) = p.principal_claim.as_deref() {
-                by_claim.entry(claim).or_default().push(p.id.as_str());
-            }
-        }
-        by_claim
-            .into_iter()
-            .filter(|(_, ids)| ids.len() > 1)
-            .map(|(claim, ids)| {
-                format!(
-                    "providers {} all map the `{claim}` claim to principals; principals are one namespace, so \
-                     whoever registers a value first through any of them holds it (use opaque principals, or \
-                     only IdPs that are authoritative for the same users; see docs/SECURITY.md, F-20)",
-                    ids.join(", ")
-                )
-            })
-            .for_each(|w| warnings.push(w));
-        warnings
+        Ok(ServerSettings {
+            listen: s.listen,
+            admin_listen: s.admin_listen,
+            public_url: s.public_url.clone(),
+            trusted_proxies: trusted_proxies.into(),
+            shutdown_grace: Duration::from_secs(s.shutdown_grace_seconds),
+            max_body_bytes: s.max_body_bytes,
+            request_timeout: Duration::from_secs(s.request_timeout_seconds),
+            ipv6_limit_prefix: s.ipv6_limit_prefix,
+            tls: s.tls.clone(),
+            header_read_timeout: Duration::from_secs(s.header_read_timeout_seconds),
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+        })
     }
 
     /// The parsed trusted-proxy networks.
-    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
+    fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
         self.server
             .trusted_proxies
             .iter()
@@ -1387,7 +1441,7 @@ fn set_path(root: &mut toml::Table, path: &str, value: &str) -> Result<(), Confi
 mod tests {
     use super::*;
 
-    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
         Config::from_toml_and_env(
             text,
             env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
@@ -1398,20 +1452,13 @@ mod tests {
     fn empty_config_is_valid_defaults() {
         let c = load("", &[]).unwrap();
         assert_eq!(c.server.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
-        assert_eq!(c.limits.to_limits().unwrap(), Limits::default());
-        assert_eq!(
-            c.contacts.to_contacts_config().unwrap(),
-            ContactsConfig::default()
-        );
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.contacts, ContactsConfig::default());
     }
 
     #[test]
     fn messages_section() {
-        let c = load("", &[])
-            .unwrap()
-            .messages
-            .to_messages_config()
-            .unwrap();
+        let c = load("", &[]).unwrap().messages;
         assert_eq!(c.ttl, Duration::from_secs(30 * 86_400));
         assert_eq!(c.max_queue_bytes, 128 << 20);
         let c = load(
@@ -1419,9 +1466,7 @@ mod tests {
             &[("FLATLINE_MESSAGES__MAX_QUEUE_BYTES", "2097152")],
         )
         .unwrap()
-        .messages
-        .to_messages_config()
-        .unwrap();
+        .messages;
         assert_eq!(
             (c.ttl, c.max_queue_bytes),
             (Duration::from_secs(7 * 86_400), 2 << 20)
@@ -1445,7 +1490,7 @@ mod tests {
             &[("FLATLINE_CONTACTS__PAUSE_SECONDS", "60")],
         )
         .unwrap();
-        let cc = c.contacts.to_contacts_config().unwrap();
+        let cc = c.contacts;
         assert_eq!(
             (cc.flood.burst, cc.flood.owner_window_max, cc.flood.pause),
             (3, 7, Duration::from_secs(60))
@@ -1470,9 +1515,9 @@ mod tests {
         .unwrap();
         assert_eq!(c.server.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
         // Limiter names are case-sensitive on the wire but env keys are lowered: document camelCase via the file.
-        assert!(c.limits.0.contains_key("prekeys"));
+        assert!(c.source().limits.0.contains_key("prekeys"));
         assert_eq!(
-            c.limits.to_limits().unwrap().get(Limiter::PreKeys),
+            c.limits.get(Limiter::PreKeys),
             BucketConfig::new(20, Duration::from_millis(1500))
         );
     }
@@ -1647,27 +1692,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            c.signing_key_path(),
+            c.instance.signing_key_file,
             PathBuf::from("/var/lib/flatline/flatline-signing.key")
         );
         assert_eq!(
-            c.sealed_sender_key_path(),
+            c.instance.sealed_sender_key_file,
             PathBuf::from("/var/lib/flatline/flatline-sealed-sender.key")
         );
         assert_eq!(
-            c.manifest_url(),
+            c.instance.manifest_url,
             "https://chat.example.org/.well-known/flatline/manifest"
         );
         assert_eq!(
-            c.manifest_endpoints(),
+            c.instance.endpoints,
             BTreeMap::from(
                 ["chat", "cdn0", "cdn3"].map(|n| (n.into(), "https://chat.example.org/".into()))
             )
         );
-        assert_eq!(c.instance.manifest_lifetime_days, 30);
+        assert_eq!(
+            c.instance.manifest_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
         let d = load("", &[]).unwrap();
         assert_eq!(
-            d.signing_key_path(),
+            d.instance.signing_key_file,
             PathBuf::from("./flatline-signing.key")
         );
         let e = load(
@@ -1675,9 +1723,9 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(e.signing_key_path(), PathBuf::from("/k"));
-        assert_eq!(e.manifest_url(), "https://cdn.example.org/m");
-        assert_eq!(e.manifest_endpoints().len(), 2);
+        assert_eq!(e.instance.signing_key_file, PathBuf::from("/k"));
+        assert_eq!(e.instance.manifest_url, "https://cdn.example.org/m");
+        assert_eq!(e.instance.endpoints.len(), 2);
     }
 
     #[test]
@@ -1719,20 +1767,19 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+        assert_eq!(c.server.trusted_proxies.len(), 2);
     }
 
     #[test]
     fn invites_section_defaults_overrides_and_errors() {
         let c = load("", &[]).unwrap();
-        let p = c.invites.to_policy().unwrap();
-        assert_eq!(p, InvitePolicy::default());
+        assert_eq!(c.invites.policy, InvitePolicy::default());
         let c = load(
             "[invites]\nmin_account_age_days = 0\nquota_per_days = 2\nchain_window_minutes = 0\n",
             &[("FLATLINE_INVITES__MAX_OPEN_INVITES", "2")],
         )
         .unwrap();
-        let p = c.invites.to_policy().unwrap();
+        let p = c.invites.policy;
         assert_eq!(p.min_account_age, Duration::ZERO);
         assert_eq!(p.quota_interval, Duration::from_secs(2 * 86_400));
         assert_eq!(p.chain_window, Duration::ZERO);

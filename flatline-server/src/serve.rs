@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
-use crate::config::Config;
+use crate::config::Settings;
 use crate::http::{AppState, admin_app, app};
 use crate::system::{OsRandom, SystemClock};
 
@@ -75,7 +75,7 @@ pub enum ServeError {
 
 /// Builds the production state: the configured store, the system clock, the OS random source, and the instance
 /// trust material (refusing to start when a key file does not match the database).
-pub async fn production_state(config: Config) -> Result<AppState, ServeError> {
+pub async fn production_state(config: Settings) -> Result<AppState, ServeError> {
     let store: Arc<dyn Store> = crate::store::open(&config.database).await?;
     let clock = Arc::new(SystemClock);
     let rng = Arc::new(OsRandom);
@@ -231,7 +231,7 @@ pub struct Listeners {
 }
 
 /// Binds the configured addresses.
-pub async fn bind(config: &Config) -> Result<Listeners, ServeError> {
+pub async fn bind(config: &Settings) -> Result<Listeners, ServeError> {
     let main = bind_addr(config.server.listen).await?;
     let admin = match config.server.admin_listen {
         Some(addr) => Some(bind_addr(addr).await?),
@@ -323,7 +323,7 @@ pub async fn run_router(
         .with_graceful_shutdown(stopped(stop_rx.clone()))
     });
 
-    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let grace = config.server.shutdown_grace;
     let serving = async {
         let main = async {
             while servers.join_next().await.is_some() {}
@@ -369,21 +369,12 @@ pub struct ConnectionLimits {
 
 impl ConnectionLimits {
     /// The limits of `[server]`.
-    pub fn from_config(c: &crate::config::ServerConfig) -> Self {
-        let uncapped = c
-            .trusted_proxies
-            .iter()
-            .filter_map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<IpAddr>().map(ipnet::IpNet::from))
-                    .ok()
-            })
-            .collect();
+    pub fn from_config(c: &crate::config::ServerSettings) -> Self {
         ConnectionLimits {
-            header_read_timeout: Duration::from_secs(c.header_read_timeout_seconds),
+            header_read_timeout: c.header_read_timeout,
             max_connections: c.max_connections,
             max_per_ip: c.max_connections_per_ip,
-            uncapped,
+            uncapped: c.trusted_proxies.clone(),
         }
     }
 }

@@ -2,7 +2,6 @@
 //! chat hub — what handlers reach through [`AppState`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use flatline_core::account::Accounts;
 use flatline_core::auth::Authenticator;
@@ -21,7 +20,7 @@ use flatline_core::time::Clock;
 use flatline_core::usernames::Usernames;
 use ipnet::IpNet;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, Settings};
 use crate::metrics::Metrics;
 
 /// Everything a handler may use: the [`Services`] behind one reference count, so that the `State<AppState>` each
@@ -84,8 +83,8 @@ pub struct Services {
     pub trusted_proxies: Arc<[IpNet]>,
     /// IPv6 clients share per-IP limiter buckets per network of this prefix length (`server.ipv6_limit_prefix`).
     pub ipv6_limit_prefix: u8,
-    /// The configuration the server runs with.
-    pub config: Arc<Config>,
+    /// The validated configuration the server runs with.
+    pub config: Arc<Settings>,
     /// Instance keys and the signed manifest; `None` until [`AppState::with_trust`] (tests that do not need it).
     pub trust: Option<Arc<crate::trust::Trust>>,
     /// The chat transport: presence, socket counts, cluster events, delivery loop, provisioning registry.
@@ -125,19 +124,18 @@ impl AppState {
     /// Wires services over `store`, `clock` and `rng` according to `config`, with the configured identity
     /// providers (client secrets and the principal secret are read now).
     pub fn new(
-        config: Config,
+        config: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         rng: Arc<dyn SecureRandom>,
     ) -> Result<Self, SetupError> {
-        config.validate()?;
         let principal_secret = crate::secrets::load_or_create_hex(
             &config.registration.principal_secret_file,
             32,
             rng.as_ref(),
         )?;
-        let timeout = Duration::from_secs(config.registration.idp_timeout_seconds);
-        let (providers, client) = crate::oidc::build(&config.providers, timeout)?;
+        let (providers, client) =
+            crate::oidc::build(&config.providers, config.registration.idp_timeout)?;
         let oidc = OidcParts {
             providers,
             client,
@@ -149,16 +147,15 @@ impl AppState {
 
     /// Like [`AppState::new`] with the identity-provider parts given.
     pub fn with_oidc(
-        config: Config,
+        config: Settings,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         rng: Arc<dyn SecureRandom>,
         oidc: OidcParts,
     ) -> Result<Self, SetupError> {
-        config.validate()?;
-        let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.to_limits()?);
+        let limiters = RateLimiters::new(store.clone(), clock.clone(), config.limits.clone());
         let storage = Arc::new(crate::storage::Storage::new(
-            crate::storage::from_config(&config)?,
+            crate::storage::from_settings(&config.storage.objects)?,
             crate::storage::derive_secret(&oidc.principal_secret),
             config.storage.clone(),
         ));
@@ -166,7 +163,7 @@ impl AppState {
         // every process of the instance, as tokens must be.
         let settings_principal_secret = oidc.principal_secret.clone();
         let settings = RegistrationSettings {
-            session_lifetime: Duration::from_secs(config.registration.session_lifetime_seconds),
+            session_lifetime: config.registration.session_lifetime,
             invite_required: config.invites.required,
             principal_secret: oidc.principal_secret,
         };
@@ -190,12 +187,12 @@ impl AppState {
             rng.clone(),
             limiters.clone(),
             notifier.clone(),
-            config.messages.to_messages_config()?,
+            config.messages,
         );
         chat.set_delivery_loop(Arc::new(crate::chat::MessageDelivery::new(
             messages.clone(),
         )));
-        let contacts_config = config.contacts.to_contacts_config()?;
+        let contacts_config = config.contacts.clone();
         let shortcodes = Shortcodes::new(
             store.clone(),
             clock.clone(),
@@ -212,7 +209,7 @@ impl AppState {
             rng.clone(),
             limiters.clone(),
             derive_link_secret(&settings_principal_secret),
-            config.devices.to_devices_config(),
+            config.devices,
         );
         Ok(AppState(Arc::new(Services {
             devices,
@@ -239,9 +236,9 @@ impl AppState {
                 clock.clone(),
                 rng.clone(),
                 limiters.clone(),
-                config.invites.to_policy()?,
+                config.invites.policy.clone(),
             ),
-            trusted_proxies: config.trusted_proxies()?.into(),
+            trusted_proxies: config.server.trusted_proxies.clone(),
             ipv6_limit_prefix: config.server.ipv6_limit_prefix,
             metrics: Arc::new(Metrics::new()),
             health: Arc::default(),

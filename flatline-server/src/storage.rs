@@ -27,7 +27,7 @@ use futures_util::{Stream, StreamExt};
 use tokio::fs;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::config::StorageConfig;
+use crate::config::{ObjectStorage, SecretSource, StorageSettings};
 
 /// Bytes gathered before one write of an upload to its file.
 const WRITE_BUFFER: usize = 1024 * 1024;
@@ -447,21 +447,21 @@ pub enum StorageSetupError {
     S3(io::Error),
 }
 
-/// The object store `[storage]` chooses: the S3-compatible bucket of `url`, else the local directory.
-pub fn from_config(config: &crate::config::Config) -> Result<Box<dyn ObjectStore>, StorageSetupError> {
-    let storage = &config.storage;
-    let Some(bucket) = storage.s3_bucket() else {
-        return Ok(Box::new(LocalStore::new(config.storage_path())));
+/// The object store `[storage]` chose: the S3-compatible bucket of `url`, else the local directory.
+pub fn from_settings(objects: &ObjectStorage) -> Result<Box<dyn ObjectStore>, StorageSetupError> {
+    let s3 = match objects {
+        ObjectStorage::Local(path) => return Ok(Box::new(LocalStore::new(path.clone()))),
+        ObjectStorage::S3(s3) => s3,
     };
-    let secret = crate::secrets::read_secret(
-        storage.s3_secret_access_key_file.as_deref(),
-        storage.s3_secret_access_key_env.as_deref(),
-    )?;
+    let secret = match &s3.secret_access_key {
+        SecretSource::File(path) => crate::secrets::read_secret(Some(path), None),
+        SecretSource::Env(var) => crate::secrets::read_secret(None, Some(var)),
+    }?;
     let settings = s3::S3Settings {
-        bucket: bucket.to_owned(),
-        endpoint: storage.s3_endpoint.clone(),
-        region: storage.s3_region.clone(),
-        access_key_id: storage.s3_access_key_id.clone().unwrap_or_default(),
+        bucket: s3.bucket.clone(),
+        endpoint: s3.endpoint.clone(),
+        region: s3.region.clone(),
+        access_key_id: s3.access_key_id.clone(),
         secret_access_key: zeroize::Zeroizing::new(secret.to_string()),
     };
     Ok(Box::new(
@@ -476,13 +476,13 @@ pub struct Storage {
     /// Signs avatar policies and TUS tokens; derived from the principal secret, so every process agrees.
     pub secret: zeroize::Zeroizing<Vec<u8>>,
     /// `[storage]`.
-    pub config: StorageConfig,
+    pub config: StorageSettings,
     last_cleanup: Mutex<Option<Timestamp>>,
 }
 
 impl Storage {
     /// Storage over `objects`.
-    pub fn new(objects: Box<dyn ObjectStore>, secret: Vec<u8>, config: StorageConfig) -> Self {
+    pub fn new(objects: Box<dyn ObjectStore>, secret: Vec<u8>, config: StorageSettings) -> Self {
         Storage {
             objects,
             secret: zeroize::Zeroizing::new(secret),
@@ -493,22 +493,23 @@ impl Storage {
 
     /// Removes expired uploads and attachments past retention, at most once per `cleanup_interval_seconds`.
     pub async fn cleanup(&self, now: Timestamp) -> io::Result<u64> {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
         {
             let mut last = self.last_cleanup.lock().unwrap_or_else(|e| e.into_inner());
-            let interval = i64::try_from(self.config.cleanup_interval_seconds).unwrap_or(i64::MAX);
-            if last.is_some_and(|l| now.as_secs() - l.as_secs() < interval) {
+            if last
+                .is_some_and(|l| now.as_secs() - l.as_secs() < secs(self.config.cleanup_interval))
+            {
                 return Ok(0);
             }
             *last = Some(now);
         }
-        let secs = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
         let uploads_before = Timestamp::from_secs(
             now.as_secs()
-                .saturating_sub(secs(self.config.upload_expiry_seconds)),
+                .saturating_sub(secs(self.config.upload_expiry)),
         );
         let objects_before = Timestamp::from_secs(
             now.as_secs()
-                .saturating_sub(secs(self.config.attachment_retention_days).saturating_mul(86_400)),
+                .saturating_sub(secs(self.config.attachment_retention)),
         );
         self.objects.cleanup(uploads_before, objects_before).await
     }

@@ -17,7 +17,7 @@ use flatline_core::time::Timestamp;
 use flatline_core::zk::ZkParams;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use crate::config::Settings;
 
 /// The name the signing key's fingerprint is recorded under.
 pub const SIGNING_KEY_NAME: &str = "instance_signing_key";
@@ -162,21 +162,21 @@ pub struct InstanceKeys {
 }
 
 /// Reads both key files, creating absent ones.
-pub fn load_keys(config: &Config, rng: &dyn SecureRandom) -> Result<InstanceKeys, TrustError> {
+pub fn load_keys(config: &Settings, rng: &dyn SecureRandom) -> Result<InstanceKeys, TrustError> {
     let (signing, signing_state) = load_or_create_key(
-        &config.signing_key_path(),
+        &config.instance.signing_key_file,
         InstanceSigningKey::from_pem,
         || InstanceSigningKey::generate(rng),
         InstanceSigningKey::to_pem,
     )?;
     let (sealed_sender, sealed_sender_state) = load_or_create_key(
-        &config.sealed_sender_key_path(),
+        &config.instance.sealed_sender_key_file,
         SealedSenderRoot::from_pem,
         || SealedSenderRoot::generate(rng),
         SealedSenderRoot::to_pem,
     )?;
     let (zk, zk_state) = load_or_create_key(
-        &config.zk_params_path(),
+        &config.instance.zk_params_file,
         ZkParams::from_pem,
         || ZkParams::generate(rng),
         ZkParams::to_pem,
@@ -272,7 +272,7 @@ fn certificate_spki(der: &[u8]) -> Option<&[u8]> {
 
 /// The manifest content the configuration describes, with version 0 and no times yet.
 pub fn manifest_from_config(
-    config: &Config,
+    config: &Settings,
     keys: &InstanceKeys,
     identity_providers: &[IdentityProvider],
 ) -> Result<Manifest, TrustError> {
@@ -298,7 +298,7 @@ pub fn manifest_from_config(
         issued_at: 0,
         expires_at: 0,
         name: config.instance.name.clone(),
-        endpoints: config.manifest_endpoints(),
+        endpoints: config.instance.endpoints.clone(),
         tls_pins,
         trust_roots: TrustRoots {
             sealed_sender: keys.sealed_sender.public_base64(),
@@ -312,7 +312,7 @@ pub fn manifest_from_config(
 
 /// Records each key's fingerprint in the store, or checks it against the recorded one.
 pub async fn check_fingerprints(
-    config: &Config,
+    config: &Settings,
     keys: &InstanceKeys,
     store: &dyn Store,
     now: Timestamp,
@@ -321,17 +321,17 @@ pub async fn check_fingerprints(
         (
             SIGNING_KEY_NAME,
             keys.signing.fingerprint().to_string(),
-            config.signing_key_path(),
+            config.instance.signing_key_file.clone(),
         ),
         (
             SEALED_SENDER_KEY_NAME,
             keys.sealed_sender.fingerprint().to_string(),
-            config.sealed_sender_key_path(),
+            config.instance.sealed_sender_key_file.clone(),
         ),
         (
             ZK_PARAMS_NAME,
             keys.zk.fingerprint().to_string(),
-            config.zk_params_path(),
+            config.instance.zk_params_file.clone(),
         ),
     ];
     for (name, actual, path) in checks {
@@ -378,7 +378,7 @@ impl Trust {
     /// Reads (or creates) the keys, checks their fingerprints against the store, and fixes the manifest version for
     /// the configured content (bumping it when the content changed since the last start).
     pub async fn bootstrap(
-        config: &Config,
+        config: &Settings,
         store: &dyn Store,
         rng: &dyn SecureRandom,
         identity_providers: &[IdentityProvider],
@@ -388,9 +388,12 @@ impl Trust {
         // The database is read before the file is looked at: a process starting at the same moment creates the
         // file before it records the fingerprint, so a fingerprint seen first means its file is visible by now.
         for (name, path) in [
-            (SIGNING_KEY_NAME, config.signing_key_path()),
-            (SEALED_SENDER_KEY_NAME, config.sealed_sender_key_path()),
-            (ZK_PARAMS_NAME, config.zk_params_path()),
+            (SIGNING_KEY_NAME, config.instance.signing_key_file.clone()),
+            (
+                SEALED_SENDER_KEY_NAME,
+                config.instance.sealed_sender_key_file.clone(),
+            ),
+            (ZK_PARAMS_NAME, config.instance.zk_params_file.clone()),
         ] {
             if let Some(recorded) = store.key_fingerprint(name).await?
                 && !path.exists()
@@ -404,9 +407,12 @@ impl Trust {
         }
         let keys = load_keys(config, rng)?;
         for (state, path) in [
-            (keys.signing_state, config.signing_key_path()),
-            (keys.sealed_sender_state, config.sealed_sender_key_path()),
-            (keys.zk_state, config.zk_params_path()),
+            (keys.signing_state, config.instance.signing_key_file.clone()),
+            (
+                keys.sealed_sender_state,
+                config.instance.sealed_sender_key_file.clone(),
+            ),
+            (keys.zk_state, config.instance.zk_params_file.clone()),
         ] {
             if state == KeyFileState::Created {
                 tracing::warn!(path = %path.display(), "created a new instance key file; back it up (docs/TRUST.md)");
@@ -416,7 +422,7 @@ impl Trust {
         let mut content = manifest_from_config(config, &keys, identity_providers)?;
         content.version = store.advance_manifest(&content.content_hash(), now).await?;
         let descriptor = Descriptor {
-            manifest_url: config.manifest_url(),
+            manifest_url: config.instance.manifest_url.clone(),
             fingerprint: keys.signing.fingerprint(),
         };
         tracing::info!(fingerprint = %descriptor.fingerprint.with_hash_name(), version = content.version, "instance manifest ready");
@@ -425,9 +431,7 @@ impl Trust {
             sealed_sender: keys.sealed_sender,
             zk: keys.zk,
             content,
-            lifetime: Duration::from_secs(
-                u64::from(config.instance.manifest_lifetime_days) * 86_400,
-            ),
+            lifetime: config.instance.manifest_lifetime,
             descriptor,
             signed: Mutex::new(None),
         })

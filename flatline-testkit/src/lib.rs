@@ -6,6 +6,7 @@ pub mod clock;
 pub mod conformance;
 pub mod fake_idp;
 pub mod fixtures;
+pub mod idp;
 pub mod memory;
 pub mod remote;
 pub mod usernames;

@@ -150,7 +150,7 @@ pub async fn run_chat(mut socket: WebSocket, ctx: ChatSocket) {
         identity: identity.clone(),
     });
 
-    let idle = Duration::from_secs(config.idle_timeout_seconds);
+    let idle = config.idle_timeout;
     let mut deadline = Instant::now() + idle;
     let mut requests: JoinSet<Option<OutFrame>> = JoinSet::new();
     let end = loop {
@@ -408,10 +408,7 @@ pub async fn run_provisioning(mut socket: WebSocket, state: AppState, slot: Sock
     let address = provisioning_address(state.rng.as_ref());
     let (registration, mut envelopes) = state
         .chat
-        .open_provisioning(
-            address.clone(),
-            Duration::from_secs(config.provisioning_lifetime_seconds),
-        )
+        .open_provisioning(address.clone(), config.provisioning_lifetime)
         .await;
     let first = encode_request(
         Some(0),
@@ -423,8 +420,8 @@ pub async fn run_provisioning(mut socket: WebSocket, state: AppState, slot: Sock
     if socket.send(Message::Binary(first.into())).await.is_err() {
         return;
     }
-    let idle = Duration::from_secs(config.provisioning_idle_timeout_seconds);
-    let lifetime = Instant::now() + Duration::from_secs(config.provisioning_lifetime_seconds);
+    let idle = config.provisioning_idle_timeout;
+    let lifetime = Instant::now() + config.provisioning_lifetime;
     let mut deadline = Instant::now() + idle;
     let mut relayed: Option<u64> = None;
     let close = loop {

@@ -89,7 +89,8 @@ struct FormQuery {
 fn cdn3(state: &AppState) -> String {
     state
         .config
-        .manifest_endpoints()
+        .instance
+        .endpoints
         .get("cdn3")
         .cloned()
         .unwrap_or_else(|| state.config.server.public_url.clone())
@@ -154,7 +155,7 @@ async fn upload_form(
             .await?;
     }
     let key = new_attachment_key(state.rng.as_ref());
-    let lifetime = i64::try_from(state.storage.config.upload_expiry_seconds).unwrap_or(i64::MAX);
+    let lifetime = i64::try_from(state.storage.config.upload_expiry.as_secs()).unwrap_or(i64::MAX);
     let expires = Timestamp::from_secs(state.clock.now().as_secs().saturating_add(lifetime));
     let token = upload_token(&state.storage.secret, &key, max_len, expires);
     let headers = BTreeMap::from([

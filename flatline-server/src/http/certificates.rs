@@ -96,7 +96,7 @@ async fn delivery_certificate(
         &signer,
         &sender,
         now,
-        state.config.sealed_sender.certificate_lifetime(),
+        state.config.sealed_sender.certificate_lifetime,
         state.rng.as_ref(),
     );
     axum::Json(DeliveryCertificate {

@@ -31,13 +31,13 @@ use super::error::{ApiError, ErrorBody, Json, Path, Query};
 use super::extract::{Authenticated, MaybeAuthenticated};
 use super::openapi::{BODY_TOO_LARGE, INTERNAL, UNAUTHORIZED};
 use super::wire;
-use crate::config::Config;
+use crate::config::Settings;
 
 /// Largest send body: six devices' worth of base64 content at the size limit, with room for the JSON around it.
 pub const SEND_BODY_LIMIT: usize = 6 * (MAX_CONTENT_BYTES * 4 / 3 + 4) + 64 * 1024;
 
 /// Routes of this group. A send may carry several devices' maximal messages, more than `server.max_body_bytes`.
-pub fn routes(config: &Config) -> OpenApiRouter<AppState> {
+pub fn routes(config: &Settings) -> OpenApiRouter<AppState> {
     let send_limit = SEND_BODY_LIMIT.max(config.server.max_body_bytes);
     OpenApiRouter::new()
         .routes(routes!(send_message))

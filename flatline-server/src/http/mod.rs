@@ -36,7 +36,7 @@ use axum::{Extension, Router};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::config::Config;
+use crate::config::Settings;
 use error::ApiError;
 
 pub use crate::state::{AppState, OidcParts, Services, SetupError};
@@ -66,7 +66,7 @@ fn routes(state: AppState) -> Router {
 }
 
 /// Every route of the main listener, each registered together with its OpenAPI operation (see [`openapi`]).
-pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
+pub fn api_router(config: &Settings) -> OpenApiRouter<AppState> {
     let mut router = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(accounts::routes())
         .merge(keys::routes())
@@ -93,7 +93,7 @@ pub fn api_router(config: &Config) -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI description of the main listener for `config` (what `/openapi.json` serves).
-pub fn openapi_document(config: &Config) -> utoipa::openapi::OpenApi {
+pub fn openapi_document(config: &Settings) -> utoipa::openapi::OpenApi {
     api_router(config).into_openapi()
 }
 
@@ -145,7 +145,7 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let mut timeout = Duration::from_secs(state.config.server.request_timeout_seconds);
+    let mut timeout = state.config.server.request_timeout;
     if LONG_POLL_ROUTES.contains(&route.as_str()) {
         // A long poll bounds its own wait (its `timeout` parameter).
         timeout += Duration::from_secs(devices::MAX_WAIT_SECONDS);

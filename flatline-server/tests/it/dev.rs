@@ -29,7 +29,7 @@ impl Running {
             listen: "127.0.0.1:0".parse().unwrap(),
             tls_listen: Some("127.0.0.1:0".parse().unwrap()),
         };
-        let server: DevServer = dev_idp::prepare(Config::default(), &opts)
+        let server: DevServer = dev_idp::prepare(Config::default().validate().unwrap(), &opts)
             .await
             .expect("dev server prepares");
         let base = format!("http://{}", server.addr);
@@ -210,7 +210,7 @@ async fn dev_mode_refuses_public_addresses() {
         listen: "0.0.0.0:0".parse().unwrap(),
         tls_listen: None,
     };
-    let e = dev_idp::prepare(Config::default(), &opts)
+    let e = dev_idp::prepare(Config::default().validate().unwrap(), &opts)
         .await
         .err()
         .expect("refused");

@@ -206,7 +206,9 @@ impl E2e {
         config.server.request_timeout_seconds = 120;
         config.registration.idp_timeout_seconds = 60;
         config.registration.principal_secret_file = work.path().join("principal.key");
-        let listeners = flatline_server::serve::bind(&config).await.unwrap();
+        let listeners = flatline_server::serve::bind(&config.validate().unwrap())
+            .await
+            .unwrap();
         let port = listeners.main.local_addr().unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
 
@@ -265,8 +267,13 @@ impl E2e {
             });
         }
         let store: Arc<dyn Store> = sqlite_store().await;
-        let state = AppState::new(config, store, Arc::new(SystemClock), Arc::new(OsRandom))
-            .expect("valid configuration");
+        let state = AppState::new(
+            config.validate().expect("valid configuration"),
+            store,
+            Arc::new(SystemClock),
+            Arc::new(OsRandom),
+        )
+        .expect("state builds");
         let (stop, stopped) = oneshot::channel::<()>();
         let server_state = state.clone();
         let server = tokio::spawn(async move {

@@ -881,7 +881,7 @@ async fn per_ip_limits_key_ipv6_by_network() {
         Vec::<(String, String)>::new(),
     )
     .expect("ipv6_limit_prefix is a setting");
-    let app = TestApp::with_config(Backend::Memory, config).await;
+    let app = TestApp::with_config(Backend::Memory, config.source().clone()).await;
     for i in 1..=5 {
         assert_eq!(
             validity_from(&app, &format!("[2001:db8:7:{i}::1]:1")).await,

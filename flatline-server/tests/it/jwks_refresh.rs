@@ -8,8 +8,8 @@ use std::sync::Arc;
 use flatline_core::random::SecureRandom;
 use flatline_core::time::Clock;
 use flatline_server::cli::jwks_refresh;
-use flatline_server::config::Config;
-use flatline_server::dev_idp::DevIdp;
+use flatline_server::config::{Config, Settings};
+use flatline_server::dev_idp::development_idp;
 use flatline_testkit::{MockClock, SeededRng};
 use serde_json::{Value, json};
 
@@ -20,9 +20,9 @@ fn jwks(seeds: &[u8]) -> String {
         .map(|s| {
             let clock: Arc<dyn Clock> = Arc::new(MockClock::default());
             let rng: Arc<dyn SecureRandom> = Arc::new(SeededRng::new(1));
-            DevIdp::new("http://127.0.0.1:9".into(), vec![], &[*s; 32], clock, rng).jwks()["keys"]
-                [0]
-            .clone()
+            development_idp("http://127.0.0.1:9".into(), vec![], &[*s; 32], clock, rng).jwks()
+                ["keys"][0]
+                .clone()
         })
         .collect();
     json!({ "keys": keys }).to_string()
@@ -54,7 +54,7 @@ redirect_uris = ["flatline://callback"]
     )
 }
 
-async fn pinned(config: &Config) -> Option<String> {
+async fn pinned(config: &Settings) -> Option<String> {
     let store = flatline_server::store::open(&config.database)
         .await
         .unwrap();

@@ -64,7 +64,8 @@ async fn store_for(backend: Backend) -> Arc<dyn Store> {
 /// processes would, so keys created by different starts differ.
 async fn start(config: &Config, store: &dyn Store, clock: &MockClock) -> Result<Trust, TrustError> {
     let rng = SeededRng::new(uuid::Uuid::new_v4().as_u64_pair().0);
-    Trust::bootstrap(config, store, &rng, &[], clock.now()).await
+    let settings = config.validate().expect("valid configuration");
+    Trust::bootstrap(&settings, store, &rng, &[], clock.now()).await
 }
 
 async fn app_with_trust(backend: Backend) -> (TestApp, Arc<Trust>, Config) {
@@ -73,9 +74,14 @@ async fn app_with_trust(backend: Backend) -> (TestApp, Arc<Trust>, Config) {
     let clock = Arc::new(MockClock::default());
     let rng = Arc::new(SeededRng::new(1));
     let trust = Arc::new(start(&config, store.as_ref(), &clock).await.unwrap());
-    let state = AppState::new(config.clone(), store, clock.clone(), rng.clone())
-        .unwrap()
-        .with_trust(trust.clone());
+    let state = AppState::new(
+        config.validate().unwrap(),
+        store,
+        clock.clone(),
+        rng.clone(),
+    )
+    .unwrap()
+    .with_trust(trust.clone());
     (TestApp::with_state(state, clock, rng), trust, config)
 }
 

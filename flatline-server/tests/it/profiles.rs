@@ -547,6 +547,7 @@ async fn expiring_profile_key_credential_for_the_current_version() {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(MockClock::default());
     let rng = Arc::new(SeededRng::new(12));
+    let config = config.validate().expect("valid configuration");
     let trust = Trust::bootstrap(&config, store.as_ref(), rng.as_ref(), &[], clock.now())
         .await
         .unwrap();

@@ -116,6 +116,7 @@ pub(crate) async fn app_with_trust(backend: Backend) -> TestApp {
         1_800_000_000,
     )));
     let rng = Arc::new(SeededRng::new(uuid::Uuid::new_v4().as_u64_pair().0));
+    let config = config.validate().expect("valid configuration");
     let trust = Trust::bootstrap(&config, store.as_ref(), rng.as_ref(), &[], clock.now())
         .await
         .unwrap();
@@ -407,7 +408,7 @@ async fn libsignal_validates_certificates_and_opens_sealed_messages() {
         root_key,
         app.rng.as_ref(),
         app.clock.now(),
-        app.state.config.sealed_sender.certificate_lifetime(),
+        app.state.config.sealed_sender.certificate_lifetime,
     )
     .await
     .unwrap();

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use flatline_server::config::Config;
+use flatline_server::config::{Config, Settings};
 use flatline_server::serve::{CLIENT_SECRET_NAME_PREFIX, ServeError, production_state};
 use sha2::Digest as _;
 
@@ -55,7 +55,7 @@ fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn recorded(config: &Config, name: &str) -> Option<String> {
+async fn recorded(config: &Settings, name: &str) -> Option<String> {
     let store = flatline_server::store::open(&config.database)
         .await
         .unwrap();

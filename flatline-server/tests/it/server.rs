@@ -26,7 +26,13 @@ async fn serves_over_tcp_and_shuts_down_gracefully() {
     let store = sqlite_store().await;
     let clock = std::sync::Arc::new(MockClock::default());
     let rng = std::sync::Arc::new(SeededRng::new(9));
-    let state = AppState::new(config, store.clone(), clock.clone(), rng.clone()).unwrap();
+    let state = AppState::new(
+        config.validate().unwrap(),
+        store.clone(),
+        clock.clone(),
+        rng.clone(),
+    )
+    .unwrap();
     let client = flatline_testkit::SimClient::new(rng.as_ref());
     let new = client.new_account(
         "carol",

@@ -226,8 +226,14 @@ impl TestApp {
             verifier: Arc::new(JoseVerifier),
             principal_secret: Zeroizing::new(vec![7; 32]),
         };
-        let state = AppState::with_oidc(config, store, clock.clone(), rng.clone(), oidc)
-            .expect("valid config");
+        let state = AppState::with_oidc(
+            config.validate().expect("valid config"),
+            store,
+            clock.clone(),
+            rng.clone(),
+            oidc,
+        )
+        .expect("state builds");
         TestApp {
             router: app(state.clone()),
             state,

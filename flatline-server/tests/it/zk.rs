@@ -42,6 +42,7 @@ pub(crate) async fn app_with_trust() -> TestApp {
     let store = Arc::new(MemoryStore::new());
     let clock = Arc::new(MockClock::default());
     let rng = Arc::new(SeededRng::new(11));
+    let config = config.validate().expect("valid configuration");
     let trust = Trust::bootstrap(&config, store.as_ref(), rng.as_ref(), &[], clock.now())
         .await
         .unwrap();
@@ -254,7 +255,7 @@ async fn libsignal_group_send_token_from_the_key_file_params_verifies() {
     let Some(dir) = libsignal_dir() else { return };
     let app = app_with_trust().await;
     let trust = app.state.trust.clone().unwrap();
-    let key_file = std::fs::read_to_string(app.state.config.zk_params_path()).unwrap();
+    let key_file = std::fs::read_to_string(&app.state.config.instance.zk_params_file).unwrap();
     let params = flatline_core::zk::ZkParams::from_pem(&key_file).unwrap();
     assert_eq!(params.fingerprint(), trust.zk().fingerprint());
     let now = u64::try_from(app.clock.now().as_secs()).unwrap();
