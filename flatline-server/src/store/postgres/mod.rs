@@ -28,10 +28,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Executor, Postgres, Transaction};
 
 use super::Migration;
-use super::shared::codecs::{
-    LAST_RESORT, SIGNED_EC, SUBJECT_LOCK_CLASS, account_conflict, db, join_capabilities, uuid_of,
-};
-use super::shared::lock_key;
+use super::shared::codecs::{LAST_RESORT, SIGNED_EC, db, join_capabilities, uuid_of};
 use crate::config::DatabaseConfig;
 use accounts::{device_from_row, insert_account, insert_device, put_initial_keys};
 use keys::{delete_keys_of, put_signed};
@@ -58,8 +55,6 @@ pub const MIGRATIONS: &[Migration] = super::migrations!("postgres");
 
 /// Advisory lock (single 64-bit key space) held while migrating: ASCII "flatmigr".
 const MIGRATION_LOCK: i64 = 0x666c_6174_6d69_6772;
-/// Advisory lock class serializing registrations that claim one principal: "fprn".
-const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
 
 /// Takes the transaction-scoped advisory lock (`class`, `key`); released at commit or rollback.
 async fn xact_lock(tx: &mut Transaction<'_, Postgres>, class: i32, key: i32) -> StoreResult<()> {

@@ -13,6 +13,8 @@ pub(crate) const LAST_RESORT: i64 = 1;
 
 /// Advisory lock class serializing registrations (and deletions) of one OIDC subject: "fsub".
 pub(crate) const SUBJECT_LOCK_CLASS: i32 = 0x6673_7562;
+/// Advisory lock class serializing registrations that claim one principal: "fprn".
+pub(crate) const PRINCIPAL_LOCK_CLASS: i32 = 0x6670_726e;
 /// Advisory lock class serializing key uploads to one device (of one identity): "fkey".
 pub(crate) const KEY_UPLOAD_LOCK_CLASS: i32 = 0x666b_6579;
 

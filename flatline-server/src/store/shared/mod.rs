@@ -1,9 +1,8 @@
 //! Store code written once for both SQL dialects.
 //!
 //! Each aggregate here (accounts, keys, rate limits, profiles, server state, devices, shortcodes, usernames,
-//! invites, contacts) is one
-//! `macro_rules!` body that implements the core's trait for a store type; `store/sqlite/<aggregate>.rs` and
-//! `store/postgres/<aggregate>.rs` each instantiate it in one line. A macro rather than generic code over
+//! invites, contacts, registration, messages) is one `macro_rules!` body that implements the core's trait for a
+//! store type; `store/sqlite/<aggregate>.rs` and `store/postgres/<aggregate>.rs` each instantiate it in one line. A macro rather than generic code over
 //! `sqlx::Database`: generic sqlx code needs a wall of higher-ranked bounds on every function (executors, encoders,
 //! decoders, column indexes) and the core's traits cannot be implemented generically for foreign store types
 //! anyway, whereas the expanded body is ordinary concrete sqlx code, type-checked per dialect, whose errors point
@@ -19,7 +18,8 @@
 //! - type quirks (the insertion-order column).
 //!
 //! A statement whose text itself differs and serves one aggregate only is a function in the two dialect files of
-//! that aggregate, which the body calls unqualified (contacts' `set_grant_states`).
+//! that aggregate, which the body calls unqualified (contacts' `set_grant_states`; messages' queue upserts, row
+//! inserts and removals).
 //!
 //! A trait method whose statement differs (PostgreSQL's one-statement forms) is passed to the body as a braced block
 //! of methods by the dialect file that instantiates it (`keys`, `accounts`).
@@ -40,8 +40,10 @@ pub(super) mod contacts;
 pub(super) mod devices;
 pub(super) mod invites;
 pub(super) mod keys;
+pub(super) mod messages;
 pub(super) mod profiles;
 pub(super) mod rate_limits;
+pub(super) mod registration;
 pub(super) mod server_state;
 pub(super) mod shortcodes;
 pub(super) mod usernames;

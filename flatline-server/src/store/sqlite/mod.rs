@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 
 use super::Migration;
 use super::shared::codecs::{LAST_RESORT, SIGNED_EC, db, join_capabilities, uuid_of};
-use accounts::{device_from_row, insert_account, insert_device, put_initial_keys, taken};
+use accounts::{device_from_row, insert_account, insert_device, put_initial_keys};
 use keys::{delete_keys_of, put_signed};
 
 mod accounts;
