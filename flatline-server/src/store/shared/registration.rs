@@ -230,6 +230,19 @@ macro_rules! registration_store {
                     }
                     _ => false,
                 };
+                // The session and invite checks need nothing more: refuse before taking the locks.
+                let checked = RegistrationFacts {
+                    session: session.as_ref(),
+                    invite_usable,
+                    existing: None,
+                    principal_holder: None,
+                    tombstone: None,
+                };
+                if let RegistrationPlan::Refuse(outcome) =
+                    plan_registration(&checked, c.candidate_aci, c.candidate_pni)
+                {
+                    return Ok(outcome);
+                }
                 let (mut existing, mut principal_holder, mut tombstone) = (None, None, None);
                 if let Some(v) = &verified {
                     // Two sessions of one subject (or two subjects wanting one principal) registering at once
