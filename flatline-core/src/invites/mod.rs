@@ -178,6 +178,16 @@ impl Invite {
             InviteState::Active
         }
     }
+
+    /// Whether a use this invite already reserved may still be consumed at `now` (at registration): not revoked,
+    /// owner not suspended, not expired, and a use left. Unlike [`Invite::state`], the reservation being consumed is
+    /// itself among the pending ones, so only consumed uses count against `max_uses`.
+    pub fn reserved_use_consumable(&self, now: Timestamp, owner_suspended: bool) -> bool {
+        self.revoked_at.is_none()
+            && !owner_suspended
+            && self.expires_at.is_none_or(|e| e > now)
+            && self.uses < self.max_uses
+    }
 }
 
 /// A new invite to store.

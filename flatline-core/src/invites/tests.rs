@@ -76,3 +76,61 @@ fn state_precedence() {
         InviteState::Revoked
     );
 }
+
+#[test]
+fn a_reserved_use_is_consumable_while_the_invite_holds() {
+    let now = Timestamp(1_000);
+    // The last use is reserved: the invite is exhausted for new reservations, yet the reservation may be consumed.
+    let reserved = Invite {
+        id: InviteId(Uuid::nil()),
+        code_hash: CodeHash([0; 32]),
+        owner: InviteOwner::Operator,
+        max_uses: 2,
+        uses: 1,
+        pending: 1,
+        created_at: Timestamp(0),
+        expires_at: Some(Timestamp(2_000)),
+        last_used_at: None,
+        revoked_at: None,
+        note: None,
+    };
+    assert_eq!(reserved.state(now, false), InviteState::Exhausted);
+    let cases = [
+        ("the reservation holds", reserved.clone(), now, false, true),
+        ("owner suspended", reserved.clone(), now, true, false),
+        (
+            "expired at its expiry",
+            reserved.clone(),
+            Timestamp(2_000),
+            false,
+            false,
+        ),
+        (
+            "revoked",
+            Invite {
+                revoked_at: Some(now),
+                ..reserved.clone()
+            },
+            now,
+            false,
+            false,
+        ),
+        (
+            "every use consumed meanwhile",
+            Invite {
+                uses: 2,
+                ..reserved.clone()
+            },
+            now,
+            false,
+            false,
+        ),
+    ];
+    for (name, invite, at, suspended, want) in cases {
+        assert_eq!(
+            invite.reserved_use_consumable(at, suspended),
+            want,
+            "{name}"
+        );
+    }
+}

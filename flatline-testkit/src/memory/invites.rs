@@ -54,12 +54,9 @@ impl InviteState {
 
     /// Whether a reserved use of `id` may still be consumed at `now`: not revoked, not expired, owner not suspended.
     pub(super) fn still_usable(&self, id: InviteId, now: Timestamp) -> bool {
-        self.invites.get(&id).is_some_and(|i| {
-            i.revoked_at.is_none()
-                && i.expires_at.is_none_or(|e| e > now)
-                && !self.suspended_owner(i)
-                && i.uses < i.max_uses
-        })
+        self.invites
+            .get(&id)
+            .is_some_and(|i| i.reserved_use_consumable(now, self.suspended_owner(i)))
     }
 
     /// Turns a reservation into a use and logs the redemption.

@@ -127,12 +127,7 @@ macro_rules! invite_store {
         ) -> StoreResult<bool> {
             Ok(find(&mut **tx, "i.id", id.0.as_bytes().to_vec(), now)
                 .await?
-                .is_some_and(|(i, suspended)| {
-                    i.revoked_at.is_none()
-                        && i.expires_at.is_none_or(|e| e > now)
-                        && !suspended
-                        && i.uses < i.max_uses
-                }))
+                .is_some_and(|(i, suspended)| i.reserved_use_consumable(now, suspended)))
         }
 
         /// Turns a reservation into a use and logs the redemption (inside registration's transaction). False, with nothing
