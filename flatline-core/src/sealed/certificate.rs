@@ -13,12 +13,13 @@ use crate::random::SecureRandom;
 use crate::time::Timestamp;
 
 /// The wire messages exactly as libsignal's `rust/protocol/src/proto/sealed_sender.proto` (proto2: presence
-/// matters). The server encodes these; clients decode them with libsignal.
+/// matters). The server encodes these; clients decode them with libsignal. Named `<Message>Message` and
+/// `<Message>Body` (the nested `Certificate`), so no name repeats a domain type's.
 pub mod proto {
     /// `ServerCertificate`: an inner `Certificate` and the trust root's XEdDSA signature over its bytes.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ServerCertificate {
-        /// The serialized [`server_certificate::Certificate`].
+    pub struct ServerCertificateMessage {
+        /// The serialized [`ServerCertificateBody`].
         #[prost(bytes = "vec", optional, tag = "1")]
         pub certificate: Option<Vec<u8>>,
         /// XEdDSA (64 bytes) by the trust root over `certificate`.
@@ -26,24 +27,21 @@ pub mod proto {
         pub signature: Option<Vec<u8>>,
     }
 
-    /// Nested messages of [`ServerCertificate`].
-    pub mod server_certificate {
-        /// `ServerCertificate.Certificate`.
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Certificate {
-            /// The certificate id.
-            #[prost(uint32, optional, tag = "1")]
-            pub id: Option<u32>,
-            /// The server's 33-byte Curve25519 public key (`0x05` prefix).
-            #[prost(bytes = "vec", optional, tag = "2")]
-            pub key: Option<Vec<u8>>,
-        }
+    /// `ServerCertificate.Certificate`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ServerCertificateBody {
+        /// The certificate id.
+        #[prost(uint32, optional, tag = "1")]
+        pub id: Option<u32>,
+        /// The server's 33-byte Curve25519 public key (`0x05` prefix).
+        #[prost(bytes = "vec", optional, tag = "2")]
+        pub key: Option<Vec<u8>>,
     }
 
     /// `SenderCertificate`: an inner `Certificate` and the server certificate key's XEdDSA signature over it.
     #[derive(Clone, PartialEq, prost::Message)]
-    pub struct SenderCertificate {
-        /// The serialized [`sender_certificate::Certificate`].
+    pub struct SenderCertificateMessage {
+        /// The serialized [`SenderCertificateBody`].
         #[prost(bytes = "vec", optional, tag = "1")]
         pub certificate: Option<Vec<u8>>,
         /// XEdDSA (64 bytes) by the signer's key over `certificate`.
@@ -51,52 +49,49 @@ pub mod proto {
         pub signature: Option<Vec<u8>>,
     }
 
-    /// Nested messages of [`SenderCertificate`].
-    pub mod sender_certificate {
-        /// `SenderCertificate.Certificate`.
-        #[derive(Clone, PartialEq, prost::Message)]
-        pub struct Certificate {
-            /// The sender's phone number. Flatline never sets it.
-            #[prost(string, optional, tag = "1")]
-            pub sender_e164: Option<String>,
-            /// The sending device.
-            #[prost(uint32, optional, tag = "2")]
-            pub sender_device: Option<u32>,
-            /// Expiry, milliseconds since the epoch.
-            #[prost(fixed64, optional, tag = "3")]
-            pub expires: Option<u64>,
-            /// The sender's 33-byte ACI identity key.
-            #[prost(bytes = "vec", optional, tag = "4")]
-            pub identity_key: Option<Vec<u8>>,
-            /// `oneof senderUuid`.
-            #[prost(oneof = "SenderUuid", tags = "6, 7")]
-            pub sender_uuid: Option<SenderUuid>,
-            /// `oneof signer`.
-            #[prost(oneof = "Signer", tags = "5, 8")]
-            pub signer: Option<Signer>,
-        }
-
+    /// `SenderCertificate.Certificate`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct SenderCertificateBody {
+        /// The sender's phone number. Flatline never sets it.
+        #[prost(string, optional, tag = "1")]
+        pub sender_e164: Option<String>,
+        /// The sending device.
+        #[prost(uint32, optional, tag = "2")]
+        pub sender_device: Option<u32>,
+        /// Expiry, milliseconds since the epoch.
+        #[prost(fixed64, optional, tag = "3")]
+        pub expires: Option<u64>,
+        /// The sender's 33-byte ACI identity key.
+        #[prost(bytes = "vec", optional, tag = "4")]
+        pub identity_key: Option<Vec<u8>>,
         /// `oneof senderUuid`.
-        #[derive(Clone, PartialEq, prost::Oneof)]
-        pub enum SenderUuid {
-            /// The hyphenated ACI (what every libsignal version reads).
-            #[prost(string, tag = "6")]
-            UuidString(String),
-            /// The 16 raw ACI bytes (libsignal ≥ 0.80).
-            #[prost(bytes, tag = "7")]
-            UuidBytes(Vec<u8>),
-        }
-
+        #[prost(oneof = "SenderUuid", tags = "6, 7")]
+        pub sender_uuid: Option<SenderUuid>,
         /// `oneof signer`.
-        #[derive(Clone, PartialEq, prost::Oneof)]
-        pub enum Signer {
-            /// The embedded, serialized `ServerCertificate` (what a self-hosted server must send).
-            #[prost(bytes, tag = "5")]
-            Certificate(Vec<u8>),
-            /// A reference to a certificate compiled into libsignal (only Signal's own ids resolve).
-            #[prost(uint32, tag = "8")]
-            Id(u32),
-        }
+        #[prost(oneof = "Signer", tags = "5, 8")]
+        pub signer: Option<Signer>,
+    }
+
+    /// `oneof senderUuid`.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum SenderUuid {
+        /// The hyphenated ACI (what every libsignal version reads).
+        #[prost(string, tag = "6")]
+        UuidString(String),
+        /// The 16 raw ACI bytes (libsignal ≥ 0.80).
+        #[prost(bytes, tag = "7")]
+        UuidBytes(Vec<u8>),
+    }
+
+    /// `oneof signer`.
+    #[derive(Clone, PartialEq, prost::Oneof)]
+    pub enum Signer {
+        /// The embedded, serialized `ServerCertificate` (what a self-hosted server must send).
+        #[prost(bytes, tag = "5")]
+        Certificate(Vec<u8>),
+        /// A reference to a certificate compiled into libsignal (only Signal's own ids resolve).
+        #[prost(uint32, tag = "8")]
+        Id(u32),
     }
 }
 
@@ -157,13 +152,13 @@ impl ServerCertificate {
         if RESERVED_SERVER_CERTIFICATE_IDS.contains(&id) {
             return Err(CertificateError::ReservedId(id));
         }
-        let certificate = proto::server_certificate::Certificate {
+        let certificate = proto::ServerCertificateBody {
             id: Some(id),
             key: Some(key.serialize().to_vec()),
         }
         .encode_to_vec();
         let signature = trust_root.sign(&certificate, rng).to_vec();
-        let serialized = proto::ServerCertificate {
+        let serialized = proto::ServerCertificateMessage {
             certificate: Some(certificate.clone()),
             signature: Some(signature.clone()),
         }
@@ -180,12 +175,12 @@ impl ServerCertificate {
     /// Parses a serialized `ServerCertificate` as libsignal does (every field required; the signature is not
     /// checked here, see [`ServerCertificate::validate`]).
     pub fn deserialize(bytes: &[u8]) -> Result<Self, CertificateError> {
-        let outer =
-            proto::ServerCertificate::decode(bytes).map_err(|_| CertificateError::Malformed)?;
+        let outer = proto::ServerCertificateMessage::decode(bytes)
+            .map_err(|_| CertificateError::Malformed)?;
         let (Some(certificate), Some(signature)) = (outer.certificate, outer.signature) else {
             return Err(CertificateError::Malformed);
         };
-        let inner = proto::server_certificate::Certificate::decode(certificate.as_slice())
+        let inner = proto::ServerCertificateBody::decode(certificate.as_slice())
             .map_err(|_| CertificateError::Malformed)?;
         let (Some(id), Some(key)) = (inner.id, inner.key) else {
             return Err(CertificateError::Malformed);
@@ -361,13 +356,13 @@ impl SenderCertificate {
         signer: &CertificateSigner,
         rng: &dyn SecureRandom,
     ) -> Self {
-        use proto::sender_certificate::{SenderUuid, Signer};
+        use proto::{SenderUuid, Signer};
         let expires = u64::try_from(expires.as_millis()).unwrap_or(0);
         let sender_uuid = match form {
             SenderUuidForm::String => SenderUuid::UuidString(sender.aci.to_string()),
             SenderUuidForm::Bytes => SenderUuid::UuidBytes(sender.aci.as_bytes().to_vec()),
         };
-        let certificate = proto::sender_certificate::Certificate {
+        let certificate = proto::SenderCertificateBody {
             sender_e164: None,
             sender_device: Some(u32::from(sender.device.get())),
             expires: Some(expires),
@@ -379,7 +374,7 @@ impl SenderCertificate {
         }
         .encode_to_vec();
         let signature = signer.key.sign(&certificate, rng).to_vec();
-        let serialized = proto::SenderCertificate {
+        let serialized = proto::SenderCertificateMessage {
             certificate: Some(certificate.clone()),
             signature: Some(signature.clone()),
         }
@@ -398,13 +393,13 @@ impl SenderCertificate {
     /// Parses a serialized `SenderCertificate` as libsignal does: every field but the phone number is required,
     /// either uuid form is accepted, and the signer must be embedded.
     pub fn deserialize(bytes: &[u8]) -> Result<Self, CertificateError> {
-        use proto::sender_certificate::{SenderUuid, Signer};
-        let outer =
-            proto::SenderCertificate::decode(bytes).map_err(|_| CertificateError::Malformed)?;
+        use proto::{SenderUuid, Signer};
+        let outer = proto::SenderCertificateMessage::decode(bytes)
+            .map_err(|_| CertificateError::Malformed)?;
         let (Some(certificate), Some(signature)) = (outer.certificate, outer.signature) else {
             return Err(CertificateError::Malformed);
         };
-        let inner = proto::sender_certificate::Certificate::decode(certificate.as_slice())
+        let inner = proto::SenderCertificateBody::decode(certificate.as_slice())
             .map_err(|_| CertificateError::Malformed)?;
         let (Some(device), Some(expires), Some(key), Some(uuid), Some(signer)) = (
             inner.sender_device,

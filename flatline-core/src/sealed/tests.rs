@@ -128,21 +128,18 @@ fn sender_certificate_wire_layout() {
     let signer = CertificateSigner::issue(99, &root.private_key, &r).unwrap();
     let who = sender(&r);
     let cert = service::sender_certificate(&signer, &who, NOW, Duration::from_secs(60), &r);
-    let outer = proto::SenderCertificate::decode(cert.serialized()).unwrap();
+    let outer = proto::SenderCertificateMessage::decode(cert.serialized()).unwrap();
     let inner =
-        proto::sender_certificate::Certificate::decode(outer.certificate.as_deref().unwrap())
-            .unwrap();
+        proto::SenderCertificateBody::decode(outer.certificate.as_deref().unwrap()).unwrap();
     // No phone number, never the principal: the ACI as a string, the signer embedded.
     assert_eq!(inner.sender_e164, None);
     assert_eq!(
         inner.sender_uuid,
-        Some(proto::sender_certificate::SenderUuid::UuidString(
-            who.aci.to_string()
-        ))
+        Some(proto::SenderUuid::UuidString(who.aci.to_string()))
     );
     assert_eq!(
         inner.signer,
-        Some(proto::sender_certificate::Signer::Certificate(
+        Some(proto::Signer::Certificate(
             signer.certificate.serialized().to_vec()
         ))
     );
@@ -179,17 +176,15 @@ fn malformed_certificates_are_refused() {
     let root = KeyPair::generate(&r);
     let signer = CertificateSigner::issue(5, &root.private_key, &r).unwrap();
     let who = sender(&r);
-    let inner = proto::sender_certificate::Certificate {
+    let inner = proto::SenderCertificateBody {
         sender_e164: None,
         sender_device: Some(1),
         expires: Some(1),
         identity_key: Some(who.identity_key.serialize().to_vec()),
-        sender_uuid: Some(proto::sender_certificate::SenderUuid::UuidString(
-            who.aci.to_string(),
-        )),
-        signer: Some(proto::sender_certificate::Signer::Id(3)),
+        sender_uuid: Some(proto::SenderUuid::UuidString(who.aci.to_string())),
+        signer: Some(proto::Signer::Id(3)),
     };
-    let outer = proto::SenderCertificate {
+    let outer = proto::SenderCertificateMessage {
         certificate: Some(inner.encode_to_vec()),
         signature: Some(vec![0; 64]),
     };
