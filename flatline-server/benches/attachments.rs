@@ -348,10 +348,14 @@ async fn run(s: Settings) -> Result<(), String> {
     let _ = std::fs::remove_file(&src);
 
     let db = format!("sqlite://{}/flatline.db?mode=rwc", dir.display());
-    let store = flatline_server::store::open(&flatline_server::config::DatabaseConfig {
-        url: db.clone(),
-        ..Default::default()
-    })
+    let store = flatline_server::store::open(
+        &flatline_server::config::DatabaseConfig {
+            url: db.clone(),
+            ..Default::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .map_err(|e| format!("store: {e}"))?;
     let bob = SimClient::new(&OsRandom);

@@ -1006,7 +1006,7 @@ async fn run_scenario(
             url: url.clone(),
             max_connections: s.db_connections,
             ..DatabaseConfig::default()
-        })
+        }.settings().expect("valid database settings"))
         .await
         .map_err(|e| format!("open store: {e}"))?;
         let t = Instant::now();

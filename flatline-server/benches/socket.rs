@@ -51,10 +51,14 @@ async fn start(auth_client: &SimClient, sockets: usize) -> Server {
         .map(|a| a.port())
         .expect("port");
     let db = format!("sqlite://{}/bench.db?mode=rwc", dir.path().display());
-    let store = flatline_server::store::open(&flatline_server::config::DatabaseConfig {
-        url: db.clone(),
-        ..Default::default()
-    })
+    let store = flatline_server::store::open(
+        &flatline_server::config::DatabaseConfig {
+            url: db.clone(),
+            ..Default::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("store");
     store

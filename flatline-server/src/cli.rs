@@ -164,8 +164,8 @@ pub async fn main() -> i32 {
         Command::CheckConfig => match toml::to_string_pretty(&Config {
             // The database URL may carry a password.
             database: crate::config::DatabaseConfig {
-                url: crate::store::redact_url(&config.database.url),
-                ..config.database.clone()
+                url: crate::store::redact_url(config.database.url()),
+                ..config.source().database.clone()
             },
             ..config.source().clone()
         }) {

@@ -417,7 +417,7 @@ pub async fn accounts(config: &Settings, cmd: AccountsCommand) -> i32 {
         );
         if suspend {
             let event = crate::chat::Event::Disconnect { aci, device: None };
-            match crate::chat::bus::announce(&config.database.url, &event).await {
+            match crate::chat::bus::announce(config.database.url(), &event).await {
                 Ok(true) => println!("its sockets on running servers were told to close (4401)"),
                 Ok(false) => println!(
                     "SQLite: a running server keeps the account's open sockets until they reconnect; its sends \

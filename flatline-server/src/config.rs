@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 
 mod settings;
 pub use settings::{
-    ChatSettings, InstanceSettings, InviteSettings, ObjectStorage, RegistrationOptions, S3Location,
-    SealedSenderSettings, SecretSource, ServerSettings, Settings, StorageSettings,
+    ChatSettings, DatabaseSettings, InstanceSettings, InviteSettings, ObjectStorage,
+    RegistrationOptions, S3Location, SealedSenderSettings, SecretSource, ServerSettings, Settings,
+    StorageSettings,
 };
 
 /// Longest time a configured rate-limit bucket may take to refill from empty (100 years).
@@ -928,6 +929,53 @@ impl Default for DatabaseConfig {
     }
 }
 
+impl DatabaseConfig {
+    /// PostgreSQL's pool settings from these values (checked by [`DatabaseConfig::settings`]).
+    pub(crate) fn pool_settings(&self) -> crate::store::postgres::PoolSettings {
+        crate::store::postgres::PoolSettings {
+            max_connections: self.max_connections.max(1),
+            acquire_timeout: Duration::from_secs(self.acquire_timeout_seconds.max(1)),
+            idle_timeout: (self.idle_timeout_seconds > 0)
+                .then(|| Duration::from_secs(self.idle_timeout_seconds)),
+            statement_timeout_ms: self.statement_timeout_ms,
+            auth_cache: Duration::from_secs(self.auth_cache_seconds),
+        }
+    }
+
+    /// The checked, typed form ([`Config::validate`] calls it; tests that open a store directly do too).
+    pub fn settings(&self) -> Result<DatabaseSettings, ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be at least 1"));
+        }
+        if self.acquire_timeout_seconds == 0 {
+            return Err(invalid(
+                "database.acquire_timeout_seconds",
+                "must be at least 1",
+            ));
+        }
+        let acquire_timeout = Duration::from_secs(self.acquire_timeout_seconds);
+        let url = self.url.clone();
+        if url.starts_with("sqlite:") {
+            Ok(DatabaseSettings::Sqlite {
+                url,
+                readers: self.max_connections,
+                busy_timeout: Duration::from_millis(self.busy_timeout_ms),
+                acquire_timeout,
+            })
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(DatabaseSettings::Postgres {
+                url,
+                pool: self.pool_settings(),
+            })
+        } else {
+            Err(invalid(
+                "database.url",
+                "must start with sqlite: or postgres://",
+            ))
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -1274,31 +1322,13 @@ impl Config {
         let messages = self.messages.to_messages_config()?;
         let devices = self.devices.to_devices_config()?;
         let sealed_sender = self.sealed_sender.to_settings()?;
-        let db = &self.database.url;
-        if !(db.starts_with("sqlite:")
-            || db.starts_with("postgres://")
-            || db.starts_with("postgresql://"))
-        {
-            return Err(invalid(
-                "database.url",
-                "must start with sqlite: or postgres://",
-            ));
-        }
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be at least 1"));
-        }
-        if self.database.acquire_timeout_seconds == 0 {
-            return Err(invalid(
-                "database.acquire_timeout_seconds",
-                "must be at least 1",
-            ));
-        }
+        let database = self.database.settings()?;
         let server = self.server_settings(trusted_proxies)?;
         let chat = self.chat.to_settings()?;
         let instance = self.instance_settings()?;
         Ok(Settings {
             server,
-            database: self.database.clone(),
+            database,
             log: self.log.clone(),
             limits,
             registration,
@@ -1729,15 +1759,34 @@ mod tests {
     }
 
     #[test]
+    fn the_default_database_is_sqlite_with_typed_timeouts() {
+        let c = load("", &[("FLATLINE_DATABASE__BUSY_TIMEOUT_MS", "250")]).unwrap();
+        assert_eq!(
+            c.database,
+            DatabaseSettings::Sqlite {
+                url: "sqlite://flatline.db".into(),
+                readers: 8,
+                busy_timeout: Duration::from_millis(250),
+                acquire_timeout: Duration::from_secs(10),
+            }
+        );
+    }
+
+    #[test]
     fn postgres_pool_settings_have_defaults_and_env_overrides() {
         let c = load(
             "[database]\nurl = \"postgresql://flatline@db/flatline\"\n",
             &[("FLATLINE_DATABASE__STATEMENT_TIMEOUT_MS", "1500")],
         )
         .unwrap();
-        assert_eq!(c.database.acquire_timeout_seconds, 10);
-        assert_eq!(c.database.idle_timeout_seconds, 600);
-        assert_eq!(c.database.statement_timeout_ms, 1500);
+        let DatabaseSettings::Postgres { url, pool } = &c.database else {
+            panic!("a postgresql:// URL is PostgreSQL: {:?}", c.database);
+        };
+        assert_eq!(url, "postgresql://flatline@db/flatline");
+        assert_eq!(pool.acquire_timeout, Duration::from_secs(10));
+        assert_eq!(pool.idle_timeout, Some(Duration::from_secs(600)));
+        assert_eq!(pool.statement_timeout_ms, 1500);
+        assert_eq!(pool.auth_cache, Duration::from_secs(30));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub async fn production_state(config: Settings) -> Result<AppState, ServeError> 
 /// With PostgreSQL, several processes may share the database: chat events (displacement, disconnects, new messages)
 /// then travel over `LISTEN/NOTIFY`. With SQLite the in-process bus stays.
 pub async fn install_chat_bus(state: &AppState) -> Result<(), ServeError> {
-    let url = &state.config.database.url;
+    let url = state.config.database.url();
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         let options = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)
             .map_err(crate::chat::bus::BusError::from)?;

@@ -19,7 +19,7 @@ use flatline_core::messages::service::MessagesConfig;
 use flatline_core::ratelimit::Limits;
 use ipnet::IpNet;
 
-use super::{Config, DatabaseConfig, LogConfig, ProviderConfig, TlsConfig};
+use super::{Config, LogConfig, ProviderConfig, TlsConfig};
 
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
@@ -27,8 +27,8 @@ use super::{Config, DatabaseConfig, LogConfig, ProviderConfig, TlsConfig};
 pub struct Settings {
     /// `[server]`.
     pub server: ServerSettings,
-    /// `[database]`, checked (the stores read it as it is).
-    pub database: DatabaseConfig,
+    /// `[database]`: which store, and its pool settings.
+    pub database: DatabaseSettings,
     /// `[log]`.
     pub log: LogConfig,
     /// `[limits.*]` over the defaults.
@@ -251,5 +251,37 @@ impl Settings {
             })
             .for_each(|w| warnings.push(w));
         warnings
+    }
+}
+
+/// `[database]`, by dialect (the URL's scheme), in the types the stores take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseSettings {
+    /// `sqlite:` — the embedded database.
+    Sqlite {
+        /// The URL as configured.
+        url: String,
+        /// Reader connections (`max_connections`, at least 1).
+        readers: u32,
+        /// How long the writer waits for a lock before failing.
+        busy_timeout: Duration,
+        /// How long a query waits for a free connection (at least 1 s).
+        acquire_timeout: Duration,
+    },
+    /// `postgres://` or `postgresql://`.
+    Postgres {
+        /// The URL as configured (it may carry a password: print it through `store::redact_url`).
+        url: String,
+        /// Pool sizes and timeouts.
+        pool: crate::store::postgres::PoolSettings,
+    },
+}
+
+impl DatabaseSettings {
+    /// The configured URL.
+    pub fn url(&self) -> &str {
+        match self {
+            DatabaseSettings::Sqlite { url, .. } | DatabaseSettings::Postgres { url, .. } => url,
+        }
     }
 }

@@ -15,34 +15,32 @@ use flatline_core::ratelimit::{self, Admission, BucketConfig};
 use flatline_core::store::{Store, StoreError, StoreResult};
 use flatline_core::time::Timestamp;
 
-use crate::config::DatabaseConfig;
+use crate::config::DatabaseSettings;
 
 /// Opens the configured database and applies pending migrations.
-pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
-    if config.url.starts_with("sqlite:") {
-        let store = sqlite::SqliteStore::open_with(
-            &config.url,
-            config.max_connections,
-            config.busy_timeout_ms,
-            Duration::from_secs(config.acquire_timeout_seconds.max(1)),
-        )
-        .await?;
-        store.migrate().await?;
-        Ok(Arc::new(store))
-    } else if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
-        let settings = postgres::PoolSettings::from(config);
-        let store = retry_unavailable(&config.url, STARTUP_RETRIES, || {
-            postgres::PgStore::open(&config.url, &settings)
-        })
-        .await
-        .map_err(|e| with_url(&config.url, e))?;
-        store.migrate().await?;
-        Ok(Arc::new(store))
-    } else {
-        Err(StoreError::corrupt(format!(
-            "database.url `{}`: unsupported scheme; use sqlite:// or postgres://",
-            redact_url(&config.url)
-        )))
+pub async fn open(config: &DatabaseSettings) -> Result<Arc<dyn Store>, StoreError> {
+    match config {
+        DatabaseSettings::Sqlite {
+            url,
+            readers,
+            busy_timeout,
+            acquire_timeout,
+        } => {
+            let busy_timeout_ms = u64::try_from(busy_timeout.as_millis()).unwrap_or(u64::MAX);
+            let store =
+                sqlite::SqliteStore::open_with(url, *readers, busy_timeout_ms, *acquire_timeout)
+                    .await?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
+        DatabaseSettings::Postgres { url, pool } => {
+            let store =
+                retry_unavailable(url, STARTUP_RETRIES, || postgres::PgStore::open(url, pool))
+                    .await
+                    .map_err(|e| with_url(url, e))?;
+            store.migrate().await?;
+            Ok(Arc::new(store))
+        }
     }
 }
 

@@ -1140,10 +1140,14 @@ async fn health_while(target: &Target, down: Instant, until: Instant) -> Vec<(us
 async fn postgres_stopped_for_ten_seconds_under_load() {
     let cluster = PgCluster::start().await;
     let db = cluster.url();
-    let store = flatline_server::store::open(&DatabaseConfig {
-        url: db.clone(),
-        ..DatabaseConfig::default()
-    })
+    let store = flatline_server::store::open(
+        &DatabaseConfig {
+            url: db.clone(),
+            ..DatabaseConfig::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("open the throwaway cluster");
     let accounts = seed(store.as_ref()).await;
@@ -1296,10 +1300,14 @@ async fn sqlite_unwritable_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("flatline.db");
     let db = format!("sqlite://{}", file.display());
-    let store = flatline_server::store::open(&DatabaseConfig {
-        url: db.clone(),
-        ..DatabaseConfig::default()
-    })
+    let store = flatline_server::store::open(
+        &DatabaseConfig {
+            url: db.clone(),
+            ..DatabaseConfig::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("open");
     let accounts = seed(store.as_ref()).await;
@@ -1502,10 +1510,14 @@ async fn sqlite_disk_full_under_load() {
     let file = small.dir.join("flatline.db");
     let filler = small.dir.join("filler");
     let db = format!("sqlite://{}", file.display());
-    let store = flatline_server::store::open(&DatabaseConfig {
-        url: db.clone(),
-        ..DatabaseConfig::default()
-    })
+    let store = flatline_server::store::open(
+        &DatabaseConfig {
+            url: db.clone(),
+            ..DatabaseConfig::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("open");
     let accounts = seed(store.as_ref()).await;
@@ -1648,10 +1660,14 @@ async fn chat_bus_listens_again_after_a_reset_connection() {
         options.get_username(),
         proxy.port
     );
-    let store = flatline_server::store::open(&DatabaseConfig {
-        url: db.clone(),
-        ..DatabaseConfig::default()
-    })
+    let store = flatline_server::store::open(
+        &DatabaseConfig {
+            url: db.clone(),
+            ..DatabaseConfig::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("open");
     let accounts = seed(store.as_ref()).await;

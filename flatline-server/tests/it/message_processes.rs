@@ -19,10 +19,14 @@ use serde_json::json;
 use crate::socket::{ProcessTls, WsClient, start_process_with};
 
 pub(crate) async fn open_store(db: &str) -> Arc<dyn Store> {
-    flatline_server::store::open(&flatline_server::config::DatabaseConfig {
-        url: db.to_owned(),
-        ..Default::default()
-    })
+    flatline_server::store::open(
+        &flatline_server::config::DatabaseConfig {
+            url: db.to_owned(),
+            ..Default::default()
+        }
+        .settings()
+        .expect("valid database settings"),
+    )
     .await
     .expect("store")
 }

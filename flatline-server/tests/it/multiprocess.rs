@@ -171,10 +171,14 @@ impl Cluster {
                 "server {i} did not become healthy:\n{log}"
             );
         }
-        let store = flatline_server::store::open(&DatabaseConfig {
-            url: db.clone(),
-            ..DatabaseConfig::default()
-        })
+        let store = flatline_server::store::open(
+            &DatabaseConfig {
+                url: db.clone(),
+                ..DatabaseConfig::default()
+            }
+            .settings()
+            .expect("valid database settings"),
+        )
         .await
         .expect("open store");
         Cluster {

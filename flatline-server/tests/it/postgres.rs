@@ -11,7 +11,7 @@ use flatline_core::keys::{KeyCounts, KeyUpload};
 use flatline_core::ratelimit::{Admission, BucketConfig};
 use flatline_core::store::{AccountStore, Conflict, KeyStore, RateLimitStore, Store, StoreError};
 use flatline_core::time::Timestamp;
-use flatline_server::config::DatabaseConfig;
+use flatline_server::config::{DatabaseConfig, DatabaseSettings};
 use flatline_server::store::postgres::{MIGRATIONS, PgStore, PoolSettings};
 use flatline_testkit::SeededRng;
 use flatline_testkit::fixtures::{fake_ec, fake_kem, new_account};
@@ -274,7 +274,8 @@ async fn open_from_config_applies_settings_and_hides_password() {
         statement_timeout_ms: 1234,
         ..DatabaseConfig::default()
     };
-    let store = flatline_server::store::open(&config).await.unwrap();
+    let settings = config.settings().unwrap();
+    let store = flatline_server::store::open(&settings).await.unwrap();
     // Migrated: the store works.
     let cfg = BucketConfig::new(1, Duration::from_secs(1));
     assert_eq!(
@@ -282,9 +283,10 @@ async fn open_from_config_applies_settings_and_hides_password() {
         Admission::Allowed
     );
     // Every pooled connection carries the statement timeout.
-    let direct = PgStore::open(&config.url, &PoolSettings::from(&config))
-        .await
-        .unwrap();
+    let DatabaseSettings::Postgres { pool, .. } = &settings else {
+        panic!("a postgres:// URL gives PostgreSQL settings: {settings:?}");
+    };
+    let direct = PgStore::open(&config.url, pool).await.unwrap();
     let timeout: String = sqlx::query_scalar("SHOW statement_timeout")
         .fetch_one(direct.pool())
         .await
@@ -301,7 +303,7 @@ async fn open_from_config_applies_settings_and_hides_password() {
         acquire_timeout_seconds: 1,
         ..DatabaseConfig::default()
     };
-    let err = flatline_server::store::open(&config)
+    let err = flatline_server::store::open(&config.settings().unwrap())
         .await
         .err()
         .expect("port 1 refuses");

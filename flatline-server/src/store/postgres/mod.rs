@@ -29,7 +29,6 @@ use sqlx::{Executor, Postgres, Transaction};
 
 use super::Migration;
 use super::shared::codecs::{LAST_RESORT, SIGNED_EC, db, join_capabilities, uuid_of};
-use crate::config::DatabaseConfig;
 use accounts::{device_from_row, insert_account, insert_device, put_initial_keys};
 use keys::{delete_keys_of, put_signed};
 
@@ -84,22 +83,10 @@ pub struct PoolSettings {
     pub auth_cache: Duration,
 }
 
-impl From<&DatabaseConfig> for PoolSettings {
-    fn from(c: &DatabaseConfig) -> Self {
-        PoolSettings {
-            max_connections: c.max_connections.max(1),
-            acquire_timeout: Duration::from_secs(c.acquire_timeout_seconds.max(1)),
-            idle_timeout: (c.idle_timeout_seconds > 0)
-                .then(|| Duration::from_secs(c.idle_timeout_seconds)),
-            statement_timeout_ms: c.statement_timeout_ms,
-            auth_cache: Duration::from_secs(c.auth_cache_seconds),
-        }
-    }
-}
-
 impl Default for PoolSettings {
+    /// `[database]`'s defaults.
     fn default() -> Self {
-        PoolSettings::from(&DatabaseConfig::default())
+        crate::config::DatabaseConfig::default().pool_settings()
     }
 }
 
