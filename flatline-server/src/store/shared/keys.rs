@@ -24,7 +24,7 @@ macro_rules! key_store {
         use $crate::store::shared::codecs::{
             KEY_UPLOAD_LOCK_CLASS, LAST_RESORT, SIGNED_EC, dedup, identity_code, key_id, owner_bytes,
         };
-        use $crate::store::shared::{Dialect, lock_key};
+        use $crate::store::shared::Dialect;
 
         type Db = <$store as Dialect>::Db;
         type DbRow = <Db as sqlx::Database>::Row;
@@ -142,10 +142,20 @@ macro_rules! key_store {
             let dev = i64::from(device.get());
             // Serializes uploads to one device across processes: without it, two "replace" uploads racing under
             // READ COMMITTED could each delete only the rows they saw and leave the union of both lists.
-            let mut lock = owner_b.clone();
-            lock.extend_from_slice(&identity.to_be_bytes());
-            lock.extend_from_slice(&dev.to_be_bytes());
-            <$store as Dialect>::advisory_lock(tx, KEY_UPLOAD_LOCK_CLASS, lock_key(&lock)).await?;
+            // The key is computed by the database, as before the dialects shared this code, so processes of
+            // both versions serialize with each other during a rolling upgrade. SQLite's writer runs alone.
+            if !<$store as Dialect>::SERIALIZED {
+                sqlx::query(
+                    "SELECT pg_advisory_xact_lock($1, hashtext(encode($2, 'hex') || ':' || $3 || ':' || $4))",
+                )
+                .bind(KEY_UPLOAD_LOCK_CLASS)
+                .bind(&owner_b)
+                .bind(identity)
+                .bind(dev)
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            }
             if let Some(ec) = &upload.ec {
                 clear_one_time(tx, "one_time_ec_keys", identity, &owner_b, dev).await?;
                 let keys = dedup(ec.iter().map(|k| (k.key_id, k)));
