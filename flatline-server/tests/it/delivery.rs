@@ -288,16 +288,9 @@ async fn a_message_sent_to_one_process_reaches_a_socket_on_another_on_postgres()
     let db = crate::multiprocess::fresh_database().await;
     let one = crate::socket::start_process(dir.path(), "one", &db).await;
     let two = crate::socket::start_process(dir.path(), "two", &db).await;
-    let store = flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.clone(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .unwrap();
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .unwrap();
     let now = flatline_core::time::Clock::now(&SystemClock);
     let alice = SimClient::new(&OsRandom);
     let bob = SimClient::new(&OsRandom);

@@ -454,16 +454,9 @@ async fn relay_and_wait_work_across_processes_on_postgres() {
     let db = crate::multiprocess::fresh_database().await;
     let one = crate::socket::start_process(dir.path(), "one", &db).await;
     let two = crate::socket::start_process(dir.path(), "two", &db).await;
-    let store = flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.clone(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .unwrap();
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .unwrap();
     let alice = SimClient::new(&OsRandom);
     store
         .create_account(alice.new_account(

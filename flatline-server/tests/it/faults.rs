@@ -48,7 +48,6 @@ use flatline_core::messages::Envelope;
 use flatline_core::messages::store::MessageCursor;
 use flatline_core::store::Store;
 use flatline_core::time::Clock as _;
-use flatline_server::config::DatabaseConfig;
 use flatline_server::system::{OsRandom, SystemClock};
 use flatline_testkit::usernames::SimUsername;
 use flatline_testkit::{SimClient, UsernameForm};
@@ -1140,16 +1139,9 @@ async fn health_while(target: &Target, down: Instant, until: Instant) -> Vec<(us
 async fn postgres_stopped_for_ten_seconds_under_load() {
     let cluster = PgCluster::start().await;
     let db = cluster.url();
-    let store = flatline_server::store::open(
-        &DatabaseConfig {
-            url: db.clone(),
-            ..DatabaseConfig::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .expect("open the throwaway cluster");
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .expect("open the throwaway cluster");
     let accounts = seed(store.as_ref()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut one = start_server(dir.path(), "one", &db).await;
@@ -1300,16 +1292,9 @@ async fn sqlite_unwritable_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("flatline.db");
     let db = format!("sqlite://{}", file.display());
-    let store = flatline_server::store::open(
-        &DatabaseConfig {
-            url: db.clone(),
-            ..DatabaseConfig::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .expect("open");
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .expect("open");
     let accounts = seed(store.as_ref()).await;
     let mut server = start_server(dir.path(), "server", &db).await;
     let target = Target::new(vec![server.url("")]);
@@ -1510,16 +1495,9 @@ async fn sqlite_disk_full_under_load() {
     let file = small.dir.join("flatline.db");
     let filler = small.dir.join("filler");
     let db = format!("sqlite://{}", file.display());
-    let store = flatline_server::store::open(
-        &DatabaseConfig {
-            url: db.clone(),
-            ..DatabaseConfig::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .expect("open");
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .expect("open");
     let accounts = seed(store.as_ref()).await;
     let mut server = start_server(dir.path(), "server", &db).await;
     let target = Target::new(vec![server.url("")]);
@@ -1660,16 +1638,9 @@ async fn chat_bus_listens_again_after_a_reset_connection() {
         options.get_username(),
         proxy.port
     );
-    let store = flatline_server::store::open(
-        &DatabaseConfig {
-            url: db.clone(),
-            ..DatabaseConfig::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .expect("open");
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .expect("open");
     let accounts = seed(store.as_ref()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let one = start_server(dir.path(), "one", &db).await;

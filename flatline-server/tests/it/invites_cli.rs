@@ -290,16 +290,9 @@ async fn a_suspended_account_sends_nothing_and_its_sockets_close() {
     let dir = scratch_dir();
     let db = crate::multiprocess::fresh_database().await;
     let server = crate::socket::start_process(&dir, "server", &db).await;
-    let store = flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.clone(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .unwrap();
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .unwrap();
     let now = flatline_core::time::Clock::now(&SystemClock);
     let alice = SimClient::new(&OsRandom);
     let bob = SimClient::new(&OsRandom);

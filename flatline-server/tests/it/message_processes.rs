@@ -19,16 +19,9 @@ use serde_json::json;
 use crate::socket::{ProcessTls, WsClient, start_process_with};
 
 pub(crate) async fn open_store(db: &str) -> Arc<dyn Store> {
-    flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.to_owned(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .expect("store")
+    flatline_server::store::open(&crate::support::database(db))
+        .await
+        .expect("store")
 }
 
 pub(crate) async fn seed(store: &dyn Store, principal: &str) -> SimClient {

@@ -16,7 +16,6 @@ use flatline_core::keys::KeyUpload;
 use flatline_core::registration::Subject;
 use flatline_core::store::Store;
 use flatline_core::time::Clock;
-use flatline_server::config::DatabaseConfig;
 use flatline_server::system::{OsRandom, SystemClock};
 use flatline_testkit::client::pkce;
 use flatline_testkit::fake_idp::{CLIENT_SECRET, FakeIdp, ServerProcessConfig};
@@ -171,16 +170,9 @@ impl Cluster {
                 "server {i} did not become healthy:\n{log}"
             );
         }
-        let store = flatline_server::store::open(
-            &DatabaseConfig {
-                url: db.clone(),
-                ..DatabaseConfig::default()
-            }
-            .settings()
-            .expect("valid database settings"),
-        )
-        .await
-        .expect("open store");
+        let store = flatline_server::store::open(&crate::support::database(&db))
+            .await
+            .expect("open store");
         Cluster {
             dir,
             idp,

@@ -1166,16 +1166,9 @@ async fn displacement_and_disconnects_cross_processes_on_postgres() {
     let db = crate::multiprocess::fresh_database().await;
     let one = start_process(dir.path(), "one", &db).await;
     let two = start_process(dir.path(), "two", &db).await;
-    let store = flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.clone(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .unwrap();
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .unwrap();
     let alice = SimClient::new(&OsRandom);
     store
         .create_account(alice.new_account(
@@ -1312,16 +1305,9 @@ async fn a_tls_client_across_two_processes_on_postgres() {
     let db = crate::multiprocess::fresh_database().await;
     let one = start_process_with(dir.path(), "one", &db, Some(&tls), "").await;
     let two = start_process_with(dir.path(), "two", &db, Some(&tls), "").await;
-    let store = flatline_server::store::open(
-        &flatline_server::config::DatabaseConfig {
-            url: db.clone(),
-            ..Default::default()
-        }
-        .settings()
-        .expect("valid database settings"),
-    )
-    .await
-    .unwrap();
+    let store = flatline_server::store::open(&crate::support::database(&db))
+        .await
+        .unwrap();
     let now = flatline_core::time::Clock::now(&SystemClock);
     let alice = SimClient::new(&OsRandom);
     let bob = SimClient::new(&OsRandom);

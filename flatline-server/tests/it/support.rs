@@ -127,6 +127,16 @@ pub async fn pg_schema() -> sqlx::postgres::PgConnectOptions {
 }
 
 /// Pool settings for tests: few connections (many tests share one server), generous waits (the machine is busy).
+/// `[database]` defaults with this URL, validated: what a test that opens a store directly passes to `store::open`.
+pub fn database(url: &str) -> flatline_server::config::DatabaseSettings {
+    flatline_server::config::DatabaseConfig {
+        url: url.to_owned(),
+        ..Default::default()
+    }
+    .settings()
+    .expect("valid database settings")
+}
+
 pub fn pg_test_settings() -> PoolSettings {
     PoolSettings {
         max_connections: 4,
