@@ -309,14 +309,10 @@ impl RegistrationCommit {
     /// settings, and the commit's device as its only device; its ACI, username and creation time are kept.
     pub fn reregistered(&self, account: Account, pni: Pni, verified: &VerifiedIdentity) -> Account {
         Account {
-            pni,
-            principal: verified.principal.clone(),
-            principal_opaque: verified.principal_opaque,
-            aci_identity_key: self.aci_identity_key.clone(),
-            pni_identity_key: self.pni_identity_key.clone(),
-            settings: self.settings.clone(),
-            devices: vec![self.device.clone()],
-            ..account
+            username_hash: account.username_hash,
+            username_link_handle: account.username_link_handle,
+            created_at: account.created_at,
+            ..self.new_account(account.aci, pni, verified)
         }
     }
 }
